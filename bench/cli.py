@@ -1,0 +1,251 @@
+"""``python -m bench {run,validate,ls,table}``: parse arguments into a request, print, own exit codes.
+
+Exit codes: 0 success, 1 some cells failed (their records say why), 2 bad input (one line on stderr),
+130 interrupted (finished cells are kept; the same command resumes).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from bench.errors import UsageError
+
+__all__ = ["main"]
+
+DEFAULT_RESULTS = Path("results")
+LEADERBOARD_FILE = "leaderboard.md"
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse that raises UsageError (one line, exit 2) instead of printing usage and exiting."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        raise UsageError(f"{message} (see python -m bench {self.prog.split()[-1]} --help)")
+
+
+def _int_list(text: str) -> tuple[int, ...]:
+    try:
+        values = tuple(int(v) for v in text.split(",") if v.strip())
+    except ValueError:
+        raise UsageError(f"--seeds {text!r} is not a comma-separated list of integers (e.g. --seeds 0,1,2)") from None
+    if not values:
+        raise UsageError("--seeds is empty; give integers like 0,1,2")
+    return values
+
+
+def _rate_list(text: str) -> tuple[float, ...]:
+    try:
+        values = tuple(float(v) for v in text.split(",") if v.strip())
+    except ValueError:
+        raise UsageError(f"--missing-rates {text!r} is not a comma-separated list of numbers (e.g. 0,0.5)") from None
+    if not values:
+        raise UsageError("--missing-rates is empty; give numbers in [0, 1) like 0,0.5")
+    return values
+
+
+def _data_root(value: str | None) -> Path | None:
+    raw = value if value is not None else os.environ.get("BENCH_DATA")
+    if not raw:
+        return None
+    root = Path(raw).expanduser()
+    if not root.is_dir():
+        source = "--data-root" if value is not None else "BENCH_DATA"
+        raise UsageError(f"data root {raw!r} (from {source}) is not a directory; point it at the folder holding the datasets")
+    return root
+
+
+def _add_grid_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--methods", default="all", help="names, globs (ogm*) or 'all' (default: all)")
+    p.add_argument("--datasets", default="synthetic*", help="names, globs or 'all' (default: synthetic*)")
+    p.add_argument("--seeds", default="0,1,2", help="comma-separated integers (default: 0,1,2)")
+    p.add_argument("--missing-rates", default="0,0.25,0.5", help="comma-separated rates in [0, 1)")
+    p.add_argument("--missing-on", choices=("all", "test"), default="all",
+                   help="mask train+val+test (all) or only val+test (test)")
+    p.add_argument("--epochs", type=int, help="epochs per cell (default: the dataset's)")
+    p.add_argument("--batch-size", type=int, help="training batch size (default: the dataset's)")
+    p.add_argument("--patience", type=int, help="stop after this many epochs without a better validation score")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="METHOD.PARAM=VALUE",
+                   help="override a hyperparameter; METHOD may be a glob, e.g. '*.lr=0.01' (repeatable)")
+    p.add_argument("--data-root", help="folder with the real datasets (default: $BENCH_DATA)")
+
+
+def _request(args: argparse.Namespace):
+    from bench.grid import GridRequest
+
+    return GridRequest(
+        methods=args.methods, datasets=args.datasets, seeds=_int_list(args.seeds),
+        missing_rates=_rate_list(args.missing_rates), epochs=args.epochs, batch_size=args.batch_size,
+        patience=args.patience, missing_on=args.missing_on, overrides=tuple(args.overrides),
+        data_root=_data_root(args.data_root),
+    )
+
+
+def _plan(args: argparse.Namespace):
+    from bench.grid import expand
+
+    plan = expand(_request(args))
+    for name, why in plan.skipped_datasets.items():
+        print(f"skipped dataset {name}: {why}", file=sys.stderr)
+    for warning in plan.warnings:
+        print(f"note: {warning}", file=sys.stderr)
+    return plan
+
+
+def cmd_validate(args: argparse.Namespace) -> int:
+    plan = _plan(args)
+    axes = {k: sorted({getattr(s, k) for s in plan.specs}) for k in ("method", "dataset", "seed", "missing_rate")}
+    print(f"ok: {len(plan.specs)} cells = " + " x ".join(f"{len(v)} {k}s" for k, v in axes.items()))
+    return 0
+
+
+def _write_tables(results_dir: Path, *, check: bool = False) -> tuple[int, str]:
+    from bench.leaderboard import leaderboard
+    from bench.store import atomic_write_text, iter_records
+
+    records, problems = [], []
+    for item in iter_records(results_dir):
+        (records if isinstance(item, dict) else problems).append(item)
+    for problem in problems:
+        print(f"warning: {problem}", file=sys.stderr)
+    text = leaderboard(records)
+    path = results_dir / LEADERBOARD_FILE
+    if check:
+        on_disk = path.read_text(encoding="utf-8") if path.exists() else None
+        if on_disk != text:
+            print(f"{path} differs from the table generated from {results_dir}/records; "
+                  f"run: python -m bench table --results {results_dir}", file=sys.stderr)
+            return 1, text
+        print(f"{path} matches its {len(records)} records")
+        return 0, text
+    atomic_write_text(path, text)
+    return 0, text
+
+
+def cmd_table(args: argparse.Namespace) -> int:
+    results = Path(args.results)
+    status, text = _write_tables(results, check=args.check)
+    if not args.check:
+        print(text, end="")
+    return status
+
+
+def _progress_bar(total: int):
+    from tqdm import tqdm
+
+    bar = tqdm(total=total, unit="cell", file=sys.stderr, dynamic_ncols=True, disable=None)
+
+    def update(spec, status: str) -> None:
+        bar.set_postfix_str(f"{spec.label} {status}", refresh=False)
+        bar.update(1)
+
+    return bar, update
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from bench.grid import run_grid
+    from bench.leaderboard import leaderboard
+    from bench.store import iter_records
+
+    plan = _plan(args)
+    results = Path(args.results)
+    bar, update = _progress_bar(len(plan.specs))
+    try:
+        outcome = run_grid(plan.specs, results, data_root=_data_root(args.data_root), overwrite=args.overwrite,
+                           device=args.device, progress=update)
+    except KeyboardInterrupt:
+        bar.close()
+        print("\ninterrupted: finished cells are saved; run the same command again to resume", file=sys.stderr)
+        return 130
+    bar.close()
+    for problem in outcome.recomputed:
+        print(f"warning: {problem}", file=sys.stderr)
+    _write_tables(results)
+    keys = {s.key for s in plan.specs}
+    mine = [r for r in iter_records(results) if isinstance(r, dict) and r["key"] in keys]
+    print(leaderboard(mine), end="")
+    if outcome.computed == 0 and not outcome.busy:
+        print(f"\nnothing to train: all {outcome.skipped} cells already have records in {results} "
+              "(use --overwrite to recompute)")
+    else:
+        print(f"\n{outcome.computed} cells trained, {outcome.skipped} reused from {results}, "
+              f"{len(outcome.busy)} left to another runner; tables in {results / LEADERBOARD_FILE}")
+    if outcome.failed:
+        print(f"{len(outcome.failed)} cells failed:", file=sys.stderr)
+        for line in outcome.failed:
+            print(f"  {line}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def _ls_methods() -> None:
+    from bench.registry import METHODS
+
+    for name in METHODS.names():
+        error = METHODS.error(name)
+        if error:
+            print(f"{name:24s} BROKEN ({METHODS.origin(name)}): {error}")
+            continue
+        doc = (METHODS.get(name).__doc__ or "").strip().splitlines()
+        print(f"{name:24s} {doc[0] if doc else ''}  [{METHODS.origin(name)}]")
+
+
+def _ls_datasets(data_root: Path | None) -> None:
+    from bench.registry import DATASETS
+
+    for name in DATASETS.names():
+        error = DATASETS.error(name)
+        if error:
+            print(f"{name:16s} BROKEN ({DATASETS.origin(name)}): {error}")
+            continue
+        adapter = DATASETS.get(name)
+        info = adapter.info
+        ok, why = adapter.available(data_root)
+        state = "available" if ok else f"missing: {why}"
+        print(f"{name:16s} {'+'.join(info.modalities)}, {info.num_classes} classes, v{info.version}: {state}")
+
+
+def cmd_ls(args: argparse.Namespace) -> int:
+    if args.what == "methods":
+        _ls_methods()
+    else:
+        _ls_datasets(_data_root(args.data_root))
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="bench", description="Multimodal-learning benchmark harness.")
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+    run = sub.add_parser("run", help="train and evaluate the cells of a grid that have no record yet")
+    _add_grid_arguments(run)
+    run.add_argument("--results", default=str(DEFAULT_RESULTS), help="results directory (default: results)")
+    run.add_argument("--overwrite", action="store_true", help="recompute cells that already have records")
+    run.add_argument("--device", help="torch device (default: cuda if available, else cpu)")
+    run.set_defaults(func=cmd_run)
+    validate = sub.add_parser("validate", help="resolve a grid and report every problem at once")
+    _add_grid_arguments(validate)
+    validate.set_defaults(func=cmd_validate)
+    ls = sub.add_parser("ls", help="list registered methods or datasets")
+    ls.add_argument("what", choices=("methods", "datasets"))
+    ls.add_argument("--data-root", help="folder with the real datasets (default: $BENCH_DATA)")
+    ls.set_defaults(func=cmd_ls)
+    table = sub.add_parser("table", help="regenerate the leaderboards from the records")
+    table.add_argument("--results", default=str(DEFAULT_RESULTS))
+    table.add_argument("--check", action="store_true", help="fail if the tables on disk differ")
+    table.set_defaults(func=cmd_table)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    try:
+        args = build_parser().parse_args(argv)
+        return args.func(args)
+    except UsageError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("\ninterrupted", file=sys.stderr)
+        return 130

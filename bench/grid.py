@@ -1,0 +1,247 @@
+"""From a request (selections, seeds, rates, overrides) to cell specs, and from specs to records.
+
+``expand`` checks everything before anything trains and reports every problem at once; ``run_grid``
+runs the cells that have no valid record yet, one record per cell, and never stops the grid for one
+failed cell.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import fnmatch
+import platform
+import subprocess
+import sys
+import traceback
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from bench import __version__
+from bench.errors import CellFailure, UsageError
+from bench.hparams import resolve_hparams
+from bench.masks import max_missing_rate
+from bench.registry import DATASETS, METHODS, default_method
+from bench.spec import CellSpec
+from bench.store import claim_cell, read_record, record_path, write_record
+
+__all__ = ["GridPlan", "GridRequest", "expand", "parse_overrides", "run_grid"]
+
+
+@dataclass(frozen=True)
+class GridRequest:
+    methods: str = "all"
+    datasets: str = "synthetic*"
+    seeds: tuple[int, ...] = (0, 1, 2)
+    missing_rates: tuple[float, ...] = (0.0, 0.25, 0.5)
+    epochs: int | None = None
+    batch_size: int | None = None
+    patience: int | None = None
+    missing_on: str = "all"
+    overrides: tuple[str, ...] = ()
+    data_root: Path | None = None
+
+
+@dataclass
+class GridPlan:
+    specs: list[CellSpec]
+    skipped_datasets: dict[str, str] = field(default_factory=dict)
+    warnings: list[str] = field(default_factory=list)
+
+
+def parse_overrides(items: Sequence[str]) -> list[tuple[str, str, str]]:
+    """``method.param=value`` (method may be a glob, ``*`` for all) -> (pattern, param, raw value)."""
+    parsed = []
+    for item in items:
+        target, eq, value = item.partition("=")
+        pattern, dot, param = target.rpartition(".")
+        if not eq or not dot or not pattern or not param:
+            raise UsageError(f"--set {item!r} is not of the form method.param=value (e.g. --set ogm_ge.alpha=0.5)")
+        parsed.append((pattern.strip(), param.strip(), value.strip()))
+    return parsed
+
+
+def _method_hparams(name: str, overrides: list[tuple[str, str, str]], errors: list[str]):
+    try:
+        default = default_method(name)
+    except UsageError as exc:
+        errors.append(str(exc))
+        return None, "default"
+    mine = {param: raw for pattern, param, raw in overrides if fnmatch.fnmatchcase(name, pattern)}
+    try:
+        config = resolve_hparams(default, mine)
+    except UsageError as exc:
+        errors.append(f"method {name}: {exc}")
+        return None, "default"
+    return dataclasses.asdict(config), ("set" if mine else "default")
+
+
+def _select(registry, selection: str, errors: list[str]) -> list[str]:
+    try:
+        return registry.select(selection)
+    except UsageError as exc:
+        errors.append(str(exc))
+        return []
+
+
+def _datasets_available(names: list[str], request: GridRequest, explicit: bool, plan: GridPlan, errors):
+    usable = []
+    for name in names:
+        ok, why = DATASETS.get(name).available(request.data_root)
+        if ok:
+            usable.append(name)
+        elif explicit:
+            errors.append(f"dataset {name!r} is not available: {why}")
+        else:
+            plan.skipped_datasets[name] = why
+    return usable
+
+
+def expand(request: GridRequest) -> GridPlan:
+    """All cell specs of the request; raises one UsageError listing every problem found."""
+    errors: list[str] = []
+    plan = GridPlan([])
+    overrides = []
+    try:
+        overrides = parse_overrides(request.overrides)
+    except UsageError as exc:
+        errors.append(str(exc))
+    methods = _select(METHODS, request.methods, errors)
+    for pattern, _, _ in overrides:
+        if methods and not any(fnmatch.fnmatchcase(m, pattern) for m in methods):
+            errors.append(f"--set targets {pattern!r}, which matches no selected method ({', '.join(methods)})")
+    explicit = not any(part.strip() == "all" or any(c in part for c in "*?[") for part in request.datasets.split(","))
+    datasets = _datasets_available(_select(DATASETS, request.datasets, errors), request, explicit, plan, errors)
+    if not datasets and not errors:
+        errors.append("no selected dataset is available: " + "; ".join(f"{k}: {v}" for k, v in plan.skipped_datasets.items()))
+    for rate in request.missing_rates:
+        if not 0.0 <= rate < 1.0:
+            errors.append(f"missing rate {rate} is outside [0, 1); use values like 0,0.3,0.5")
+    for name, value in (("epochs", request.epochs), ("batch size", request.batch_size), ("patience", request.patience)):
+        if value is not None and value < 1:
+            errors.append(f"{name} must be >= 1, got {value}")
+    resolved = {m: _method_hparams(m, overrides, errors) for m in methods}
+    if errors:
+        raise UsageError(errors[0] if len(errors) == 1 else f"{len(errors)} problems: " + " | ".join(errors))
+    for d in datasets:
+        info = DATASETS.get(d).info
+        for rate in request.missing_rates:
+            if rate > max_missing_rate(len(info.modalities)):
+                plan.warnings.append(
+                    f"{d}: missing rate {rate:g} exceeds {max_missing_rate(len(info.modalities)):.3g}, the most "
+                    f"that keeps one of {len(info.modalities)} modalities per sample; every sample keeps exactly one"
+                )
+        for m in methods:
+            hparams, source = resolved[m]
+            for seed in request.seeds:
+                for rate in request.missing_rates:
+                    plan.specs.append(
+                        CellSpec(
+                            method=m, hparams=hparams, dataset=d, dataset_version=info.version, seed=seed,
+                            missing_rate=float(rate), epochs=request.epochs or info.default_epochs,
+                            batch_size=request.batch_size or info.default_batch_size,
+                            missing_on=request.missing_on, patience=request.patience, hparams_source=source,
+                        )
+                    )
+    return plan
+
+
+def _git_commit() -> str | None:
+    try:
+        out = subprocess.run(
+            ["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5, cwd=Path(__file__).parent
+        )
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return out.stdout.strip() or None
+
+
+def environment() -> dict[str, Any]:
+    import torch
+
+    return {
+        "bench": __version__,
+        "torch": torch.__version__,
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        "git_commit": _git_commit(),
+    }
+
+
+def _failure_record(spec: CellSpec, reason: str) -> dict[str, Any]:
+    return {"status": "failed", "reason": reason, "metrics": None, "timings": None, "notes": {}}
+
+
+def run_one(spec: CellSpec, *, data_root: Path | None, device: str | None = None) -> dict[str, Any]:
+    """One cell -> its record (``status`` ok or failed). Usage errors propagate; everything else is
+    caught, because a crashing plugin must not take the grid down."""
+    from bench.loop import run_cell
+
+    try:
+        body = {"status": "ok", "reason": None, **run_cell(spec, data_root=data_root, device=device)}
+        body["notes"]["modalities"] = list(DATASETS.get(spec.dataset).info.modalities)
+    except UsageError:
+        raise
+    except CellFailure as exc:
+        body = _failure_record(spec, str(exc))
+    except Exception as exc:  # noqa: BLE001 - recorded with its traceback's last line
+        last = traceback.format_exc().strip().splitlines()[-1]
+        body = _failure_record(spec, f"{type(exc).__name__} in cell: {last}")
+    return {"schema_version": 1, "key": spec.key, "spec": spec.to_dict(), **body, "environment": environment()}
+
+
+@dataclass
+class GridOutcome:
+    computed: int = 0
+    skipped: int = 0
+    failed: list[str] = field(default_factory=list)
+    busy: list[str] = field(default_factory=list)
+    recomputed: list[str] = field(default_factory=list)
+
+
+def run_grid(
+    specs: Sequence[CellSpec],
+    results_dir: Path,
+    *,
+    data_root: Path | None,
+    overwrite: bool = False,
+    device: str | None = None,
+    progress: Callable[[CellSpec, str], None] | None = None,
+) -> GridOutcome:
+    """Run every spec without a valid record (all of them with ``overwrite``)."""
+    outcome = GridOutcome()
+    for spec in specs:
+        path = record_path(results_dir, spec)
+        if path.exists() and not overwrite:
+            existing = read_record(path)
+            if isinstance(existing, dict):
+                outcome.skipped += 1
+                if progress:
+                    progress(spec, "cached")
+                continue
+            outcome.recomputed.append(str(existing))
+        claim = claim_cell(results_dir, spec)
+        if claim is None:
+            outcome.busy.append(spec.label)
+            if progress:
+                progress(spec, "busy")
+            continue
+        try:
+            if not overwrite and path.exists() and isinstance(read_record(path), dict):
+                outcome.skipped += 1  # another runner finished it while we were checking
+                continue
+            record = run_one(spec, data_root=data_root, device=device)
+            write_record(results_dir, record)
+        finally:
+            claim.release()
+        outcome.computed += 1
+        if record["status"] != "ok":
+            outcome.failed.append(f"{spec.label}: {record['reason']}")
+        if progress:
+            progress(spec, record["status"])
+    return outcome
+
+
+def _stderr(message: str) -> None:
+    print(message, file=sys.stderr)

@@ -1,0 +1,169 @@
+"""The one training loop. Every method of every table trains here; none has a loop of its own.
+
+Per cell: seed everything, build the method's model, train for ``spec.epochs`` epochs with the method's
+hooks, score the validation split after every epoch, keep the weights of the best *validation* epoch
+(never test), then evaluate those weights once on the full test split and check the sample count.
+"""
+
+from __future__ import annotations
+
+import copy
+import inspect
+import random
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from bench.data import CellData, MaskedSplit, cell_data, iterate_batches
+from bench.errors import CellFailure
+from bench.hparams import resolve_hparams
+from bench.metrics import accuracy, macro_f1
+from bench.protocol import LossOut, Prediction, StepContext
+from bench.registry import default_method
+from bench.spec import CellSpec
+
+__all__ = ["EpochCallback", "build_method", "choose_device", "evaluate", "run_cell", "seed_everything"]
+
+#: Called after each epoch with (epoch, validation accuracy); raising stops the cell (Optuna pruning).
+EpochCallback = Callable[[int, float], None]
+
+EVAL_BATCH_SIZE = 512
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def choose_device(requested: str | None = None) -> torch.device:
+    if requested:
+        return torch.device(requested)
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def build_method(spec: CellSpec) -> Any:
+    """The method's frozen config from the spec's resolved hyperparameters."""
+    return resolve_hparams(default_method(spec.method), spec.hparams)
+
+
+def _make_optimizer(method: Any, model: torch.nn.Module) -> torch.optim.Optimizer:
+    params = [p for p in model.parameters() if p.requires_grad]
+    if method.optimizer == "sgd":
+        return torch.optim.SGD(params, lr=method.lr, momentum=method.momentum, weight_decay=method.weight_decay)
+    if method.optimizer == "adam":
+        return torch.optim.Adam(params, lr=method.lr, weight_decay=method.weight_decay)
+    return torch.optim.AdamW(params, lr=method.lr, weight_decay=method.weight_decay)
+
+
+@dataclass
+class SplitScores:
+    accuracy: float
+    macro_f1: float
+    per_modality: dict[str, float] | None
+    count: int
+
+
+def evaluate(method: Any, model: torch.nn.Module, split: MaskedSplit, num_classes: int) -> SplitScores:
+    """Predict every sample of ``split`` (no dropped batch) and score fused and per-modality logits."""
+    model.eval()
+    fused: list[torch.Tensor] = []
+    per_mod: dict[str, list[torch.Tensor]] = {}
+    with torch.no_grad():
+        for batch in iterate_batches(split, EVAL_BATCH_SIZE):
+            pred: Prediction = method.predict(model, batch)
+            fused.append(pred.logits.argmax(1).cpu())
+            for name, logits in (pred.per_modality or {}).items():
+                per_mod.setdefault(name, []).append(logits.argmax(1).cpu())
+    predicted = torch.cat(fused).numpy() if fused else np.array([], dtype=np.int64)
+    labels = split.labels.cpu().numpy()
+    if len(predicted) != len(labels):
+        raise CellFailure(f"evaluation saw {len(predicted)} predictions for {len(labels)} samples")
+    per_modality = {name: accuracy(torch.cat(p).numpy(), labels) for name, p in per_mod.items()} or None
+    return SplitScores(accuracy(predicted, labels), macro_f1(predicted, labels, num_classes), per_modality, len(labels))
+
+
+def _steps(method: Any, model: torch.nn.Module, batch: Any, ctx: StepContext):
+    out = method.loss(model, batch, ctx)
+    return out if inspect.isgenerator(out) else (out,)
+
+
+def _train_epoch(method: Any, model, optimizer, data: CellData, spec: CellSpec, epoch: int, gen, step: int) -> int:
+    model.train()
+    after_backward = getattr(method, "after_backward", None)
+    batches_per_epoch = -(-len(data.train) // spec.batch_size)
+    for b, batch in enumerate(iterate_batches(data.train, spec.batch_size, generator=gen)):
+        ctx = StepContext(epoch, spec.epochs, b, batches_per_epoch, step)
+        for out in _steps(method, model, batch, ctx):
+            if not isinstance(out, LossOut):
+                raise CellFailure(f"{spec.method}.loss must return LossOut, got {type(out).__name__}")
+            if not torch.isfinite(out.loss).all():
+                raise CellFailure(f"non-finite loss ({out.loss.item()}) at epoch {epoch}, batch {b}")
+            optimizer.zero_grad(set_to_none=True)
+            out.loss.backward()
+            if after_backward is not None:
+                after_backward(model, out, ctx)
+            optimizer.step()
+        step += 1
+    return step
+
+
+def run_cell(
+    spec: CellSpec,
+    *,
+    data_root: Path | None = None,
+    device: str | None = None,
+    on_epoch: EpochCallback | None = None,
+) -> dict[str, Any]:
+    """Train and evaluate one cell; returns the ``metrics``, ``timings`` and ``notes`` of its record."""
+    method = build_method(spec)
+    dev = choose_device(device)
+    data = cell_data(spec, data_root=data_root, zero_fill=type(method).zero_fill_missing, device=dev)
+    num_classes = data.description.num_classes
+    seed_everything(spec.seed)
+    model = method.build(data.description).to(dev)
+    optimizer = _make_optimizer(method, model)
+    scheduler = torch.optim.lr_scheduler.StepLR(optimizer, step_size=method.lr_step, gamma=method.lr_gamma)
+    gen = torch.Generator().manual_seed(spec.seed)
+
+    best_val, best_epoch, best_state, since_best, step, epochs_run = -1.0, -1, None, 0, 0, 0
+    started = time.perf_counter()
+    for epoch in range(spec.epochs):
+        epochs_run += 1
+        step = _train_epoch(method, model, optimizer, data, spec, epoch, gen, step)
+        scheduler.step()
+        val = evaluate(method, model, data.val, num_classes).accuracy
+        if on_epoch is not None:
+            on_epoch(epoch, val)
+        if val > best_val:  # ties keep the earlier epoch
+            best_val, best_epoch, since_best = val, epoch, 0
+            best_state = copy.deepcopy(model.state_dict())
+        else:
+            since_best += 1
+            if spec.patience is not None and since_best >= spec.patience:
+                break
+    train_seconds = time.perf_counter() - started
+
+    if best_state is not None:
+        model.load_state_dict(best_state)
+    started = time.perf_counter()
+    test = evaluate(method, model, data.test, num_classes)
+    expected = data.notes["split_sizes"]["test"]
+    if test.count != expected:
+        raise CellFailure(f"test evaluation counted {test.count} samples, the split has {expected}")
+    metrics = {
+        "accuracy": test.accuracy,
+        "macro_f1": test.macro_f1,
+        "per_modality_accuracy": test.per_modality,
+        "best_val_accuracy": best_val,
+        "selected_epoch": best_epoch,
+        "epochs_run": epochs_run,
+        "num_test_samples": test.count,
+    }
+    timings = {"train_seconds": round(train_seconds, 3), "test_seconds": round(time.perf_counter() - started, 3)}
+    return {"metrics": metrics, "timings": timings, "notes": {**data.notes, "device": str(dev)}}

@@ -1,0 +1,107 @@
+"""Building blocks methods compose: one encoder per modality (chosen from the modality's kind) and heads.
+
+Methods import this module, never a dataset: what they know of the data is the
+:class:`~bench.protocol.DataDescription`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+
+import torch
+from torch import nn
+
+from bench.protocol import DataDescription, ModalitySpec
+
+__all__ = [
+    "ENCODER_FACTORIES",
+    "ConcatHead",
+    "MLPEncoder",
+    "SumHead",
+    "build_encoders",
+    "encode",
+]
+
+
+class MLPEncoder(nn.Module):
+    """Flatten, then Linear-ReLU layers; the output (``out_dim``) is non-negative like a pooled CNN feature."""
+
+    def __init__(self, in_dim: int, *, hidden: int = 128, out_dim: int = 64) -> None:
+        super().__init__()
+        self.out_dim = out_dim
+        self.net = nn.Sequential(
+            nn.Flatten(), nn.Linear(in_dim, hidden), nn.ReLU(), nn.Linear(hidden, out_dim), nn.ReLU()
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(x)
+
+
+def _mlp_for(spec: ModalitySpec) -> nn.Module:
+    in_dim = 1
+    for size in spec.shape:
+        in_dim *= size
+    return MLPEncoder(in_dim)
+
+
+#: kind -> factory. Adapters of media data add their kinds (spectrogram, frames, tokens) here.
+ENCODER_FACTORIES: dict[str, Callable[[ModalitySpec], nn.Module]] = {"vector": _mlp_for}
+
+
+def build_encoders(description: DataDescription) -> nn.ModuleDict:
+    """One encoder per modality, in the dataset's order; each exposes ``out_dim``."""
+    encoders = nn.ModuleDict()
+    for spec in description.modalities:
+        if spec.kind not in ENCODER_FACTORIES:
+            raise ValueError(
+                f"no encoder for modality kind {spec.kind!r} (modality {spec.name!r}); "
+                f"known kinds: {', '.join(sorted(ENCODER_FACTORIES))}"
+            )
+        encoders[spec.name] = ENCODER_FACTORIES[spec.kind](spec)
+    return encoders
+
+
+def encode(encoders: nn.ModuleDict, inputs: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    return {name: encoder(inputs[name]) for name, encoder in encoders.items()}
+
+
+class ConcatHead(nn.Module):
+    """z = W [h_1; ...; h_M] + b, the ``ConcatFusion`` of the OGM-GE and MLA repositories.
+
+    Algebraically a sum of per-modality linear heads W_m h_m sharing one bias (methods.md §2.1), so the
+    head can be *sliced*: the per-modality logits are W_m h_m + b / M, which is how the official code
+    measures its audio/visual columns (OGM-GE ``main.py``, the ``weight_size // 2`` slices).
+    """
+
+    def __init__(self, dims: Mapping[str, int], num_classes: int) -> None:
+        super().__init__()
+        self.dims = dict(dims)
+        self.fc = nn.Linear(sum(self.dims.values()), num_classes)
+
+    def forward(self, features: Mapping[str, torch.Tensor]) -> torch.Tensor:
+        return self.fc(torch.cat([features[name] for name in self.dims], dim=1))
+
+    def sliced(self, features: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        out, start = {}, 0
+        share = self.fc.bias / len(self.dims)
+        for name, dim in self.dims.items():
+            out[name] = features[name] @ self.fc.weight[:, start : start + dim].T + share
+            start += dim
+        return out
+
+
+class SumHead(nn.Module):
+    """z = sum_m (W_m h_m + b_m): the ``SumFusion`` of the official repositories, one bias per modality."""
+
+    def __init__(self, dims: Mapping[str, int], num_classes: int) -> None:
+        super().__init__()
+        self.heads = nn.ModuleDict({name: nn.Linear(dim, num_classes) for name, dim in dims.items()})
+
+    def forward(self, features: Mapping[str, torch.Tensor]) -> torch.Tensor:
+        return torch.stack(list(self.sliced(features).values())).sum(0)
+
+    def sliced(self, features: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """Each modality's own head with its full bias. The official ``sum`` evaluation uses bias/2 while
+        training with the full bias (methods.md §2.3); the full bias is kept here so the per-modality
+        logits add up to exactly the fused logits."""
+        return {name: head(features[name]) for name, head in self.heads.items()}

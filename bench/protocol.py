@@ -1,0 +1,217 @@
+"""The two plugin contracts: what a method and a dataset adapter provide, and what the loop hands them.
+
+A *method* is a frozen dataclass of hyperparameters (see :class:`bench.hparams.MethodConfig`) with
+these hooks, each called by the one training loop in :mod:`bench.loop`:
+
+``build(description) -> nn.Module``
+    Once per cell, from the dataset's description (modalities, shapes, classes, training-set size).
+``loss(model, batch, ctx) -> LossOut | Iterator[LossOut]``
+    Every training batch. A plain return is one optimizer step. A *generator* is one optimizer step per
+    yielded ``LossOut``: the loop runs backward, ``after_backward`` and ``optimizer.step()`` before it
+    resumes the generator, so the next loss sees the updated weights (MLA's alternating unimodal steps).
+``after_backward(model, out, ctx) -> None`` (optional)
+    After ``loss.backward()`` and before ``optimizer.step()``: the place to rewrite gradients
+    (OGM-GE's modulation, MLA's head-gradient projection). ``out`` is the ``LossOut`` just backpropagated.
+``predict(model, batch) -> Prediction``
+    Evaluation: fused logits plus, where the method can split its model per modality, one logit tensor
+    per modality (the "audio/visual" columns of the papers).
+``search_space(trial) -> dict`` (static)
+    Optuna define-by-run suggestions over the dataclass's own fields.
+
+A *dataset adapter* has an ``info`` (:class:`DatasetInfo`), ``available(data_root)`` and
+``load(data_root) -> LoadedData``. Methods and datasets never import each other; they meet in a cell
+through :class:`DataDescription`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol, runtime_checkable
+
+import torch
+from torch import nn
+
+__all__ = [
+    "Batch",
+    "DataDescription",
+    "DatasetAdapter",
+    "DatasetInfo",
+    "LoadedData",
+    "LossOut",
+    "Method",
+    "ModalitySpec",
+    "Prediction",
+    "SplitData",
+    "StepContext",
+]
+
+
+@dataclass(frozen=True)
+class ModalitySpec:
+    """One modality as the model sees it: a name, the shape of one sample and a kind.
+
+    ``kind`` chooses the default encoder (``"vector"`` -> MLP); adapters of media data use
+    ``"spectrogram"``, ``"frames"`` or ``"tokens"``.
+    """
+
+    name: str
+    shape: tuple[int, ...]
+    kind: str = "vector"
+
+
+@dataclass(frozen=True)
+class DataDescription:
+    """What ``Method.build`` may know about the data of a cell."""
+
+    modalities: tuple[ModalitySpec, ...]
+    num_classes: int
+    num_train: int
+
+    @property
+    def modality_names(self) -> tuple[str, ...]:
+        return tuple(m.name for m in self.modalities)
+
+
+@dataclass(frozen=True)
+class Batch:
+    """A mini-batch. ``inputs`` are ordered as the dataset's modalities.
+
+    ``mask[i, m]`` is True when modality ``m`` of sample ``i`` is present. Missing inputs have already
+    been zero-filled by the loop (unless the method sets ``zero_fill_missing = False``).
+    ``index`` holds each sample's position in its split (QMF keeps per-sample training history).
+    """
+
+    inputs: Mapping[str, torch.Tensor]
+    label: torch.Tensor
+    index: torch.Tensor
+    mask: torch.Tensor
+
+    def __len__(self) -> int:
+        return int(self.label.shape[0])
+
+
+@dataclass(frozen=True)
+class StepContext:
+    """Where in training a step happens."""
+
+    epoch: int
+    num_epochs: int
+    batch_index: int
+    batches_per_epoch: int
+    global_step: int
+
+
+@dataclass
+class LossOut:
+    """A loss to backpropagate, and anything the method's ``after_backward`` wants from the forward."""
+
+    loss: torch.Tensor
+    extras: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class Prediction:
+    """Fused logits (B, C) and, where defined, per-modality logits of the same jointly trained model."""
+
+    logits: torch.Tensor
+    per_modality: dict[str, torch.Tensor] | None = None
+
+
+@runtime_checkable
+class Method(Protocol):
+    def build(self, description: DataDescription) -> nn.Module: ...
+
+    def loss(self, model: nn.Module, batch: Batch, ctx: StepContext) -> LossOut | Iterator[LossOut]: ...
+
+    def predict(self, model: nn.Module, batch: Batch) -> Prediction: ...
+
+    @staticmethod
+    def search_space(trial: Any) -> dict[str, Any]: ...
+
+
+# --------------------------------------------------------------------------------------------------
+# Datasets
+
+
+_INFO_FIELDS_REQUIRED = ("name", "modalities", "num_classes", "version", "license", "citation", "homepage")
+
+
+@dataclass(frozen=True)
+class DatasetInfo:
+    """Static metadata every adapter declares next to its code. Unknown fields are rejected."""
+
+    name: str
+    modalities: tuple[str, ...]
+    num_classes: int
+    version: str
+    license: str
+    citation: str
+    homepage: str
+    description: str = ""
+    splits: str = ""
+    layout: str = ""
+    needs_data_root: bool = True
+    default_epochs: int = 20
+    default_batch_size: int = 64
+
+    def __post_init__(self) -> None:
+        for name in _INFO_FIELDS_REQUIRED:
+            if getattr(self, name) in ("", None, ()):
+                raise ValueError(f"DatasetInfo.{name} must be set (dataset {self.name!r})")
+        if self.num_classes < 2:
+            raise ValueError(f"DatasetInfo.num_classes must be >= 2, got {self.num_classes}")
+        if len(set(self.modalities)) != len(self.modalities):
+            raise ValueError(f"DatasetInfo.modalities must be unique, got {self.modalities}")
+
+    @classmethod
+    def from_dict(cls, values: Mapping[str, Any]) -> DatasetInfo:
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(values) - known)
+        if unknown:
+            raise ValueError(f"unknown DatasetInfo fields {unknown}; allowed: {sorted(known)}")
+        return cls(**values)
+
+
+@dataclass(frozen=True)
+class SplitData:
+    """One split held as tensors: ``inputs[modality]`` is (N, *shape), ``labels`` is (N,) int64."""
+
+    inputs: Mapping[str, torch.Tensor]
+    labels: torch.Tensor
+
+    def __post_init__(self) -> None:
+        n = int(self.labels.shape[0])
+        for name, x in self.inputs.items():
+            if int(x.shape[0]) != n:
+                raise ValueError(f"modality {name!r} has {x.shape[0]} samples but there are {n} labels")
+
+    def __len__(self) -> int:
+        return int(self.labels.shape[0])
+
+    def subset(self, rows: torch.Tensor) -> SplitData:
+        return SplitData({k: v[rows] for k, v in self.inputs.items()}, self.labels[rows])
+
+
+@dataclass(frozen=True)
+class LoadedData:
+    """What an adapter's ``load`` returns. ``val`` is None when the dataset has no validation split;
+    the harness then carves one from ``train`` (stratified, fixed seed) and records it."""
+
+    modalities: tuple[ModalitySpec, ...]
+    train: SplitData
+    test: SplitData
+    val: SplitData | None = None
+
+
+@runtime_checkable
+class DatasetAdapter(Protocol):
+    info: DatasetInfo
+
+    def available(self, data_root: Path | None) -> tuple[bool, str]:
+        """(True, "") when ``load`` can run; otherwise (False, what is missing and where to get it)."""
+        ...
+
+    def load(self, data_root: Path | None) -> LoadedData: ...

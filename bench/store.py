@@ -1,0 +1,168 @@
+"""The records store: one JSON file per cell, written atomically, checked when read.
+
+Layout: ``<results>/records/<dataset>/<method>/<cell key>.json``. A record carries a checksum of its own
+content, so a truncated or hand-edited file is detected, reported and recomputed rather than tabulated.
+This module never imports torch.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import socket
+import tempfile
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from bench.spec import CellSpec, canonical_json
+
+__all__ = [
+    "SCHEMA_VERSION",
+    "CellClaim",
+    "RecordProblem",
+    "atomic_write_text",
+    "claim_cell",
+    "iter_records",
+    "read_record",
+    "record_path",
+    "seal",
+    "write_record",
+]
+
+SCHEMA_VERSION = 1
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    """Write to a temporary file in the same directory, fsync, then rename over ``path``.
+
+    A reader (or a run killed at any moment) sees either the old file or the new one, never a prefix.
+    """
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+            handle.write(text)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
+
+
+def record_path(results_dir: Path, spec: CellSpec) -> Path:
+    return Path(results_dir) / "records" / spec.dataset / spec.method / f"{spec.key}.json"
+
+
+def _checksum(record: dict[str, Any]) -> str:
+    body = {k: v for k, v in record.items() if k != "checksum"}
+    return hashlib.sha256(canonical_json(body).encode()).hexdigest()
+
+
+def seal(record: dict[str, Any]) -> dict[str, Any]:
+    return {**record, "checksum": _checksum(record)}
+
+
+def write_record(results_dir: Path, record: dict[str, Any]) -> Path:
+    spec = CellSpec.from_dict(record["spec"])
+    path = record_path(results_dir, spec)
+    atomic_write_text(path, json.dumps(seal(record), indent=1, sort_keys=True, allow_nan=False) + "\n")
+    return path
+
+
+@dataclass(frozen=True)
+class RecordProblem:
+    path: Path
+    reason: str
+
+    def __str__(self) -> str:
+        return f"{self.path}: {self.reason}"
+
+
+def read_record(path: Path) -> dict[str, Any] | RecordProblem:
+    """The record at ``path``, or what is wrong with it (unreadable, truncated, edited, misplaced)."""
+    try:
+        record = json.loads(Path(path).read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        return RecordProblem(path, f"unreadable record ({type(exc).__name__}); it will be recomputed")
+    if not isinstance(record, dict) or "spec" not in record or "checksum" not in record:
+        return RecordProblem(path, "not a bench record (no spec or checksum); it will be recomputed")
+    if record["checksum"] != _checksum(record):
+        return RecordProblem(path, "checksum mismatch (edited or corrupted); it will be recomputed")
+    try:
+        spec = CellSpec.from_dict(record["spec"])
+    except (TypeError, ValueError) as exc:
+        return RecordProblem(path, f"invalid spec ({exc}); it will be recomputed")
+    if spec.key != record.get("key") or Path(path).stem != spec.key:
+        return RecordProblem(path, "file name, key and spec disagree; it will be recomputed")
+    return record
+
+
+def iter_records(results_dir: Path) -> Iterator[dict[str, Any] | RecordProblem]:
+    """Every record under ``results_dir`` in a deterministic order (problems included)."""
+    root = Path(results_dir) / "records"
+    if not root.is_dir():
+        return
+    for path in sorted(root.rglob("*.json")):
+        yield read_record(path)
+
+
+# --------------------------------------------------------------------------------------------------
+# Claims: two runners on one results directory compute each cell once.
+
+
+@dataclass
+class CellClaim:
+    path: Path
+
+    def release(self) -> None:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(self.path)
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def claim_cell(results_dir: Path, spec: CellSpec) -> CellClaim | None:
+    """Create ``<key>.lock`` exclusively; None when another live process on this host holds it.
+
+    A lock left by a killed process (same host, dead pid) is taken over. Locks from other hosts are
+    respected; delete them by hand if that host is gone.
+    """
+    lock = record_path(results_dir, spec).with_suffix(".lock")
+    lock.parent.mkdir(parents=True, exist_ok=True)
+    owner = f"{socket.gethostname()} {os.getpid()}"
+    for _ in range(2):
+        try:
+            fd = os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+        except FileExistsError:
+            try:
+                host, pid = lock.read_text().split()
+            except FileNotFoundError:
+                continue
+            except (OSError, ValueError):  # being written right now, or garbage left long ago
+                if time.time() - lock.stat().st_mtime < 60:
+                    return None
+                host, pid = socket.gethostname(), "0"
+            if host != socket.gethostname() or _pid_alive(int(pid)):
+                return None
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(lock)  # stale: its owner died
+            continue
+        with os.fdopen(fd, "w") as handle:
+            handle.write(owner)
+        return CellClaim(lock)
+    return None
