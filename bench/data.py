@@ -17,7 +17,7 @@ from bench.protocol import Batch, DataDescription, LoadedData, SplitData
 from bench.registry import DATASETS
 from bench.spec import CellSpec
 
-__all__ = ["CellData", "MaskedSplit", "carve_validation", "cell_data", "iterate_batches", "load_dataset"]
+__all__ = ["CellData", "batch_starts", "MaskedSplit", "carve_validation", "cell_data", "iterate_batches", "load_dataset"]
 
 #: Fraction of train carved into a validation split when a dataset ships none, and the seed of that cut.
 #: Fixed (not the cell seed) so every seed and method selects on the same validation samples.
@@ -112,18 +112,31 @@ def cell_data(spec: CellSpec, *, data_root: Path | None, zero_fill: bool, device
     return CellData(description, masked["train"], masked["val"], masked["test"], notes)
 
 
+def batch_starts(n: int, batch_size: int, *, training: bool) -> list[int]:
+    starts = list(range(0, n, batch_size))
+    if training and len(starts) > 1 and n - starts[-1] == 1:
+        starts.pop()
+    return starts
+
+
 def iterate_batches(
     split: MaskedSplit, batch_size: int, *, generator: torch.Generator | None = None
 ) -> Iterator[Batch]:
-    """Batches cut from resident tensors. Shuffled when a generator is given; the last batch is kept."""
+    """Batches cut from resident tensors; every sample is used once (the last batch is kept).
+
+    Shuffled when a generator is given (training). A trailing training batch of one sample is merged
+    into the previous batch, because BatchNorm cannot normalise a batch of one.
+    """
     n = len(split)
     order = torch.randperm(n, generator=generator) if generator is not None else None
-    for start in range(0, n, batch_size):
+    starts = batch_starts(n, batch_size, training=order is not None)
+    for i, start in enumerate(starts):
+        stop = starts[i + 1] if i + 1 < len(starts) else n
         if order is None:
-            rows = slice(start, min(start + batch_size, n))
-            index = torch.arange(start, min(start + batch_size, n))
+            rows = slice(start, stop)
+            index = torch.arange(start, stop)
         else:
-            index = order[start : start + batch_size]
+            index = order[start:stop]
             rows = index.to(split.labels.device)
         yield Batch(
             inputs={name: x[rows] for name, x in split.inputs.items()},

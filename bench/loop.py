@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from bench.data import CellData, MaskedSplit, cell_data, iterate_batches
+from bench.data import CellData, MaskedSplit, batch_starts, cell_data, iterate_batches
 from bench.errors import CellFailure
 from bench.hparams import resolve_hparams
 from bench.metrics import accuracy, macro_f1
@@ -96,7 +96,7 @@ def _steps(method: Any, model: torch.nn.Module, batch: Any, ctx: StepContext):
 def _train_epoch(method: Any, model, optimizer, data: CellData, spec: CellSpec, epoch: int, gen, step: int) -> int:
     model.train()
     after_backward = getattr(method, "after_backward", None)
-    batches_per_epoch = -(-len(data.train) // spec.batch_size)
+    batches_per_epoch = len(batch_starts(len(data.train), spec.batch_size, training=True))
     for b, batch in enumerate(iterate_batches(data.train, spec.batch_size, generator=gen)):
         ctx = StepContext(epoch, spec.epochs, b, batches_per_epoch, step)
         for out in _steps(method, model, batch, ctx):
