@@ -1,0 +1,245 @@
+"""The conformance suite every registered method and dataset must pass; plugin authors can run it too.
+
+Usage in a plugin's tests::
+
+    import pytest
+    from bench.testing import METHOD_CHECKS, check_method
+
+    @pytest.mark.parametrize("check", METHOD_CHECKS, ids=lambda c: c.__name__)
+    def test_my_method(check):
+        check("my_method")
+
+Each check raises ``AssertionError`` with a message naming the method and what broke.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from bench.data import cell_data, iterate_batches, load_dataset
+from bench.errors import UsageError
+from bench.hparams import field_names, resolve_hparams
+from bench.loop import build_method, run_cell, seed_everything
+from bench.protocol import DatasetInfo, LoadedData, LossOut, ModalitySpec, SplitData, StepContext
+from bench.registry import DATASETS, default_method
+from bench.spec import CellSpec
+
+__all__ = [
+    "DATASET_CHECKS",
+    "METHOD_CHECKS",
+    "TINY_DATASETS",
+    "check_dataset",
+    "check_method",
+    "tiny_spec",
+]
+
+
+@dataclass(frozen=True)
+class _TinyDataset:
+    """Small, fast, learnable: each modality shows the class through its own random prototypes."""
+
+    info: DatasetInfo
+    sizes: tuple[int, int, int] = (96, 40, 50)
+
+    def available(self, data_root: Path | None) -> tuple[bool, str]:
+        return True, ""
+
+    def load(self, data_root: Path | None) -> LoadedData:
+        rng = np.random.default_rng(7)
+        n, c = sum(self.sizes), self.info.num_classes
+        labels = rng.integers(0, c, size=n)
+        inputs = {
+            name: torch.from_numpy((2 * rng.standard_normal((c, 8))[labels] + rng.standard_normal((n, 8))).astype(np.float32))
+            for name in self.info.modalities
+        }
+        bounds = np.cumsum((0,) + self.sizes)
+        y = torch.from_numpy(labels)
+        splits = [SplitData({k: v[a:b] for k, v in inputs.items()}, y[a:b]) for a, b in zip(bounds[:-1], bounds[1:])]
+        return LoadedData(tuple(ModalitySpec(m, (8,)) for m in self.info.modalities), splits[0], splits[2], splits[1])
+
+
+def _tiny_info(name: str, modalities: tuple[str, ...]) -> DatasetInfo:
+    return DatasetInfo(
+        name=name, modalities=modalities, num_classes=3, version="1", license="CC0-1.0",
+        citation="bench.testing", homepage="bench.testing", needs_data_root=False,
+        default_epochs=2, default_batch_size=16,
+    )
+
+
+TINY_DATASETS = {
+    "_tiny_2m": _TinyDataset(_tiny_info("_tiny_2m", ("a", "b"))),
+    "_tiny_3m": _TinyDataset(_tiny_info("_tiny_3m", ("a", "b", "c"))),
+}
+
+
+def _ensure_tiny_registered() -> None:
+    for name, adapter in TINY_DATASETS.items():
+        if name not in DATASETS.names():
+            DATASETS.register(name, adapter, origin="bench.testing")
+
+
+def tiny_spec(method: str, *, dataset: str = "_tiny_2m", seed: int = 0, missing_rate: float = 0.0,
+              epochs: int = 2, overrides: dict[str, Any] | None = None) -> CellSpec:
+    """A cell on a registered tiny dataset, with the method's default (or overridden) hyperparameters."""
+    _ensure_tiny_registered()
+    config = resolve_hparams(default_method(method), overrides or {})
+    return CellSpec(method=method, hparams=dataclasses.asdict(config), dataset=dataset, dataset_version="1",
+                    seed=seed, missing_rate=missing_rate, epochs=epochs, batch_size=16)
+
+
+# --------------------------------------------------------------------------------------------------
+# Method checks
+
+
+def check_one_step_gives_finite_loss_and_gradients(name: str, dataset: str = "_tiny_2m") -> None:
+    """One training batch: every yielded loss is finite and every trainable parameter gets a gradient."""
+    spec = tiny_spec(name, dataset=dataset)
+    method = build_method(spec)
+    data = cell_data(spec, data_root=None, zero_fill=type(method).zero_fill_missing, device=torch.device("cpu"))
+    seed_everything(0)
+    model = method.build(data.description)
+    model.train()
+    batch = next(iterate_batches(data.train, 16, generator=torch.Generator().manual_seed(0)))
+    ctx = StepContext(epoch=0, num_epochs=1, batch_index=0, batches_per_epoch=1, global_step=0)
+    out = method.loss(model, batch, ctx)
+    outs = out if not isinstance(out, LossOut) else iter([out])
+    touched: set[str] = set()
+    for stage in outs:
+        assert isinstance(stage, LossOut), f"{name}: loss must give LossOut, got {type(stage).__name__}"
+        assert torch.isfinite(stage.loss).all(), f"{name}: non-finite loss {stage.loss}"
+        model.zero_grad(set_to_none=True)
+        stage.loss.backward()
+        if hasattr(method, "after_backward"):
+            method.after_backward(model, stage, ctx)
+        touched |= {n for n, p in model.named_parameters() if p.grad is not None and torch.isfinite(p.grad).all()}
+    trainable = {n for n, p in model.named_parameters() if p.requires_grad}
+    missing = sorted(trainable - touched)
+    assert not missing, f"{name}: no finite gradient reached {missing}"
+
+
+def check_three_modalities(name: str) -> None:
+    check_one_step_gives_finite_loss_and_gradients(name, dataset="_tiny_3m")
+
+
+def check_same_seed_same_record(name: str) -> None:
+    spec = tiny_spec(name, missing_rate=0.3)
+    first, second = run_cell(spec), run_cell(spec)
+    assert first["metrics"] == second["metrics"], f"{name}: same seed gave {first['metrics']} then {second['metrics']}"
+
+
+def check_high_missing_rate_runs(name: str) -> None:
+    for dataset in TINY_DATASETS:
+        result = run_cell(tiny_spec(name, dataset=dataset, missing_rate=0.9, epochs=1))
+        assert 0.0 <= result["metrics"]["accuracy"] <= 1.0, f"{name}: accuracy {result['metrics']['accuracy']}"
+
+
+class _RecordingTrial:
+    """Answers Optuna's suggest_* calls with the low end of each range and records the names."""
+
+    def __init__(self) -> None:
+        self.names: list[str] = []
+
+    def suggest_float(self, name: str, low: float, high: float, **_: Any) -> float:
+        self.names.append(name)
+        return low
+
+    def suggest_int(self, name: str, low: int, high: int, **_: Any) -> int:
+        self.names.append(name)
+        return low
+
+    def suggest_categorical(self, name: str, choices: Any) -> Any:
+        self.names.append(name)
+        return list(choices)[0]
+
+
+def check_search_space_suggests_fields(name: str) -> None:
+    default = default_method(name)
+    trial = _RecordingTrial()
+    params = type(default).search_space(trial)
+    unknown = sorted(set(params) - set(field_names(type(default))))
+    assert not unknown, f"{name}: search_space suggests {unknown}, which are not fields of {type(default).__name__}"
+    assert params, f"{name}: search_space suggests nothing"
+    resolve_hparams(default, params)  # every suggested point must be a valid configuration
+
+
+def check_bad_hparams_are_clear_errors(name: str) -> None:
+    default = default_method(name)
+    for bad in ({"lr": -1.0}, {"lr": "fast"}, {"no_such_field": 1}):
+        try:
+            resolve_hparams(default, bad)
+        except UsageError as exc:
+            message = str(exc)
+            assert "\n" not in message and next(iter(bad)) in message, f"{name}: unclear error {message!r}"
+        else:
+            raise AssertionError(f"{name}: {bad} was accepted")
+
+
+def check_config_round_trips(name: str) -> None:
+    default = default_method(name)
+    again = resolve_hparams(default, dataclasses.asdict(default))
+    assert again == default, f"{name}: asdict/replace does not round-trip"
+    hash(default)  # frozen
+
+
+METHOD_CHECKS = (
+    check_one_step_gives_finite_loss_and_gradients,
+    check_three_modalities,
+    check_same_seed_same_record,
+    check_high_missing_rate_runs,
+    check_search_space_suggests_fields,
+    check_bad_hparams_are_clear_errors,
+    check_config_round_trips,
+)
+
+
+def check_method(name: str) -> None:
+    """Run every method check on the registered method ``name``."""
+    for check in METHOD_CHECKS:
+        check(name)
+
+
+# --------------------------------------------------------------------------------------------------
+# Dataset checks
+
+
+def check_dataset_metadata(name: str, data_root: Path | None = None) -> None:
+    adapter = DATASETS.get(name)
+    assert isinstance(adapter.info, DatasetInfo), f"{name}: info must be a DatasetInfo"
+    assert adapter.info.name == name, f"{name}: registered as {name!r} but info.name is {adapter.info.name!r}"
+    ok, why = adapter.available(data_root)
+    assert isinstance(ok, bool) and (ok or why), f"{name}: unavailable without saying why"
+
+
+def check_dataset_loads(name: str, data_root: Path | None = None) -> None:
+    """Shapes, label range and modality order agree with the metadata (skipped when data is absent)."""
+    adapter = DATASETS.get(name)
+    ok, _ = adapter.available(data_root)
+    if not ok:
+        return
+    data = load_dataset(name, data_root)
+    info = adapter.info
+    assert tuple(m.name for m in data.modalities) == info.modalities, f"{name}: modality order differs from info"
+    for split_name, split in (("train", data.train), ("val", data.val), ("test", data.test)):
+        if split is None:
+            continue
+        assert len(split) > 0, f"{name}: empty {split_name} split"
+        assert split.labels.dtype == torch.int64, f"{name}: {split_name} labels must be int64"
+        low, high = int(split.labels.min()), int(split.labels.max())
+        assert 0 <= low and high < info.num_classes, f"{name}: {split_name} labels in {low}..{high}"
+        for spec in data.modalities:
+            shape = tuple(split.inputs[spec.name].shape[1:])
+            assert shape == spec.shape, f"{name}: {spec.name} has shape {shape}, declared {spec.shape}"
+
+
+DATASET_CHECKS = (check_dataset_metadata, check_dataset_loads)
+
+
+def check_dataset(name: str, data_root: Path | None = None) -> None:
+    for check in DATASET_CHECKS:
+        check(name, data_root)

@@ -1,0 +1,98 @@
+"""The CLI's contract: one-line errors with exit 2, resume without retraining, table --check."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+FAST = ("--methods", "late_fusion", "--datasets", "synthetic_2m", "--seeds", "0", "--missing-rates", "0,0.5",
+        "--epochs", "1")
+
+
+@pytest.mark.parametrize("argv, fragment", [
+    (("run", "--methods", "late_fusoin"), "Did you mean: late_fusion"),
+    (("run", "--methods", "nope"), "unknown method 'nope'"),
+    (("run", "--datasets", "nope"), "unknown dataset 'nope'"),
+    (("run", "--seeds", "a"), "--seeds 'a' is not a comma-separated list of integers"),
+    (("run", "--missing-rates", "0,1.5"), "missing rate 1.5 is outside [0, 1)"),
+    (("run", "--missing-rates", "x"), "--missing-rates 'x'"),
+    (("run", "--set", "late_fusion.nope=1"), "has no hyperparameter 'nope'"),
+    (("run", "--set", "late_fusion.lr=fast"), "lr must be float, got 'fast'"),
+    (("run", "--set", "late_fusion.lr=-1"), "lr must be > 0"),
+    (("run", "--set", "lr=1"), "is not of the form method.param=value"),
+    (("run", "--missing-on", "train"), "invalid choice"),
+    (("run", "--epochs", "0"), "epochs must be >= 1"),
+    (("run", "--data-root", "/no/such/dir"), "is not a directory"),
+    (("ls", "things"), "invalid choice"),
+])
+def test_bad_input_is_one_line_and_exit_2(run_cli, argv, fragment, tmp_path):
+    code, out, err = run_cli(*argv, *(("--results", str(tmp_path)) if argv[0] == "run" else ()))
+    assert code == 2
+    assert err.startswith("error: ") and err.count("\n") == 1, err
+    assert fragment in err
+
+
+def test_validate_reports_every_problem_at_once(run_cli):
+    code, _, err = run_cli("validate", "--methods", "nope", "--missing-rates", "2", "--set", "x.y=1")
+    assert code == 2 and "3 problems" in err or "problems" in err
+    assert "unknown method 'nope'" in err and "missing rate 2.0" in err
+
+
+def test_run_then_resume_trains_nothing(run_cli, tmp_path):
+    code, out, _ = run_cli("run", *FAST, "--results", str(tmp_path))
+    assert code == 0 and "2 cells trained" in out
+    records = sorted((tmp_path / "records").rglob("*.json"))
+    assert len(records) == 2
+    before = [p.read_text() for p in records]
+    code, out, _ = run_cli("run", *FAST, "--results", str(tmp_path))
+    assert code == 0 and "nothing to train: all 2 cells already have records" in out
+    assert [p.read_text() for p in records] == before
+
+
+def test_corrupt_or_edited_records_are_reported_and_recomputed(run_cli, tmp_path):
+    run_cli("run", *FAST, "--results", str(tmp_path))
+    truncated, edited = sorted((tmp_path / "records").rglob("*.json"))
+    truncated.write_text(truncated.read_text()[:50])
+    record = json.loads(edited.read_text())
+    record["metrics"]["accuracy"] = 0.99
+    edited.write_text(json.dumps(record))
+    code, out, err = run_cli("run", *FAST, "--results", str(tmp_path))
+    assert code == 0 and "2 cells trained" in out
+    assert "unreadable record" in err and "checksum mismatch" in err
+    assert json.loads(edited.read_text())["metrics"]["accuracy"] != 0.99
+
+
+def test_table_check_detects_stale_tables(run_cli, tmp_path):
+    run_cli("run", *FAST, "--results", str(tmp_path))
+    assert run_cli("table", "--results", str(tmp_path), "--check")[0] == 0
+    board = tmp_path / "leaderboard.md"
+    board.write_text(board.read_text() + "edited\n")
+    code, _, err = run_cli("table", "--results", str(tmp_path), "--check")
+    assert code == 1 and "differs" in err
+    assert run_cli("table", "--results", str(tmp_path))[0] == 0
+    assert run_cli("table", "--results", str(tmp_path), "--check")[0] == 0
+
+
+def test_failed_cells_are_recorded_shown_as_failed_and_exit_1(run_cli, tmp_path):
+    code, out, err = run_cli("run", *FAST, "--set", "late_fusion.lr=1e12", "--set", "late_fusion.momentum=0",
+                             "--epochs", "3", "--results", str(tmp_path))
+    assert code == 1 and "cells failed" in err and "non-finite loss" in err
+    assert "failed (1)" in (tmp_path / "leaderboard.md").read_text()
+    statuses = {json.loads(p.read_text())["status"] for p in (tmp_path / "records").rglob("*.json")}
+    assert statuses == {"failed"}
+
+
+def test_ls_lists_methods_and_dataset_status(run_cli, monkeypatch):
+    monkeypatch.delenv("BENCH_DATA", raising=False)
+    code, out, _ = run_cli("ls", "datasets")
+    assert code == 0 and "synthetic_2m" in out and "available" in out
+    assert "handwritten" in out and "missing: no data root" in out
+    code, out, _ = run_cli("ls", "methods")
+    assert code == 0 and "late_fusion" in out
+
+
+def test_all_datasets_without_data_runs_what_is_available(run_cli, monkeypatch):
+    monkeypatch.delenv("BENCH_DATA", raising=False)
+    code, _, err = run_cli("validate", "--methods", "late_fusion", "--datasets", "all")
+    assert code == 0 and "skipped dataset handwritten" in err
