@@ -1,0 +1,1 @@
+"""Example bench plugin: the ``mean_logits`` method and the ``xor_pairs`` dataset."""

@@ -1,0 +1,42 @@
+"""The plugin guide's worked example, installed for real by pip and run through the CLI."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import pytest
+
+from conftest import REPO
+
+EXAMPLE = REPO / "examples" / "bench-plugin-example"
+
+
+@pytest.fixture(scope="module")
+def plugin_env(tmp_path_factory):
+    target = tmp_path_factory.mktemp("site")
+    subprocess.run(
+        [sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", "--no-build-isolation",
+         "--target", str(target), str(EXAMPLE)],
+        check=True, capture_output=True, text=True,
+    )
+    return {**os.environ, "PYTHONPATH": str(target)}
+
+
+def _bench(env, *args, cwd):
+    return subprocess.run([sys.executable, "-m", "bench", *args], env=env, cwd=cwd, capture_output=True, text=True)
+
+
+def test_installed_plugin_is_listed_run_and_conformant(plugin_env, tmp_path):
+    listed = _bench(plugin_env, "ls", "methods", cwd=tmp_path)
+    assert "mean_logits" in listed.stdout and "bench-plugin-example 0.1.0" in listed.stdout
+    ran = _bench(plugin_env, "run", "--methods", "mean_logits,late_fusion", "--datasets", "xor_pairs", "--seeds", "0",
+                 "--missing-rates", "0", "--results", str(tmp_path / "r"), cwd=tmp_path)
+    assert ran.returncode == 0, ran.stderr
+    assert "| mean_logits |" in ran.stdout and "## xor_pairs" in ran.stdout
+    check = subprocess.run(
+        [sys.executable, "-c", "from bench.testing import check_method; check_method('mean_logits')"],
+        env=plugin_env, cwd=tmp_path, capture_output=True, text=True,
+    )
+    assert check.returncode == 0, check.stderr
