@@ -151,6 +151,11 @@ def cmd_run(args: argparse.Namespace) -> int:
     from bench.store import iter_records
 
     plan = _plan(args)
+    if args.threads < 1:
+        raise UsageError(f"--threads must be >= 1, got {args.threads}")
+    import torch
+
+    torch.set_num_threads(args.threads)
     results = Path(args.results)
     bar, update = _progress_bar(len(plan.specs))
     try:
@@ -224,6 +229,9 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--results", default=str(DEFAULT_RESULTS), help="results directory (default: results)")
     run.add_argument("--overwrite", action="store_true", help="recompute cells that already have records")
     run.add_argument("--device", help="torch device (default: cuda if available, else cpu)")
+    run.add_argument("--threads", type=int, default=1,
+                     help="torch CPU threads per cell (default 1: the small models gain nothing from more, "
+                          "and threads competing with other processes for the cores slow training many-fold)")
     run.set_defaults(func=cmd_run)
     validate = sub.add_parser("validate", help="resolve a grid and report every problem at once")
     _add_grid_arguments(validate)

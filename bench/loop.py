@@ -166,4 +166,4 @@ def run_cell(
         "num_test_samples": test.count,
     }
     timings = {"train_seconds": round(train_seconds, 3), "test_seconds": round(time.perf_counter() - started, 3)}
-    return {"metrics": metrics, "timings": timings, "notes": {**data.notes, "device": str(dev)}}
+    return {"metrics": metrics, "timings": timings, "notes": {**data.notes, "device": str(dev), "threads": torch.get_num_threads()}}

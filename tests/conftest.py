@@ -6,6 +6,10 @@ import os
 from pathlib import Path
 
 import pytest
+import torch
+
+# One thread: the test models are tiny, and threads competing for 2 cores slow them many-fold.
+torch.set_num_threads(1)
 
 REPO = Path(__file__).resolve().parents[1]
 
