@@ -49,7 +49,7 @@ class MethodConfig:
 
     @staticmethod
     def search_space(trial: Any) -> dict[str, Any]:
-        """Log-uniform lr and weight decay around the official values (methods.md §8)."""
+        """Log-uniform lr and weight decay around the official values."""
         return {
             "lr": trial.suggest_float("lr", 1e-4, 1e-1, log=True),
             "weight_decay": trial.suggest_float("weight_decay", 1e-5, 1e-3, log=True),

@@ -1,7 +1,7 @@
 """Missing-modality masks, the same for every method of a cell's (seed, split).
 
 The mask follows the CPM-Net-style simulation that the MLA repository uses for IEMOCAP
-(``dataset/dataset.py: random_mask``; methods.md §6): every sample keeps at least one modality and the
+(``dataset/dataset.py: random_mask``): every sample keeps at least one modality and the
 overall missing fraction of (sample, modality) entries is the rate. CPM-Net reaches the rate by
 rejection sampling over the whole split; here it is reached exactly and without retries:
 

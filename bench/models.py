@@ -17,6 +17,7 @@ __all__ = [
     "ENCODER_FACTORIES",
     "ConcatHead",
     "MLPEncoder",
+    "SlicedFusionNet",
     "SumHead",
     "build_encoders",
     "encode",
@@ -75,7 +76,7 @@ def encode(encoders: nn.ModuleDict, inputs: Mapping[str, torch.Tensor]) -> dict[
 class ConcatHead(nn.Module):
     """z = W [h_1; ...; h_M] + b, the ``ConcatFusion`` of the OGM-GE and MLA repositories.
 
-    Algebraically a sum of per-modality linear heads W_m h_m sharing one bias (methods.md §2.1), so the
+    Algebraically a sum of per-modality linear heads W_m h_m sharing one bias, so the
     head can be *sliced*: the per-modality logits are W_m h_m + b / M, which is how the official code
     measures its audio/visual columns (OGM-GE ``main.py``, the ``weight_size // 2`` slices).
     """
@@ -109,6 +110,21 @@ class SumHead(nn.Module):
 
     def sliced(self, features: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         """Each modality's own head with its full bias. The official ``sum`` evaluation uses bias/2 while
-        training with the full bias (methods.md §2.3); the full bias is kept here so the per-modality
+        training with the full bias; the full bias is kept here so the per-modality
         logits add up to exactly the fused logits."""
         return {name: head(features[name]) for name, head in self.heads.items()}
+
+
+class SlicedFusionNet(nn.Module):
+    """Per-modality encoders and a concat or sum head; ``forward`` gives (fused logits, features) and
+    ``head.sliced(features)`` the per-modality logits. The joint model of late fusion and OGM-GE."""
+
+    def __init__(self, description: DataDescription, fusion: str) -> None:
+        super().__init__()
+        self.encoders = build_encoders(description)
+        dims = {name: enc.out_dim for name, enc in self.encoders.items()}
+        self.head = (ConcatHead if fusion == "concat" else SumHead)(dims, description.num_classes)
+
+    def forward(self, inputs: Mapping[str, torch.Tensor]) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        features = encode(self.encoders, inputs)
+        return self.head(features), features

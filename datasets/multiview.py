@@ -9,7 +9,7 @@ repositories::
     multiview/cub/CUB.mat                          X (1x2 cell of d x N: transposed), gt (N x 1, 1-based)
 
 Preprocessing follows the source loaders (min-max scaling of every view to [0, 1], labels shifted to start
-at 0; datasets.md §8) with one change: the scaler is fitted on the training split only, so no test
+at 0) with one change: the scaler is fitted on the training split only, so no test
 statistic leaks into training. Handwritten keeps TMC's fixed 1,600/400 split. The others ship no split; the
 source repositories cut 80/20 at random and unseeded, so here the cut is stratified with a fixed seed
 (``SPLIT_SEED``), part of the dataset's version. Validation is carved from train by the harness.

@@ -9,29 +9,14 @@ import torch.nn.functional as F
 from torch import nn
 
 from bench.hparams import MethodConfig
-from bench.models import ConcatHead, SumHead, build_encoders, encode
+from bench.models import SlicedFusionNet
 from bench.protocol import Batch, DataDescription, LossOut, Prediction, StepContext
 from bench.registry import variant
 
 
-class FusionNet(nn.Module):
-    """Per-modality encoders and a head that can be sliced into per-modality logits."""
-
-    def __init__(self, description: DataDescription, fusion: str) -> None:
-        super().__init__()
-        self.encoders = build_encoders(description)
-        dims = {name: enc.out_dim for name, enc in self.encoders.items()}
-        head = ConcatHead if fusion == "concat" else SumHead
-        self.head = head(dims, description.num_classes)
-
-    def forward(self, inputs):
-        features = encode(self.encoders, inputs)
-        return self.head(features), features
-
-
 @dataclass(frozen=True)
 class LateFusion(MethodConfig):
-    """Joint late fusion trained with one cross-entropy on the fused logits (methods.md §2.2).
+    """Joint late fusion trained with one cross-entropy on the fused logits.
 
     ``fusion="concat"`` (default) is the ``ConcatFusion`` that both official repositories use for their
     "Normal" baseline: z = W[h_1; ...; h_M] + b, a sum of per-modality linear heads with one shared bias.
@@ -43,7 +28,7 @@ class LateFusion(MethodConfig):
     fusion: Literal["concat", "sum"] = "concat"
 
     def build(self, description: DataDescription) -> nn.Module:
-        return FusionNet(description, self.fusion)
+        return SlicedFusionNet(description, self.fusion)
 
     def loss(self, model: nn.Module, batch: Batch, ctx: StepContext) -> LossOut:
         logits, features = model(batch.inputs)

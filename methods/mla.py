@@ -3,7 +3,7 @@
 Per-modality encoders share one linear head. Every mini-batch trains the modalities one after another,
 one optimizer step each, and the head's weight gradient is projected away from the feature directions
 already learnt (Head Gradient Modification, an RLS/OWM projector). At test time the unimodal logits are
-fused with entropy-based weights (methods.md §5). References:
+fused with entropy-based weights. References:
 ``Cecile-hi/Multimodal-Learning-with-Alternating-Unimodal-Adaptation`` ``main.py`` (alternation,
 fusion) and ``utils/utils.py`` ``GSPlugin`` (HGM).
 """
@@ -52,7 +52,7 @@ def hgm_alpha(batch_index: int, batches_per_epoch: int) -> float:
 
 
 def rls_projector_update(projector: torch.Tensor, feature_mean: torch.Tensor, alpha: float) -> torch.Tensor:
-    """P <- P - k k^T / (alpha + h k) with k = P h^T, then P <- P / ||P||_F (methods.md §5.3 steps 3-4).
+    """P <- P - k k^T / (alpha + h k) with k = P h^T, then P <- P / ||P||_F.
 
     ``feature_mean`` is the (1, d) batch mean h of the current modality's features. The recursive-least-
     squares (OWM) update shrinks P along h; the Frobenius normalisation is applied every step, as in
@@ -76,7 +76,7 @@ def entropy_weights(logits: Sequence[torch.Tensor]) -> torch.Tensor:
     """Per-sample weights softmax_m(-H_m), H_m = entropy of softmax(z_m); shape (B, M).
 
     Equal to exp(max H - H_m) / sum_j exp(max H - H_j) (the official formula, the max only stabilises).
-    Per sample, as the reviewers describe the paper and BalanceBenchmark implements it (methods.md §5.4);
+    Per sample, as the reviewers describe the paper and BalanceBenchmark implements it;
     ``log_softmax`` avoids the official log(softmax) NaN on underflow.
     """
     entropies = torch.stack([-(z.softmax(1) * z.log_softmax(1)).sum(1) for z in logits], dim=1)
@@ -143,21 +143,21 @@ class MLANet(nn.Module):
 class MLA(MethodConfig):
     """MLA: alternating unimodal steps through a shared head, HGM, entropy-weighted test-time fusion.
 
-    Training (methods.md §5.2): for every mini-batch, for each modality m in ``order``, one optimizer step on
+    Training: for every mini-batch, for each modality m in ``order``, one optimizer step on
     CE(W h_m + b, y). ``loss`` is a generator, so the next modality's logits see the head as the previous
     step left it. Each modality's encoder is run at its turn (as BalanceBenchmark does; official code runs
     all encoders once per batch, which is the same apart from when BatchNorm statistics update). Under
     torch >= 2 ``zero_grad(set_to_none=True)`` leaves the inactive encoders' gradients None, so SGD does not
     move them with momentum or weight decay during another modality's step (the torch 1.8 "coasting" of the
     official run does not happen). Every modality is trained on every sample; missing modalities arrive
-    zero-filled and are not masked (MLA has no explicit missing-modality logic, methods.md §6).
+    zero-filled and are not masked (MLA has no explicit missing-modality logic).
 
     Fields:
 
     * ``hgm = "paper"``: apply HGM as the paper describes it and the first commit's ``GSPlugin`` computes
       (§5.3): after each backward, except the first of training, update the projector with this modality's
       batch-mean feature, then grad_W <- grad_W P^T. ``"none"`` is what the *released* code computes: its
-      name check ``"module.weight"`` never matches, so HGM is a no-op at HEAD (methods.md §10.7).
+      name check ``"module.weight"`` never matches, so HGM is a no-op at HEAD.
     * ``fusion = "entropy"``: per-sample softmax(-H) weights on the logits (the paper's dynamic fusion).
       ``"entropy_batch"`` is the released per-batch scalar quirk; ``"fixed"`` is 0.55/0.45 (2 modalities),
       0.35/0.25/0.4 (3), equal weights otherwise, in the dataset's modality order.
@@ -165,7 +165,7 @@ class MLA(MethodConfig):
       ``"reversed"`` for the order-sensitivity ablation the reviewers asked for.
 
     Note: under SGD the Frobenius normalisation makes the head's effective learning rate about sqrt(d)
-    times smaller (8x for the 64-d MLP features); under Adam it cancels out (methods.md §5.3).
+    times smaller (8x for the 64-d MLP features); under Adam it cancels out.
     """
 
     hgm: Literal["paper", "none"] = "paper"
@@ -213,7 +213,7 @@ class MLA(MethodConfig):
 
     @staticmethod
     def search_space(trial: Any) -> dict[str, Any]:
-        """methods.md §8: lr and weight decay, and the training order. ``hgm`` and ``fusion`` are not searched:
+        """lr and weight decay, and the training order. ``hgm`` and ``fusion`` are not searched:
         they define the registered ablation rows (``mla_no_hgm``, ``mla_no_df``, ``mla_no_hgm_no_df``)."""
         return {
             **MethodConfig.search_space(trial),

@@ -2,14 +2,14 @@
 
 Joint late fusion trained with one cross-entropy on the fused logits; after ``backward()`` the encoder
 gradients of the modality that currently dominates are scaled down, and Gaussian noise with the
-gradient's own standard deviation is added to every modulated encoder tensor (methods.md §3).
+gradient's own standard deviation is added to every modulated encoder tensor.
 References: ``GeWu-Lab/OGM-GE_CVPR2022`` ``main.py`` (two modalities) and the MLA repository's
 ``main.py`` (three modalities, IEMOCAP).
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -18,14 +18,13 @@ import torch.nn.functional as F
 from torch import nn
 
 from bench.hparams import MethodConfig
-from bench.models import ConcatHead, SumHead, build_encoders, encode
+from bench.models import SlicedFusionNet
 from bench.protocol import Batch, DataDescription, LossOut, Prediction, StepContext
 from bench.registry import variant
 
 __all__ = [
     "OGM",
     "OGMGE",
-    "OGMNet",
     "discrepancy_ratios",
     "modulate_gradient",
     "modulated_parameters",
@@ -42,7 +41,7 @@ NOISE_STD_EPS = 1e-8
 
 
 def true_class_scores(logits: Sequence[torch.Tensor], labels: torch.Tensor) -> torch.Tensor:
-    """s_m = sum_i softmax(z_m,i)[y_i]: a batch *sum*, not a mean (methods.md §3.1 step 3). Shape (M,)."""
+    """s_m = sum_i softmax(z_m,i)[y_i]: a batch *sum*, not a mean. Shape (M,)."""
     rows = labels.unsqueeze(1)
     return torch.stack([z.softmax(dim=1).gather(1, rows).sum() for z in logits])
 
@@ -51,7 +50,7 @@ def discrepancy_ratios(scores: torch.Tensor) -> torch.Tensor:
     """rho_m = s_m / sum of the other modalities' scores.
 
     For two modalities this is rho_v = s_v / s_a and rho_a = 1 / rho_v (OGM-GE ``main.py``); for three it
-    is the MLA repository's s_v / (s_a + s_t) etc. (methods.md §3.2). The clamp only guards an all-underflow
+    is the MLA repository's s_v / (s_a + s_t) etc. The clamp only guards an all-underflow
     batch; softmax probabilities are otherwise strictly positive.
     """
     others = (scores.sum() - scores).clamp_min(torch.finfo(scores.dtype).tiny)
@@ -111,9 +110,9 @@ def modulated_parameters(encoder: nn.Module, rule: str) -> Iterator[nn.Parameter
     """The encoder tensors OGM touches.
 
     ``conv_only``: 4-D tensors (conv kernels), the official rule; on the MLP encoders of vector data it
-    selects *nothing*, so OGM-GE degenerates to plain late fusion (the M3AE no-op of methods.md §3.2).
+    selects *nothing*, so OGM-GE degenerates to plain late fusion (the M3AE no-op).
     ``all_weights``: every tensor that is not 1-D (conv kernels and Linear weights, not BatchNorm affine
-    parameters or biases), BalanceBenchmark's rule (methods.md §7), which makes OGM-GE act on MLP encoders.
+    parameters or biases), BalanceBenchmark's rule, which makes OGM-GE act on MLP encoders.
     """
     for p in encoder.parameters():
         if (p.dim() == 4) if rule == "conv_only" else (p.dim() > 1):
@@ -124,35 +123,19 @@ def modulated_parameters(encoder: nn.Module, rule: str) -> Iterator[nn.Parameter
 # Model and method
 
 
-class OGMNet(nn.Module):
-    """Per-modality encoders and a concat (or sum) head that can be sliced per modality."""
-
-    def __init__(self, description: DataDescription, fusion: str) -> None:
-        super().__init__()
-        self.encoders = build_encoders(description)
-        dims = {name: enc.out_dim for name, enc in self.encoders.items()}
-        head = ConcatHead if fusion == "concat" else SumHead
-        self.head = head(dims, description.num_classes)
-
-    def forward(self, inputs: Mapping[str, torch.Tensor]) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-        features = encode(self.encoders, inputs)
-        return self.head(features), features
-
-
 @dataclass(frozen=True)
 class OGMGE(MethodConfig):
-    """OGM-GE: fused cross-entropy, then per-modality gradient modulation of the encoders (methods.md §3).
+    """OGM-GE: fused cross-entropy, then per-modality gradient modulation of the encoders.
 
     Each step: L = CE(z, y) on the fused logits; after ``backward()``, scores s_m from the head's sliced
     per-modality logits (concat: W_m h_m + b/M, the bias share the official code uses; sum: each modality's
     own head), coefficients k_m from :func:`ogm_coefficients`, and within the epoch window every selected
     encoder gradient becomes k_m * g (+ noise). BatchNorm parameters, biases and the fusion head are never
-    modulated. Only training changes; inference is the fused logits (methods.md §3.3).
+    modulated. Only training changes; inference is the fused logits.
 
     Fields:
 
-    * ``alpha = 0.3``: the MLA repository's default, under which the MLA paper compared OGM-GE (methods.md
-      §3.4); the OGM-GE README suggests 0.8 on CREMA-D and 0.1 on VGGSound, so it is tuned per dataset.
+    * ``alpha = 0.3``: the MLA repository's default, under which the MLA paper compared OGM-GE; the OGM-GE README suggests 0.8 on CREMA-D and 0.1 on VGGSound, so it is tuned per dataset.
     * ``modulation_start = 0``, ``modulation_end = 50``: inclusive epoch window, the defaults of both
       official repositories (``--modulation_starts/--modulation_ends``).
     * ``coefficient = "official"``: gated 1 - tanh(alpha * rho) as released (OGM-GE ``main.py`` after
@@ -162,7 +145,7 @@ class OGMGE(MethodConfig):
       modulates nothing on MLP encoders (vector datasets), which would make OGM-GE identical to late fusion.
     * ``fusion = "concat"``: the official default ``ConcatFusion``; ``"sum"`` is ``SumFusion``.
 
-    Missing modalities are not handled by OGM-GE (methods.md §6): zero-filled inputs go through their
+    Missing modalities are not handled by OGM-GE: zero-filled inputs go through their
     encoder and count in the scores like any other sample.
     """
 
@@ -185,11 +168,11 @@ class OGMGE(MethodConfig):
             )
 
     def build(self, description: DataDescription) -> nn.Module:
-        return OGMNet(description, self.fusion)
+        return SlicedFusionNet(description, self.fusion)
 
     def loss(self, model: nn.Module, batch: Batch, ctx: StepContext) -> LossOut:
         logits, features = model(batch.inputs)
-        # The per-modality logits feed only the scores, never a loss (methods.md §3.1 step 1).
+        # The per-modality logits feed only the scores, never a loss.
         unimodal = {name: z.detach() for name, z in model.head.sliced(features).items()}
         return LossOut(F.cross_entropy(logits, batch.label), {"unimodal_logits": unimodal, "labels": batch.label})
 
@@ -215,7 +198,7 @@ class OGMGE(MethodConfig):
 
     @staticmethod
     def search_space(trial: Any) -> dict[str, Any]:
-        """methods.md §8: alpha log-uniform [0.05, 3] (0.1 to 2.6 across official setups) and the window.
+        """alpha log-uniform [0.05, 3] (0.1 to 2.6 across official setups) and the window.
 
         ``noise`` is not searched: OGM and OGM-GE are separate registered rows. ``modulation_end = 1000``
         stands for "every epoch" (no budget here is that long).

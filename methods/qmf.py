@@ -3,7 +3,7 @@ Multimodal Data", ICML 2023).
 
 Every modality has its own classifier. The fused logits weight each modality's logits per sample by an
 energy-based confidence, and a ranking regulariser ties that confidence to the sample's cumulative
-training loss (methods.md §4). References: ``QingyangZhang/QMF``
+training loss. References: ``QingyangZhang/QMF``
 ``text-image-classification/train_qmf.py`` (the default variant here),
 ``RGBD-scene-recognition/train_QMF_nyud2.py`` and ``models/QMF.py`` (the RGB-D variant), and the MLA
 repository's ``main.py`` / ``utils/utils.py`` ``History`` (its re-implementation).
@@ -38,7 +38,7 @@ __all__ = [
 
 
 def energy_confidence(logits: torch.Tensor, temperature: float) -> torch.Tensor:
-    """w = -Energy / T = logsumexp_c(z) / T, shape (B,). Unnormalised, may be negative (methods.md §4.2).
+    """w = -Energy / T = logsumexp_c(z) / T, shape (B,). Unnormalised, may be negative.
 
     ``torch.logsumexp`` instead of the official log(sum(exp(z))), which overflows for large logits.
     """
@@ -74,7 +74,7 @@ def normalise_history(history: torch.Tensor) -> torch.Tensor:
 
 
 def rank_loss(confidence: torch.Tensor, normalised_history: torch.Tensor) -> torch.Tensor:
-    """Sample-wise ranking regulariser of one modality on a batch (methods.md §4.3).
+    """Sample-wise ranking regulariser of one modality on a batch.
 
     Pairs are (i, i+1 mod B) (``torch.roll(-1)``). With t = sign(l_i - l_{i+1}) and m = |l_i - l_{i+1}| on
     the normalised cumulative losses l, the pair's loss is max(0, t * (c_i - c_{i+1}) - m), 0 when t = 0;
@@ -125,7 +125,7 @@ class QMF(MethodConfig):
 
     Each step, with z_m the logits of modality m and w_m = logsumexp(z_m) / T:
     L = sum_m CE(z_m) + [CE(sum_m w_m z_m) if ``fused_ce``] + ``rank_weight`` * sum_m R_m, where R_m is
-    :func:`rank_loss` on the batch's min-max-normalised cumulative losses (methods.md §4.3-4.4). Inference
+    :func:`rank_loss` on the batch's min-max-normalised cumulative losses. Inference
     is argmax of sum_m w_m z_m with w_m computed on the test sample (§4.5); per-modality columns are z_m.
 
     Fields (defaults = the official text-image code, ``train_qmf.py``):
@@ -139,7 +139,7 @@ class QMF(MethodConfig):
       (text-image and MLA code); ``False`` is the RGB-D order.
 
     The history lives in the model (``loss_history``) and is updated only by ``loss``, i.e. in training.
-    Missing modalities are not masked (methods.md §4.7): a zero-filled modality is meant to get low
+    Missing modalities are not masked: a zero-filled modality is meant to get low
     confidence and so a small fusion weight.
     """
 
@@ -192,7 +192,7 @@ class QMF(MethodConfig):
 
     @staticmethod
     def search_space(trial: Any) -> dict[str, Any]:
-        """methods.md §8: rank weight log-uniform [0.01, 1], the confidence scale, and the two code variants."""
+        """rank weight log-uniform [0.01, 1], the confidence scale, and the two code variants."""
         return {
             **MethodConfig.search_space(trial),
             "rank_weight": trial.suggest_float("rank_weight", 0.01, 1.0, log=True),

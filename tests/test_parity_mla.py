@@ -1,4 +1,4 @@
-"""MLA parity: HGM projector update and gradient projection, alternation, test-time fusion (methods.md §5).
+"""MLA parity: HGM projector update and gradient projection, alternation, test-time fusion.
 
 Expected values are worked out here from the formulas (``math`` and explicit small matrices), not by the
 code under test.

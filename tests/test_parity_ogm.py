@@ -1,4 +1,4 @@
-"""OGM-GE parity: coefficients, modulation window and scope, GE noise (methods.md §3).
+"""OGM-GE parity: coefficients, modulation window and scope, GE noise.
 
 Expected values are worked out here from the formulas with the ``math`` module, not by the code under test.
 """
@@ -68,7 +68,7 @@ def test_official_suppresses_first_modality_when_it_leads():
 def test_official_at_exact_balance_suppresses_the_first_modality():
     # rho_v = 1 is not > 1, so the else branch slows audio by 1 - tanh(alpha) although nothing dominates.
     assert _coefficients([3.0, 3.0]) == pytest.approx([_k(0.3, 1.0), 1.0])
-    assert _coefficients([3.0, 3.0])[0] == pytest.approx(0.7087, abs=1e-4)  # methods.md §3.1: 0.709
+    assert _coefficients([3.0, 3.0])[0] == pytest.approx(0.7087, abs=1e-4)  # 0.709
     assert _coefficients([3.0, 3.0], alpha=0.8)[0] == pytest.approx(0.3360, abs=1e-4)  # 0.336
 
 

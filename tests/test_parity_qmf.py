@@ -1,4 +1,4 @@
-"""QMF parity: energy confidence, dynamic fusion, history and rank loss (methods.md §4).
+"""QMF parity: energy confidence, dynamic fusion, history and rank loss.
 
 Expected values are worked out here with the ``math`` module from the formulas, not by the code under test.
 """

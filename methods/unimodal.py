@@ -1,0 +1,54 @@
+"""Unimodal baselines: every modality trained alone, side by side in one cell."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from bench.hparams import MethodConfig
+from bench.models import build_encoders, encode
+from bench.protocol import Batch, DataDescription, LossOut, Prediction, StepContext
+
+
+class _SeparateClassifiers(nn.Module):
+    def __init__(self, description: DataDescription) -> None:
+        super().__init__()
+        self.encoders = build_encoders(description)
+        self.heads = nn.ModuleDict(
+            {name: nn.Linear(enc.out_dim, description.num_classes) for name, enc in self.encoders.items()}
+        )
+
+    def forward(self, inputs) -> dict[str, torch.Tensor]:
+        return {name: self.heads[name](h) for name, h in encode(self.encoders, inputs).items()}
+
+
+@dataclass(frozen=True)
+class Unimodal(MethodConfig):
+    """Each modality's encoder and head trained alone (the "Unimodal-m" rows of BalanceBenchmark's table).
+
+    The loss is the sum of the per-modality cross-entropies over disjoint parameters, so each classifier gets
+    exactly the gradient it would get if trained on its own (SGD momentum and weight decay act per
+    parameter too). The per-modality columns are therefore the *trained-alone* reference to set against the
+    same modality inside a jointly trained model. The fused column is the product of the experts (sum of
+    log-probabilities); the epoch is selected on its validation accuracy, shared by all classifiers.
+    """
+
+    def build(self, description: DataDescription) -> nn.Module:
+        return _SeparateClassifiers(description)
+
+    def loss(self, model: nn.Module, batch: Batch, ctx: StepContext) -> LossOut:
+        logits = model(batch.inputs)
+        return LossOut(sum(F.cross_entropy(z, batch.label) for z in logits.values()), {"logits": logits})
+
+    def predict(self, model: nn.Module, batch: Batch) -> Prediction:
+        logits = model(batch.inputs)
+        fused = torch.stack([F.log_softmax(z, dim=1) for z in logits.values()]).sum(0)
+        return Prediction(fused, logits)
+
+    @staticmethod
+    def search_space(trial: Any) -> dict[str, Any]:
+        return MethodConfig.search_space(trial)
