@@ -1,4 +1,4 @@
-"""``python -m bench {run,validate,ls,table}``: parse arguments into a request, print, own exit codes.
+"""``python -m bench {run,validate,ls,table,data}``: parse arguments into a request, print, own exit codes.
 
 Exit codes: 0 success, 1 some cells failed (their records say why), 2 bad input (one line on stderr),
 130 interrupted (finished cells are kept; the same command resumes).
@@ -73,10 +73,13 @@ def _add_grid_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--data-root", help="folder with the real datasets (default: $BENCH_DATA)")
 
 
-def _request(args: argparse.Namespace):
+def _request(args: argparse.Namespace, *, tuned: bool | None = None):
     from bench.grid import GridRequest
 
+    if tuned is None:
+        tuned = getattr(args, "tuned", False) or getattr(args, "tune", None) is not None
     return GridRequest(
+        tuned_from=Path(args.results) if tuned else None,
         methods=args.methods, datasets=args.datasets, seeds=_int_list(args.seeds),
         missing_rates=_rate_list(args.missing_rates), epochs=args.epochs, batch_size=args.batch_size,
         patience=args.patience, missing_on=args.missing_on, overrides=tuple(args.overrides),
@@ -84,10 +87,10 @@ def _request(args: argparse.Namespace):
     )
 
 
-def _plan(args: argparse.Namespace):
+def _plan(args: argparse.Namespace, *, tuned: bool | None = None):
     from bench.grid import expand
 
-    plan = expand(_request(args))
+    plan = expand(_request(args, tuned=tuned))
     for name, why in plan.skipped_datasets.items():
         print(f"skipped dataset {name}: {why}", file=sys.stderr)
     for warning in plan.warnings:
@@ -103,7 +106,9 @@ def cmd_validate(args: argparse.Namespace) -> int:
 
 
 def _write_tables(results_dir: Path, *, check: bool = False) -> tuple[int, str]:
-    from bench.leaderboard import leaderboard
+    """Regenerate (or, with ``check``, compare) leaderboard.md, README.md and the plots of a results dir."""
+    from bench.leaderboard import leaderboard, results_readme
+    from bench.plots import missing_rate_plots, plot_names
     from bench.store import atomic_write_text, iter_records
 
     records, problems = [], []
@@ -112,16 +117,20 @@ def _write_tables(results_dir: Path, *, check: bool = False) -> tuple[int, str]:
     for problem in problems:
         print(f"warning: {problem}", file=sys.stderr)
     text = leaderboard(records)
-    path = results_dir / LEADERBOARD_FILE
+    pages = {LEADERBOARD_FILE: text,
+             "README.md": results_readme(records, plots=[f"plots/{name}" for name in plot_names(records)])}
     if check:
-        on_disk = path.read_text(encoding="utf-8") if path.exists() else None
-        if on_disk != text:
-            print(f"{path} differs from the table generated from {results_dir}/records; "
-                  f"run: python -m bench table --results {results_dir}", file=sys.stderr)
+        stale = [name for name, content in pages.items()
+                 if not (results_dir / name).exists() or (results_dir / name).read_text(encoding="utf-8") != content]
+        if stale:
+            print(f"{', '.join(str(results_dir / n) for n in stale)} differ from what {results_dir}/records "
+                  f"generates; run: python -m bench table --results {results_dir}", file=sys.stderr)
             return 1, text
-        print(f"{path} matches its {len(records)} records")
+        print(f"{results_dir}/{LEADERBOARD_FILE} and README.md match their {len(records)} records")
         return 0, text
-    atomic_write_text(path, text)
+    for name, content in pages.items():
+        atomic_write_text(results_dir / name, content)
+    missing_rate_plots(records, results_dir / "plots")
     return 0, text
 
 
@@ -150,9 +159,12 @@ def cmd_run(args: argparse.Namespace) -> int:
     from bench.leaderboard import leaderboard
     from bench.store import iter_records
 
+    if args.tune is not None:
+        _plan(args, tuned=False)  # report bad input before spending time on tuning
+        _tune(args, trials=args.tune)
     plan = _plan(args)
-    if args.threads < 1:
-        raise UsageError(f"--threads must be >= 1, got {args.threads}")
+    if args.threads < 1 or args.jobs < 1:
+        raise UsageError(f"--threads and --jobs must be >= 1, got --threads {args.threads} --jobs {args.jobs}")
     import torch
 
     torch.set_num_threads(args.threads)
@@ -160,7 +172,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     bar, update = _progress_bar(len(plan.specs))
     try:
         outcome = run_grid(plan.specs, results, data_root=_data_root(args.data_root), overwrite=args.overwrite,
-                           device=args.device, progress=update)
+                           device=args.device, jobs=args.jobs, threads=args.threads, progress=update)
     except KeyboardInterrupt:
         bar.close()
         print("\ninterrupted: finished cells are saved; run the same command again to resume", file=sys.stderr)
@@ -183,6 +195,32 @@ def cmd_run(args: argparse.Namespace) -> int:
         for line in outcome.failed:
             print(f"  {line}", file=sys.stderr)
         return 1
+    return 0
+
+
+def _tune(args: argparse.Namespace, *, trials: int) -> None:
+    """Tune every (method, dataset) of the selection with the same trial budget."""
+    from bench.grid import GridRequest, expand
+    from bench.tune import tune_one
+
+    if trials < 1:
+        raise UsageError(f"the number of trials must be >= 1, got {trials}")
+    request = GridRequest(methods=args.methods, datasets=args.datasets, seeds=(0,), missing_rates=(0.0,),
+                          epochs=args.epochs, batch_size=args.batch_size, data_root=_data_root(args.data_root))
+    pairs = sorted({(s.method, s.dataset, s.epochs, s.batch_size) for s in expand(request).specs})
+    import torch
+
+    torch.set_num_threads(args.threads)
+    for i, (method, dataset, epochs, batch_size) in enumerate(pairs, 1):
+        print(f"[{i}/{len(pairs)}] tuning {method} on {dataset}: {trials} trials", file=sys.stderr)
+        summary = tune_one(method, dataset, trials=trials, results_dir=Path(args.results), storage=args.storage,
+                           epochs=epochs, batch_size=batch_size, data_root=request.data_root, jobs=args.jobs)
+        print(f"{method} on {dataset}: best validation accuracy {summary['best_value']:.4f} "
+              f"(trial {summary['best_trial']} of {summary['finished_trials']}) {summary['params']}")
+
+
+def cmd_tune(args: argparse.Namespace) -> int:
+    _tune(args, trials=args.trials)
     return 0
 
 
@@ -221,6 +259,87 @@ def cmd_ls(args: argparse.Namespace) -> int:
     return 0
 
 
+def _data_root_line(value: str | None, root: Path | None) -> str:
+    if root is None:
+        return "data root: none (set BENCH_DATA or --data-root to the folder holding the datasets)"
+    return f"data root: {root} (from {'--data-root' if value is not None else 'BENCH_DATA'})"
+
+
+def _data_list(args: argparse.Namespace, root: Path | None) -> int:
+    from bench.cache import cache_root, dataset_status
+    from bench.registry import DATASETS
+
+    print(_data_root_line(args.data_root, root))
+    print(f"cache: {cache_root()} (BENCH_CACHE moves it)")
+    for name in DATASETS.names():
+        error = DATASETS.error(name)
+        if error:
+            print(f"\n{name}: BROKEN ({DATASETS.origin(name)}): {error}")
+            continue
+        adapter = DATASETS.get(name)
+        info = adapter.info
+        state, detail = dataset_status(adapter, root)
+        print(f"\n{name}: {state}: {detail}" if detail else f"\n{name}: {state}")
+        if info.needs_data_root:
+            print(f"  layout:   {info.layout or '(not documented by the adapter)'} under the data root")
+            print(f"  download: {info.homepage}")
+        print(f"  licence:  {info.license}")
+    return 0
+
+
+def _data_prepare(names: list[str], root: Path | None) -> int:
+    import time
+
+    from tqdm import tqdm
+
+    from bench.cache import dataset_status
+    from bench.registry import DATASETS
+
+    for name in names:
+        adapter = DATASETS.get(name)
+        state, detail = dataset_status(adapter, root)
+        if state == "missing":
+            raise UsageError(f"dataset {name!r} is not available: {detail}")
+        if not hasattr(adapter, "prepare"):
+            print(f"{name}: nothing to prepare ({detail})")
+            continue
+        if state == "prepared":
+            print(f"{name}: already prepared: {detail}")
+            continue
+        bar = tqdm(desc=f"preparing {name}", unit="step", file=sys.stderr, dynamic_ncols=True, disable=None)
+
+        def progress(done: int, total: int, bar=bar) -> None:
+            if bar.total != total:
+                bar.total = total
+            bar.update(done - bar.n)
+
+        started = time.perf_counter()
+        try:
+            where = adapter.prepare(root, progress=progress)
+        finally:
+            bar.close()
+        print(f"{name}: prepared in {time.perf_counter() - started:.1f} s: {where}")
+    return 0
+
+
+def cmd_data(args: argparse.Namespace) -> int:
+    """``bench data``: every registered dataset's state under the data root (missing / raw found / prepared,
+    from the adapter's optional ``status(data_root)``, else from ``available``), its expected layout, where to
+    download it and its licence. ``bench data prepare NAME[,NAME...|all]`` fills the prepared-data cache
+    (adapters with a ``prepare(data_root, progress)`` method) with a progress bar on stderr."""
+    root = _data_root(args.data_root)
+    if args.action is None or args.action == "list":
+        if args.names is not None:
+            raise UsageError(f"'bench data' takes no dataset name (got {args.names!r}); "
+                             f"to prepare it: python -m bench data prepare {args.names}")
+        return _data_list(args, root)
+    if args.names is None:
+        raise UsageError("bench data prepare needs a dataset name, e.g. python -m bench data prepare avmnist")
+    from bench.registry import DATASETS
+
+    return _data_prepare(DATASETS.select(args.names), root)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="bench", description="Multimodal-learning benchmark harness.")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
@@ -229,10 +348,24 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--results", default=str(DEFAULT_RESULTS), help="results directory (default: results)")
     run.add_argument("--overwrite", action="store_true", help="recompute cells that already have records")
     run.add_argument("--device", help="torch device (default: cuda if available, else cpu)")
+    run.add_argument("--tuned", action="store_true",
+                     help="use the tuned hyperparameters in RESULTS/tuned/ (written by bench tune)")
+    run.add_argument("--tune", type=int, metavar="N", help="tune every method with N trials first, then run --tuned")
+    run.add_argument("--storage", help="Optuna storage URL for --tune (default: sqlite file in RESULTS/tuning)")
+    run.add_argument("--jobs", type=int, default=1,
+                     help="cells run in parallel worker processes (records are identical to --jobs 1)")
     run.add_argument("--threads", type=int, default=1,
                      help="torch CPU threads per cell (default 1: the small models gain nothing from more, "
                           "and threads competing with other processes for the cores slow training many-fold)")
     run.set_defaults(func=cmd_run)
+    tune = sub.add_parser("tune", help="tune hyperparameters on validation data, the same budget per method")
+    _add_grid_arguments(tune)
+    tune.add_argument("--trials", type=int, required=True, help="trials per (method, dataset)")
+    tune.add_argument("--results", default=str(DEFAULT_RESULTS), help="where tuned/ files are written")
+    tune.add_argument("--storage", help="Optuna storage URL shared by workers (default: sqlite in RESULTS/tuning)")
+    tune.add_argument("--jobs", type=int, default=1, help="trials run in parallel in this process")
+    tune.add_argument("--threads", type=int, default=1, help="torch CPU threads")
+    tune.set_defaults(func=cmd_tune)
     validate = sub.add_parser("validate", help="resolve a grid and report every problem at once")
     _add_grid_arguments(validate)
     validate.set_defaults(func=cmd_validate)
@@ -240,6 +373,12 @@ def build_parser() -> argparse.ArgumentParser:
     ls.add_argument("what", choices=("methods", "datasets"))
     ls.add_argument("--data-root", help="folder with the real datasets (default: $BENCH_DATA)")
     ls.set_defaults(func=cmd_ls)
+    data = sub.add_parser("data", help="datasets' state under the data root (missing / raw found / prepared); "
+                                       "'data prepare NAME' builds a prepared-data cache")
+    data.add_argument("action", nargs="?", choices=("list", "prepare"), help="list (default) or prepare")
+    data.add_argument("names", nargs="?", help="datasets to prepare: names, globs or 'all'")
+    data.add_argument("--data-root", help="folder with the real datasets (default: $BENCH_DATA)")
+    data.set_defaults(func=cmd_data)
     table = sub.add_parser("table", help="regenerate the leaderboards from the records")
     table.add_argument("--results", default=str(DEFAULT_RESULTS))
     table.add_argument("--check", action="store_true", help="fail if the tables on disk differ")

@@ -11,7 +11,6 @@ import dataclasses
 import fnmatch
 import platform
 import subprocess
-import sys
 import traceback
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -26,7 +25,7 @@ from bench.registry import DATASETS, METHODS, default_method
 from bench.spec import CellSpec
 from bench.store import claim_cell, read_record, record_path, write_record
 
-__all__ = ["GridPlan", "GridRequest", "expand", "parse_overrides", "run_grid"]
+__all__ = ["CellOutcome", "GridPlan", "GridRequest", "expand", "parse_overrides", "process_cell", "run_grid"]
 
 
 @dataclass(frozen=True)
@@ -41,6 +40,7 @@ class GridRequest:
     missing_on: str = "all"
     overrides: tuple[str, ...] = ()
     data_root: Path | None = None
+    tuned_from: Path | None = None  # a results directory whose tuned/ files give the hyperparameters
 
 
 @dataclass
@@ -62,19 +62,23 @@ def parse_overrides(items: Sequence[str]) -> list[tuple[str, str, str]]:
     return parsed
 
 
-def _method_hparams(name: str, overrides: list[tuple[str, str, str]], errors: list[str]):
+def _method_hparams(name: str, dataset: str, request: GridRequest, overrides: list[tuple[str, str, str]],
+                    errors: list[str]):
+    """Resolved hyperparameters and their source: defaults < tuned file (``--tuned``) < ``--set``."""
     try:
-        default = default_method(name)
+        config = default_method(name)
+        source = "default"
+        if request.tuned_from is not None:
+            from bench.tune import load_tuned
+
+            params, source = load_tuned(request.tuned_from, name, dataset)
+            config = resolve_hparams(config, params)
+        mine = {param: raw for pattern, param, raw in overrides if fnmatch.fnmatchcase(name, pattern)}
+        config = resolve_hparams(config, mine)
     except UsageError as exc:
         errors.append(str(exc))
         return None, "default"
-    mine = {param: raw for pattern, param, raw in overrides if fnmatch.fnmatchcase(name, pattern)}
-    try:
-        config = resolve_hparams(default, mine)
-    except UsageError as exc:
-        errors.append(f"method {name}: {exc}")
-        return None, "default"
-    return dataclasses.asdict(config), ("set" if mine else "default")
+    return dataclasses.asdict(config), (f"{source}+set" if mine and source != "default" else "set" if mine else source)
 
 
 def _select(registry, selection: str, errors: list[str]) -> list[str]:
@@ -121,7 +125,11 @@ def expand(request: GridRequest) -> GridPlan:
     for name, value in (("epochs", request.epochs), ("batch size", request.batch_size), ("patience", request.patience)):
         if value is not None and value < 1:
             errors.append(f"{name} must be >= 1, got {value}")
-    resolved = {m: _method_hparams(m, overrides, errors) for m in methods}
+    from bench.tune import TUNING_SEEDS
+
+    if set(request.seeds) & set(TUNING_SEEDS):
+        errors.append(f"seeds {sorted(set(request.seeds) & set(TUNING_SEEDS))} are reserved for tuning; evaluate on others")
+    resolved = {(m, d): _method_hparams(m, d, request, overrides, errors) for m in methods for d in datasets}
     if errors:
         raise UsageError(errors[0] if len(errors) == 1 else f"{len(errors)} problems: " + " | ".join(errors))
     for d in datasets:
@@ -133,7 +141,7 @@ def expand(request: GridRequest) -> GridPlan:
                     f"that keeps one of {len(info.modalities)} modalities per sample; every sample keeps exactly one"
                 )
         for m in methods:
-            hparams, source = resolved[m]
+            hparams, source = resolved[(m, d)]
             for seed in request.seeds:
                 for rate in request.missing_rates:
                     plan.specs.append(
@@ -181,6 +189,10 @@ def run_one(spec: CellSpec, *, data_root: Path | None, device: str | None = None
     try:
         body = {"status": "ok", "reason": None, **run_cell(spec, data_root=data_root, device=device)}
         body["notes"]["modalities"] = list(DATASETS.get(spec.dataset).info.modalities)
+        # Methods whose per-modality columns are modalities trained alone say so; the tables then use
+        # them as the reference for the same modality inside jointly trained models.
+        method_cls = type(default_method(spec.method))
+        body["notes"]["per_modality_trained_alone"] = bool(getattr(method_cls, "per_modality_trained_alone", False))
     except UsageError:
         raise
     except CellFailure as exc:
@@ -199,6 +211,55 @@ class GridOutcome:
     busy: list[str] = field(default_factory=list)
     recomputed: list[str] = field(default_factory=list)
 
+    def add(self, cell: CellOutcome) -> None:
+        if cell.status == "cached":
+            self.skipped += 1
+        elif cell.status == "busy":
+            self.busy.append(cell.label)
+        else:
+            self.computed += 1
+            if cell.status != "ok":
+                self.failed.append(f"{cell.label}: {cell.reason}")
+        if cell.problem:
+            self.recomputed.append(cell.problem)
+
+
+@dataclass(frozen=True)
+class CellOutcome:
+    label: str
+    status: str  # ok | failed | cached | busy
+    reason: str | None = None
+    problem: str | None = None  # a damaged record that was replaced
+
+
+def process_cell(spec: CellSpec, results_dir: Path, *, data_root: Path | None, overwrite: bool = False,
+                 device: str | None = None) -> CellOutcome:
+    """Skip a cell with a valid record, else claim it, run it and write its record."""
+    path = record_path(results_dir, spec)
+    problem = None
+    if path.exists() and not overwrite:
+        existing = read_record(path)
+        if isinstance(existing, dict):
+            return CellOutcome(spec.label, "cached")
+        problem = str(existing)
+    claim = claim_cell(results_dir, spec)
+    if claim is None:
+        return CellOutcome(spec.label, "busy", problem=problem)
+    try:
+        if not overwrite and path.exists() and isinstance(read_record(path), dict):
+            return CellOutcome(spec.label, "cached")  # another runner finished it while we were checking
+        record = run_one(spec, data_root=data_root, device=device)
+        write_record(results_dir, record)
+    finally:
+        claim.release()
+    return CellOutcome(spec.label, record["status"], record["reason"], problem)
+
+
+def _worker_init(threads: int) -> None:
+    import torch
+
+    torch.set_num_threads(threads)
+
 
 def run_grid(
     specs: Sequence[CellSpec],
@@ -207,41 +268,40 @@ def run_grid(
     data_root: Path | None,
     overwrite: bool = False,
     device: str | None = None,
+    jobs: int = 1,
+    threads: int = 1,
     progress: Callable[[CellSpec, str], None] | None = None,
 ) -> GridOutcome:
-    """Run every spec without a valid record (all of them with ``overwrite``)."""
+    """Run every spec without a valid record (all of them with ``overwrite``).
+
+    ``jobs > 1`` runs cells in that many worker processes (``threads`` torch threads each). Every cell is
+    seeded on its own, so the records are the same as a sequential run's.
+    """
     outcome = GridOutcome()
-    for spec in specs:
-        path = record_path(results_dir, spec)
-        if path.exists() and not overwrite:
-            existing = read_record(path)
-            if isinstance(existing, dict):
-                outcome.skipped += 1
-                if progress:
-                    progress(spec, "cached")
-                continue
-            outcome.recomputed.append(str(existing))
-        claim = claim_cell(results_dir, spec)
-        if claim is None:
-            outcome.busy.append(spec.label)
-            if progress:
-                progress(spec, "busy")
-            continue
-        try:
-            if not overwrite and path.exists() and isinstance(read_record(path), dict):
-                outcome.skipped += 1  # another runner finished it while we were checking
-                continue
-            record = run_one(spec, data_root=data_root, device=device)
-            write_record(results_dir, record)
-        finally:
-            claim.release()
-        outcome.computed += 1
-        if record["status"] != "ok":
-            outcome.failed.append(f"{spec.label}: {record['reason']}")
+    options = {"data_root": data_root, "overwrite": overwrite, "device": device}
+
+    def done(spec: CellSpec, cell: CellOutcome) -> None:
+        outcome.add(cell)
         if progress:
-            progress(spec, record["status"])
+            progress(spec, cell.status)
+
+    if jobs <= 1:
+        for spec in specs:
+            done(spec, process_cell(spec, results_dir, **options))
+        return outcome
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor, as_completed
+
+    # spawn, not fork: a forked child of a process that has used OpenMP threads can hang.
+    context = multiprocessing.get_context("spawn")
+    with ProcessPoolExecutor(jobs, mp_context=context, initializer=_worker_init, initargs=(threads,)) as pool:
+        futures = {pool.submit(process_cell, spec, results_dir, **options): spec for spec in specs}
+        try:
+            for future in as_completed(futures):
+                done(futures[future], future.result())
+        except BaseException:
+            pool.shutdown(wait=False, cancel_futures=True)
+            raise
     return outcome
 
 
-def _stderr(message: str) -> None:
-    print(message, file=sys.stderr)

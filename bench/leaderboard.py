@@ -1,9 +1,17 @@
 """Leaderboards as a pure function of records: no I/O, no torch, deterministic output.
 
-Records are grouped into *settings* (dataset and its version, protocol, epochs, batch size, which
-splits are masked, precision): numbers from different settings never share a table. Within a setting,
-a row is a method with one set of hyperparameters; a method run with several sets gets one row per set,
-labelled by a short hash, so nothing is silently averaged across configurations.
+Records are grouped into *settings* (dataset and its version, protocol, epochs, batch size, which splits
+are masked, precision, and where the hyperparameters came from): numbers from different settings never
+share a table. Within a setting, a row is a method with one set of hyperparameters; a method run with
+several sets gets one row per set, labelled by a short hash, so nothing is silently averaged across
+configurations.
+
+Per setting (the layout of the MLA paper's tables): accuracy of each modality inside the jointly trained
+model, multimodal accuracy and macro-F1 (Table 1); the same modality trained alone as a reference, where a
+method provides it; accuracy per missing rate with the normalised area under the accuracy-vs-rate curve
+(Table 2); ablations, i.e. rows of one method family that differ in a few hyperparameters (Table 3); and
+paired t-tests against the baseline and against the best row on matched (seed, missing rate) cells,
+Holm-corrected. Across settings: the average rank.
 """
 
 from __future__ import annotations
@@ -17,14 +25,14 @@ from typing import Any
 
 from bench.spec import canonical_json
 
-__all__ = ["leaderboard", "summarize"]
+__all__ = ["holm", "leaderboard", "paired_t_pvalue", "results_readme", "summarize"]
 
 _SETTING_FIELDS = ("dataset", "dataset_version", "protocol", "epochs", "batch_size", "missing_on", "precision")
+ALPHA = 0.05
 
 
-def _config_id(spec: Mapping[str, Any]) -> str:
-    body = {"hparams": spec["hparams"], "patience": spec.get("patience"), "extra": spec.get("extra", {})}
-    return hashlib.sha256(canonical_json(body).encode()).hexdigest()[:6]
+# --------------------------------------------------------------------------------------------------
+# Statistics
 
 
 def summarize(values: Sequence[float]) -> tuple[float, float, int]:
@@ -35,14 +43,72 @@ def summarize(values: Sequence[float]) -> tuple[float, float, int]:
     return statistics.fmean(values), (statistics.stdev(values) if n > 1 else 0.0), n
 
 
-def _fmt(values: Sequence[float], failed: int, bold: bool) -> str:
-    if not values:
-        return f"failed ({failed})" if failed else ""
-    mean, std, n = summarize(values)
-    text = f"{100 * mean:.2f} ± {100 * std:.2f} (n={n})"
-    if bold:
-        text = f"**{text}**"
-    return text + (f" ⚠ {failed} failed" if failed else "")
+def paired_t_pvalue(differences: Sequence[float]) -> float:
+    """Two-sided p-value of the paired t-test (H0: mean difference 0); nan with fewer than 2 pairs."""
+    n = len(differences)
+    if n < 2:
+        return math.nan
+    mean, std, _ = summarize(differences)
+    if std == 0:
+        return 1.0 if mean == 0 else 0.0
+    from scipy import stats
+
+    return float(2 * stats.t.sf(abs(mean / (std / math.sqrt(n))), df=n - 1))
+
+
+def holm(pvalues: Sequence[float]) -> list[float]:
+    """Holm-Bonferroni adjusted p-values (nan stays nan), in the input order."""
+    order = sorted((p, i) for i, p in enumerate(pvalues) if not math.isnan(p))
+    adjusted = [math.nan] * len(pvalues)
+    running = 0.0
+    for rank, (p, i) in enumerate(order):
+        running = max(running, min(1.0, (len(order) - rank) * p))
+        adjusted[i] = running
+    return adjusted
+
+
+# --------------------------------------------------------------------------------------------------
+# Grouping
+
+
+def _config_id(spec: Mapping[str, Any]) -> str:
+    body = {"hparams": spec["hparams"], "patience": spec.get("patience"), "extra": spec.get("extra", {})}
+    return hashlib.sha256(canonical_json(body).encode()).hexdigest()[:6]
+
+
+def _tuning_label(source: str) -> str:
+    kind = source.split(":", 1)[0].split("+", 1)[0]
+    if kind == "tuned":
+        budget = source.rsplit(":", 1)[-1].replace("+set", "").replace("-", " ")
+        return f"hyperparameters tuned on validation ({budget} per method and dataset)"
+    return {"default": "paper-default hyperparameters (untuned)", "set": "hyperparameters set by hand (--set)"}.get(
+        kind, f"hyperparameters from {source}")
+
+
+def _setting_key(spec: Mapping[str, Any]) -> tuple:
+    return tuple(spec[f] for f in _SETTING_FIELDS) + (_tuning_label(spec.get("hparams_source", "default")),)
+
+
+def _row_labels(records: list[dict[str, Any]]) -> list[str]:
+    configs: dict[str, set[str]] = defaultdict(set)
+    for r in records:
+        configs[r["spec"]["method"]].add(_config_id(r["spec"]))
+    return [
+        r["spec"]["method"] if len(configs[r["spec"]["method"]]) == 1 else f"{r['spec']['method']} (cfg {_config_id(r['spec'])})"
+        for r in records
+    ]
+
+
+def _ok(r: Mapping[str, Any]) -> bool:
+    return r.get("status") == "ok"
+
+
+def _metric(r: Mapping[str, Any], name: str) -> Any:
+    return (r.get("metrics") or {}).get(name)
+
+
+# --------------------------------------------------------------------------------------------------
+# Formatting
 
 
 class _Cell:
@@ -50,41 +116,48 @@ class _Cell:
         self.values: list[float] = []
         self.failed = 0
 
+    @property
+    def mean(self) -> float:
+        return summarize(self.values)[0]
 
-def _table(header: list[str], rows: dict[str, dict[str, _Cell]], columns: list[str]) -> list[str]:
-    best = {}
-    for col in columns:
-        means = [summarize(cells[col].values)[0] for cells in rows.values() if col in cells and cells[col].values]
-        best[col] = max(means) if len(means) > 1 else None
-    lines = ["| " + " | ".join(header) + " |", "|" + "|".join(["---"] * len(header)) + "|"]
+
+def _fmt(cell: _Cell, rank: int | None) -> str:
+    if not cell.values:
+        return f"failed ({cell.failed})" if cell.failed else ""
+    mean, std, n = summarize(cell.values)
+    text = f"{100 * mean:.2f} ± {100 * std:.2f} (n={n})"
+    text = f"**{text}**" if rank == 1 else f"<u>{text}</u>" if rank == 2 else text
+    return text + (f" ⚠ {cell.failed} failed" if cell.failed else "")
+
+
+def _ranks(rows: Mapping[str, Mapping[str, _Cell]], column: str) -> dict[str, int]:
+    """1 for the best mean, 2 for the second (ties share a rank); empty when fewer than two rows compete."""
+    competing = {label: cells[column].mean for label, cells in rows.items() if column in cells and cells[column].values}
+    if len(competing) < 2:
+        return {}
+    distinct = sorted(set(competing.values()), reverse=True)
+    return {label: distinct.index(mean) + 1 for label, mean in competing.items()}
+
+
+def _markdown_table(header: list[str], body: list[list[str]]) -> list[str]:
+    return ["| " + " | ".join(header) + " |", "|" + "|".join(["---"] * len(header)) + "|"] + [
+        "| " + " | ".join(row) + " |" for row in body
+    ]
+
+
+def _ranked_table(header: list[str], rows: dict[str, dict[str, _Cell]], columns: list[str]) -> list[str]:
+    ranks = {col: _ranks(rows, col) for col in columns}
+    body = []
     for label in sorted(rows):
-        cells = rows[label]
-        out = [label]
-        for col in columns:
-            cell = cells.get(col)
-            if cell is None:
-                out.append("")
-                continue
-            is_best = best[col] is not None and cell.values and summarize(cell.values)[0] == best[col]
-            out.append(_fmt(cell.values, cell.failed, bool(is_best)))
-        lines.append("| " + " | ".join(out) + " |")
-    return lines
+        body.append([label] + [
+            _fmt(rows[label][col], ranks[col].get(label)) if col in rows[label] else "" for col in columns
+        ])
+    return _markdown_table(header, body)
 
 
-def _row_labels(records: list[dict[str, Any]]) -> dict[int, str]:
-    configs: dict[str, set[str]] = defaultdict(set)
-    for r in records:
-        configs[r["spec"]["method"]].add(_config_id(r["spec"]))
-    labels = {}
-    for i, r in enumerate(records):
-        method = r["spec"]["method"]
-        labels[i] = method if len(configs[method]) == 1 else f"{method} (cfg {_config_id(r['spec'])})"
-    return labels
-
-
-def _add(cell_map: dict[str, dict[str, _Cell]], label: str, column: str, record: dict[str, Any], value: Any):
-    cell = cell_map[label].setdefault(column, _Cell())
-    if record.get("status") != "ok":
+def _add(rows: dict[str, dict[str, _Cell]], label: str, column: str, record: Mapping[str, Any], value: Any) -> None:
+    cell = rows[label].setdefault(column, _Cell())
+    if not _ok(record):
         cell.failed += 1
     elif value is not None:
         cell.values.append(float(value))
@@ -97,53 +170,204 @@ def _modalities(records: list[dict[str, Any]]) -> list[str]:
     return []
 
 
-def _setting_section(setting: tuple, records: list[dict[str, Any]]) -> list[str]:
-    values = dict(zip(_SETTING_FIELDS, setting))
+# --------------------------------------------------------------------------------------------------
+# Tables of one setting
+
+
+def _main_table(records, labels, modalities) -> list[str]:
+    rows: dict[str, dict[str, _Cell]] = defaultdict(dict)
+    for r, label in zip(records, labels):
+        per_mod = _metric(r, "per_modality_accuracy") or {}
+        for m in modalities:
+            if not _ok(r) or m in per_mod:
+                _add(rows, label, m, r, per_mod.get(m))
+        _add(rows, label, "multimodal", r, _metric(r, "accuracy"))
+        _add(rows, label, "macro-F1", r, _metric(r, "macro_f1"))
+    header = ["method"] + [f"{m} (in joint model)" for m in modalities] + ["multimodal acc", "macro-F1"]
+    table = _ranked_table(header, rows, modalities + ["multimodal", "macro-F1"])
+    return ["No missing modalities (**best**, <u>second</u>):", ""] + table + [""]
+
+
+def _laziness_table(records, labels, modalities) -> list[str]:
+    """Each modality inside a jointly trained model minus the same modality trained alone, paired by seed.
+
+    The reference rows are those whose records say ``per_modality_trained_alone``; negative numbers mean
+    the joint model under-trains that modality (modality laziness)."""
+    alone: dict[tuple[str, int], list[float]] = defaultdict(list)
+    for r in records:
+        if _ok(r) and r.get("notes", {}).get("per_modality_trained_alone"):
+            for m, acc in (_metric(r, "per_modality_accuracy") or {}).items():
+                alone[(m, r["spec"]["seed"])].append(acc)
+    rows: dict[str, dict[str, list[float]]] = defaultdict(lambda: defaultdict(list))
+    for r, label in zip(records, labels):
+        if not _ok(r) or r.get("notes", {}).get("per_modality_trained_alone"):
+            continue
+        for m, acc in (_metric(r, "per_modality_accuracy") or {}).items():
+            if alone.get((m, r["spec"]["seed"])):
+                rows[label][m].append(acc - statistics.fmean(alone[(m, r["spec"]["seed"])]))
+    if not rows:
+        return []
+    body = []
+    for label in sorted(rows):
+        cells = []
+        for m in modalities:
+            mean, std, n = summarize(rows[label][m])
+            cells.append("" if n == 0 else f"{100 * mean:+.2f} ± {100 * std:.2f} (n={n})")
+        body.append([label] + cells)
+    intro = ("Per-modality accuracy inside the joint model minus the same modality trained alone "
+             "(percentage points, paired by seed; negative = the modality is under-trained):")
+    return [intro, ""] + _markdown_table(["method"] + modalities, body) + [""]
+
+
+def _curve_auc(points: Mapping[float, float]) -> float:
+    """Trapezoid area under accuracy-vs-rate, divided by the rate range (MultiBench-style robustness)."""
+    rates = sorted(points)
+    area = sum((b - a) * (points[a] + points[b]) / 2 for a, b in zip(rates, rates[1:]))
+    return area / (rates[-1] - rates[0])
+
+
+def _missing_rate_table(records, labels) -> list[str]:
+    rates = sorted({r["spec"]["missing_rate"] for r in records})
+    if len(rates) < 2:
+        return []
+    rows: dict[str, dict[str, _Cell]] = defaultdict(dict)
+    curves: dict[tuple[str, int], dict[float, float]] = defaultdict(dict)
+    for r, label in zip(records, labels):
+        _add(rows, label, f"{r['spec']['missing_rate']:g}", r, _metric(r, "accuracy"))
+        if _ok(r):
+            curves[(label, r["spec"]["seed"])][r["spec"]["missing_rate"]] = _metric(r, "accuracy")
+    for (label, _), points in sorted(curves.items()):
+        if len(points) == len(rates):
+            rows[label].setdefault("AUC", _Cell()).values.append(_curve_auc(points))
+    columns = [f"{rate:g}" for rate in rates] + ["AUC"]
+    header = ["method"] + [f"rate {c}" for c in columns[:-1]] + [f"AUC over {rates[0]:g}-{rates[-1]:g}"]
+    return ["Multimodal accuracy by missing rate (AUC: area under the curve divided by the rate range, per seed):",
+            ""] + _ranked_table(header, rows, columns) + [""]
+
+
+def _ablation_tables(records, labels) -> list[str]:
+    """Rows whose hyperparameters have the same field names (one method family, e.g. MLA and its variants)
+    and differ in a few of them: the differing fields become columns, as in the MLA paper's Table 3."""
+    families: dict[tuple[str, ...], dict[str, dict[str, Any]]] = defaultdict(dict)
+    for r, label in zip(records, labels):
+        families[tuple(sorted(r["spec"]["hparams"]))][label] = r["spec"]["hparams"]
+    lines = []
+    for _, members in sorted(families.items(), key=lambda kv: sorted(kv[1])):
+        if len(members) < 2:
+            continue
+        fields = sorted(f for f in next(iter(members.values())) if len({canonical_json(h[f]) for h in members.values()}) > 1)
+        if not fields or len(fields) > 4:
+            continue
+        rows: dict[str, dict[str, _Cell]] = defaultdict(dict)
+        for r, label in zip(records, labels):
+            if label in members:
+                column = "multimodal" if r["spec"]["missing_rate"] == 0 else "missing"
+                _add(rows, label, column, r, _metric(r, "accuracy"))
+        body = []
+        ranks = {c: _ranks(rows, c) for c in ("multimodal", "missing")}
+        for label in sorted(members):
+            cells = [str(members[label][f]) for f in fields]
+            for c in ("multimodal", "missing"):
+                cells.append(_fmt(rows[label][c], ranks[c].get(label)) if c in rows[label] else "")
+            body.append([label] + cells)
+        header = ["row"] + fields + ["multimodal acc (no missing)", "multimodal acc (all missing rates > 0)"]
+        lines += [f"Ablation of the {'/'.join(sorted(members))} family:", ""] + _markdown_table(header, body) + [""]
+    return lines
+
+
+def _paired_differences(records, labels, a: str, b: str) -> list[float]:
+    """Accuracy of row a minus row b on cells with the same (seed, missing rate), i.e. the same masks."""
+    by_cell: dict[str, dict[tuple, float]] = defaultdict(dict)
+    for r, label in zip(records, labels):
+        if _ok(r) and label in (a, b):
+            by_cell[label][(r["spec"]["seed"], r["spec"]["missing_rate"])] = _metric(r, "accuracy")
+    shared = sorted(set(by_cell[a]) & set(by_cell[b]))
+    return [by_cell[a][k] - by_cell[b][k] for k in shared]
+
+
+def _significance_table(records, labels, baseline: str) -> list[str]:
+    means: dict[str, list[float]] = defaultdict(list)
+    for r, label in zip(records, labels):
+        if _ok(r):
+            means[label].append(_metric(r, "accuracy"))
+    if len(means) < 2:
+        return []
+    best = max(sorted(means), key=lambda label: statistics.fmean(means[label]))
+    others = sorted(means)
+    base_diffs = [_paired_differences(records, labels, label, baseline) if baseline in means and label != baseline
+                  else [] for label in others]
+    best_diffs = [_paired_differences(records, labels, label, best) if label != best else [] for label in others]
+    p_base = holm([paired_t_pvalue(d) for d in base_diffs])
+    p_best = holm([paired_t_pvalue(d) for d in best_diffs])
+    body = []
+    for i, label in enumerate(others):
+        def column(diffs, p):
+            if not diffs:
+                return ["", ""]
+            mark = " *" if p < ALPHA else ""
+            return [f"{100 * statistics.fmean(diffs):+.2f} (n={len(diffs)})", f"{p:.3g}{mark}" if not math.isnan(p) else "n/a"]
+        verdict = "best" if label == best else ("≈ best" if not (p_best[i] < ALPHA) else "worse than best")
+        body.append([label] + column(base_diffs[i], p_base[i]) + column(best_diffs[i], p_best[i]) + [verdict])
+    header = ["method", f"Δ acc vs {baseline} (pp)", "p (Holm)", f"Δ acc vs {best} (pp)", "p (Holm)", "verdict"]
+    intro = (f"Paired t-tests on matched cells (same seed and missing rate, hence the same masks), all rates "
+             f"pooled, Holm-corrected within each column; * = p < {ALPHA}; '≈ best' = not significantly worse "
+             f"than the best row:")
+    return [intro, ""] + _markdown_table(header, body) + [""]
+
+
+def _setting_section(setting: tuple, records: list[dict[str, Any]], baseline: str) -> list[str]:
+    values = dict(zip(_SETTING_FIELDS + ("tuning",), setting))
     masked = "train, validation and test" if values["missing_on"] == "all" else "validation and test only"
     lines = [
         f"## {values['dataset']}",
         "",
-        f"Protocol v{values['protocol']} · dataset version {values['dataset_version']} · "
-        f"{values['epochs']} epochs · batch {values['batch_size']} · {values['precision']} · "
-        f"missing modalities on {masked} · selection on validation, scores on the full test split · "
-        f"accuracy in %, mean ± std over seeds.",
+        f"Protocol v{values['protocol']} · dataset version {values['dataset_version']} · {values['tuning']} · "
+        f"{values['epochs']} epochs · batch {values['batch_size']} · {values['precision']} · missing modalities on "
+        f"{masked} · selection on validation, scores on the full test split · accuracy in %, mean ± std over seeds.",
         "",
     ]
     labels = _row_labels(records)
     modalities = _modalities(records)
     complete = [i for i, r in enumerate(records) if r["spec"]["missing_rate"] == 0]
     if complete:
-        rows: dict[str, dict[str, _Cell]] = defaultdict(dict)
-        for i in complete:
-            r = records[i]
-            per_mod = (r.get("metrics") or {}).get("per_modality_accuracy") or {}
-            for m in modalities:
-                if r.get("status") != "ok" or m in per_mod:
-                    _add(rows, labels[i], m, r, per_mod.get(m))
-            _add(rows, labels[i], "multimodal", r, (r.get("metrics") or {}).get("accuracy"))
-            _add(rows, labels[i], "macro-F1", r, (r.get("metrics") or {}).get("macro_f1"))
-        columns = modalities + ["multimodal", "macro-F1"]
-        header = ["method"] + [f"{m} (in joint model)" for m in modalities] + ["multimodal acc", "macro-F1"]
-        lines += ["No missing modalities:", ""] + _table(header, rows, columns) + [""]
-    rates = sorted({r["spec"]["missing_rate"] for r in records})
-    if len(rates) > 1:
-        rows = defaultdict(dict)
-        for i, r in enumerate(records):
-            _add(rows, labels[i], f"{r['spec']['missing_rate']:g}", r, (r.get("metrics") or {}).get("accuracy"))
-        columns = [f"{rate:g}" for rate in rates]
-        lines += ["Multimodal accuracy by missing rate:", ""]
-        lines += _table(["method"] + [f"rate {c}" for c in columns], rows, columns) + [""]
+        sub_records, sub_labels = [records[i] for i in complete], [labels[i] for i in complete]
+        lines += _main_table(sub_records, sub_labels, modalities)
+        lines += _laziness_table(sub_records, sub_labels, modalities)
+    lines += _missing_rate_table(records, labels)
+    lines += _ablation_tables(records, labels)
+    lines += _significance_table(records, labels, baseline)
     return lines
 
 
-def leaderboard(records: Iterable[Mapping[str, Any]]) -> str:
+def _average_rank(sections: Mapping[tuple, list[dict[str, Any]]]) -> list[str]:
+    """Mean rank of each method (by multimodal accuracy without missing modalities) over the settings."""
+    ranks: dict[str, list[float]] = defaultdict(list)
+    for records in sections.values():
+        means: dict[str, list[float]] = defaultdict(list)
+        for r, label in zip(records, _row_labels(records)):
+            if _ok(r) and r["spec"]["missing_rate"] == 0:
+                means[label].append(_metric(r, "accuracy"))
+        ordered = sorted(means, key=lambda label: -statistics.fmean(means[label]))
+        for label in ordered:
+            score = statistics.fmean(means[label])
+            tied = [i + 1 for i, other in enumerate(ordered) if statistics.fmean(means[other]) == score]
+            ranks[label].append(statistics.fmean(tied))
+    if len(sections) < 2 or not ranks:
+        return []
+    body = [[label, f"{statistics.fmean(r):.2f}", str(len(r))] for label, r in
+            sorted(ranks.items(), key=lambda kv: (statistics.fmean(kv[1]), kv[0]))]
+    return ["## Average rank across settings", "",
+            "Rank of multimodal accuracy without missing modalities in each setting above (1 = best), averaged:", ""
+            ] + _markdown_table(["method", "average rank", "settings"], body) + [""]
+
+
+def leaderboard(records: Iterable[Mapping[str, Any]], *, baseline: str = "late_fusion") -> str:
     """Markdown leaderboards, one section per dataset setting, from cell records."""
     records = [dict(r) for r in records]
     groups: dict[tuple, list[dict[str, Any]]] = defaultdict(list)
     for r in records:
-        spec = r["spec"]
-        groups[tuple(spec[f] for f in _SETTING_FIELDS)].append(r)
-    ok = sum(r.get("status") == "ok" for r in records)
+        groups[_setting_key(r["spec"])].append(r)
+    ok = sum(_ok(r) for r in records)
     lines = [
         "# Leaderboard",
         "",
@@ -151,7 +375,79 @@ def leaderboard(records: Iterable[Mapping[str, Any]]) -> str:
         f"{len(records) - ok} failed). Do not edit by hand.",
         "",
     ]
+    sections = {}
     for setting in sorted(groups, key=lambda s: tuple(str(v) for v in s)):
-        group = sorted(groups[setting], key=lambda r: (r["spec"]["method"], r["spec"]["seed"], r["key"]))
-        lines += _setting_section(setting, group)
+        sections[setting] = sorted(groups[setting], key=lambda r: (r["spec"]["method"], r["spec"]["seed"],
+                                                                    r["spec"]["missing_rate"], r["key"]))
+        lines += _setting_section(setting, sections[setting], baseline)
+    lines += _average_rank(sections)
+    return "\n".join(lines).rstrip() + "\n"
+
+
+def _section_summary(setting: tuple, records: list[dict[str, Any]], baseline: str) -> list[str]:
+    values = dict(zip(_SETTING_FIELDS + ("tuning",), setting))
+    labels = _row_labels(records)
+    clean = {label: [] for label in labels}
+    for r, label in zip(records, labels):
+        if _ok(r) and r["spec"]["missing_rate"] == 0:
+            clean[label].append(_metric(r, "accuracy"))
+    ranked = sorted((statistics.fmean(v), label) for label, v in clean.items() if v)[::-1]
+    if not ranked:
+        return []
+    (best_acc, best), rest = ranked[0], ranked[1:]
+    line = f"- **{values['dataset']}** ({values['tuning']}, {values['epochs']} epochs): best without missing " \
+           f"modalities is `{best}` at {100 * best_acc:.2f}%"
+    if rest:
+        line += f", {100 * (best_acc - rest[0][0]):.2f} points ahead of `{rest[0][1]}`"
+    if baseline in clean and clean[baseline] and best != baseline:
+        diffs = _paired_differences(records, labels, best, baseline)
+        p = paired_t_pvalue(diffs)
+        verdict = "significant" if p < ALPHA else "not significant"
+        line += (f"; against `{baseline}` {100 * statistics.fmean(diffs):+.2f} points over all matched cells "
+                 f"(paired t, p = {p:.3g}, {verdict} before correction)") if diffs else ""
+    return [line + "."]
+
+
+def _regenerate_command(records: list[dict[str, Any]]) -> str:
+    spec = records[0]["spec"]
+    def joined(values):
+        return ",".join(f"{v:g}" if isinstance(v, float) else str(v) for v in sorted(set(values)))
+    parts = ["python -m bench run", f"--methods {joined(r['spec']['method'] for r in records)}",
+             f"--datasets {spec['dataset']}", f"--seeds {joined(r['spec']['seed'] for r in records)}",
+             f"--missing-rates {joined(r['spec']['missing_rate'] for r in records)}",
+             f"--epochs {spec['epochs']}", f"--batch-size {spec['batch_size']}"]
+    if spec["missing_on"] != "all":
+        parts.append(f"--missing-on {spec['missing_on']}")
+    if spec.get("hparams_source", "default").startswith("tuned"):
+        parts.append("--tuned")
+    return " ".join(parts)
+
+
+def results_readme(records: Iterable[Mapping[str, Any]], *, baseline: str = "late_fusion",
+                   plots: Sequence[str] = ()) -> str:
+    """The results page: who wins where and by how much, then links to the full tables and plots."""
+    records = [dict(r) for r in records]
+    groups: dict[tuple, list[dict[str, Any]]] = defaultdict(list)
+    for r in records:
+        groups[_setting_key(r["spec"])].append(r)
+    lines = [
+        "# Results",
+        "",
+        "Generated by `python -m bench table` from the records in `records/`; do not edit by hand. Every number",
+        "traces to one JSON record per cell (its spec, metrics, timings and environment). The full tables,",
+        "with per-modality accuracy, the missing-rate curves, ablations and significance tests, are in",
+        "[leaderboard.md](leaderboard.md).",
+        "",
+        "## Who wins where",
+        "",
+    ]
+    for setting in sorted(groups, key=lambda s: tuple(str(v) for v in s)):
+        lines += _section_summary(setting, groups[setting], baseline)
+    lines += ["", "## Regenerate", "",
+              "The commands that produce these records (real datasets read from `$BENCH_DATA`):", "", "```bash"]
+    lines += [_regenerate_command(groups[s]) for s in sorted(groups, key=lambda s: tuple(str(v) for v in s))]
+    lines += ["python -m bench table          # tables, this page and the plots, from the records",
+              "python -m bench table --check  # what CI runs: fails if these files are stale", "```", ""]
+    if plots:
+        lines += ["## Accuracy against missing rate", ""] + [f"![{p}]({p})" for p in plots] + [""]
     return "\n".join(lines).rstrip() + "\n"

@@ -119,8 +119,12 @@ def run_cell(
     data_root: Path | None = None,
     device: str | None = None,
     on_epoch: EpochCallback | None = None,
+    evaluate_test: bool = True,
 ) -> dict[str, Any]:
-    """Train and evaluate one cell; returns the ``metrics``, ``timings`` and ``notes`` of its record."""
+    """Train and evaluate one cell; returns the ``metrics``, ``timings`` and ``notes`` of its record.
+
+    ``evaluate_test=False`` (tuning trials) never touches the test split.
+    """
     method = build_method(spec)
     dev = choose_device(device)
     data = cell_data(spec, data_root=data_root, zero_fill=type(method).zero_fill_missing, device=dev)
@@ -151,6 +155,9 @@ def run_cell(
 
     if best_state is not None:
         model.load_state_dict(best_state)
+    selection = {"best_val_accuracy": best_val, "selected_epoch": best_epoch, "epochs_run": epochs_run}
+    if not evaluate_test:
+        return {"metrics": selection, "timings": {"train_seconds": round(train_seconds, 3)}, "notes": data.notes}
     started = time.perf_counter()
     test = evaluate(method, model, data.test, num_classes)
     expected = data.notes["split_sizes"]["test"]
@@ -160,9 +167,7 @@ def run_cell(
         "accuracy": test.accuracy,
         "macro_f1": test.macro_f1,
         "per_modality_accuracy": test.per_modality,
-        "best_val_accuracy": best_val,
-        "selected_epoch": best_epoch,
-        "epochs_run": epochs_run,
+        **selection,
         "num_test_samples": test.count,
     }
     timings = {"train_seconds": round(train_seconds, 3), "test_seconds": round(time.perf_counter() - started, 3)}

@@ -25,6 +25,7 @@ __all__ = [
     "SCHEMA_VERSION",
     "CellClaim",
     "RecordProblem",
+    "atomic_write_bytes",
     "atomic_write_text",
     "claim_cell",
     "iter_records",
@@ -38,15 +39,20 @@ SCHEMA_VERSION = 1
 
 
 def atomic_write_text(path: Path, text: str) -> None:
+    atomic_write_bytes(path, text.encode("utf-8"))
+
+
+def atomic_write_bytes(path: Path, data: bytes) -> None:
     """Write to a temporary file in the same directory, fsync, then rename over ``path``.
 
     A reader (or a run killed at any moment) sees either the old file or the new one, never a prefix.
     """
+    path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            handle.write(text)
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data)
             handle.flush()
             os.fsync(handle.fileno())
         os.replace(tmp, path)

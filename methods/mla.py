@@ -154,8 +154,7 @@ class MLA(MethodConfig):
 
     Fields:
 
-    * ``hgm = "paper"``: apply HGM as the paper describes it and the first commit's ``GSPlugin`` computes
-      (§5.3): after each backward, except the first of training, update the projector with this modality's
+    * ``hgm = "paper"``: apply HGM as the paper describes it and the first commit's ``GSPlugin`` computes: after each backward, except the first of training, update the projector with this modality's
       batch-mean feature, then grad_W <- grad_W P^T. ``"none"`` is what the *released* code computes: its
       name check ``"module.weight"`` never matches, so HGM is a no-op at HEAD.
     * ``fusion = "entropy"``: per-sample softmax(-H) weights on the logits (the paper's dynamic fusion).

@@ -126,7 +126,7 @@ class QMF(MethodConfig):
     Each step, with z_m the logits of modality m and w_m = logsumexp(z_m) / T:
     L = sum_m CE(z_m) + [CE(sum_m w_m z_m) if ``fused_ce``] + ``rank_weight`` * sum_m R_m, where R_m is
     :func:`rank_loss` on the batch's min-max-normalised cumulative losses. Inference
-    is argmax of sum_m w_m z_m with w_m computed on the test sample (§4.5); per-modality columns are z_m.
+    is argmax of sum_m w_m z_m with w_m computed on the test sample; per-modality columns are z_m.
 
     Fields (defaults = the official text-image code, ``train_qmf.py``):
 

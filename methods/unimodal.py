@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 import torch.nn.functional as F
@@ -36,6 +36,9 @@ class Unimodal(MethodConfig):
     same modality inside a jointly trained model. The fused column is the product of the experts (sum of
     log-probabilities); the epoch is selected on its validation accuracy, shared by all classifiers.
     """
+
+    #: Read by the harness: this method's per-modality columns are the trained-alone reference.
+    per_modality_trained_alone: ClassVar[bool] = True
 
     def build(self, description: DataDescription) -> nn.Module:
         return _SeparateClassifiers(description)

@@ -69,7 +69,7 @@ def test_table_check_detects_stale_tables(run_cli, tmp_path):
     board = tmp_path / "leaderboard.md"
     board.write_text(board.read_text() + "edited\n")
     code, _, err = run_cli("table", "--results", str(tmp_path), "--check")
-    assert code == 1 and "differs" in err
+    assert code == 1 and "differ from what" in err
     assert run_cli("table", "--results", str(tmp_path))[0] == 0
     assert run_cli("table", "--results", str(tmp_path), "--check")[0] == 0
 

@@ -1,17 +1,21 @@
-"""The table is a pure function of hand-made records."""
+"""The tables are a pure function of hand-made records; the statistics are checked against hand values."""
 
 from __future__ import annotations
 
-from bench.leaderboard import leaderboard
+import math
+
+import pytest
+
+from bench.leaderboard import holm, leaderboard, paired_t_pvalue
 
 
-def _record(method, seed, acc, *, rate=0.0, status="ok", epochs=10, lr=0.001, per=None):
-    spec = {"method": method, "hparams": {"lr": lr}, "dataset": "toy", "dataset_version": "1", "seed": seed,
-            "missing_rate": rate, "epochs": epochs, "batch_size": 64, "missing_on": "all", "patience": None,
-            "precision": "fp32", "hparams_source": "default", "protocol": 1, "extra": {}}
+def _record(method, seed, acc, *, rate=0.0, status="ok", epochs=10, lr=0.001, per=None, hparams=None, source="default"):
+    spec = {"method": method, "hparams": hparams or {"lr": lr}, "dataset": "toy", "dataset_version": "1",
+            "seed": seed, "missing_rate": rate, "epochs": epochs, "batch_size": 64, "missing_on": "all",
+            "patience": None, "precision": "fp32", "hparams_source": source, "protocol": 1, "extra": {}}
     metrics = None if status != "ok" else {"accuracy": acc, "macro_f1": acc - 0.01,
                                           "per_modality_accuracy": per or {"audio": acc - 0.2, "video": acc - 0.1}}
-    return {"key": f"{method}{seed}{rate}{epochs}{lr}", "spec": spec, "status": status, "metrics": metrics,
+    return {"key": f"{method}{seed}{rate}{epochs}{lr}{hparams}", "spec": spec, "status": status, "metrics": metrics,
             "notes": {"modalities": ["audio", "video"]}}
 
 
@@ -23,24 +27,85 @@ RECORDS = [
 ]
 
 
-def test_rows_means_stds_and_bold_best():
+def test_rows_means_stds_best_bold_second_underlined_failed_shown():
     text = leaderboard(RECORDS)
     assert "| mla | **52.00 ± 2.83 (n=2)** | **62.00 ± 2.83 (n=2)** | **72.00 ± 2.83 (n=2)** |" in text
-    assert "| late_fusion | 41.00 ± 1.41 (n=2) | 51.00 ± 1.41 (n=2) | 61.00 ± 1.41 (n=2) | 60.00 ± 1.41 (n=2) |" in text
+    assert "| late_fusion | <u>41.00 ± 1.41 (n=2)</u> | <u>51.00 ± 1.41 (n=2)</u> | <u>61.00 ± 1.41 (n=2)</u> |" in text
     assert "| qmf | failed (1) | failed (1) | failed (1) | failed (1) |" in text
-    assert "| mla | **72.00 ± 2.83 (n=2)** | **50.00 ± 0.00 (n=1)** |" in text
     assert "7 cell records (6 ok, 1 failed)" in text
+    assert "paper-default hyperparameters (untuned)" in text and "Protocol v1" in text
+
+
+def test_missing_rate_table_has_the_normalised_area_per_seed():
+    text = leaderboard(RECORDS)
+    # seed 0 of mla: (0.70 + 0.50) / 2 over the range 0-0.5 -> 0.60; seed 1 has no 0.5 cell, so no AUC
+    assert "| mla | **72.00 ± 2.83 (n=2)** | **50.00 ± 0.00 (n=1)** | **60.00 ± 0.00 (n=1)** |" in text
+    assert "| late_fusion | <u>61.00 ± 1.41 (n=2)</u> | <u>40.00 ± 0.00 (n=1)</u> | <u>50.00 ± 0.00 (n=1)</u> |" in text
 
 
 def test_output_is_deterministic_under_reordering():
     assert leaderboard(RECORDS) == leaderboard(list(reversed(RECORDS)))
 
 
-def test_different_protocols_never_share_a_table():
-    text = leaderboard([_record("mla", 0, 0.7), _record("mla", 0, 0.9, epochs=20)])
-    assert text.count("## toy") == 2 and "10 epochs" in text and "20 epochs" in text
+def test_different_protocols_and_tuning_never_share_a_table():
+    text = leaderboard([_record("mla", 0, 0.7), _record("mla", 0, 0.9, epochs=20),
+                        _record("mla", 1, 0.8, source="tuned:mla/toy/e10/p1:20-trials")])
+    assert text.count("## toy") == 3 and "10 epochs" in text and "20 epochs" in text
+    assert "tuned on validation (20 trials per method and dataset)" in text
 
 
 def test_different_hyperparameters_get_separate_rows():
     text = leaderboard([_record("mla", 0, 0.7), _record("mla", 1, 0.9, lr=0.01)])
     assert text.count("| mla (cfg ") >= 2
+
+
+def test_laziness_table_pairs_joint_modalities_with_trained_alone_by_seed():
+    alone = [_record("unimodal", s, 0.5, per={"audio": 0.60, "video": 0.70}) for s in (0, 1)]
+    for r in alone:
+        r["notes"]["per_modality_trained_alone"] = True
+    joint = [_record("late_fusion", 0, 0.8, per={"audio": 0.50, "video": 0.72}),
+             _record("late_fusion", 1, 0.8, per={"audio": 0.54, "video": 0.70})]
+    text = leaderboard(alone + joint)
+    assert "| late_fusion | -8.00 ± 2.83 (n=2) | +1.00 ± 1.41 (n=2) |" in text
+    assert "| unimodal | " not in text.split("minus the same modality")[1].split("\n\n")[1]
+
+
+def test_ablation_table_shows_the_fields_that_differ():
+    rows = []
+    for seed, base in ((0, 0.70), (1, 0.72)):
+        rows.append(_record("mla", seed, base, hparams={"lr": 0.001, "hgm": "paper", "fusion": "entropy"}))
+        rows.append(_record("mla_no_hgm", seed, base - 0.05, hparams={"lr": 0.001, "hgm": "none", "fusion": "entropy"}))
+    text = leaderboard(rows)
+    assert "Ablation of the mla/mla_no_hgm family:" in text
+    assert "| row | hgm | multimodal acc (no missing) |" in text
+    assert "| mla_no_hgm | none | <u>66.00 ± 1.41 (n=2)</u> |" in text
+
+
+def test_average_rank_across_settings():
+    rows = [_record("a", 0, 0.9), _record("b", 0, 0.8), _record("a", 0, 0.5, epochs=20), _record("b", 0, 0.6, epochs=20)]
+    text = leaderboard(rows, baseline="a")
+    assert "| a | 1.50 | 2 |" in text and "| b | 1.50 | 2 |" in text
+
+
+def test_paired_t_pvalue_matches_hand_computation():
+    # differences 1, 2, 3: mean 2, sd 1, t = 2 / (1 / sqrt 3) = 3.4641, df 2 -> two-sided p = 0.07418
+    assert paired_t_pvalue([1.0, 2.0, 3.0]) == pytest.approx(0.07418, abs=1e-4)
+    assert paired_t_pvalue([0.0, 0.0]) == 1.0 and paired_t_pvalue([0.5, 0.5]) == 0.0
+    assert math.isnan(paired_t_pvalue([1.0]))
+
+
+def test_holm_adjustment_by_hand():
+    # sorted 0.01, 0.02, 0.04 -> 3*0.01, max(0.03, 2*0.02), max(0.04, 1*0.04)
+    assert holm([0.04, 0.01, 0.02]) == pytest.approx([0.04, 0.03, 0.04])
+    assert math.isnan(holm([math.nan, 0.2])[0]) and holm([math.nan, 0.2])[1] == pytest.approx(0.2)
+
+
+def test_significance_table_marks_rows_not_worse_than_best():
+    rows = [_record("late_fusion", s, 0.60 + 0.01 * s) for s in range(5)]
+    rows += [_record("mla", s, 0.70 + 0.01 * s + (0.001 if s % 2 else 0)) for s in range(5)]
+    rows += [_record("qmf", s, 0.70 + 0.01 * s - (0.001 if s % 2 else 0)) for s in range(5)]
+    text = leaderboard(rows)
+    table = text.split("Paired t-tests")[1]
+    late_row = next(line for line in table.splitlines() if line.startswith("| late_fusion |"))
+    assert late_row.startswith("| late_fusion |  |  | -10.04 (n=5) |") and late_row.endswith("| worse than best |")
+    assert "| qmf | +9.96 (n=5) |" in table and "≈ best" in table.split("| qmf |")[1].split("\n")[0]

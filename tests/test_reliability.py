@@ -61,3 +61,52 @@ def test_two_runners_on_one_directory_compute_each_cell_once(tmp_path):
     assert len(records) == CELLS
     assert all(isinstance(read_record(path), dict) for path in records)
     assert not list(tmp_path.rglob("*.lock")) and not list(tmp_path.rglob("*.tmp"))
+
+
+def test_ctrl_c_stops_cleanly_and_says_how_to_resume(tmp_path):
+    proc = _start(tmp_path)
+    deadline = time.time() + 120
+    while len(_records(tmp_path)) < 1 and time.time() < deadline:
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130
+    assert "run the same command again to resume" in err and "Traceback" not in err
+    assert all(isinstance(read_record(p), dict) for p in _records(tmp_path))
+
+
+def test_a_raising_plugin_becomes_a_failed_record_and_the_grid_goes_on(tmp_path):
+    import dataclasses
+
+    from bench.grid import run_grid
+    from bench.methods.late_fusion import LateFusion
+    from bench.registry import METHODS
+    from bench.testing import tiny_spec
+
+    @dataclasses.dataclass(frozen=True)
+    class Exploding(LateFusion):
+        def loss(self, model, batch, ctx):
+            raise RuntimeError("boom in the plugin")
+
+    METHODS.register("_exploding", Exploding)
+    try:
+        specs = [tiny_spec("_exploding"), tiny_spec("late_fusion")]
+        outcome = run_grid(specs, tmp_path, data_root=None)
+    finally:
+        METHODS.unregister("_exploding")
+    assert outcome.computed == 2 and len(outcome.failed) == 1
+    assert "RuntimeError" in outcome.failed[0] and "boom in the plugin" in outcome.failed[0]
+
+
+def test_parallel_jobs_give_the_records_of_a_sequential_run(tmp_path):
+    import json
+
+    def metrics(results):
+        return {p.name: json.loads(p.read_text())["metrics"] for p in _records(results)}
+
+    for jobs in ("1", "2"):
+        out = subprocess.run([sys.executable, "-m", "bench", "run", *GRID, "--jobs", jobs,
+                              "--results", str(tmp_path / jobs)], capture_output=True, text=True)
+        assert out.returncode == 0, out.stderr
+    assert len(metrics(tmp_path / "1")) == CELLS
+    assert metrics(tmp_path / "1") == metrics(tmp_path / "2")

@@ -1,0 +1,131 @@
+"""Hyperparameter tuning with Optuna: the same trial budget for every method, validation data only.
+
+One study per (method, dataset), named deterministically; a TPE sampler seeded from the study name; a
+median pruner fed by the per-epoch validation accuracy. Every trial is an ordinary cell run by
+:func:`bench.loop.run_cell` (no loop of its own) on a tuning seed disjoint from evaluation seeds, with the
+test split never evaluated. The best hyperparameters are written to ``<results>/tuned/<dataset>/<method>.json``,
+which ``run --tuned`` reads and records as each cell's ``hparams_source``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+from pathlib import Path
+from typing import Any
+
+from bench import PROTOCOL_VERSION
+from bench.errors import UsageError
+from bench.hparams import resolve_hparams
+from bench.registry import DATASETS, default_method
+from bench.spec import CellSpec
+from bench.store import atomic_write_text
+
+__all__ = ["TUNING_SEEDS", "load_tuned", "study_name", "tune_one", "tuned_path"]
+
+#: Seeds of tuning trials; evaluation seeds must not overlap them (checked by the grid).
+TUNING_SEEDS = (1000,)
+
+
+def study_name(method: str, dataset: str, epochs: int) -> str:
+    return f"{method}/{dataset}/e{epochs}/p{PROTOCOL_VERSION}"
+
+
+def _sampler_seed(name: str) -> int:
+    return int(hashlib.sha256(name.encode()).hexdigest()[:8], 16)
+
+
+def tuned_path(results_dir: Path, method: str, dataset: str) -> Path:
+    return Path(results_dir) / "tuned" / dataset / f"{method}.json"
+
+
+def default_storage(results_dir: Path) -> str:
+    path = Path(results_dir) / "tuning" / "studies.db"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return f"sqlite:///{path.resolve()}"
+
+
+def _trial_spec(method: str, dataset: str, params: dict[str, Any], *, epochs: int, batch_size: int, seed: int) -> CellSpec:
+    config = resolve_hparams(default_method(method), params)
+    return CellSpec(method=method, hparams=dataclasses.asdict(config), dataset=dataset,
+                    dataset_version=DATASETS.get(dataset).info.version, seed=seed, missing_rate=0.0,
+                    epochs=epochs, batch_size=batch_size, hparams_source="tuning-trial")
+
+
+def _objective(method: str, dataset: str, *, epochs: int, batch_size: int, data_root: Path | None):
+    import optuna
+
+    from bench.loop import run_cell
+
+    method_cls = type(default_method(method))
+
+    def objective(trial: optuna.Trial) -> float:
+        params = method_cls.search_space(trial)
+        scores = []
+        for seed in TUNING_SEEDS:
+            spec = _trial_spec(method, dataset, params, epochs=epochs, batch_size=batch_size, seed=seed)
+
+            def report(epoch: int, val: float) -> None:
+                trial.report(val, epoch)
+                if trial.should_prune():
+                    raise optuna.TrialPruned()
+
+            result = run_cell(spec, data_root=data_root, on_epoch=report, evaluate_test=False)
+            scores.append(result["metrics"]["best_val_accuracy"])
+        return sum(scores) / len(scores)
+
+    return objective
+
+
+def tune_one(method: str, dataset: str, *, trials: int, results_dir: Path, storage: str | None,
+             epochs: int, batch_size: int, data_root: Path | None, jobs: int = 1) -> dict[str, Any]:
+    """Run the study until it holds ``trials`` finished (complete or pruned) trials; write the best."""
+    import optuna
+    from optuna.study import MaxTrialsCallback
+    from optuna.trial import TrialState
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    name = study_name(method, dataset, epochs)
+    study = optuna.create_study(
+        study_name=name, storage=storage or default_storage(results_dir), direction="maximize",
+        sampler=optuna.samplers.TPESampler(seed=_sampler_seed(name), n_startup_trials=min(10, max(trials // 2, 1))),
+        pruner=optuna.pruners.MedianPruner(n_startup_trials=5, n_warmup_steps=max(epochs // 4, 1)),
+        load_if_exists=True,
+    )
+    finished = (TrialState.COMPLETE, TrialState.PRUNED)
+    if len(study.get_trials(states=finished)) < trials:
+        study.optimize(
+            _objective(method, dataset, epochs=epochs, batch_size=batch_size, data_root=data_root),
+            n_trials=trials, n_jobs=jobs, callbacks=[MaxTrialsCallback(trials, states=finished)],
+            catch=(RuntimeError, ValueError),
+        )
+    complete = study.get_trials(states=(TrialState.COMPLETE,))
+    if not complete:
+        raise UsageError(f"study {name!r} has no completed trial; look at the failed trials in its storage")
+    best = max(complete, key=lambda t: (t.value, -t.number))
+    config = resolve_hparams(default_method(method), best.params)
+    summary = {
+        "method": method, "dataset": dataset, "study": name, "trials": trials,
+        "finished_trials": len(study.get_trials(states=finished)), "best_value": best.value,
+        "best_trial": best.number, "params": best.params, "hparams": dataclasses.asdict(config),
+        "epochs": epochs, "batch_size": batch_size, "tuning_seeds": list(TUNING_SEEDS), "protocol": PROTOCOL_VERSION,
+    }
+    atomic_write_text(tuned_path(results_dir, method, dataset), json.dumps(summary, indent=1, sort_keys=True) + "\n")
+    return summary
+
+
+def load_tuned(results_dir: Path, method: str, dataset: str) -> tuple[dict[str, Any], str]:
+    """(hyperparameters, source label) from a tuned file; one-line errors for missing or foreign files."""
+    path = tuned_path(results_dir, method, dataset)
+    if not path.is_file():
+        raise UsageError(f"no tuned hyperparameters for {method} on {dataset} ({path}); run: python -m bench tune "
+                         f"--methods {method} --datasets {dataset} --trials N")
+    try:
+        tuned = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError) as exc:
+        raise UsageError(f"cannot read {path} ({type(exc).__name__}); rerun the tuning for {method} on {dataset}") from None
+    if tuned.get("method") != method or tuned.get("dataset") != dataset:
+        raise UsageError(f"{path} holds hyperparameters of {tuned.get('method')!r} on {tuned.get('dataset')!r}, "
+                         f"not {method!r} on {dataset!r}; restore the file or rerun the tuning")
+    return tuned["params"], f"tuned:{tuned['study']}:{tuned['trials']}-trials"

@@ -1,0 +1,56 @@
+"""Tuning: same budget per method, validation only, best hyperparameters in a file that run --tuned uses."""
+
+from __future__ import annotations
+
+import json
+
+TINY = ("--methods", "late_fusion", "--datasets", "synthetic_2m", "--epochs", "2")
+
+
+def test_tune_writes_best_params_and_run_tuned_uses_them(run_cli, tmp_path):
+    code, out, _ = run_cli("tune", *TINY, "--trials", "3", "--results", str(tmp_path))
+    assert code == 0, out
+    tuned = json.loads((tmp_path / "tuned" / "synthetic_2m" / "late_fusion.json").read_text())
+    assert tuned["method"] == "late_fusion" and tuned["trials"] == 3 and tuned["finished_trials"] == 3
+    assert tuned["study"] == "late_fusion/synthetic_2m/e2/p1" and 0 < tuned["best_value"] <= 1
+    assert set(tuned["params"]) <= set(tuned["hparams"])
+
+    code, _, _ = run_cli("tune", *TINY, "--trials", "3", "--results", str(tmp_path))
+    assert code == 0  # the study already holds its budget: no new trial
+    again = json.loads((tmp_path / "tuned" / "synthetic_2m" / "late_fusion.json").read_text())
+    assert again["finished_trials"] == 3 and again["params"] == tuned["params"]
+
+    code, out, err = run_cli("run", *TINY, "--seeds", "0", "--missing-rates", "0", "--tuned", "--results", str(tmp_path))
+    assert code == 0, err
+    record = json.loads(next((tmp_path / "records").rglob("*.json")).read_text())
+    assert record["spec"]["hparams_source"] == "tuned:late_fusion/synthetic_2m/e2/p1:3-trials"
+    for name, value in tuned["params"].items():
+        assert record["spec"]["hparams"][name] == value
+
+
+def test_tuning_never_evaluates_test(monkeypatch, tmp_path):
+    import bench.loop
+
+    calls = []
+    original = bench.loop.evaluate
+    monkeypatch.setattr(bench.loop, "evaluate", lambda method, model, split, n: calls.append(len(split)) or original(method, model, split, n))
+    from bench.tune import tune_one
+
+    tune_one("late_fusion", "synthetic_2m", trials=1, results_dir=tmp_path, storage=None, epochs=2, batch_size=64,
+             data_root=None)
+    assert calls and set(calls) == {500}  # the validation split only; test has 1,000 samples
+
+
+def test_missing_or_foreign_tuned_file_is_one_line(run_cli, tmp_path):
+    code, _, err = run_cli("run", *TINY, "--tuned", "--results", str(tmp_path))
+    assert code == 2 and "no tuned hyperparameters for late_fusion on synthetic_2m" in err and "bench tune" in err
+    path = tmp_path / "tuned" / "synthetic_2m" / "late_fusion.json"
+    path.parent.mkdir(parents=True)
+    path.write_text(json.dumps({"method": "qmf", "dataset": "synthetic_2m", "params": {}, "study": "x", "trials": 1}))
+    code, _, err = run_cli("run", *TINY, "--tuned", "--results", str(tmp_path))
+    assert code == 2 and "holds hyperparameters of 'qmf'" in err and err.count("\n") == 1
+
+
+def test_evaluation_seeds_must_not_reuse_tuning_seeds(run_cli):
+    code, _, err = run_cli("validate", *TINY, "--seeds", "0,1000")
+    assert code == 2 and "reserved for tuning" in err
