@@ -224,6 +224,44 @@ def cmd_tune(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_verify(args: argparse.Namespace) -> int:
+    """Re-run a random sample of recorded cells and require bit-identical metrics (reproducibility)."""
+    import random
+
+    import torch
+
+    from bench.grid import run_one
+    from bench.registry import DATASETS
+    from bench.spec import CellSpec
+    from bench.store import iter_records
+
+    torch.set_num_threads(args.threads)
+    data_root = _data_root(args.data_root)
+    candidates = []
+    for record in iter_records(Path(args.results)):
+        if isinstance(record, dict) and record["status"] == "ok":
+            dataset = record["spec"]["dataset"]
+            if dataset in DATASETS.names() and DATASETS.get(dataset).available(data_root)[0]:
+                candidates.append(record)
+    if not candidates:
+        raise UsageError(f"no recorded cell under {args.results} can be re-run here (missing data?)")
+    seed = args.seed if args.seed is not None else random.SystemRandom().randrange(2**31)
+    sample = random.Random(seed).sample(candidates, min(args.sample, len(candidates)))
+    print(f"re-running {len(sample)} of {len(candidates)} re-runnable cells (sample seed {seed})")
+    mismatches = 0
+    for record in sample:
+        spec = CellSpec.from_dict(record["spec"])
+        fresh = run_one(spec, data_root=data_root)
+        same = fresh["status"] == "ok" and fresh["metrics"] == record["metrics"]
+        mismatches += not same
+        print(f"  {'same' if same else 'DIFFERENT'}  {spec.label}  accuracy {record['metrics']['accuracy']}"
+              + ("" if same else f" -> {(fresh['metrics'] or {}).get('accuracy')} ({fresh.get('reason')})"))
+    if mismatches:
+        print(f"{mismatches} of {len(sample)} re-run cells differ from their records", file=sys.stderr)
+        return 1
+    return 0
+
+
 def _ls_methods() -> None:
     from bench.registry import METHODS
 
@@ -369,6 +407,13 @@ def build_parser() -> argparse.ArgumentParser:
     validate = sub.add_parser("validate", help="resolve a grid and report every problem at once")
     _add_grid_arguments(validate)
     validate.set_defaults(func=cmd_validate)
+    verify = sub.add_parser("verify", help="re-run a random sample of recorded cells; fail unless identical")
+    verify.add_argument("--results", default=str(DEFAULT_RESULTS))
+    verify.add_argument("--sample", type=int, default=3, help="how many cells to re-run (default 3)")
+    verify.add_argument("--seed", type=int, help="seed of the sample (default: random, printed)")
+    verify.add_argument("--data-root", help="folder with the real datasets (default: $BENCH_DATA)")
+    verify.add_argument("--threads", type=int, default=1, help="torch CPU threads (records use 1)")
+    verify.set_defaults(func=cmd_verify)
     ls = sub.add_parser("ls", help="list registered methods or datasets")
     ls.add_argument("what", choices=("methods", "datasets"))
     ls.add_argument("--data-root", help="folder with the real datasets (default: $BENCH_DATA)")

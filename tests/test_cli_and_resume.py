@@ -96,3 +96,17 @@ def test_all_datasets_without_data_runs_what_is_available(run_cli, monkeypatch):
     monkeypatch.delenv("BENCH_DATA", raising=False)
     code, _, err = run_cli("validate", "--methods", "late_fusion", "--datasets", "all")
     assert code == 0 and "skipped dataset handwritten" in err
+
+
+def test_verify_reruns_recorded_cells_and_catches_a_changed_number(run_cli, tmp_path):
+    from bench.store import seal
+
+    run_cli("run", *FAST, "--results", str(tmp_path))
+    code, out, _ = run_cli("verify", "--results", str(tmp_path), "--sample", "2", "--seed", "1")
+    assert code == 0 and out.count("  same  ") == 2
+    path = sorted((tmp_path / "records").rglob("*.json"))[0]
+    record = json.loads(path.read_text())
+    record["metrics"]["accuracy"] += 0.001
+    path.write_text(json.dumps(seal({k: v for k, v in record.items() if k != "checksum"})))
+    code, out, err = run_cli("verify", "--results", str(tmp_path), "--sample", "2", "--seed", "1")
+    assert code == 1 and "DIFFERENT" in out and "1 of 2 re-run cells differ" in err
