@@ -65,6 +65,8 @@ def _add_grid_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--missing-rates", default="0,0.25,0.5", help="comma-separated rates in [0, 1)")
     p.add_argument("--missing-on", choices=("all", "test"), default="all",
                    help="mask train+val+test (all) or only val+test (test)")
+    p.add_argument("--precision", choices=("fp32", "bf16"), default="fp32",
+                   help="bf16 autocasts forward passes (CPU and CUDA); recorded in every cell's spec")
     p.add_argument("--epochs", type=int, help="epochs per cell (default: the dataset's)")
     p.add_argument("--batch-size", type=int, help="training batch size (default: the dataset's)")
     p.add_argument("--patience", type=int, help="stop after this many epochs without a better validation score")
@@ -82,7 +84,7 @@ def _request(args: argparse.Namespace, *, tuned: bool | None = None):
         tuned_from=Path(args.results) if tuned else None,
         methods=args.methods, datasets=args.datasets, seeds=_int_list(args.seeds),
         missing_rates=_rate_list(args.missing_rates), epochs=args.epochs, batch_size=args.batch_size,
-        patience=args.patience, missing_on=args.missing_on, overrides=tuple(args.overrides),
+        patience=args.patience, missing_on=args.missing_on, overrides=tuple(args.overrides), precision=args.precision,
         data_root=_data_root(args.data_root),
     )
 
@@ -214,7 +216,8 @@ def _tune(args: argparse.Namespace, *, trials: int) -> None:
     for i, (method, dataset, epochs, batch_size) in enumerate(pairs, 1):
         print(f"[{i}/{len(pairs)}] tuning {method} on {dataset}: {trials} trials", file=sys.stderr)
         summary = tune_one(method, dataset, trials=trials, results_dir=Path(args.results), storage=args.storage,
-                           epochs=epochs, batch_size=batch_size, data_root=request.data_root, jobs=args.jobs)
+                           epochs=epochs, batch_size=batch_size, data_root=request.data_root, jobs=args.jobs,
+                           precision=args.precision)
         print(f"{method} on {dataset}: best validation accuracy {summary['best_value']:.4f} "
               f"(trial {summary['best_trial']} of {summary['finished_trials']}) {summary['params']}")
 

@@ -38,6 +38,7 @@ class GridRequest:
     batch_size: int | None = None
     patience: int | None = None
     missing_on: str = "all"
+    precision: str = "fp32"
     overrides: tuple[str, ...] = ()
     data_root: Path | None = None
     tuned_from: Path | None = None  # a results directory whose tuned/ files give the hyperparameters
@@ -150,6 +151,7 @@ def expand(request: GridRequest) -> GridPlan:
                             missing_rate=float(rate), epochs=request.epochs or info.default_epochs,
                             batch_size=request.batch_size or info.default_batch_size,
                             missing_on=request.missing_on, patience=request.patience, hparams_source=source,
+                            precision=request.precision,
                         )
                     )
     return plan

@@ -418,9 +418,12 @@ def _regenerate_command(records: list[dict[str, Any]]) -> str:
              f"--epochs {spec['epochs']}", f"--batch-size {spec['batch_size']}"]
     if spec["missing_on"] != "all":
         parts.append(f"--missing-on {spec['missing_on']}")
-    if spec.get("hparams_source", "default").startswith("tuned"):
-        parts.append("--tuned")
-    return " ".join(parts)
+    source = spec.get("hparams_source", "default")
+    if not source.startswith("tuned"):
+        return " ".join(parts)
+    trials = source.split(":")[-1].split("-")[0]
+    tune = ["python -m bench tune", parts[1], parts[2], f"--trials {trials}", parts[5], parts[6]]
+    return " ".join(tune) + " && " + " ".join(parts + ["--tuned"])
 
 
 def results_readme(records: Iterable[Mapping[str, Any]], *, baseline: str = "late_fusion",

@@ -7,6 +7,7 @@ hooks, score the validation split after every epoch, keep the weights of the bes
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import inspect
 import random
@@ -69,12 +70,13 @@ class SplitScores:
     count: int
 
 
-def evaluate(method: Any, model: torch.nn.Module, split: MaskedSplit, num_classes: int) -> SplitScores:
+def evaluate(method: Any, model: torch.nn.Module, split: MaskedSplit, num_classes: int,
+             autocast=contextlib.nullcontext) -> SplitScores:
     """Predict every sample of ``split`` (no dropped batch) and score fused and per-modality logits."""
     model.eval()
     fused: list[torch.Tensor] = []
     per_mod: dict[str, list[torch.Tensor]] = {}
-    with torch.no_grad():
+    with torch.no_grad(), autocast():
         for batch in iterate_batches(split, EVAL_BATCH_SIZE):
             pred: Prediction = method.predict(model, batch)
             fused.append(pred.logits.argmax(1).cpu())
@@ -88,18 +90,37 @@ def evaluate(method: Any, model: torch.nn.Module, split: MaskedSplit, num_classe
     return SplitScores(accuracy(predicted, labels), macro_f1(predicted, labels, num_classes), per_modality, len(labels))
 
 
-def _steps(method: Any, model: torch.nn.Module, batch: Any, ctx: StepContext):
-    out = method.loss(model, batch, ctx)
-    return out if inspect.isgenerator(out) else (out,)
+def autocast_for(precision: str, device: torch.device):
+    """A context factory: bf16 autocast (CPU and CUDA) for forward passes, or nothing for fp32."""
+    if precision == "fp32":
+        return contextlib.nullcontext
+    return lambda: torch.autocast(device_type=device.type, dtype=torch.bfloat16)
 
 
-def _train_epoch(method: Any, model, optimizer, data: CellData, spec: CellSpec, epoch: int, gen, step: int) -> int:
+def _steps(method: Any, model: torch.nn.Module, batch: Any, ctx: StepContext, autocast):
+    """The method's optimizer steps for one batch; forward passes run under ``autocast``, backward not."""
+    with autocast():
+        out = method.loss(model, batch, ctx)
+    if not inspect.isgenerator(out):
+        yield out
+        return
+    while True:
+        with autocast():
+            try:
+                step = next(out)
+            except StopIteration:
+                return
+        yield step
+
+
+def _train_epoch(method: Any, model, optimizer, data: CellData, spec: CellSpec, epoch: int, gen, step: int,
+                 autocast=contextlib.nullcontext) -> int:
     model.train()
     after_backward = getattr(method, "after_backward", None)
     batches_per_epoch = len(batch_starts(len(data.train), spec.batch_size, training=True))
     for b, batch in enumerate(iterate_batches(data.train, spec.batch_size, generator=gen)):
         ctx = StepContext(epoch, spec.epochs, b, batches_per_epoch, step)
-        for out in _steps(method, model, batch, ctx):
+        for out in _steps(method, model, batch, ctx, autocast):
             if not isinstance(out, LossOut):
                 raise CellFailure(f"{spec.method}.loss must return LossOut, got {type(out).__name__}")
             if not torch.isfinite(out.loss).all():
@@ -134,14 +155,15 @@ def run_cell(
     optimizer = _make_optimizer(method, model)
     scheduler = torch.optim.lr_scheduler.StepLR(optimizer, step_size=method.lr_step, gamma=method.lr_gamma)
     gen = torch.Generator().manual_seed(spec.seed)
+    autocast = autocast_for(spec.precision, dev)
 
     best_val, best_epoch, best_state, since_best, step, epochs_run = -1.0, -1, None, 0, 0, 0
     started = time.perf_counter()
     for epoch in range(spec.epochs):
         epochs_run += 1
-        step = _train_epoch(method, model, optimizer, data, spec, epoch, gen, step)
+        step = _train_epoch(method, model, optimizer, data, spec, epoch, gen, step, autocast)
         scheduler.step()
-        val = evaluate(method, model, data.val, num_classes).accuracy
+        val = evaluate(method, model, data.val, num_classes, autocast).accuracy
         if on_epoch is not None:
             on_epoch(epoch, val)
         if val > best_val:  # ties keep the earlier epoch
@@ -159,7 +181,7 @@ def run_cell(
     if not evaluate_test:
         return {"metrics": selection, "timings": {"train_seconds": round(train_seconds, 3)}, "notes": data.notes}
     started = time.perf_counter()
-    test = evaluate(method, model, data.test, num_classes)
+    test = evaluate(method, model, data.test, num_classes, autocast)
     expected = data.notes["split_sizes"]["test"]
     if test.count != expected:
         raise CellFailure(f"test evaluation counted {test.count} samples, the split has {expected}")

@@ -13,6 +13,7 @@ from bench import PROTOCOL_VERSION
 __all__ = ["CellSpec", "canonical_json"]
 
 MISSING_ON = ("all", "test")
+PRECISIONS = ("fp32", "bf16")
 
 
 def canonical_json(value: Any) -> str:
@@ -49,6 +50,8 @@ class CellSpec:
         object.__setattr__(self, "extra", dict(sorted(dict(self.extra).items())))
         if self.missing_on not in MISSING_ON:
             raise ValueError(f"missing_on must be one of {MISSING_ON}, got {self.missing_on!r}")
+        if self.precision not in PRECISIONS:
+            raise ValueError(f"precision must be one of {PRECISIONS}, got {self.precision!r}")
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

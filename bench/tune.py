@@ -46,14 +46,15 @@ def default_storage(results_dir: Path) -> str:
     return f"sqlite:///{path.resolve()}"
 
 
-def _trial_spec(method: str, dataset: str, params: dict[str, Any], *, epochs: int, batch_size: int, seed: int) -> CellSpec:
+def _trial_spec(method: str, dataset: str, params: dict[str, Any], *, epochs: int, batch_size: int, seed: int,
+                precision: str) -> CellSpec:
     config = resolve_hparams(default_method(method), params)
     return CellSpec(method=method, hparams=dataclasses.asdict(config), dataset=dataset,
                     dataset_version=DATASETS.get(dataset).info.version, seed=seed, missing_rate=0.0,
-                    epochs=epochs, batch_size=batch_size, hparams_source="tuning-trial")
+                    epochs=epochs, batch_size=batch_size, hparams_source="tuning-trial", precision=precision)
 
 
-def _objective(method: str, dataset: str, *, epochs: int, batch_size: int, data_root: Path | None):
+def _objective(method: str, dataset: str, *, epochs: int, batch_size: int, data_root: Path | None, precision: str):
     import optuna
 
     from bench.loop import run_cell
@@ -64,7 +65,8 @@ def _objective(method: str, dataset: str, *, epochs: int, batch_size: int, data_
         params = method_cls.search_space(trial)
         scores = []
         for seed in TUNING_SEEDS:
-            spec = _trial_spec(method, dataset, params, epochs=epochs, batch_size=batch_size, seed=seed)
+            spec = _trial_spec(method, dataset, params, epochs=epochs, batch_size=batch_size, seed=seed,
+                               precision=precision)
 
             def report(epoch: int, val: float) -> None:
                 trial.report(val, epoch)
@@ -79,14 +81,15 @@ def _objective(method: str, dataset: str, *, epochs: int, batch_size: int, data_
 
 
 def tune_one(method: str, dataset: str, *, trials: int, results_dir: Path, storage: str | None,
-             epochs: int, batch_size: int, data_root: Path | None, jobs: int = 1) -> dict[str, Any]:
+             epochs: int, batch_size: int, data_root: Path | None, jobs: int = 1,
+             precision: str = "fp32") -> dict[str, Any]:
     """Run the study until it holds ``trials`` finished (complete or pruned) trials; write the best."""
     import optuna
     from optuna.study import MaxTrialsCallback
     from optuna.trial import TrialState
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    name = study_name(method, dataset, epochs)
+    name = study_name(method, dataset, epochs) + ("" if precision == "fp32" else f"/{precision}")
     study = optuna.create_study(
         study_name=name, storage=storage or default_storage(results_dir), direction="maximize",
         sampler=optuna.samplers.TPESampler(seed=_sampler_seed(name), n_startup_trials=min(10, max(trials // 2, 1))),
@@ -96,7 +99,7 @@ def tune_one(method: str, dataset: str, *, trials: int, results_dir: Path, stora
     finished = (TrialState.COMPLETE, TrialState.PRUNED)
     if len(study.get_trials(states=finished)) < trials:
         study.optimize(
-            _objective(method, dataset, epochs=epochs, batch_size=batch_size, data_root=data_root),
+            _objective(method, dataset, epochs=epochs, batch_size=batch_size, data_root=data_root, precision=precision),
             n_trials=trials, n_jobs=jobs, callbacks=[MaxTrialsCallback(trials, states=finished)],
             catch=(RuntimeError, ValueError),
         )

@@ -167,6 +167,8 @@ def test_interrupted_preparation_leaves_no_cache(tiny_root, monkeypatch, where):
         monkeypatch.setattr(bench.cache.np, "save", save_then_interrupt)
     with pytest.raises(KeyboardInterrupt):
         avmnist.AVMNIST.load(tiny_root)
+    if where == "writing":
+        assert calls[0] == 3
     cache = tiny_root.parent / "cache" / "avmnist"
     assert not cache.exists() or list(cache.iterdir()) == []  # neither the cache nor a temporary directory
     assert avmnist.AVMNIST.status(tiny_root)[0] == "raw found"
@@ -174,6 +176,17 @@ def test_interrupted_preparation_leaves_no_cache(tiny_root, monkeypatch, where):
     monkeypatch.setenv("BENCH_CACHE", str(tiny_root.parent / "cache"))
     avmnist.AVMNIST.load(tiny_root)
     assert avmnist.AVMNIST.status(tiny_root)[0] == "prepared"
+
+
+def test_temporary_directory_of_a_killed_preparation_is_removed(tiny_root):
+    import socket
+
+    final = avmnist.AVMNIST.cache_path(tiny_root)
+    left = final.parent / f".{final.name}.tmp-{socket.gethostname()}-999999999-x"  # no such pid
+    left.mkdir(parents=True)
+    (left / "train_audio.npy").write_bytes(b"half")
+    avmnist.AVMNIST.load(tiny_root)
+    assert not left.exists() and sorted(p.name for p in final.parent.iterdir()) == [final.name]
 
 
 def test_bench_data_without_a_data_root(run_cli, monkeypatch, tmp_path):

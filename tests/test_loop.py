@@ -83,3 +83,10 @@ def test_early_stopping_stops_after_patience():
     metrics = run_cell(spec)["metrics"]
     assert metrics["epochs_run"] < 40
     assert metrics["epochs_run"] == metrics["selected_epoch"] + 1 + 2
+
+
+def test_bf16_autocast_runs_every_step_and_is_recorded():
+    spec = dataclasses.replace(tiny_spec("mla", epochs=2), precision="bf16")
+    result = run_cell(spec)
+    assert 0.0 <= result["metrics"]["accuracy"] <= 1.0
+    assert spec.key != tiny_spec("mla", epochs=2).key
