@@ -45,6 +45,7 @@ __all__ = [
     "dataset_status",
     "file_fingerprint",
     "prepare_cached",
+    "read_manifest",
     "read_prepared",
     "write_prepared",
 ]

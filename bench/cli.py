@@ -392,7 +392,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--tuned", action="store_true",
                      help="use the tuned hyperparameters in RESULTS/tuned/ (written by bench tune)")
     run.add_argument("--tune", type=int, metavar="N", help="tune every method with N trials first, then run --tuned")
-    run.add_argument("--storage", help="Optuna storage URL for --tune (default: sqlite file in RESULTS/tuning)")
+    run.add_argument("--storage", help="Optuna RDB storage URL for --tune (default: a journal file in RESULTS/tuning)")
     run.add_argument("--jobs", type=int, default=1,
                      help="cells run in parallel worker processes (records are identical to --jobs 1)")
     run.add_argument("--threads", type=int, default=1,
@@ -403,7 +403,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_grid_arguments(tune)
     tune.add_argument("--trials", type=int, required=True, help="trials per (method, dataset)")
     tune.add_argument("--results", default=str(DEFAULT_RESULTS), help="where tuned/ files are written")
-    tune.add_argument("--storage", help="Optuna storage URL shared by workers (default: sqlite in RESULTS/tuning)")
+    tune.add_argument("--storage", help="Optuna RDB storage URL shared by workers, e.g. postgresql://... (default: a journal file in RESULTS/tuning)")
     tune.add_argument("--jobs", type=int, default=1, help="trials run in parallel in this process")
     tune.add_argument("--threads", type=int, default=1, help="torch CPU threads")
     tune.set_defaults(func=cmd_tune)
@@ -444,3 +444,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("\ninterrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:  # output piped into a reader that stopped (``bench ls datasets | head``)
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0

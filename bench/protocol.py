@@ -19,7 +19,9 @@ these hooks, each called by the one training loop in :mod:`bench.loop`:
     Optuna define-by-run suggestions over the dataclass's own fields.
 
 A *dataset adapter* has an ``info`` (:class:`DatasetInfo`), ``available(data_root)`` and
-``load(data_root) -> LoadedData``. Methods and datasets never import each other; they meet in a cell
+``load(data_root) -> LoadedData``; adapters of media data may add ``status(data_root)`` (missing / raw
+found / prepared, shown by ``bench data``) and ``prepare(data_root, progress)`` (decode once into the cache
+of :mod:`bench.cache`, run by ``bench data prepare``). Methods and datasets never import each other; they meet in a cell
 through :class:`DataDescription`.
 """
 

@@ -40,10 +40,21 @@ def tuned_path(results_dir: Path, method: str, dataset: str) -> Path:
     return Path(results_dir) / "tuned" / dataset / f"{method}.json"
 
 
-def default_storage(results_dir: Path) -> str:
-    path = Path(results_dir) / "tuning" / "studies.db"
+def open_storage(results_dir: Path, url: str | None):
+    """The study storage: ``url`` (any Optuna RDB URL, e.g. PostgreSQL) or, by default, an Optuna journal
+    file in ``<results>/tuning/``. The journal file is safe for many processes at once (file locks); two
+    processes creating a fresh SQLite database at the same moment are not."""
+    import optuna
+    from optuna.storages.journal import JournalFileBackend, JournalFileOpenLock
+
+    if url:
+        try:
+            return optuna.storages.RDBStorage(url)
+        except Exception as exc:  # bad URL, missing driver, unreachable server
+            raise UsageError(f"cannot open Optuna storage {url!r} ({type(exc).__name__}: {exc}); check the URL") from None
+    path = Path(results_dir) / "tuning" / "journal.log"
     path.parent.mkdir(parents=True, exist_ok=True)
-    return f"sqlite:///{path.resolve()}"
+    return optuna.storages.JournalStorage(JournalFileBackend(str(path), lock_obj=JournalFileOpenLock(str(path))))
 
 
 def _trial_spec(method: str, dataset: str, params: dict[str, Any], *, epochs: int, batch_size: int, seed: int,
@@ -91,7 +102,7 @@ def tune_one(method: str, dataset: str, *, trials: int, results_dir: Path, stora
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     name = study_name(method, dataset, epochs) + ("" if precision == "fp32" else f"/{precision}")
     study = optuna.create_study(
-        study_name=name, storage=storage or default_storage(results_dir), direction="maximize",
+        study_name=name, storage=open_storage(results_dir, storage), direction="maximize",
         sampler=optuna.samplers.TPESampler(seed=_sampler_seed(name), n_startup_trials=min(10, max(trials // 2, 1))),
         pruner=optuna.pruners.MedianPruner(n_startup_trials=5, n_warmup_steps=max(epochs // 4, 1)),
         load_if_exists=True,

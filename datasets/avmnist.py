@@ -6,8 +6,8 @@ Expected layout under the data root (``--data-root`` or ``BENCH_DATA``), the fil
     fsdd/recordings/{digit}_{speaker}_{index}.wav      8 kHz, mono, 16-bit PCM
 
 **Pairs.** Every FSDD recording is one sample, paired with an MNIST image of the same digit drawn without
-replacement (with replacement only if a digit has fewer images than recordings) by a generator seeded with
-``pair_seed``, digit by digit over the recordings in sorted file-name order. Train pairs: FSDD's training
+replacement (with replacement only if a digit has fewer images than recordings) by one generator seeded with
+``pair_seed``: train split then test split, digit 0 to 9, recordings in sorted file-name order. Train pairs: FSDD's training
 recordings (index 5-49, 2,700) with MNIST training images; test pairs: FSDD's official test recordings
 (index 0-4, 300) with MNIST test images. There is no validation split; the harness carves one from train.
 The recordings of one speaker appear in both splits (FSDD's split is by repetition, not by speaker).
@@ -223,8 +223,8 @@ INFO = DatasetInfo(
     splits="2,700 train pairs (FSDD index 5-49 x MNIST train) / 300 test (index 0-4 x MNIST test); "
     "validation carved from train",
     layout="mnist/raw/{train,t10k}-{images-idx3,labels-idx1}-ubyte.gz and fsdd/recordings/{digit}_{speaker}_{index}.wav",
-    # Batch 16: with the shared optimiser (SGD, lr 1e-3) 2,160 training pairs in batches of 64 are too few
-    # steps per epoch; late fusion reached 99% test accuracy in 10 epochs of batch 16.
+    # Batch 16 gives 135 steps per epoch over the 2,160 training pairs left after the validation cut; with the
+    # shared optimiser (SGD, lr 1e-3) late fusion reached 99.3% test accuracy in 10 epochs (about 1 min, 1 thread).
     default_epochs=10,
     default_batch_size=16,
 )
@@ -294,7 +294,8 @@ class AVMNISTDataset:
                 sizes = read_manifest(directory)["split_sizes"]
                 return "prepared", f"cache {directory} ({sizes['train']:,} train / {sizes['test']:,} test pairs)"
             except (OSError, ValueError, KeyError, TypeError):
-                return "raw found", f"cache {directory} is damaged; delete it and run python -m bench data prepare avmnist"
+                return "raw found", (f"cache {directory} is damaged; delete it and run "
+                                    f"python -m bench data prepare {self.info.name}")
         return "raw found", f"not prepared yet: python -m bench data prepare {self.info.name} (or the first run) caches it in {directory}"
 
     # -- preparing and loading --------------------------------------------------------------------

@@ -109,3 +109,10 @@ def test_significance_table_marks_rows_not_worse_than_best():
     late_row = next(line for line in table.splitlines() if line.startswith("| late_fusion |"))
     assert late_row.startswith("| late_fusion |  |  | -10.04 (n=5) |") and late_row.endswith("| worse than best |")
     assert "| qmf | +9.96 (n=5) |" in table and "≈ best" in table.split("| qmf |")[1].split("\n")[0]
+
+
+def test_capped_missing_rates_show_the_realised_fraction():
+    rows = [_record("mla", 0, 0.7), _record("mla", 0, 0.5, rate=0.7)]
+    rows[0]["notes"]["missing_fraction_test"] = 0.0
+    rows[1]["notes"]["missing_fraction_test"] = 0.5
+    assert "| method | rate 0 | rate 0.7 (realised 0.5) |" in leaderboard(rows)
