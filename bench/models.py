@@ -18,6 +18,7 @@ __all__ = [
     "ConcatHead",
     "ConvEncoder",
     "MLPEncoder",
+    "PerModalityClassifiers",
     "SlicedFusionNet",
     "SumHead",
     "build_encoders",
@@ -166,3 +167,18 @@ class SlicedFusionNet(nn.Module):
     def forward(self, inputs: Mapping[str, torch.Tensor]) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         features = encode(self.encoders, inputs)
         return self.head(features), features
+
+
+class PerModalityClassifiers(nn.Module):
+    """One full classifier per modality (its encoder and its own Linear head); ``forward`` gives the
+    per-modality logits. The model of unimodal baselines and of QMF."""
+
+    def __init__(self, description: DataDescription) -> None:
+        super().__init__()
+        self.encoders = build_encoders(description)
+        self.heads = nn.ModuleDict(
+            {name: nn.Linear(enc.out_dim, description.num_classes) for name, enc in self.encoders.items()}
+        )
+
+    def forward(self, inputs: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        return {name: self.heads[name](h) for name, h in encode(self.encoders, inputs).items()}

@@ -11,7 +11,7 @@ repository's ``main.py`` / ``utils/utils.py`` ``History`` (its re-implementation
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -20,7 +20,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from bench.hparams import MethodConfig
-from bench.models import build_encoders
+from bench.models import PerModalityClassifiers
 from bench.protocol import Batch, DataDescription, LossOut, Prediction, StepContext
 
 __all__ = [
@@ -94,7 +94,7 @@ def rank_loss(confidence: torch.Tensor, normalised_history: torch.Tensor) -> tor
 # Model and method
 
 
-class QMFNet(nn.Module):
+class QMFNet(PerModalityClassifiers):
     """One full classifier per modality (encoder + own Linear head) and the training-loss history.
 
     ``loss_history[m, n]`` is the cumulative cross-entropy of modality m on training sample n. A buffer,
@@ -102,15 +102,8 @@ class QMFNet(nn.Module):
     """
 
     def __init__(self, description: DataDescription) -> None:
-        super().__init__()
-        self.encoders = build_encoders(description)
-        self.heads = nn.ModuleDict(
-            {name: nn.Linear(enc.out_dim, description.num_classes) for name, enc in self.encoders.items()}
-        )
+        super().__init__(description)
         self.register_buffer("loss_history", torch.zeros(len(self.encoders), description.num_train))
-
-    def forward(self, inputs: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-        return {name: self.heads[name](encoder(inputs[name])) for name, encoder in self.encoders.items()}
 
     @torch.no_grad()
     def record_losses(self, index: torch.Tensor, per_sample_losses: Sequence[torch.Tensor]) -> None:

@@ -10,20 +10,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from bench.hparams import MethodConfig
-from bench.models import build_encoders, encode
+from bench.models import PerModalityClassifiers
 from bench.protocol import Batch, DataDescription, LossOut, Prediction, StepContext
-
-
-class _SeparateClassifiers(nn.Module):
-    def __init__(self, description: DataDescription) -> None:
-        super().__init__()
-        self.encoders = build_encoders(description)
-        self.heads = nn.ModuleDict(
-            {name: nn.Linear(enc.out_dim, description.num_classes) for name, enc in self.encoders.items()}
-        )
-
-    def forward(self, inputs) -> dict[str, torch.Tensor]:
-        return {name: self.heads[name](h) for name, h in encode(self.encoders, inputs).items()}
 
 
 @dataclass(frozen=True)
@@ -41,7 +29,7 @@ class Unimodal(MethodConfig):
     per_modality_trained_alone: ClassVar[bool] = True
 
     def build(self, description: DataDescription) -> nn.Module:
-        return _SeparateClassifiers(description)
+        return PerModalityClassifiers(description)
 
     def loss(self, model: nn.Module, batch: Batch, ctx: StepContext) -> LossOut:
         logits = model(batch.inputs)

@@ -14,20 +14,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from bench.hparams import MethodConfig
-from bench.models import build_encoders, encode
+from bench.models import PerModalityClassifiers
 from bench.protocol import Batch, DataDescription, LossOut, Prediction, StepContext
-
-
-class _PerModalityClassifiers(nn.Module):
-    def __init__(self, description: DataDescription) -> None:
-        super().__init__()
-        self.encoders = build_encoders(description)
-        self.heads = nn.ModuleDict(
-            {name: nn.Linear(enc.out_dim, description.num_classes) for name, enc in self.encoders.items()}
-        )
-
-    def forward(self, inputs) -> dict[str, torch.Tensor]:
-        return {name: self.heads[name](h) for name, h in encode(self.encoders, inputs).items()}
 
 
 @dataclass(frozen=True)
@@ -35,7 +23,7 @@ class MeanLogits(MethodConfig):
     """Mean of per-modality logits, one cross-entropy on the mean (QMF repo's ``latefusion``)."""
 
     def build(self, description: DataDescription) -> nn.Module:
-        return _PerModalityClassifiers(description)
+        return PerModalityClassifiers(description)
 
     def loss(self, model: nn.Module, batch: Batch, ctx: StepContext) -> LossOut:
         fused = torch.stack(list(model(batch.inputs).values())).mean(0)
