@@ -16,7 +16,7 @@ REPO = Path(__file__).resolve().parents[1]
 
 def _shared_data() -> Path | None:
     raw = os.environ.get("BENCH_DATA")
-    candidate = Path(raw) if raw else REPO.parent / "shared" / "data"
+    candidate = Path(raw).resolve() if raw else REPO.parent / "shared" / "data"
     return candidate if candidate.is_dir() else None
 
 
