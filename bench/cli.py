@@ -120,7 +120,7 @@ def _write_tables(results_dir: Path, *, check: bool = False) -> tuple[int, str]:
         print(f"warning: {problem}", file=sys.stderr)
     text = leaderboard(records)
     pages = {LEADERBOARD_FILE: text,
-             "README.md": results_readme(records, plots=[f"plots/{name}" for name in plot_names(records)])}
+             "README.md": results_readme(records, plots=[(f"plots/{name}", caption) for name, caption in plot_names(records)])}
     if check:
         stale = [name for name, content in pages.items()
                  if not (results_dir / name).exists() or (results_dir / name).read_text(encoding="utf-8") != content]
@@ -132,7 +132,13 @@ def _write_tables(results_dir: Path, *, check: bool = False) -> tuple[int, str]:
         return 0, text
     for name, content in pages.items():
         atomic_write_text(results_dir / name, content)
-    missing_rate_plots(records, results_dir / "plots")
+    plots_dir = results_dir / "plots"
+    drawn = missing_rate_plots(records, plots_dir)
+    if drawn is None:
+        print("note: matplotlib is not installed, plots were not redrawn", file=sys.stderr)
+        return 0, text
+    for stale in set(plots_dir.glob("*.png")) - set(drawn):
+        stale.unlink()  # a plot of a setting that no longer has records
     return 0, text
 
 
@@ -147,7 +153,9 @@ def cmd_table(args: argparse.Namespace) -> int:
 def _progress_bar(total: int):
     from tqdm import tqdm
 
-    bar = tqdm(total=total, unit="cell", file=sys.stderr, dynamic_ncols=True, disable=None)
+    # Always shown; where stderr is not a terminal (CI logs) it updates every 30 s instead of continuously.
+    bar = tqdm(total=total, unit="cell", file=sys.stderr, dynamic_ncols=True,
+               mininterval=0.5 if sys.stderr.isatty() else 30.0)
 
     def update(spec, status: str) -> None:
         bar.set_postfix_str(f"{spec.label} {status}", refresh=False)
@@ -174,7 +182,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     bar, update = _progress_bar(len(plan.specs))
     try:
         outcome = run_grid(plan.specs, results, data_root=_data_root(args.data_root), overwrite=args.overwrite,
-                           device=args.device, jobs=args.jobs, threads=args.threads, progress=update)
+                           device=args.device, jobs=args.jobs, threads=args.threads, progress=update,
+                           executor=args.executor, ray_address=args.ray_address)
     except KeyboardInterrupt:
         bar.close()
         print("\ninterrupted: finished cells are saved; run the same command again to resume", file=sys.stderr)
@@ -398,6 +407,11 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--threads", type=int, default=1,
                      help="torch CPU threads per cell (default 1: the small models gain nothing from more, "
                           "and threads competing with other processes for the cores slow training many-fold)")
+    run.add_argument("--executor", choices=("local", "ray"), default="local",
+                     help="where cells run: local processes (default) or Ray tasks (pip install 'bench-mml[ray]')")
+    run.add_argument("--ray-address",
+                     help="Ray cluster for --executor ray: 'auto' for a running one (default: start a local "
+                          "instance); the results directory must be on a file system all nodes share")
     run.set_defaults(func=cmd_run)
     tune = sub.add_parser("tune", help="tune hyperparameters on validation data, the same budget per method")
     _add_grid_arguments(tune)

@@ -273,11 +273,14 @@ def run_grid(
     jobs: int = 1,
     threads: int = 1,
     progress: Callable[[CellSpec, str], None] | None = None,
+    executor: str = "local",
+    ray_address: str | None = None,
 ) -> GridOutcome:
     """Run every spec without a valid record (all of them with ``overwrite``).
 
     ``jobs > 1`` runs cells in that many worker processes (``threads`` torch threads each). Every cell is
-    seeded on its own, so the records are the same as a sequential run's.
+    seeded on its own, so the records are the same as a sequential run's. ``executor="ray"`` runs each
+    cell as a Ray task instead (see ``bench.executors``; ``ray_address`` None starts a local instance).
     """
     outcome = GridOutcome()
     options = {"data_root": data_root, "overwrite": overwrite, "device": device}
@@ -287,6 +290,13 @@ def run_grid(
         if progress:
             progress(spec, cell.status)
 
+    if executor == "ray":
+        from bench.executors import run_cells_on_ray
+
+        run_cells_on_ray(specs, results_dir, address=ray_address, threads=threads, on_outcome=done, **options)
+        return outcome
+    if executor != "local":
+        raise UsageError(f"unknown executor {executor!r}; use 'local' or 'ray'")
     if jobs <= 1:
         for spec in specs:
             done(spec, process_cell(spec, results_dir, **options))

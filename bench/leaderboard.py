@@ -25,7 +25,7 @@ from typing import Any
 
 from bench.spec import canonical_json
 
-__all__ = ["holm", "leaderboard", "paired_t_pvalue", "results_readme", "summarize"]
+__all__ = ["holm", "leaderboard", "paired_t_pvalue", "results_readme", "setting_key", "setting_title", "summarize"]
 
 _SETTING_FIELDS = ("dataset", "dataset_version", "protocol", "epochs", "batch_size", "missing_on", "precision")
 ALPHA = 0.05
@@ -85,8 +85,14 @@ def _tuning_label(source: str) -> str:
         kind, f"hyperparameters from {source}")
 
 
-def _setting_key(spec: Mapping[str, Any]) -> tuple:
+def setting_key(spec: Mapping[str, Any]) -> tuple:
+    """What must be equal for two records to share a table."""
     return tuple(spec[f] for f in _SETTING_FIELDS) + (_tuning_label(spec.get("hparams_source", "default")),)
+
+
+def setting_title(setting: tuple) -> str:
+    values = dict(zip(_SETTING_FIELDS + ("tuning",), setting))
+    return f"{values['dataset']}: {values['tuning']}, {values['epochs']} epochs, {values['precision']}"
 
 
 def _row_labels(records: list[dict[str, Any]]) -> list[str]:
@@ -375,7 +381,7 @@ def leaderboard(records: Iterable[Mapping[str, Any]], *, baseline: str = "late_f
     records = [dict(r) for r in records]
     groups: dict[tuple, list[dict[str, Any]]] = defaultdict(list)
     for r in records:
-        groups[_setting_key(r["spec"])].append(r)
+        groups[setting_key(r["spec"])].append(r)
     ok = sum(_ok(r) for r in records)
     lines = [
         "# Leaderboard",
@@ -436,12 +442,12 @@ def _regenerate_command(records: list[dict[str, Any]]) -> str:
 
 
 def results_readme(records: Iterable[Mapping[str, Any]], *, baseline: str = "late_fusion",
-                   plots: Sequence[str] = ()) -> str:
+                   plots: Sequence[tuple[str, str]] = ()) -> str:
     """The results page: who wins where and by how much, then links to the full tables and plots."""
     records = [dict(r) for r in records]
     groups: dict[tuple, list[dict[str, Any]]] = defaultdict(list)
     for r in records:
-        groups[_setting_key(r["spec"])].append(r)
+        groups[setting_key(r["spec"])].append(r)
     lines = [
         "# Results",
         "",
@@ -461,5 +467,7 @@ def results_readme(records: Iterable[Mapping[str, Any]], *, baseline: str = "lat
     lines += ["python -m bench table          # tables, this page and the plots, from the records",
               "python -m bench table --check  # what CI runs: fails if these files are stale", "```", ""]
     if plots:
-        lines += ["## Accuracy against missing rate", ""] + [f"![{p}]({p})" for p in plots] + [""]
+        lines += ["## Accuracy against missing rate", ""]
+        for path, caption in plots:
+            lines += [f"{caption}", "", f"![{caption}]({path})", ""]
     return "\n".join(lines).rstrip() + "\n"

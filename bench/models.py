@@ -182,3 +182,37 @@ class PerModalityClassifiers(nn.Module):
 
     def forward(self, inputs: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         return {name: self.heads[name](h) for name, h in encode(self.encoders, inputs).items()}
+
+
+# Media encoders (bench/backbones.py) need the optional extras; these factories import it only when a
+# modality of their kind is built, so `import bench.models` stays free of timm and transformers.
+def _spectrogram_resnet18(spec: ModalitySpec) -> nn.Module:
+    if len(spec.shape) not in (2, 3):
+        raise ValueError(f"modality {spec.name!r} of kind {spec.kind!r} needs shape (1, F, T) or (F, T), got {spec.shape}")
+    from bench.backbones import ResNet18Audio
+
+    return ResNet18Audio(in_chans=spec.shape[0] if len(spec.shape) == 3 else 1)
+
+
+def _frames_resnet18(spec: ModalitySpec) -> nn.Module:
+    if len(spec.shape) not in (3, 4):
+        raise ValueError(f"modality {spec.name!r} of kind {spec.kind!r} needs shape (C, T, H, W) or (C, H, W), got {spec.shape}")
+    from bench.backbones import ResNet18Frames
+
+    return ResNet18Frames(in_chans=spec.shape[0])
+
+
+def _tokens(spec: ModalitySpec) -> nn.Module:
+    if len(spec.shape) != 2 or spec.shape[0] != 2:
+        raise ValueError(f"modality {spec.name!r} of kind 'tokens' needs shape (2, L): input ids and attention mask, got {spec.shape}")
+    from bench.backbones import TextEncoder
+
+    encoder = TextEncoder()
+    if encoder.max_length is not None and spec.shape[1] > encoder.max_length:
+        raise ValueError(f"modality {spec.name!r}: {spec.shape[1]} tokens exceed the text model's {encoder.max_length} positions")
+    return encoder
+
+
+ENCODER_FACTORIES.update(
+    {"spectrogram_resnet18": _spectrogram_resnet18, "frames_resnet18": _frames_resnet18, "tokens": _tokens}
+)

@@ -116,3 +116,15 @@ def test_capped_missing_rates_show_the_realised_fraction():
     rows[0]["notes"]["missing_fraction_test"] = 0.0
     rows[1]["notes"]["missing_fraction_test"] = 0.5
     assert "| method | rate 0 | rate 0.7 (realised 0.5) |" in leaderboard(rows)
+
+
+def test_plots_never_mix_settings(tmp_path):
+    from bench.plots import missing_rate_plots, plot_names
+
+    rows = [_record("mla", 0, 0.7), _record("mla", 0, 0.5, rate=0.5),
+            _record("mla", 0, 0.8, source="tuned:s:5-trials"), _record("mla", 0, 0.6, rate=0.5, source="tuned:s:5-trials")]
+    names = plot_names(rows)
+    assert len(names) == 2 and names[0][0] != names[1][0]
+    assert any("tuned" in caption for _, caption in names)
+    written = missing_rate_plots(rows, tmp_path)
+    assert sorted(p.name for p in written) == sorted(n for n, _ in names)
