@@ -154,7 +154,8 @@ def _progress_bar(total: int):
     from tqdm import tqdm
 
     # Always shown; where stderr is not a terminal (CI logs) it updates every 30 s instead of continuously.
-    bar = tqdm(total=total, unit="cell", file=sys.stderr, dynamic_ncols=True,
+    # ``delay``: nothing is drawn for the first second, so an early one-line error stays one line.
+    bar = tqdm(total=total, unit="cell", file=sys.stderr, dynamic_ncols=True, delay=1.0,
                mininterval=0.5 if sys.stderr.isatty() else 30.0)
 
     def update(spec, status: str) -> None:
