@@ -243,7 +243,7 @@ def cmd_verify(args: argparse.Namespace) -> int:
 
     import torch
 
-    from bench.grid import run_one
+    from bench.cells import run_one
     from bench.registry import DATASETS
     from bench.spec import CellSpec
     from bench.store import iter_records

@@ -1,7 +1,7 @@
 """Run the cells of a grid on a Ray cluster (``python -m bench run --executor ray [--ray-address auto]``).
 
 Each cell is one Ray task (``num_cpus=1``, plus ``num_gpus=1`` when ``--device`` names a CUDA device)
-that calls ``bench.grid.process_cell``: the same skip/claim/run/write as the local executor, so the
+that calls ``bench.cells.process_cell``: the same skip/claim/run/write as the local executor, so the
 records are identical to a sequential run's (every cell is seeded on its own) and a rerun of the same
 command resumes.
 
@@ -31,8 +31,8 @@ import contextlib
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
+from bench.cells import CellOutcome, process_cell
 from bench.errors import UsageError
-from bench.grid import CellOutcome, process_cell
 from bench.spec import CellSpec
 from bench.store import read_record, record_path
 
