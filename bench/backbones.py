@@ -62,13 +62,8 @@ def _resnet18_trunk(in_chans: int) -> nn.Module:
     )
 
 
-class ResNet18Audio(nn.Module):
-    """ResNet-18 (conv1 7x7 stride 2 with one input channel) over a spectrogram, then adaptive average
-    pooling to ``out_dim`` = 512 features: the audio branch of the OGM-GE / MLA code.
-
-    ``channels_last`` stores the weights and feeds the input in NHWC memory format (often faster with
-    oneDNN on CPU and with cuDNN under bf16); results are the same up to rounding.
-    """
+class _ResNet18(nn.Module):
+    """The shared part: a from-scratch ResNet-18 trunk, optionally in channels-last memory format."""
 
     out_dim = 512
 
@@ -79,38 +74,42 @@ class ResNet18Audio(nn.Module):
         if channels_last:
             self.cnn = self.cnn.to(memory_format=torch.channels_last)
 
+    def _cnn(self, x: torch.Tensor) -> torch.Tensor:
+        if self.channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        return self.cnn(x)
+
+
+class ResNet18Audio(_ResNet18):
+    """ResNet-18 (conv1 7x7 stride 2 with one input channel) over a spectrogram, then adaptive average
+    pooling to ``out_dim`` = 512 features: the audio branch of the OGM-GE / MLA code.
+
+    ``channels_last`` stores the weights and feeds the input in NHWC memory format (often faster with
+    oneDNN on CPU and with cuDNN under bf16); results are the same up to rounding.
+    """
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if x.dim() == 3:
             x = x.unsqueeze(1)
-        if self.channels_last:
-            x = x.contiguous(memory_format=torch.channels_last)
-        return torch.flatten(F.adaptive_avg_pool2d(self.cnn(x), 1), 1)
+        return torch.flatten(F.adaptive_avg_pool2d(self._cnn(x), 1), 1)
 
 
-class ResNet18Frames(nn.Module):
+class ResNet18Frames(_ResNet18):
     """ResNet-18 (3 input channels) applied to every frame of a (B, 3, T, H, W) clip, then one adaptive
     average pool over time and space to ``out_dim`` = 512: the visual branch of the OGM-GE / MLA code,
     which folds time into the batch, runs the 2-D CNN, unfolds to (B, 512, T, h, w) and pools in 3-D.
     The result equals the per-frame pooled features averaged over the T frames.
     """
 
-    out_dim = 512
-
     def __init__(self, *, in_chans: int = 3, channels_last: bool = False) -> None:
-        super().__init__()
-        self.channels_last = channels_last
-        self.cnn = _resnet18_trunk(in_chans)
-        if channels_last:
-            self.cnn = self.cnn.to(memory_format=torch.channels_last)
+        super().__init__(in_chans=in_chans, channels_last=channels_last)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if x.dim() == 4:  # (B, C, H, W): one frame per sample
             x = x.unsqueeze(2)
         b, c, t, h, w = x.shape
         frames = x.permute(0, 2, 1, 3, 4).reshape(b * t, c, h, w)
-        if self.channels_last:
-            frames = frames.contiguous(memory_format=torch.channels_last)
-        maps = self.cnn(frames)  # (B*T, 512, h', w')
+        maps = self._cnn(frames)  # (B*T, 512, h', w')
         maps = maps.reshape(b, t, *maps.shape[1:]).permute(0, 2, 1, 3, 4)  # (B, 512, T, h', w')
         return torch.flatten(F.adaptive_avg_pool3d(maps, 1), 1)
 

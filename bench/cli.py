@@ -287,15 +287,23 @@ def _ls_methods() -> None:
         print(f"{name:24s} {doc[0] if doc else ''}  [{METHODS.origin(name)}]")
 
 
-def _ls_datasets(data_root: Path | None) -> None:
+def _dataset_adapters():
+    """(name, adapter or None, one-line 'BROKEN (origin): error' or None) for every registered dataset."""
     from bench.registry import DATASETS
 
     for name in DATASETS.names():
         error = DATASETS.error(name)
         if error:
-            print(f"{name:16s} BROKEN ({DATASETS.origin(name)}): {error}")
+            yield name, None, f"BROKEN ({DATASETS.origin(name)}): {error}"
+        else:
+            yield name, DATASETS.get(name), None
+
+
+def _ls_datasets(data_root: Path | None) -> None:
+    for name, adapter, broken in _dataset_adapters():
+        if broken:
+            print(f"{name:16s} {broken}")
             continue
-        adapter = DATASETS.get(name)
         info = adapter.info
         ok, why = adapter.available(data_root)
         state = "available" if ok else f"missing: {why}"
@@ -318,16 +326,13 @@ def _data_root_line(value: str | None, root: Path | None) -> str:
 
 def _data_list(args: argparse.Namespace, root: Path | None) -> int:
     from bench.cache import cache_root, dataset_status
-    from bench.registry import DATASETS
 
     print(_data_root_line(args.data_root, root))
     print(f"cache: {cache_root()} (BENCH_CACHE moves it)")
-    for name in DATASETS.names():
-        error = DATASETS.error(name)
-        if error:
-            print(f"\n{name}: BROKEN ({DATASETS.origin(name)}): {error}")
+    for name, adapter, broken in _dataset_adapters():
+        if broken:
+            print(f"\n{name}: {broken}")
             continue
-        adapter = DATASETS.get(name)
         info = adapter.info
         state, detail = dataset_status(adapter, root)
         print(f"\n{name}: {state}: {detail}" if detail else f"\n{name}: {state}")
