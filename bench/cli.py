@@ -67,6 +67,10 @@ def _add_grid_arguments(p: argparse.ArgumentParser) -> None:
                    help="mask train+val+test (all) or only val+test (test)")
     p.add_argument("--precision", choices=("fp32", "bf16"), default="fp32",
                    help="bf16 autocasts forward passes (CPU and CUDA); recorded in every cell's spec")
+    p.add_argument("--noise", choices=("none", "gaussian", "salt_pepper"), default="none",
+                   help="also score the selected model on test data corrupted at each --noise-levels (QMF's "
+                        "low-quality setting; token modalities lose words); training is unchanged")
+    p.add_argument("--noise-levels", default="0,5,10", help="noise levels in [0, 10] (default: 0,5,10, as QMF)")
     p.add_argument("--epochs", type=int, help="epochs per cell (default: the dataset's)")
     p.add_argument("--batch-size", type=int, help="training batch size (default: the dataset's)")
     p.add_argument("--patience", type=int, help="stop after this many epochs without a better validation score")
@@ -85,8 +89,18 @@ def _request(args: argparse.Namespace, *, tuned: bool | None = None):
         methods=args.methods, datasets=args.datasets, seeds=_int_list(args.seeds),
         missing_rates=_rate_list(args.missing_rates), epochs=args.epochs, batch_size=args.batch_size,
         patience=args.patience, missing_on=args.missing_on, overrides=tuple(args.overrides), precision=args.precision,
+        noise=args.noise, noise_levels=_noise_levels(args) if args.noise != "none" else (),
         data_root=_data_root(args.data_root),
     )
+
+
+def _noise_levels(args: argparse.Namespace) -> tuple[float, ...]:
+    from bench.noise import parse_levels
+
+    try:
+        return parse_levels(args.noise_levels)
+    except ValueError as exc:
+        raise UsageError(f"--noise-levels {args.noise_levels!r}: {exc}") from None
 
 
 def _plan(args: argparse.Namespace, *, tuned: bool | None = None):

@@ -34,6 +34,8 @@ class GridRequest:
     patience: int | None = None
     missing_on: str = "all"
     precision: str = "fp32"
+    noise: str = "none"  # test-time corruption kind (bench.noise), scored at each of noise_levels
+    noise_levels: tuple[float, ...] = ()
     overrides: tuple[str, ...] = ()
     data_root: Path | None = None
     tuned_from: Path | None = None  # a results directory whose tuned/ files give the hyperparameters
@@ -118,6 +120,8 @@ def expand(request: GridRequest) -> GridPlan:
     for rate in request.missing_rates:
         if not 0.0 <= rate < 1.0:
             errors.append(f"missing rate {rate} is outside [0, 1); use values like 0,0.3,0.5")
+    if (request.noise == "none") != (not request.noise_levels):
+        errors.append("--noise and --noise-levels go together: give a noise kind to score noise levels")
     for name, value in (("epochs", request.epochs), ("batch size", request.batch_size), ("patience", request.patience)):
         if value is not None and value < 1:
             errors.append(f"{name} must be >= 1, got {value}")
@@ -146,7 +150,8 @@ def expand(request: GridRequest) -> GridPlan:
                             missing_rate=float(rate), epochs=request.epochs or info.default_epochs,
                             batch_size=request.batch_size or info.default_batch_size,
                             missing_on=request.missing_on, patience=request.patience, hparams_source=source,
-                            precision=request.precision,
+                            precision=request.precision, noise=request.noise,
+                            noise_levels=request.noise_levels,
                         )
                     )
     return plan

@@ -24,6 +24,7 @@ from bench.data import CellData, MaskedSplit, batch_starts, cell_data, iterate_b
 from bench.errors import CellFailure
 from bench.hparams import resolve_hparams
 from bench.metrics import accuracy, macro_f1
+from bench.noise import corrupt, modality_stats
 from bench.protocol import LossOut, Prediction, StepContext
 from bench.registry import default_method
 from bench.spec import CellSpec
@@ -88,6 +89,22 @@ def evaluate(method: Any, model: torch.nn.Module, split: MaskedSplit, num_classe
         raise CellFailure(f"evaluation saw {len(predicted)} predictions for {len(labels)} samples")
     per_modality = {name: accuracy(torch.cat(p).numpy(), labels) for name, p in per_mod.items()} or None
     return SplitScores(accuracy(predicted, labels), macro_f1(predicted, labels, num_classes), per_modality, len(labels))
+
+
+def _noisy_test_scores(method: Any, model: torch.nn.Module, data: CellData, spec: CellSpec, autocast) -> dict:
+    """Scores of the selected model on the test split corrupted at each of the spec's noise levels."""
+    kinds = {m.name: m.kind for m in data.description.modalities}
+    clean_train = {name: x[data.train.mask[:, i]] for i, (name, x) in enumerate(data.train.inputs.items())}
+    stats = modality_stats(clean_train, kinds)
+    scores = {}
+    for level in spec.noise_levels:
+        inputs = corrupt(data.test.inputs, data.test.mask, kinds, stats, kind=spec.noise, level=level,
+                         seed=spec.seed, split="test")
+        noisy = evaluate(method, model, MaskedSplit(inputs, data.test.labels, data.test.mask),
+                         data.description.num_classes, autocast)
+        scores[f"{level:g}"] = {"accuracy": noisy.accuracy, "macro_f1": noisy.macro_f1,
+                                "per_modality_accuracy": noisy.per_modality}
+    return scores
 
 
 def autocast_for(precision: str, device: torch.device):
@@ -192,5 +209,7 @@ def run_cell(
         **selection,
         "num_test_samples": test.count,
     }
+    if spec.noise != "none":
+        metrics["noise"] = _noisy_test_scores(method, model, data, spec, autocast)
     timings = {"train_seconds": round(train_seconds, 3), "test_seconds": round(time.perf_counter() - started, 3)}
     return {"metrics": metrics, "timings": timings, "notes": {**data.notes, "device": str(dev), "threads": torch.get_num_threads()}}

@@ -14,7 +14,7 @@ from io import BytesIO
 from pathlib import Path
 from typing import Any
 
-from bench.leaderboard import setting_key, setting_title
+from bench.leaderboard import noise_kind, setting_key, setting_title
 
 __all__ = ["missing_rate_plots", "plot_names"]
 
@@ -22,7 +22,7 @@ __all__ = ["missing_rate_plots", "plot_names"]
 def _curves(records: Iterable[Mapping[str, Any]]) -> dict[tuple, dict[str, dict[float, list[float]]]]:
     curves: dict[tuple, dict[str, dict[float, list[float]]]] = defaultdict(lambda: defaultdict(lambda: defaultdict(list)))
     for r in records:
-        if r.get("status") == "ok":
+        if r.get("status") == "ok" and noise_kind(r) == "none":
             spec = r["spec"]
             curves[setting_key(spec)][spec["method"]][spec["missing_rate"]].append(r["metrics"]["accuracy"])
     return {k: m for k, m in curves.items() if max(len(points) for points in m.values()) >= 2}

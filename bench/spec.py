@@ -14,6 +14,7 @@ __all__ = ["CellSpec", "canonical_json"]
 
 MISSING_ON = ("all", "test")
 PRECISIONS = ("fp32", "bf16")
+NOISE_KINDS = ("none", "gaussian", "salt_pepper")
 
 
 def canonical_json(value: Any) -> str:
@@ -27,6 +28,10 @@ class CellSpec:
 
     ``missing_on = "all"`` masks train, validation and test splits (each drawn separately, as the
     MLA repo's IEMOCAP simulation does); ``"test"`` masks only validation and test.
+
+    ``noise`` / ``noise_levels``: the selected model is also scored on the test split corrupted at each level
+    (:mod:`bench.noise`); training and selection are unchanged. A cell without noise leaves both fields out
+    of its identity, so cells defined before the noise axis existed keep their keys.
     """
 
     method: str
@@ -41,6 +46,8 @@ class CellSpec:
     patience: int | None = None
     precision: str = "fp32"
     hparams_source: str = "default"
+    noise: str = "none"
+    noise_levels: tuple[float, ...] = ()
     protocol: int = PROTOCOL_VERSION
     extra: Mapping[str, Any] = field(default_factory=dict)
 
@@ -52,9 +59,17 @@ class CellSpec:
             raise ValueError(f"missing_on must be one of {MISSING_ON}, got {self.missing_on!r}")
         if self.precision not in PRECISIONS:
             raise ValueError(f"precision must be one of {PRECISIONS}, got {self.precision!r}")
+        object.__setattr__(self, "noise_levels", tuple(float(v) for v in self.noise_levels))
+        if self.noise not in NOISE_KINDS:
+            raise ValueError(f"noise must be one of {NOISE_KINDS}, got {self.noise!r}")
+        if (self.noise == "none") != (not self.noise_levels):
+            raise ValueError("noise levels go with a noise kind: give both or neither")
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        values = asdict(self)
+        if self.noise == "none":  # the identity of a noise-free cell predates the noise axis
+            del values["noise"], values["noise_levels"]
+        return values
 
     @classmethod
     def from_dict(cls, values: Mapping[str, Any]) -> CellSpec:
@@ -67,7 +82,8 @@ class CellSpec:
 
     @property
     def label(self) -> str:
-        return f"{self.dataset}/{self.method}/seed{self.seed}/miss{self.missing_rate:g}"
+        noise = f"/{self.noise}" if self.noise != "none" else ""
+        return f"{self.dataset}/{self.method}/seed{self.seed}/miss{self.missing_rate:g}{noise}"
 
     def __hash__(self) -> int:  # dict fields make the generated hash unusable
         return hash(self.key)

@@ -1,0 +1,133 @@
+"""Test-time corruption: the noise axis next to the missing rate (QMF's low-quality-data setting).
+
+QMF (Zhang et al., ICML 2023) evaluates a model trained on clean data on corrupted test data
+(``QingyangZhang/QMF``, the image-text and RGB-D evaluation): each modality of a test sample is corrupted
+with probability 0.5, independently of the other modalities (the ``RandomApply(p=0.5)`` per modality explained in
+that repository's issue #11), at a *level* 0-10 (their levels: 0, 5, 10):
+
+* ``gaussian``: additive Gaussian noise. QMF adds noise of standard deviation ``10 * level`` to 0-255 pixels.
+  Inputs here are features, spectrograms and images on different scales, so the standard deviation is
+  ``level / 10`` times the modality's standard deviation over the clean training split: level 10 is noise as
+  large as the signal's spread on every modality. (A reconstruction of the scale, not QMF's pixel units.)
+* ``salt_pepper``: a fraction ``level / 100`` of the entries is set to the modality's training minimum or
+  maximum (half each). QMF's salt-and-pepper has a fixed density and applies with probability
+  ``level / 100``; here the level sets the density, so the axis is monotone.
+* token modalities (kind ``"tokens"``, ids and attention mask) get QMF's text corruption whatever the kind:
+  each real token is replaced with probability ``0.1 * level``. QMF replaces the word by ``"_"``; without a
+  tokenizer at hand the token is erased from the attention mask instead (the model no longer sees it).
+
+Everything a sample receives depends only on (cell seed, split, sample index, modality), drawn as masks are
+(:mod:`bench.masks`), so every method of a cell sees the same corrupted samples, and the draws are shared by
+all levels (a higher level scales the same noise), which makes the level axis a paired comparison too.
+A missing (zero-filled) modality stays missing: noise never brings it back.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import NamedTuple
+
+import numpy as np
+import torch
+
+from bench.masks import SPLIT_IDS
+from bench.spec import NOISE_KINDS
+
+__all__ = ["NOISE_KINDS", "ModalityStats", "corrupt", "modality_stats", "parse_levels"]
+
+MAX_LEVEL = 10.0
+APPLY_PROBABILITY = 0.5
+_STREAM = 0x6E6F6973  # "nois": keeps these draws apart from the masks' and the training's
+
+
+class ModalityStats(NamedTuple):
+    """Scale of one modality over the clean training split."""
+
+    std: float
+    low: float
+    high: float
+
+
+def parse_levels(text: str) -> tuple[float, ...]:
+    """``"0,5,10"`` -> (0.0, 5.0, 10.0); ValueError with the reason otherwise."""
+    levels = tuple(float(v) for v in text.split(",") if v.strip())
+    if not levels:
+        raise ValueError("give at least one noise level, e.g. 0,5,10")
+    bad = [v for v in levels if not 0.0 <= v <= MAX_LEVEL]
+    if bad:
+        raise ValueError(f"noise levels must be in [0, {MAX_LEVEL:g}], got {bad}")
+    return tuple(sorted(set(levels)))
+
+
+def modality_stats(train_inputs: Mapping[str, torch.Tensor], kinds: Mapping[str, str]) -> dict[str, ModalityStats]:
+    """Scale of each continuous modality on the clean training split (token modalities need none)."""
+    stats = {}
+    for name, x in train_inputs.items():
+        if kinds[name] == "tokens":
+            continue
+        values = x.float()
+        stats[name] = ModalityStats(float(values.std()), float(values.min()), float(values.max()))
+    return stats
+
+
+def _generator(seed: int, split: str, modality_index: int, stream: int) -> np.random.Generator:
+    return np.random.default_rng([seed, SPLIT_IDS[split], _STREAM, modality_index, stream])
+
+
+def _draws(seed: int, split: str, modality_index: int, x: torch.Tensor, stream: int, normal: bool) -> torch.Tensor:
+    """One draw per entry of ``x``, in sample order: sample i's draws depend on (seed, split, i) only."""
+    rng = _generator(seed, split, modality_index, stream)
+    shape = tuple(x.shape)
+    values = rng.standard_normal(shape, dtype=np.float32) if normal else rng.random(shape, dtype=np.float32)
+    return torch.from_numpy(values).to(x.device)
+
+
+def _chosen(seed: int, split: str, modality_index: int, n: int, device: torch.device) -> torch.Tensor:
+    """(N,) bool: which samples get this modality corrupted (probability 0.5, QMF's RandomApply)."""
+    u = _generator(seed, split, modality_index, 0).random(n)
+    return torch.from_numpy(u < APPLY_PROBABILITY).to(device)
+
+
+def _rows(flags: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    return flags.reshape(-1, *([1] * (x.dim() - 1)))
+
+
+def _corrupt_tokens(x: torch.Tensor, level: float, draws: torch.Tensor, apply: torch.Tensor) -> torch.Tensor:
+    erased = (draws[:, 1] < 0.1 * level) & apply[:, None]
+    out = x.clone()
+    out[:, 1] = torch.where(erased, torch.zeros_like(x[:, 1]), x[:, 1])
+    return out
+
+
+def corrupt(
+    inputs: Mapping[str, torch.Tensor],
+    present: torch.Tensor,
+    kinds: Mapping[str, str],
+    stats: Mapping[str, ModalityStats],
+    *,
+    kind: str,
+    level: float,
+    seed: int,
+    split: str,
+) -> dict[str, torch.Tensor]:
+    """The inputs of one split corrupted at ``level``; ``present`` is the (N, M) missing-modality mask."""
+    if kind not in NOISE_KINDS or kind == "none":
+        raise ValueError(f"noise kind must be one of {NOISE_KINDS[1:]}, got {kind!r}")
+    if level == 0:
+        return dict(inputs)
+    out = {}
+    for m, (name, x) in enumerate(inputs.items()):
+        apply = _chosen(seed, split, m, int(x.shape[0]), x.device) & present[:, m].to(x.device)
+        if kinds[name] == "tokens":
+            out[name] = _corrupt_tokens(x, level, _draws(seed, split, m, x, 1, normal=False), apply)
+            continue
+        std, low, high = stats[name]
+        if kind == "gaussian":
+            noisy = x + (level / MAX_LEVEL) * std * _draws(seed, split, m, x, 1, normal=True).to(x.dtype)
+        else:
+            u = _draws(seed, split, m, x, 2, normal=False)
+            density = level / 100.0
+            noisy = torch.where(u < density / 2, torch.full_like(x, low), x)
+            noisy = torch.where(u > 1 - density / 2, torch.full_like(x, high), noisy)
+        out[name] = torch.where(_rows(apply, x), noisy, x)
+    return out
