@@ -13,7 +13,9 @@ Input conventions (one sample's shape is what a :class:`~bench.protocol.Modality
     (1, F, T) or (F, T) per sample, e.g. a 257x188 log-STFT or a 1024x128 fbank; batch (B, 1, F, T).
 ``frames_resnet18``
     (3, T, H, W) per sample, the ``(C, T, H, W)`` layout of the official audio-visual loaders; batch
-    (B, 3, T, H, W). A batch of single images (B, 3, H, W) is taken as T = 1.
+    (B, 3, T, H, W). A batch of single images (B, 3, H, W) is taken as T = 1. Frames may be float (already
+    normalised) or uint8 RGB as decoded (compact in a prepared cache): uint8 batches are normalised in the
+    forward, batch by batch (:func:`normalise_uint8_frames`).
 ``tokens``
     (2, L) int64 per sample: row 0 the tokenizer's ``input_ids``, row 1 its ``attention_mask`` (1 = a real
     token, 0 = padding); batch (B, 2, L). One tensor, so tokens travel in the harness's tensor-dict batches
@@ -40,6 +42,7 @@ __all__ = [
     "TextEncoder",
     "default_text_model_dir",
     "load_tokenizer",
+    "normalise_uint8_frames",
     "tokenize",
 ]
 
@@ -94,6 +97,27 @@ class ResNet18Audio(_ResNet18):
         return torch.flatten(F.adaptive_avg_pool2d(self._cnn(x), 1), 1)
 
 
+#: ImageNet channel statistics, the ``transforms.Normalize`` of the OGM-GE and MLA loaders (``dataset/dataset.py``).
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+def normalise_uint8_frames(x: torch.Tensor) -> torch.Tensor:
+    """(B, C, T, H, W) uint8 -> float32: ``x / 255``, then for RGB (C = 3) standardised with the ImageNet
+    statistics as the official loaders' ``ToTensor`` + ``Normalize`` do (other channel counts are only scaled).
+
+    A sample that is all zeros is a missing modality zero-filled by the harness: it stays all zeros, as in the
+    MLA code, which multiplies the *normalised* image by the mask (``Modal3Dataset.__getitem__``).
+    """
+    out = x.float().div_(255.0)
+    if out.shape[1] == 3:
+        mean = torch.tensor(IMAGENET_MEAN, device=out.device).reshape(1, 3, 1, 1, 1)
+        std = torch.tensor(IMAGENET_STD, device=out.device).reshape(1, 3, 1, 1, 1)
+        out = (out - mean) / std
+    present = x.reshape(x.shape[0], -1).any(dim=1)
+    return out * present.reshape(-1, 1, 1, 1, 1).to(out.dtype)
+
+
 class ResNet18Frames(_ResNet18):
     """ResNet-18 (3 input channels) applied to every frame of a (B, 3, T, H, W) clip, then one adaptive
     average pool over time and space to ``out_dim`` = 512: the visual branch of the OGM-GE / MLA code,
@@ -107,6 +131,8 @@ class ResNet18Frames(_ResNet18):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if x.dim() == 4:  # (B, C, H, W): one frame per sample
             x = x.unsqueeze(2)
+        if x.dtype == torch.uint8:
+            x = normalise_uint8_frames(x)
         b, c, t, h, w = x.shape
         frames = x.permute(0, 2, 1, 3, 4).reshape(b * t, c, h, w)
         maps = self._cnn(frames)  # (B*T, 512, h', w')

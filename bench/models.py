@@ -23,6 +23,7 @@ __all__ = [
     "SumHead",
     "build_encoders",
     "encode",
+    "kind_argument",
 ]
 
 
@@ -96,16 +97,26 @@ ENCODER_FACTORIES: dict[str, Callable[[ModalitySpec], nn.Module]] = {
 
 
 def build_encoders(description: DataDescription) -> nn.ModuleDict:
-    """One encoder per modality, in the dataset's order; each exposes ``out_dim``."""
+    """One encoder per modality, in the dataset's order; each exposes ``out_dim``.
+
+    A kind may carry an argument after a colon, ``"tokens:/models/bert-base-uncased"``: the factory of the part
+    before the colon builds it and reads the argument (:func:`kind_argument`).
+    """
     encoders = nn.ModuleDict()
     for spec in description.modalities:
-        if spec.kind not in ENCODER_FACTORIES:
+        kind = spec.kind.split(":", 1)[0]
+        if kind not in ENCODER_FACTORIES:
             raise ValueError(
                 f"no encoder for modality kind {spec.kind!r} (modality {spec.name!r}); "
                 f"known kinds: {', '.join(sorted(ENCODER_FACTORIES))}"
             )
-        encoders[spec.name] = ENCODER_FACTORIES[spec.kind](spec)
+        encoders[spec.name] = ENCODER_FACTORIES[kind](spec)
     return encoders
+
+
+def kind_argument(spec: ModalitySpec) -> str:
+    """The argument of a ``"kind:argument"`` modality kind ("" when there is none)."""
+    return spec.kind.partition(":")[2]
 
 
 def encode(encoders: nn.ModuleDict, inputs: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
@@ -207,7 +218,7 @@ def _tokens(spec: ModalitySpec) -> nn.Module:
         raise ValueError(f"modality {spec.name!r} of kind 'tokens' needs shape (2, L): input ids and attention mask, got {spec.shape}")
     from bench.backbones import TextEncoder
 
-    encoder = TextEncoder()
+    encoder = TextEncoder(kind_argument(spec) or None)  # "tokens:<model dir>", else the shipped MiniLM
     if encoder.max_length is not None and spec.shape[1] > encoder.max_length:
         raise ValueError(f"modality {spec.name!r}: {spec.shape[1]} tokens exceed the text model's {encoder.max_length} positions")
     return encoder
