@@ -18,6 +18,7 @@ __all__ = ["main"]
 
 DEFAULT_RESULTS = Path("results")
 LEADERBOARD_FILE = "leaderboard.md"
+PAPERS_FILE = "papers.md"
 
 
 class _Parser(argparse.ArgumentParser):
@@ -125,6 +126,7 @@ def _write_tables(results_dir: Path, *, check: bool = False) -> tuple[int, str]:
     """Regenerate (or, with ``check``, compare) leaderboard.md, README.md and the plots of a results dir."""
     from bench.leaderboard import leaderboard, results_readme
     from bench.plots import missing_rate_plots, plot_names
+    from bench.reported import REPORTED_FILE, papers_table, read_reported
     from bench.store import atomic_write_text, iter_records
 
     records, problems = [], []
@@ -135,6 +137,8 @@ def _write_tables(results_dir: Path, *, check: bool = False) -> tuple[int, str]:
     text = leaderboard(records)
     pages = {LEADERBOARD_FILE: text,
              "README.md": results_readme(records, plots=[(f"plots/{name}", caption) for name, caption in plot_names(records)])}
+    if (results_dir / REPORTED_FILE).exists():
+        pages[PAPERS_FILE] = papers_table(records, read_reported(results_dir / REPORTED_FILE))
     if check:
         stale = [name for name, content in pages.items()
                  if not (results_dir / name).exists() or (results_dir / name).read_text(encoding="utf-8") != content]
@@ -142,7 +146,7 @@ def _write_tables(results_dir: Path, *, check: bool = False) -> tuple[int, str]:
             print(f"{', '.join(str(results_dir / n) for n in stale)} differ from what {results_dir}/records "
                   f"generates; run: python -m bench table --results {results_dir}", file=sys.stderr)
             return 1, text
-        print(f"{results_dir}/{LEADERBOARD_FILE} and README.md match their {len(records)} records")
+        print(f"{', '.join(str(results_dir / n) for n in pages)} match their {len(records)} records")
         return 0, text
     for name, content in pages.items():
         atomic_write_text(results_dir / name, content)
