@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import dataclasses
 import inspect
 import random
 import time
@@ -25,7 +26,7 @@ from bench.errors import CellFailure
 from bench.hparams import resolve_hparams
 from bench.metrics import accuracy, macro_f1
 from bench.noise import corrupt, modality_stats
-from bench.protocol import LossOut, Prediction, StepContext
+from bench.protocol import EpochContext, LossOut, Prediction, StepContext
 from bench.registry import default_method
 from bench.spec import CellSpec
 
@@ -151,6 +152,57 @@ def _train_epoch(method: Any, model, optimizer, data: CellData, spec: CellSpec, 
     return step
 
 
+def _holdout_rows(labels: torch.Tensor, fraction: float, seed: int) -> np.ndarray:
+    """Stratified, seeded: ``fraction`` of every class with at least two samples (at least one sample each)."""
+    labels_np = labels.cpu().numpy()
+    rng = np.random.default_rng(seed)
+    rows = []
+    for cls in np.unique(labels_np):
+        members = np.flatnonzero(labels_np == cls)
+        take = max(1, int(round(fraction * len(members)))) if len(members) > 1 else 0
+        rows.append(rng.permutation(members)[:take])
+    return np.sort(np.concatenate(rows)) if rows else np.array([], dtype=np.int64)
+
+
+def _masked_rows(split: MaskedSplit, rows: np.ndarray) -> MaskedSplit:
+    index = torch.from_numpy(rows).to(split.labels.device)
+    return MaskedSplit({name: x[index] for name, x in split.inputs.items()}, split.labels[index], split.mask[index])
+
+
+def _carve_holdout(method: Any, data: CellData, seed: int) -> tuple[CellData, MaskedSplit | None]:
+    """A method with ``holdout_fraction`` > 0 trains on the rest of the training split; the held-out part
+    (stratified, seeded with the cell seed, masks kept) is only visible to its ``start_epoch`` hook."""
+    fraction = float(getattr(method, "holdout_fraction", 0.0) or 0.0)
+    if fraction <= 0:
+        return data, None
+    held = _holdout_rows(data.train.labels, fraction, seed)
+    kept = np.setdiff1d(np.arange(len(data.train)), held)
+    train, holdout = _masked_rows(data.train, kept), _masked_rows(data.train, held)
+    sizes = {**data.notes["split_sizes"], "train": len(train), "holdout": len(holdout)}
+    notes = {**data.notes, "split_sizes": sizes, "holdout": f"{fraction:g} of train, stratified, seed {seed}"}
+    description = dataclasses.replace(data.description, num_train=len(train))
+    return dataclasses.replace(data, description=description, train=train, notes=notes), holdout
+
+
+def _start_epoch(method: Any, model, data: CellData, holdout: MaskedSplit | None, spec: CellSpec, epoch: int,
+                 autocast=contextlib.nullcontext) -> None:
+    """The optional ``start_epoch`` hook, before each epoch's training (epoch 0 included): eval mode, no
+    gradients, unshuffled batches of the training split and, where carved, of the held-out part."""
+    hook = getattr(method, "start_epoch", None)
+    if hook is None:
+        return
+    splits = {"train": data.train, **({"holdout": holdout} if holdout is not None else {})}
+
+    def batches(name: str):
+        if name not in splits:
+            raise CellFailure(f"start_epoch asked for split {name!r}; this cell has {sorted(splits)}")
+        return iterate_batches(splits[name], EVAL_BATCH_SIZE)
+
+    model.eval()
+    with torch.no_grad(), autocast():
+        hook(model, EpochContext(epoch, spec.epochs, batches))
+
+
 def run_cell(
     spec: CellSpec,
     *,
@@ -167,6 +219,7 @@ def run_cell(
     dev = choose_device(device)
     data = cell_data(spec, data_root=data_root, zero_fill=type(method).zero_fill_missing, device=dev)
     num_classes = data.description.num_classes
+    data, holdout = _carve_holdout(method, data, spec.seed)
     seed_everything(spec.seed)
     model = method.build(data.description).to(dev)
     optimizer = _make_optimizer(method, model)
@@ -178,6 +231,7 @@ def run_cell(
     started = time.perf_counter()
     for epoch in range(spec.epochs):
         epochs_run += 1
+        _start_epoch(method, model, data, holdout, spec, epoch, autocast)
         step = _train_epoch(method, model, optimizer, data, spec, epoch, gen, step, autocast)
         scheduler.step()
         val = evaluate(method, model, data.val, num_classes, autocast).accuracy

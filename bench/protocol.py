@@ -12,6 +12,13 @@ these hooks, each called by the one training loop in :mod:`bench.loop`:
 ``after_backward(model, out, ctx) -> None`` (optional)
     After ``loss.backward()`` and before ``optimizer.step()``: the place to rewrite gradients
     (OGM-GE's modulation, MLA's head-gradient projection). ``out`` is the ``LossOut`` just backpropagated.
+``start_epoch(model, epoch) -> None`` (optional)
+    Before each epoch's training, epoch 0 included, with the model in eval mode and no gradients;
+    ``epoch`` is an :class:`EpochContext` whose ``batches("train")`` iterates the training split unshuffled
+    (PMR's class prototypes). A method with a field ``holdout_fraction`` > 0 trains on the rest of the
+    training split: the loop carves that fraction of it (stratified, seeded with the cell seed, masks kept)
+    and only ``batches("holdout")`` sees it (G-Blending's overfitting-to-generalization ratio). The
+    validation and test splits are never handed to a hook.
 ``predict(model, batch) -> Prediction``
     Evaluation: fused logits plus, where the method can split its model per modality, one logit tensor
     per modality (the "audio/visual" columns of the papers).
@@ -28,7 +35,7 @@ through :class:`DataDescription`.
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
@@ -41,6 +48,7 @@ __all__ = [
     "DataDescription",
     "DatasetAdapter",
     "DatasetInfo",
+    "EpochContext",
     "LoadedData",
     "LossOut",
     "Method",
@@ -114,6 +122,16 @@ class LossOut:
     extras: dict[str, Any] = field(default_factory=dict)
 
 
+@dataclass(frozen=True)
+class EpochContext:
+    """What ``start_epoch`` gets: the epoch about to train, and ``batches(name)``, unshuffled batches of
+    ``"train"`` or, for methods with ``holdout_fraction``, of the held-out ``"holdout"`` part of train."""
+
+    epoch: int
+    num_epochs: int
+    batches: Callable[[str], Iterator[Batch]]
+
+
 @dataclass
 class Prediction:
     """Fused logits (B, C) and, where defined, per-modality logits of the same jointly trained model."""
@@ -124,6 +142,10 @@ class Prediction:
 
 @runtime_checkable
 class Method(Protocol):
+    """The required hooks (see the module docstring). Optional ones, looked up with ``getattr``:
+    ``after_backward(model, out, ctx)`` and ``applicable(description) -> str | None`` (None = the method
+    runs on this data; else a one-line reason, and the grid skips its cells there with a note)."""
+
     def build(self, description: DataDescription) -> nn.Module: ...
 
     def loss(self, model: nn.Module, batch: Batch, ctx: StepContext) -> LossOut | Iterator[LossOut]: ...
