@@ -114,6 +114,16 @@ class StepContext:
     global_step: int
 
 
+@dataclass(frozen=True)
+class EpochContext:
+    """What ``start_epoch`` gets: the epoch about to train, and ``batches(name)``, unshuffled batches of
+    ``"train"`` or, for methods with ``holdout_fraction``, of the held-out ``"holdout"`` part of train."""
+
+    epoch: int
+    num_epochs: int
+    batches: Callable[[str], Iterator[Batch]]
+
+
 @dataclass
 class LossOut:
     """A loss to backpropagate, and anything the method's ``after_backward`` wants from the forward."""
