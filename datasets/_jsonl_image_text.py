@@ -174,7 +174,7 @@ class PreparedDataset:
         if directory.is_dir():
             try:
                 sizes = read_manifest(directory)["split_sizes"]
-                counts = " / ".join(f"{n:,} {split}" for split, n in sizes.items())
+                counts = " / ".join(f"{sizes[s]:,} {s}" for s in ("train", "val", "test") if s in sizes)
                 return "prepared", f"cache {directory} ({counts})"
             except (OSError, ValueError, KeyError, TypeError, AttributeError):
                 return "raw found", (f"cache {directory} is damaged; delete it and run "
