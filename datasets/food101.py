@@ -21,8 +21,8 @@ changes label indices only, not accuracy or macro-F1. A train.jsonl without exac
 default: decoded with PIL, the shorter side resized to ``resize`` = 128 (bilinear), the centre 112 x 112 kept;
 the encoder normalises uint8 batches with the ImageNet statistics. QMF uses ``Resize(256)`` +
 ``CenterCrop(224)`` and its own Food-101 mean/std; MLA ``Resize(256)`` + ``CenterCrop(256)`` (bicubic). The
-default is QMF's geometry at half the side because of memory: the 90,685 images take 3.4 GB in the cache at
-112 x 112 against 13.7 GB at 224 x 224, and the harness holds a whole split in memory once a missing rate
+default is QMF's geometry at half the side because of memory: its about 90,700 images take 3.4 GB in the
+cache at 112 x 112 against 13.7 GB at 224 x 224, and the harness holds a whole split in memory once a missing rate
 above 0 masks it (9.5 GB for train at 224). ``replace(FOOD101, resize=256, image_size=224)`` registered
 under its own name gives QMF's size. No training-time augmentation (QMF has none either).
 

@@ -39,8 +39,8 @@ tests on test, so the harness carves the validation split from train.
 
 **Missing files**: MLA's dataset silently skips utterances whose files are absent; here a missing or damaged
 file is an error naming it, unless ``skip_missing=True`` (MLA's behaviour), which records the skipped
-utterances in the cache manifest. The cache holds about 2.9 GB for 4,425 utterances (fbank 512 KB each, image
-192 KB each).
+utterances in the cache manifest. The cache holds about 3.2 GB for MLA's 4,425 utterances (per utterance a
+512 KiB fbank, a 192 KiB image and 4 KiB of tokens).
 
 Preparation runs once into the cache (:mod:`bench.cache`): ``python -m bench data prepare iemocap`` or the first
 ``load``. **Licence**: the IEMOCAP release form: research use, no redistribution.
