@@ -383,7 +383,11 @@ class JsonlImageText(PreparedDataset):
         return {split: read_jsonl(self._jsonl(root, split)) for split in _SPLIT_FILES}
 
     def _image_path(self, root: Path, split: str, number: int, row: dict[str, Any]) -> Path:
-        path = root / self.folder / row["img"]
+        relative = Path(row["img"])
+        if relative.is_absolute() or ".." in relative.parts:
+            raise UsageError(f"row {number} of {self._jsonl(root, split)} names the image {row['img']!r} outside "
+                             f"{root / self.folder}; QMF's rows name images relative to it (e.g. data/<id>.jpg)")
+        path = root / self.folder / relative
         if not path.is_file():
             raise UsageError(f"{path} not found (image of row {number} of {self._jsonl(root, split)}); restore it "
                              f"from the dataset's images ({self.info.homepage})")

@@ -218,6 +218,15 @@ def test_damaged_jsonl_names_the_line(mvsa_root):
     assert str(path) in str(err.value)
 
 
+def test_image_outside_the_dataset_folder_is_refused(mvsa_root):
+    path = mvsa_root / "MVSA_Single" / "test.jsonl"
+    rows = helper.read_jsonl(path)
+    rows[2]["img"] = "../elsewhere.jpg"
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
+    with pytest.raises(UsageError, match="row 3 of .*test.jsonl names the image '../elsewhere.jpg' outside"):
+        MVSA.load(mvsa_root)
+
+
 def test_wrong_number_of_classes_is_refused(mvsa_root):
     path = mvsa_root / "MVSA_Single" / "train.jsonl"
     rows = [r for r in helper.read_jsonl(path) if r["label"] != "neutral"]
