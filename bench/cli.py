@@ -125,6 +125,7 @@ def cmd_validate(args: argparse.Namespace) -> int:
 def _write_tables(results_dir: Path, *, check: bool = False) -> tuple[int, str]:
     """Regenerate (or, with ``check``, compare) leaderboard.md, README.md and the plots of a results dir."""
     from bench.leaderboard import leaderboard, results_readme
+    from bench.leaderboard_retrieval import split_by_task
     from bench.plots import missing_rate_plots, plot_names
     from bench.reported import REPORTED_FILE, papers_table, read_reported
     from bench.store import atomic_write_text, iter_records
@@ -135,8 +136,9 @@ def _write_tables(results_dir: Path, *, check: bool = False) -> tuple[int, str]:
     for problem in problems:
         print(f"warning: {problem}", file=sys.stderr)
     text = leaderboard(records)
+    plotted = split_by_task(records)[0]  # the accuracy plots show classification records only
     pages = {LEADERBOARD_FILE: text,
-             "README.md": results_readme(records, plots=[(f"plots/{name}", caption) for name, caption in plot_names(records)])}
+             "README.md": results_readme(records, plots=[(f"plots/{name}", caption) for name, caption in plot_names(plotted)])}
     if (results_dir / REPORTED_FILE).exists():
         pages[PAPERS_FILE] = papers_table(records, read_reported(results_dir / REPORTED_FILE))
     if check:
@@ -151,7 +153,7 @@ def _write_tables(results_dir: Path, *, check: bool = False) -> tuple[int, str]:
     for name, content in pages.items():
         atomic_write_text(results_dir / name, content)
     plots_dir = results_dir / "plots"
-    drawn = missing_rate_plots(records, plots_dir)
+    drawn = missing_rate_plots(plotted, plots_dir)
     if drawn is None:
         print("note: matplotlib is not installed, plots were not redrawn", file=sys.stderr)
         return 0, text
@@ -262,6 +264,7 @@ def cmd_verify(args: argparse.Namespace) -> int:
     import torch
 
     from bench.cells import run_one
+    from bench.loop import headline
     from bench.registry import DATASETS
     from bench.spec import CellSpec
     from bench.store import iter_records
@@ -285,8 +288,9 @@ def cmd_verify(args: argparse.Namespace) -> int:
         fresh = run_one(spec, data_root=data_root)
         same = fresh["status"] == "ok" and fresh["metrics"] == record["metrics"]
         mismatches += not same
-        print(f"  {'same' if same else 'DIFFERENT'}  {spec.label}  accuracy {record['metrics']['accuracy']}"
-              + ("" if same else f" -> {(fresh['metrics'] or {}).get('accuracy')} ({fresh.get('reason')})"))
+        score_name, score = headline(record["metrics"])  # accuracy, or mean R@1 for retrieval cells
+        print(f"  {'same' if same else 'DIFFERENT'}  {spec.label}  {score_name} {score}"
+              + ("" if same else f" -> {headline(fresh['metrics'])[1] if fresh['metrics'] else None} ({fresh.get('reason')})"))
     if mismatches:
         print(f"{mismatches} of {len(sample)} re-run cells differ from their records", file=sys.stderr)
         return 1
@@ -294,7 +298,7 @@ def cmd_verify(args: argparse.Namespace) -> int:
 
 
 def _ls_methods() -> None:
-    from bench.registry import METHODS
+    from bench.registry import METHODS, default_method
 
     for name in METHODS.names():
         error = METHODS.error(name)
@@ -302,7 +306,9 @@ def _ls_methods() -> None:
             print(f"{name:24s} BROKEN ({METHODS.origin(name)}): {error}")
             continue
         doc = (METHODS.get(name).__doc__ or "").strip().splitlines()
-        print(f"{name:24s} {doc[0] if doc else ''}  [{METHODS.origin(name)}]")
+        task = getattr(type(default_method(name)), "task", "classification")
+        kind = "" if task == "classification" else f"({task}) "  # classification is the default, left unsaid
+        print(f"{name:24s} {kind}{doc[0] if doc else ''}  [{METHODS.origin(name)}]")
 
 
 def _dataset_adapters():

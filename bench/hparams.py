@@ -33,6 +33,10 @@ class MethodConfig:
 
     #: The loop zero-fills the inputs of missing modalities before the method sees a batch.
     zero_fill_missing: ClassVar[bool] = True
+    #: What the method learns, read by the loop (``bench.loop.TASKS``): ``"classification"`` (``predict`` gives
+    #: logits; accuracy selects the epoch) or ``"retrieval"`` (``predict`` gives per-modality embeddings;
+    #: mean Recall@1 selects the epoch; see :mod:`bench.retrieval`).
+    task: ClassVar[str] = "classification"
 
     def __post_init__(self) -> None:
         _check_types(self)

@@ -419,11 +419,12 @@ def _noise_section(setting: tuple, kind: str, records: list[dict[str, Any]]) -> 
 def leaderboard(records: Iterable[Mapping[str, Any]], *, baseline: str = "late_fusion") -> str:
     """Markdown leaderboards, one section per dataset setting, from cell records."""
     records = [dict(r) for r in records]
+    classification, retrieval = _split_by_task(records)  # retrieval records get their own tables, at the end
     noisy: dict[tuple, list[dict[str, Any]]] = defaultdict(list)
-    for r in records:
+    for r in classification:
         if noise_kind(r) != "none":
             noisy[(setting_key(r["spec"]), noise_kind(r))].append(r)
-    all_records, records = records, [r for r in records if noise_kind(r) == "none"]
+    all_records, records = records, [r for r in classification if noise_kind(r) == "none"]
     groups: dict[tuple, list[dict[str, Any]]] = defaultdict(list)
     for r in records:
         groups[setting_key(r["spec"])].append(r)
@@ -445,10 +446,25 @@ def leaderboard(records: Iterable[Mapping[str, Any]], *, baseline: str = "late_f
                                                                  r["spec"]["missing_rate"], r["key"]))
         lines += _noise_section(setting, kind, ordered)
     lines += _average_rank(sections)
+    lines += _retrieval_sections([r for r in retrieval if noise_kind(r) == "none"])
     return "\n".join(lines).rstrip() + "\n"
 
 
+def _split_by_task(records: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """(classification records, retrieval records); see :mod:`bench.leaderboard_retrieval`."""
+    from bench.leaderboard_retrieval import split_by_task  # it imports this module
+
+    return split_by_task(records)
+
+
+def _retrieval_sections(records: list[dict[str, Any]]) -> list[str]:
+    from bench.leaderboard_retrieval import retrieval_sections
+
+    return retrieval_sections(records)
+
+
 def _section_summary(setting: tuple, records: list[dict[str, Any]], baseline: str) -> list[str]:
+    records = _split_by_task(records)[0]  # accuracy summaries: classification records only
     values = dict(zip(_SETTING_FIELDS + ("tuning",), setting))
     labels = _row_labels(records)
     clean = {label: [] for label in labels}

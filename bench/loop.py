@@ -13,16 +13,17 @@ import dataclasses
 import inspect
 import random
 import time
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
+from bench import retrieval
 from bench.data import CellData, MaskedSplit, batch_starts, cell_data, iterate_batches
-from bench.errors import CellFailure
+from bench.errors import CellFailure, UsageError
 from bench.hparams import resolve_hparams
 from bench.metrics import accuracy, macro_f1
 from bench.noise import corrupt, modality_stats
@@ -30,9 +31,11 @@ from bench.protocol import EpochContext, LossOut, Prediction, StepContext
 from bench.registry import default_method
 from bench.spec import CellSpec
 
-__all__ = ["EpochCallback", "build_method", "choose_device", "evaluate", "run_cell", "seed_everything"]
+__all__ = ["TASKS", "EpochCallback", "Task", "build_method", "choose_device", "evaluate", "headline", "run_cell",
+           "seed_everything", "selection_score", "task_of"]
 
-#: Called after each epoch with (epoch, validation accuracy); raising stops the cell (Optuna pruning).
+#: Called after each epoch with (epoch, validation selection score: accuracy for classification);
+#: raising stops the cell (Optuna pruning).
 EpochCallback = Callable[[int, float], None]
 
 EVAL_BATCH_SIZE = 512
@@ -90,6 +93,58 @@ def evaluate(method: Any, model: torch.nn.Module, split: MaskedSplit, num_classe
         raise CellFailure(f"evaluation saw {len(predicted)} predictions for {len(labels)} samples")
     per_modality = {name: accuracy(torch.cat(p).numpy(), labels) for name, p in per_mod.items()} or None
     return SplitScores(accuracy(predicted, labels), macro_f1(predicted, labels, num_classes), per_modality, len(labels))
+
+
+@dataclass(frozen=True)
+class Task:
+    """What a method's ``task`` kind (a class attribute of its config) means to the loop: how a split is
+    scored, which number of the validation split selects the epoch (and is what tuning maximises, under
+    ``selection_key`` in the metrics), what the record's test metrics are, and notes added to the record."""
+
+    evaluate: Callable[..., Any]  # (method, model, split, num_classes, autocast) -> scores with a .count
+    selection_score: Callable[[Any], float]
+    selection_key: str
+    record_metrics: Callable[[Any], dict[str, Any]]
+    headline_name: str
+    headline: Callable[[Mapping[str, Any]], float]  # the one test number a summary line shows
+    notes: Mapping[str, Any] = field(default_factory=dict)
+
+
+def _classification_metrics(scores: SplitScores) -> dict[str, Any]:
+    return {"accuracy": scores.accuracy, "macro_f1": scores.macro_f1, "per_modality_accuracy": scores.per_modality}
+
+
+TASKS: dict[str, Task] = {
+    "classification": Task(evaluate, lambda s: s.accuracy, "best_val_accuracy", _classification_metrics,
+                           "accuracy", lambda m: m["accuracy"]),
+    "retrieval": Task(retrieval.evaluate_split, retrieval.selection_score, "best_val_mean_recall_at_1",
+                      retrieval.record_metrics, "mean R@1", retrieval.headline, retrieval.NOTES),
+}
+
+
+def task_of(method: Any) -> Task:
+    kind = getattr(type(method), "task", "classification")
+    if kind not in TASKS:
+        raise UsageError(f"{type(method).__name__} declares task {kind!r}; known tasks: {', '.join(sorted(TASKS))}")
+    return TASKS[kind]
+
+
+def _task_of_metrics(metrics: Mapping[str, Any]) -> Task:
+    for task in TASKS.values():
+        if task.selection_key in metrics:
+            return task
+    raise KeyError(f"metrics hold no selection score (one of {[t.selection_key for t in TASKS.values()]})")
+
+
+def selection_score(metrics: Mapping[str, Any]) -> float:
+    """The validation score that selected the epoch of a cell (what tuning maximises), whatever its task."""
+    return metrics[_task_of_metrics(metrics).selection_key]
+
+
+def headline(metrics: Mapping[str, Any]) -> tuple[str, float]:
+    """(name, value) of the one test number that summarises a record's metrics, whatever its task."""
+    task = _task_of_metrics(metrics)
+    return task.headline_name, task.headline(metrics)
 
 
 def _noisy_test_scores(method: Any, model: torch.nn.Module, data: CellData, spec: CellSpec, autocast) -> dict:
@@ -216,6 +271,7 @@ def run_cell(
     ``evaluate_test=False`` (tuning trials) never touches the test split.
     """
     method = build_method(spec)
+    task = task_of(method)
     dev = choose_device(device)
     data = cell_data(spec, data_root=data_root, zero_fill=type(method).zero_fill_missing, device=dev)
     num_classes = data.description.num_classes
@@ -234,7 +290,7 @@ def run_cell(
         _start_epoch(method, model, data, holdout, spec, epoch, autocast)
         step = _train_epoch(method, model, optimizer, data, spec, epoch, gen, step, autocast)
         scheduler.step()
-        val = evaluate(method, model, data.val, num_classes, autocast).accuracy
+        val = task.selection_score(task.evaluate(method, model, data.val, num_classes, autocast))
         if on_epoch is not None:
             on_epoch(epoch, val)
         if val > best_val:  # ties keep the earlier epoch
@@ -248,22 +304,17 @@ def run_cell(
 
     if best_state is not None:
         model.load_state_dict(best_state)
-    selection = {"best_val_accuracy": best_val, "selected_epoch": best_epoch, "epochs_run": epochs_run}
+    selection = {task.selection_key: best_val, "selected_epoch": best_epoch, "epochs_run": epochs_run}
     if not evaluate_test:
         return {"metrics": selection, "timings": {"train_seconds": round(train_seconds, 3)}, "notes": data.notes}
     started = time.perf_counter()
-    test = evaluate(method, model, data.test, num_classes, autocast)
+    test = task.evaluate(method, model, data.test, num_classes, autocast)
     expected = data.notes["split_sizes"]["test"]
     if test.count != expected:
         raise CellFailure(f"test evaluation counted {test.count} samples, the split has {expected}")
-    metrics = {
-        "accuracy": test.accuracy,
-        "macro_f1": test.macro_f1,
-        "per_modality_accuracy": test.per_modality,
-        **selection,
-        "num_test_samples": test.count,
-    }
+    metrics = {**task.record_metrics(test), **selection, "num_test_samples": test.count}
     if spec.noise != "none":
         metrics["noise"] = _noisy_test_scores(method, model, data, spec, autocast)
     timings = {"train_seconds": round(train_seconds, 3), "test_seconds": round(time.perf_counter() - started, 3)}
-    return {"metrics": metrics, "timings": timings, "notes": {**data.notes, "device": str(dev), "threads": torch.get_num_threads()}}
+    notes = {**data.notes, **task.notes, "device": str(dev), "threads": torch.get_num_threads()}
+    return {"metrics": metrics, "timings": timings, "notes": notes}

@@ -21,9 +21,15 @@ these hooks, each called by the one training loop in :mod:`bench.loop`:
     validation and test splits are never handed to a hook.
 ``predict(model, batch) -> Prediction``
     Evaluation: fused logits plus, where the method can split its model per modality, one logit tensor
-    per modality (the "audio/visual" columns of the papers).
+    per modality (the "audio/visual" columns of the papers). Methods whose class attribute ``task`` is
+    ``"retrieval"`` give ``embeddings`` instead (one L2-normalised tensor per modality; :mod:`bench.retrieval`).
 ``search_space(trial) -> dict`` (static)
     Optuna define-by-run suggestions over the dataclass's own fields.
+``applicable(description) -> str | None`` (optional)
+    None when the method (with these hyperparameters) can run on the described data, else a one-line
+    reason (e.g. cross-attention fusion on modalities without sequences). The grid skips such cells with
+    one note per (method, dataset) instead of failing, ``bench validate`` reports them the same way, and
+    the conformance suite skips those tiny datasets. Without the hook a method applies everywhere.
 
 A *dataset adapter* has an ``info`` (:class:`DatasetInfo`), ``available(data_root)`` and
 ``load(data_root) -> LoadedData``; adapters of media data may add ``status(data_root)`` (missing / raw
@@ -132,22 +138,16 @@ class LossOut:
     extras: dict[str, Any] = field(default_factory=dict)
 
 
-@dataclass(frozen=True)
-class EpochContext:
-    """What ``start_epoch`` gets: the epoch about to train, and ``batches(name)``, unshuffled batches of
-    ``"train"`` or, for methods with ``holdout_fraction``, of the held-out ``"holdout"`` part of train."""
-
-    epoch: int
-    num_epochs: int
-    batches: Callable[[str], Iterator[Batch]]
-
-
 @dataclass
 class Prediction:
-    """Fused logits (B, C) and, where defined, per-modality logits of the same jointly trained model."""
+    """Fused logits (B, C) and, where defined, per-modality logits of the same jointly trained model.
 
-    logits: torch.Tensor
+    Retrieval methods leave ``logits`` None and give ``embeddings``: per modality a (B, d) tensor,
+    L2-normalised, row i of every modality being sample i of the batch."""
+
+    logits: torch.Tensor | None
     per_modality: dict[str, torch.Tensor] | None = None
+    embeddings: dict[str, torch.Tensor] | None = None
 
 
 @runtime_checkable

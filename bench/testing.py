@@ -25,7 +25,7 @@ import torch
 from bench.data import cell_data, iterate_batches, load_dataset
 from bench.errors import UsageError
 from bench.hparams import field_names, resolve_hparams
-from bench.loop import build_method, run_cell, seed_everything
+from bench.loop import build_method, headline, run_cell, seed_everything, task_of
 from bench.protocol import DatasetInfo, LoadedData, LossOut, ModalitySpec, SplitData, StepContext
 from bench.registry import DATASETS, default_method
 from bench.spec import CellSpec
@@ -127,6 +127,45 @@ def check_three_modalities(name: str) -> None:
     check_one_step_gives_finite_loss_and_gradients(name, dataset="_tiny_3m")
 
 
+def _check_classification_prediction(name: str, pred: Any, rows: int, num_classes: int) -> None:
+    for label, logits in {"logits": pred.logits, **(pred.per_modality or {})}.items():
+        assert logits is not None and tuple(logits.shape) == (rows, num_classes), \
+            f"{name}: {label} must be ({rows}, {num_classes}), got {None if logits is None else tuple(logits.shape)}"
+        assert torch.isfinite(logits).all(), f"{name}: non-finite {label}"
+
+
+def _check_retrieval_prediction(name: str, pred: Any, rows: int, num_classes: int) -> None:
+    embeddings = pred.embeddings or {}
+    assert len(embeddings) >= 2, f"{name}: a retrieval method must embed at least two modalities, got {list(embeddings)}"
+    for modality, z in embeddings.items():
+        assert z.dim() == 2 and z.shape[0] == rows, f"{name}: {modality} embeddings must be ({rows}, d), got {tuple(z.shape)}"
+        assert torch.isfinite(z).all(), f"{name}: non-finite {modality} embeddings"
+        norms = z.float().norm(dim=1)
+        assert torch.allclose(norms, torch.ones_like(norms), atol=1e-4), f"{name}: {modality} embeddings are not L2-normalised"
+
+
+#: task kind (``MethodConfig.task``) -> what ``predict`` must give for a batch of ``rows`` samples.
+_PREDICTION_CHECKS = {"classification": _check_classification_prediction, "retrieval": _check_retrieval_prediction}
+
+
+def check_prediction_fits_task(name: str) -> None:
+    """``predict`` on a whole batch gives what the method's task needs: finite (B, C) logits (fused and
+    per modality) for classification; finite, L2-normalised (B, d) embeddings of two or more modalities for
+    retrieval."""
+    spec = tiny_spec(name, dataset="_tiny_2m")
+    method = build_method(spec)
+    task_of(method)  # an unknown task kind fails here, with its one-line error
+    kind = getattr(type(method), "task", "classification")
+    data = cell_data(spec, data_root=None, zero_fill=type(method).zero_fill_missing, device=torch.device("cpu"))
+    seed_everything(0)
+    model = method.build(data.description)
+    model.eval()
+    batch = next(iterate_batches(data.val, 16))
+    with torch.no_grad():
+        pred = method.predict(model, batch)
+    _PREDICTION_CHECKS[kind](name, pred, len(batch), data.description.num_classes)
+
+
 def check_same_seed_same_record(name: str) -> None:
     spec = tiny_spec(name, missing_rate=0.3)
     first, second = run_cell(spec), run_cell(spec)
@@ -136,7 +175,8 @@ def check_same_seed_same_record(name: str) -> None:
 def check_high_missing_rate_runs(name: str) -> None:
     for dataset in TINY_DATASETS:
         result = run_cell(tiny_spec(name, dataset=dataset, missing_rate=0.9, epochs=1))
-        assert 0.0 <= result["metrics"]["accuracy"] <= 1.0, f"{name}: accuracy {result['metrics']['accuracy']}"
+        score_name, score = headline(result["metrics"])  # accuracy, or mean Recall@1 for retrieval methods
+        assert 0.0 <= score <= 1.0, f"{name}: {score_name} {score}"
 
 
 class _RecordingTrial:
@@ -190,6 +230,7 @@ def check_config_round_trips(name: str) -> None:
 METHOD_CHECKS = (
     check_one_step_gives_finite_loss_and_gradients,
     check_three_modalities,
+    check_prediction_fits_task,
     check_same_seed_same_record,
     check_high_missing_rate_runs,
     check_search_space_suggests_fields,

@@ -1,7 +1,8 @@
 """Hyperparameter tuning with Optuna: the same trial budget for every method, validation data only.
 
 One study per (method, dataset), named deterministically; a TPE sampler seeded from the study name; a
-median pruner fed by the per-epoch validation accuracy. Every trial is an ordinary cell run by
+median pruner fed by the per-epoch validation selection score (accuracy; mean Recall@1 for retrieval
+methods, see ``bench.loop.TASKS``). Every trial is an ordinary cell run by
 :func:`bench.loop.run_cell` (no loop of its own) on a tuning seed disjoint from evaluation seeds, with the
 test split never evaluated. The best hyperparameters are written to ``<results>/tuned/<dataset>/<method>.json``,
 which ``run --tuned`` reads and records as each cell's ``hparams_source``.
@@ -68,7 +69,7 @@ def _trial_spec(method: str, dataset: str, params: dict[str, Any], *, epochs: in
 def _objective(method: str, dataset: str, *, epochs: int, batch_size: int, data_root: Path | None, precision: str):
     import optuna
 
-    from bench.loop import run_cell
+    from bench.loop import run_cell, selection_score
 
     method_cls = type(default_method(method))
 
@@ -85,7 +86,7 @@ def _objective(method: str, dataset: str, *, epochs: int, batch_size: int, data_
                     raise optuna.TrialPruned()
 
             result = run_cell(spec, data_root=data_root, on_epoch=report, evaluate_test=False)
-            scores.append(result["metrics"]["best_val_accuracy"])
+            scores.append(selection_score(result["metrics"]))  # validation accuracy, or mean R@1 for retrieval
         return sum(scores) / len(scores)
 
     return objective

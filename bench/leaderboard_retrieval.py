@@ -1,0 +1,365 @@
+"""Retrieval leaderboards (representation-alignment objectives) as a pure function of records: no I/O, no torch.
+
+A record belongs to the retrieval track when its notes say ``task: retrieval`` (written by the loop for
+methods whose ``task`` is ``"retrieval"``); a failed cell has no notes, so it counts as retrieval when an
+ok cell of the same method does. :func:`split_by_task` separates them; the classification tables of
+:mod:`bench.leaderboard` never see retrieval records, and :func:`retrieval_sections` renders these.
+
+Per setting (the classification tables' settings: dataset, protocol, epochs, batch size, masks, precision,
+tuning), on cells without missing modalities unless said otherwise:
+
+* the main table: Recall@1/5/10 averaged over every direction between the row's modalities, median rank,
+  same-class@1, modality gap, alignment and uniformity (per modality and over the union), mean ± std over
+  seeds with n;
+* the same per direction;
+* the *shared pair*, the dataset's first two modalities, which every objective embeds whatever its number of
+  modalities: R@1 (both directions averaged) by missing rate, and paired t-tests against a reference objective
+  on matched (seed, missing rate) cells, Holm-corrected;
+* "2 vs 3 modalities": rows whose hyperparameters differ only in ``modalities`` (e.g. ``align_clip`` and
+  ``align_pairwise``) compared on the shared pair, gap and R@1, paired by (seed, missing rate).
+"""
+
+from __future__ import annotations
+
+import math
+import statistics
+from collections import defaultdict
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from bench.leaderboard import (
+    _SETTING_FIELDS,
+    ALPHA,
+    _markdown_table,
+    _ok,
+    _row_labels,
+    holm,
+    paired_t_pvalue,
+    setting_key,
+    summarize,
+)
+from bench.spec import canonical_json
+
+__all__ = ["REFERENCE", "is_retrieval_record", "retrieval_sections", "split_by_task"]
+
+#: The objective every other one is tested against: CLIP's loss on two modalities.
+REFERENCE = "align_clip"
+
+Record = dict[str, Any]
+
+
+# --------------------------------------------------------------------------------------------------
+# Which records are retrieval records
+
+
+def is_retrieval_record(record: Mapping[str, Any]) -> bool:
+    return (record.get("notes") or {}).get("task") == "retrieval"
+
+
+def split_by_task(records: Iterable[Mapping[str, Any]]) -> tuple[list[Record], list[Record]]:
+    """(classification records, retrieval records), keeping the input order."""
+    records = [dict(r) for r in records]
+    retrieval_methods = {r["spec"]["method"] for r in records if is_retrieval_record(r)}
+    chosen = [is_retrieval_record(r) or (not _ok(r) and r["spec"]["method"] in retrieval_methods) for r in records]
+    return [r for r, c in zip(records, chosen) if not c], [r for r, c in zip(records, chosen) if c]
+
+
+# --------------------------------------------------------------------------------------------------
+# Reading metrics
+
+
+def _retrieval(r: Mapping[str, Any]) -> Mapping[str, Any]:
+    return (r.get("metrics") or {}).get("retrieval") or {}
+
+
+def _shared_pair(records: list[Record]) -> tuple[str, str] | None:
+    for r in records:
+        names = (r.get("notes") or {}).get("modalities")
+        if names and len(names) >= 2:
+            return names[0], names[1]
+    return None
+
+
+def _pair_r1(r: Mapping[str, Any], pair: tuple[str, str]) -> float | None:
+    directions = _retrieval(r).get("directions", {})
+    a, b = pair
+    if f"{a}->{b}" not in directions or f"{b}->{a}" not in directions:
+        return None
+    return (directions[f"{a}->{b}"]["R@1"] + directions[f"{b}->{a}"]["R@1"]) / 2
+
+
+def _pair_gap(r: Mapping[str, Any], pair: tuple[str, str]) -> float | None:
+    return _retrieval(r).get("gap", {}).get(f"{pair[0]}|{pair[1]}")
+
+
+def _num_modalities(r: Mapping[str, Any]) -> int | None:
+    names = _retrieval(r).get("modalities")
+    return len(names) if names else None
+
+
+# --------------------------------------------------------------------------------------------------
+# Formatting
+
+
+@dataclass(frozen=True)
+class _Column:
+    header: str
+    value: Callable[[Mapping[str, Any]], float | None]
+    percent: bool = False
+    digits: int = 3
+    better: str | None = None  # "high", "low" or None (no bold / underline)
+    applies: Callable[[Mapping[str, Any]], bool] = lambda r: True  # which records (failed ones too) it counts
+    plain: bool = False  # show the distinct values (e.g. a count of modalities), not mean ± std
+
+
+class _Values:
+    def __init__(self) -> None:
+        self.values: list[float] = []
+        self.failed = 0
+
+
+def _format(cell: _Values, column: _Column, rank: int | None) -> str:
+    if not cell.values:
+        return f"failed ({cell.failed})" if cell.failed else ""
+    if column.plain:
+        return "/".join(f"{v:g}" for v in sorted(set(cell.values)))
+    mean, std, n = summarize(cell.values)
+    scale, digits = (100.0, 2) if column.percent else (1.0, column.digits)
+    text = f"{scale * mean:.{digits}f} ± {scale * std:.{digits}f} (n={n})"
+    text = f"**{text}**" if rank == 1 else f"<u>{text}</u>" if rank == 2 else text
+    return text + (f" ⚠ {cell.failed} failed" if cell.failed else "")
+
+
+def _ranks(cells: Mapping[str, _Values], better: str | None) -> dict[str, int]:
+    means = {label: statistics.fmean(c.values) for label, c in cells.items() if c.values}
+    if better is None or len(means) < 2:
+        return {}
+    distinct = sorted(set(means.values()), reverse=better == "high")
+    return {label: distinct.index(mean) + 1 for label, mean in means.items()}
+
+
+def _body(records: list[Record], labels: list[str], columns: list[_Column]) -> list[list[str]]:
+    """One row per label, one ``mean ± std (n)`` cell per column; best and second marked where ranked."""
+    cells: dict[str, list[_Values]] = defaultdict(lambda: [_Values() for _ in columns])
+    for r, label in zip(records, labels):
+        for cell, column in zip(cells[label], columns):
+            if not column.applies(r):
+                continue
+            if not _ok(r):
+                cell.failed += 1
+            elif (value := column.value(r)) is not None:
+                cell.values.append(float(value))
+    ranks = [_ranks({label: row[i] for label, row in cells.items()}, c.better) for i, c in enumerate(columns)]
+    return [[label] + [_format(row[i], c, ranks[i].get(label)) for i, c in enumerate(columns)]
+            for label, row in sorted(cells.items())]
+
+
+def _table(records: list[Record], labels: list[str], columns: list[_Column], first: str = "objective") -> list[str]:
+    return _markdown_table([first] + [c.header for c in columns], _body(records, labels, columns))
+
+
+def _mean_metric(key: str) -> Callable[[Mapping[str, Any]], float | None]:
+    return lambda r: _retrieval(r).get("mean", {}).get(key)
+
+
+def _top_metric(key: str) -> Callable[[Mapping[str, Any]], float | None]:
+    return lambda r: _retrieval(r).get(key)
+
+
+MAIN_COLUMNS = [
+    _Column("modalities", lambda r: _num_modalities(r), plain=True),
+    _Column("R@1", _mean_metric("R@1"), percent=True, better="high"),
+    _Column("R@5", _mean_metric("R@5"), percent=True, better="high"),
+    _Column("R@10", _mean_metric("R@10"), percent=True, better="high"),
+    _Column("median rank", _mean_metric("median_rank"), digits=1, better="low"),
+    _Column("same-class@1", _mean_metric("same_class@1"), percent=True, better="high"),
+    _Column("gap", _top_metric("gap_mean")),
+    _Column("alignment", _top_metric("alignment_mean")),
+    _Column("uniformity", _top_metric("uniformity_mean")),
+    _Column("uniformity (union)", _top_metric("uniformity_union")),
+]
+
+
+def _direction_metric(direction: str, key: str) -> Callable[[Mapping[str, Any]], float | None]:
+    return lambda r: _retrieval(r).get("directions", {}).get(direction, {}).get(key)
+
+
+# --------------------------------------------------------------------------------------------------
+# Tables of one setting
+
+
+def _main_table(records: list[Record], labels: list[str]) -> list[str]:
+    intro = ("No missing modalities. R@K, median rank and same-class@1 averaged over every direction between the "
+             "row's modalities (so rows with different modalities are compared on the shared pair below); gap, "
+             "alignment: mean over modality pairs; uniformity: mean over modalities, and over their union "
+             "(**best**, <u>second</u>):")
+    return [intro, ""] + _table(records, labels, MAIN_COLUMNS) + [""]
+
+
+def _direction_table(records: list[Record], labels: list[str]) -> list[str]:
+    """Rows (objective, direction) of the objectives that embed both modalities of the direction."""
+    directions = sorted({d for r in records for d in _retrieval(r).get("directions", {})})
+    body = []
+    for direction in directions:
+        embeds = [(r, label) for r, label in zip(records, labels)
+                  if direction in _retrieval(r).get("directions", {}) or not _ok(r)]
+        columns = [_Column("R@1", _direction_metric(direction, "R@1"), percent=True, better="high"),
+                   _Column("R@5", _direction_metric(direction, "R@5"), percent=True, better="high"),
+                   _Column("R@10", _direction_metric(direction, "R@10"), percent=True, better="high"),
+                   _Column("median rank", _direction_metric(direction, "median_rank"), digits=1, better="low")]
+        body += _body([r for r, _ in embeds], [f"{direction} · {label}" for _, label in embeds], columns)
+    if not body:
+        return []
+    intro = "Per direction (query modality -> gallery modality), no missing modalities (best and second per direction):"
+    return [intro, ""] + _markdown_table(["direction · objective", "R@1", "R@5", "R@10", "median rank"], body) + [""]
+
+
+def _shared_pair_by_rate(records: list[Record], labels: list[str], pair: tuple[str, str]) -> list[str]:
+    rates = sorted({r["spec"]["missing_rate"] for r in records})
+    if len(rates) < 2:
+        return []
+    columns = [_Column(f"rate {rate:g}", lambda r: _pair_r1(r, pair), percent=True, better="high",
+                       applies=lambda r, rate=rate: r["spec"]["missing_rate"] == rate) for rate in rates]
+    intro = (f"R@1 on the shared pair {pair[0]} <-> {pair[1]} (both directions averaged) by the rate of missing "
+             "modalities in training (validation and test retrieval always on complete data):")
+    return [intro, ""] + _table(records, labels, columns) + [""]
+
+
+def _paired(records: list[Record], labels: list[str], a: str, b: str, value) -> list[float]:
+    """value(row a) - value(row b) on cells with the same (seed, missing rate), i.e. the same masks."""
+    by_cell: dict[str, dict[tuple, float]] = defaultdict(dict)
+    for r, label in zip(records, labels):
+        if _ok(r) and label in (a, b) and (v := value(r)) is not None:
+            by_cell[label][(r["spec"]["seed"], r["spec"]["missing_rate"])] = v
+    shared = sorted(set(by_cell[a]) & set(by_cell[b]))
+    return [by_cell[a][k] - by_cell[b][k] for k in shared]
+
+
+def _significance_table(records: list[Record], labels: list[str], pair: tuple[str, str], reference: str) -> list[str]:
+    present = sorted({label for r, label in zip(records, labels) if _ok(r) and _pair_r1(r, pair) is not None})
+    if reference not in present or len(present) < 2:
+        return []
+    others = [label for label in present if label != reference]
+    diffs = [_paired(records, labels, label, reference, lambda r: _pair_r1(r, pair)) for label in others]
+    adjusted = holm([paired_t_pvalue(d) for d in diffs])
+    body = []
+    for label, d, p in zip(others, diffs, adjusted):
+        if not d:
+            body.append([label, "", "", "no matched cells"])
+            continue
+        mark = " *" if p < ALPHA else ""
+        verdict = "n/a" if math.isnan(p) else ("differs" if p < ALPHA else "no significant difference")
+        body.append([label, f"{100 * statistics.fmean(d):+.2f} (n={len(d)})",
+                     "n/a" if math.isnan(p) else f"{p:.3g}{mark}", verdict])
+    intro = (f"Paired t-tests against `{reference}` on R@1 of the shared pair {pair[0]} <-> {pair[1]}, matched cells "
+             f"(same seed and missing rate, hence the same masks), all rates pooled, Holm-corrected; * = p < {ALPHA}:")
+    header = ["objective", f"Δ R@1 vs {reference} (pp)", "p (Holm)", "verdict"]
+    return [intro, ""] + _markdown_table(header, body) + [""]
+
+
+def _family_key(r: Mapping[str, Any]) -> str:
+    hparams = {k: v for k, v in r["spec"]["hparams"].items() if k != "modalities"}
+    return canonical_json(hparams)
+
+
+def _modality_families(records: list[Record], labels: list[str]) -> list[tuple[str, str]]:
+    """(fewer, more) row labels whose hyperparameters differ only in the number of modalities used."""
+    counts: dict[str, dict[str, set[int]]] = defaultdict(lambda: defaultdict(set))
+    for r, label in zip(records, labels):
+        if _ok(r) and _num_modalities(r) is not None:
+            counts[_family_key(r)][label].add(_num_modalities(r))
+    pairs = []
+    for members in counts.values():
+        single = {label: next(iter(ks)) for label, ks in members.items() if len(ks) == 1}
+        by_count = sorted(single.items(), key=lambda kv: (kv[1], kv[0]))
+        for (few, k_few), (many, k_many) in zip(by_count, by_count[1:]):
+            if k_few < k_many:
+                pairs.append((few, many))
+    return sorted(pairs)
+
+
+def _modalities_table(records: list[Record], labels: list[str], pair: tuple[str, str]) -> list[str]:
+    families = _modality_families(records, labels)
+    if not families:
+        return []
+    counts = {label: _num_modalities(r) for r, label in zip(records, labels) if _ok(r) and _num_modalities(r)}
+    body = []
+    for rate in sorted({r["spec"]["missing_rate"] for r in records}):
+        at_rate = [(r, label) for r, label in zip(records, labels) if r["spec"]["missing_rate"] == rate]
+        recs, labs = [r for r, _ in at_rate], [label for _, label in at_rate]
+        for few, many in families:
+            row = [f"{few} ({counts[few]}) → {many} ({counts[many]})", f"{rate:g}"]
+            for value, scale in ((lambda r: _pair_r1(r, pair), 100.0), (lambda r: _pair_gap(r, pair), 1.0)):
+                row += _before_after(recs, labs, few, many, value, scale)
+            if any(row[2:]):
+                body.append(row)
+    if not body:
+        return []
+    intro = (f"2 vs 3 modalities: the same objective trained on the first two modalities and on more, measured on "
+             f"the shared pair {pair[0]} <-> {pair[1]} (R@1 in %, both directions averaged; gap = distance between "
+             f"the two modality centroids). Δ = more minus fewer modalities, paired by seed; p: paired t-test, "
+             f"uncorrected:")
+    header = ["objective (modalities)", "missing rate", "R@1 fewer", "R@1 more", "Δ R@1 (pp)", "p",
+              "gap fewer", "gap more", "Δ gap", "p"]
+    return [intro, ""] + _markdown_table(header, body) + [""]
+
+
+def _before_after(records, labels, few: str, many: str, value, scale: float) -> list[str]:
+    digits = 2 if scale == 100.0 else 3
+
+    def stat(label: str) -> str:
+        values = [v for r, lab in zip(records, labels) if lab == label and _ok(r) and (v := value(r)) is not None]
+        if not values:
+            return ""
+        mean, std, n = summarize(values)
+        return f"{scale * mean:.{digits}f} ± {scale * std:.{digits}f} (n={n})"
+
+    diffs = _paired(records, labels, many, few, value)
+    if not diffs:
+        return [stat(few), stat(many), "", ""]
+    p = paired_t_pvalue(diffs)
+    return [stat(few), stat(many), f"{scale * statistics.fmean(diffs):+.{digits}f} (n={len(diffs)})",
+            "n/a" if math.isnan(p) else f"{p:.3g}{' *' if p < ALPHA else ''}"]
+
+
+def _section(setting: tuple, records: list[Record], reference: str) -> list[str]:
+    values = dict(zip(_SETTING_FIELDS + ("tuning",), setting))
+    masked = ("missing modalities remove sides of training pairs: a pair trains only when both sides are present"
+              if values["missing_on"] == "all" else "no missing modalities in training (masks on validation and "
+              "test only)")
+    lines = [
+        f"## {values['dataset']} · retrieval",
+        "",
+        f"Protocol v{values['protocol']} · dataset version {values['dataset_version']} · {values['tuning']} · "
+        f"{values['epochs']} epochs · batch {values['batch_size']} · {values['precision']} · {masked}; validation "
+        f"and test retrieval is measured on the **complete** splits · epoch selected on validation mean R@1 · instance "
+        f"retrieval (the match of a query is the same sample in the other modality); ranks count ties against "
+        f"the query · R@K in %, mean ± std over seeds.",
+        "",
+    ]
+    labels = _row_labels(records)
+    complete = [i for i, r in enumerate(records) if r["spec"]["missing_rate"] == 0]
+    if complete:
+        sub, sub_labels = [records[i] for i in complete], [labels[i] for i in complete]
+        lines += _main_table(sub, sub_labels)
+        lines += _direction_table(sub, sub_labels)
+    pair = _shared_pair(records)
+    if pair is not None:
+        lines += _shared_pair_by_rate(records, labels, pair)
+        lines += _significance_table(records, labels, pair, reference)
+        lines += _modalities_table(records, labels, pair)
+    return lines
+
+
+def retrieval_sections(records: Iterable[Mapping[str, Any]], *, reference: str = REFERENCE) -> list[str]:
+    """Markdown lines: one section per setting of the given (retrieval) records; nothing for none."""
+    groups: dict[tuple, list[Record]] = defaultdict(list)
+    for r in records:
+        groups[setting_key(r["spec"])].append(dict(r))
+    lines: list[str] = []
+    for setting in sorted(groups, key=lambda s: tuple(str(v) for v in s)):
+        ordered = sorted(groups[setting], key=lambda r: (r["spec"]["method"], r["spec"]["seed"],
+                                                          r["spec"]["missing_rate"], r["key"]))
+        lines += _section(setting, ordered, reference)
+    return lines
