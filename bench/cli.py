@@ -119,6 +119,9 @@ def cmd_validate(args: argparse.Namespace) -> int:
     plan = _plan(args)
     axes = {k: sorted({getattr(s, k) for s in plan.specs}) for k in ("method", "dataset", "seed", "missing_rate")}
     print(f"ok: {len(plan.specs)} cells = " + " x ".join(f"{len(v)} {k}s" for k, v in axes.items()))
+    if plan.not_applicable:  # the methods' applicable hooks declined these pairs (the notes above say why)
+        pairs = ", ".join(f"{m} on {d}" for m, d in plan.not_applicable)
+        print(f"not applicable, no cells (see the notes): {pairs}")
     return 0
 
 

@@ -12,15 +12,20 @@ import fnmatch
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from bench.cells import CellOutcome, process_cell
 from bench.errors import UsageError
 from bench.hparams import resolve_hparams
 from bench.masks import max_missing_rate
+from bench.protocol import DataDescription, SplitData
 from bench.registry import DATASETS, METHODS, default_method
 from bench.spec import CellSpec
 
-__all__ = ["GridOutcome", "GridPlan", "GridRequest", "expand", "parse_overrides", "run_grid"]
+__all__ = [
+    "GridOutcome", "GridPlan", "GridRequest", "dataset_description", "expand", "not_applicable_reason",
+    "parse_overrides", "run_grid",
+]
 
 
 @dataclass(frozen=True)
@@ -46,6 +51,8 @@ class GridPlan:
     specs: list[CellSpec]
     skipped_datasets: dict[str, str] = field(default_factory=dict)
     warnings: list[str] = field(default_factory=list)
+    #: (method, dataset) -> why the method's ``applicable`` hook declined the dataset; no cells were made.
+    not_applicable: dict[tuple[str, str], str] = field(default_factory=dict)
 
 
 def parse_overrides(items: Sequence[str]) -> list[tuple[str, str, str]]:
@@ -100,6 +107,33 @@ def _datasets_available(names: list[str], request: GridRequest, explicit: bool, 
     return usable
 
 
+def dataset_description(name: str, data_root: Path | None) -> DataDescription:
+    """What ``Method.build`` will be told about a dataset's cells (the training split after a validation
+    split is carved), from the data loaded once per process."""
+    from bench.data import carve_validation, load_dataset
+
+    loaded = load_dataset(name, data_root)
+    num_train = len(loaded.train)
+    if loaded.val is None:  # count the carved training rows from the labels alone, copying no inputs
+        num_train = len(carve_validation(SplitData({}, loaded.train.labels))[0])
+    return DataDescription(loaded.modalities, DATASETS.get(name).info.num_classes, num_train)
+
+
+def not_applicable_reason(method: Any, dataset: str, data_root: Path | None) -> str | None:
+    """The method config's ``applicable(description)`` verdict on a dataset: None when it runs there (or has
+    no such hook), else its one-line reason. The data are loaded only for methods with the hook."""
+    applicable = getattr(method, "applicable", None)
+    if applicable is None:
+        return None
+    try:
+        description = dataset_description(dataset, data_root)
+    except UsageError:
+        raise
+    except Exception:  # noqa: BLE001 - a dataset that fails to load fails its cells, with the reason recorded
+        return None
+    return applicable(description)
+
+
 def expand(request: GridRequest) -> GridPlan:
     """All cell specs of the request; raises one UsageError listing every problem found."""
     errors: list[str] = []
@@ -142,6 +176,11 @@ def expand(request: GridRequest) -> GridPlan:
                 )
         for m in methods:
             hparams, source = resolved[(m, d)]
+            reason = not_applicable_reason(resolve_hparams(default_method(m), hparams), d, request.data_root)
+            if reason is not None:
+                plan.not_applicable[(m, d)] = reason
+                plan.warnings.append(f"{m} does not apply to {d}, its cells are skipped: {reason}")
+                continue
             for seed in request.seeds:
                 for rate in request.missing_rates:
                     plan.specs.append(

@@ -121,6 +121,7 @@ class _Cell:
     def __init__(self) -> None:
         self.values: list[float] = []
         self.failed = 0
+        self.not_applicable = False  # e.g. per-modality accuracy of a head that cannot be split: "n/a"
 
     @property
     def mean(self) -> float:
@@ -129,7 +130,7 @@ class _Cell:
 
 def _fmt(cell: _Cell, rank: int | None) -> str:
     if not cell.values:
-        return f"failed ({cell.failed})" if cell.failed else ""
+        return f"failed ({cell.failed})" if cell.failed else "n/a" if cell.not_applicable else ""
     mean, std, n = summarize(cell.values)
     text = f"{100 * mean:.2f} ± {100 * std:.2f} (n={n})"
     text = f"**{text}**" if rank == 1 else f"<u>{text}</u>" if rank == 2 else text
@@ -187,6 +188,8 @@ def _main_table(records, labels, modalities) -> list[str]:
         for m in modalities:
             if not _ok(r) or m in per_mod:
                 _add(rows, label, m, r, per_mod.get(m))
+            elif _metric(r, "per_modality_accuracy") is None:  # a model that cannot be split per modality
+                rows[label].setdefault(m, _Cell()).not_applicable = True
         _add(rows, label, "multimodal", r, _metric(r, "accuracy"))
         _add(rows, label, "macro-F1", r, _metric(r, "macro_f1"))
     header = ["method"] + [f"{m} (in joint model)" for m in modalities] + ["multimodal acc", "macro-F1"]

@@ -15,6 +15,7 @@ from bench.protocol import DataDescription, ModalitySpec
 
 __all__ = [
     "ENCODER_FACTORIES",
+    "SEQUENCE_LENGTHS",
     "ConcatHead",
     "ConvEncoder",
     "FusionWithUnimodalHeads",
@@ -25,6 +26,7 @@ __all__ = [
     "build_encoders",
     "encode",
     "kind_argument",
+    "sequence_length",
 ]
 
 
@@ -82,6 +84,19 @@ class ConvEncoder(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.net(x if x.dim() == 4 else x.unsqueeze(1))
 
+    def sequence(self, x: torch.Tensor) -> torch.Tensor:
+        """The feature map before global pooling as a sequence of positions, (B, H' * W', ``out_dim``),
+        row-major over (H', W'); ``forward`` is its maximum over positions. Cross-attention heads attend
+        over these positions (time-frequency cells of a spectrogram, regions of an image)."""
+        maps = self.net[:-2](x if x.dim() == 4 else x.unsqueeze(1))  # without AdaptiveMaxPool2d and Flatten
+        return maps.flatten(2).transpose(1, 2)
+
+    @staticmethod
+    def positions(height: int, width: int, *, channels: tuple[int, ...] = (16, 32, 64)) -> int:
+        """Length of :meth:`sequence` for an input of this height and width (a 2x2 max-pool per block but the last)."""
+        pools = len(channels) - 1
+        return (height >> pools) * (width >> pools)
+
 
 def _cnn_for(spec: ModalitySpec) -> nn.Module:
     if len(spec.shape) not in (2, 3):
@@ -95,6 +110,24 @@ ENCODER_FACTORIES: dict[str, Callable[[ModalitySpec], nn.Module]] = {
     "spectrogram": _cnn_for,
     "image": _cnn_for,
 }
+
+
+def _conv_positions(spec: ModalitySpec) -> int:
+    return ConvEncoder.positions(*spec.shape[-2:])
+
+
+#: kind -> how many positions its encoder's ``sequence(x)`` gives, (B, T, out_dim), for a modality. Kinds
+#: absent here have encoders that give only a pooled vector (``vector``: an MLP has no positions).
+SEQUENCE_LENGTHS: dict[str, Callable[[ModalitySpec], int]] = {
+    "spectrogram": _conv_positions,
+    "image": _conv_positions,
+}
+
+
+def sequence_length(spec: ModalitySpec) -> int | None:
+    """Positions of the sequence this modality's encoder gives, or None when it gives only a vector."""
+    length = SEQUENCE_LENGTHS.get(spec.kind.split(":", 1)[0])
+    return None if length is None else length(spec)
 
 
 def build_encoders(description: DataDescription) -> nn.ModuleDict:

@@ -9,12 +9,16 @@ Usage in a plugin's tests::
     def test_my_method(check):
         check("my_method")
 
-Each check raises ``AssertionError`` with a message naming the method and what broke.
+Each check raises ``AssertionError`` with a message naming the method and what broke. The checks that train
+run on the tiny datasets (vectors and small images, two and three modalities) that the method's optional
+``applicable(description)`` hook accepts; where it accepts none of a check's datasets, the check raises
+``unittest.SkipTest`` with the method's reasons, which pytest reports as a skip.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import unittest
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -34,6 +38,7 @@ __all__ = [
     "DATASET_CHECKS",
     "METHOD_CHECKS",
     "TINY_DATASETS",
+    "applicable_tiny_datasets",
     "check_dataset",
     "check_method",
     "tiny_spec",
@@ -46,6 +51,8 @@ class _TinyDataset:
 
     info: DatasetInfo
     sizes: tuple[int, int, int] = (96, 40, 50)
+    shape: tuple[int, ...] = (8,)  # (1, 8, 8) with kind "image": conv encoders, whose sequences have 2x2 positions
+    kind: str = "vector"
 
     def available(self, data_root: Path | None) -> tuple[bool, str]:
         return True, ""
@@ -53,15 +60,19 @@ class _TinyDataset:
     def load(self, data_root: Path | None) -> LoadedData:
         rng = np.random.default_rng(7)
         n, c = sum(self.sizes), self.info.num_classes
+        width = int(np.prod(self.shape))
         labels = rng.integers(0, c, size=n)
         inputs = {
-            name: torch.from_numpy((2 * rng.standard_normal((c, 8))[labels] + rng.standard_normal((n, 8))).astype(np.float32))
+            name: torch.from_numpy(
+                (2 * rng.standard_normal((c, width))[labels] + rng.standard_normal((n, width))).astype(np.float32)
+            ).reshape(n, *self.shape)
             for name in self.info.modalities
         }
         bounds = np.cumsum((0,) + self.sizes)
         y = torch.from_numpy(labels)
         splits = [SplitData({k: v[a:b] for k, v in inputs.items()}, y[a:b]) for a, b in zip(bounds[:-1], bounds[1:])]
-        return LoadedData(tuple(ModalitySpec(m, (8,)) for m in self.info.modalities), splits[0], splits[2], splits[1])
+        specs = tuple(ModalitySpec(m, self.shape, self.kind) for m in self.info.modalities)
+        return LoadedData(specs, splits[0], splits[2], splits[1])
 
 
 def _tiny_info(name: str, modalities: tuple[str, ...]) -> DatasetInfo:
@@ -75,7 +86,13 @@ def _tiny_info(name: str, modalities: tuple[str, ...]) -> DatasetInfo:
 TINY_DATASETS = {
     "_tiny_2m": _TinyDataset(_tiny_info("_tiny_2m", ("a", "b"))),
     "_tiny_3m": _TinyDataset(_tiny_info("_tiny_3m", ("a", "b", "c"))),
+    # Media-like modalities (conv encoders with sequences), so that methods such as cross-attention fusion,
+    # which do not apply to vectors, are exercised too.
+    "_tiny_2m_seq": _TinyDataset(_tiny_info("_tiny_2m_seq", ("a", "b")), shape=(1, 8, 8), kind="image"),
+    "_tiny_3m_seq": _TinyDataset(_tiny_info("_tiny_3m_seq", ("a", "b", "c")), shape=(1, 8, 8), kind="image"),
 }
+_TWO_MODALITIES = ("_tiny_2m", "_tiny_2m_seq")
+_THREE_MODALITIES = ("_tiny_3m", "_tiny_3m_seq")
 
 
 def _ensure_tiny_registered() -> None:
@@ -93,12 +110,33 @@ def tiny_spec(method: str, *, dataset: str = "_tiny_2m", seed: int = 0, missing_
                     seed=seed, missing_rate=missing_rate, epochs=epochs, batch_size=16)
 
 
+def applicable_tiny_datasets(name: str, datasets: tuple[str, ...]) -> list[str]:
+    """Those of ``datasets`` that method ``name`` (with its defaults) declares itself applicable to; raises
+    ``unittest.SkipTest`` (a skip under pytest) with the method's reasons when there is none."""
+    from bench.grid import not_applicable_reason
+
+    _ensure_tiny_registered()
+    method = default_method(name)
+    reasons = {d: not_applicable_reason(method, d, None) for d in datasets}
+    usable = [d for d, reason in reasons.items() if reason is None]
+    if not usable:
+        raise unittest.SkipTest(f"{name} does not apply to " + "; ".join(f"{d}: {r}" for d, r in reasons.items()))
+    return usable
+
+
 # --------------------------------------------------------------------------------------------------
 # Method checks
 
 
-def check_one_step_gives_finite_loss_and_gradients(name: str, dataset: str = "_tiny_2m") -> None:
-    """One training batch: every yielded loss is finite and every trainable parameter gets a gradient."""
+def check_one_step_gives_finite_loss_and_gradients(name: str, dataset: str | None = None) -> None:
+    """One training batch: every yielded loss is finite and every trainable parameter gets a gradient.
+
+    On ``dataset``, or else on every two-modality tiny dataset the method applies to (vectors, images)."""
+    for usable in applicable_tiny_datasets(name, (dataset,) if dataset else _TWO_MODALITIES):
+        _check_one_step(name, usable)
+
+
+def _check_one_step(name: str, dataset: str) -> None:
     spec = tiny_spec(name, dataset=dataset)
     method = build_method(spec)
     data = cell_data(spec, data_root=None, zero_fill=type(method).zero_fill_missing, device=torch.device("cpu"))
@@ -124,7 +162,8 @@ def check_one_step_gives_finite_loss_and_gradients(name: str, dataset: str = "_t
 
 
 def check_three_modalities(name: str) -> None:
-    check_one_step_gives_finite_loss_and_gradients(name, dataset="_tiny_3m")
+    for usable in applicable_tiny_datasets(name, _THREE_MODALITIES):
+        _check_one_step(name, usable)
 
 
 def _check_classification_prediction(name: str, pred: Any, rows: int, num_classes: int) -> None:
@@ -152,7 +191,7 @@ def check_prediction_fits_task(name: str) -> None:
     """``predict`` on a whole batch gives what the method's task needs: finite (B, C) logits (fused and
     per modality) for classification; finite, L2-normalised (B, d) embeddings of two or more modalities for
     retrieval."""
-    spec = tiny_spec(name, dataset="_tiny_2m")
+    spec = tiny_spec(name, dataset=applicable_tiny_datasets(name, _TWO_MODALITIES)[0])
     method = build_method(spec)
     task_of(method)  # an unknown task kind fails here, with its one-line error
     kind = getattr(type(method), "task", "classification")
@@ -167,13 +206,13 @@ def check_prediction_fits_task(name: str) -> None:
 
 
 def check_same_seed_same_record(name: str) -> None:
-    spec = tiny_spec(name, missing_rate=0.3)
+    spec = tiny_spec(name, dataset=applicable_tiny_datasets(name, _TWO_MODALITIES)[0], missing_rate=0.3)
     first, second = run_cell(spec), run_cell(spec)
     assert first["metrics"] == second["metrics"], f"{name}: same seed gave {first['metrics']} then {second['metrics']}"
 
 
 def check_high_missing_rate_runs(name: str) -> None:
-    for dataset in TINY_DATASETS:
+    for dataset in applicable_tiny_datasets(name, tuple(TINY_DATASETS)):
         result = run_cell(tiny_spec(name, dataset=dataset, missing_rate=0.9, epochs=1))
         score_name, score = headline(result["metrics"])  # accuracy, or mean Recall@1 for retrieval methods
         assert 0.0 <= score <= 1.0, f"{name}: {score_name} {score}"
