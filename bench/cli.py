@@ -7,6 +7,7 @@ Exit codes: 0 success, 1 some cells failed (their records say why), 2 bad input 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import sys
 from collections.abc import Sequence
@@ -189,30 +190,37 @@ def _progress_bar(total: int):
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from bench.grid import run_grid
-    from bench.leaderboard import leaderboard
-    from bench.store import iter_records
+    from bench.workers import start_workers
 
+    if args.threads < 1 or args.jobs < 1:
+        raise UsageError(f"--threads and --jobs must be >= 1, got --threads {args.threads} --jobs {args.jobs}")
     if args.tune is not None:
         _plan(args, tuned=False)  # report bad input before spending time on tuning
         _tune(args, trials=args.tune)
-    plan = _plan(args)
-    if args.threads < 1 or args.jobs < 1:
-        raise UsageError(f"--threads and --jobs must be >= 1, got --threads {args.threads} --jobs {args.jobs}")
-    import torch
+    parallel = args.jobs > 1 and args.executor == "local"
+    # Workers start importing torch now, while this process plans the grid (which imports it too).
+    with start_workers(args.jobs, args.threads) if parallel else contextlib.nullcontext() as pool:
+        plan = _plan(args)
+        import torch
 
-    torch.set_num_threads(args.threads)
-    results = Path(args.results)
-    bar, update = _progress_bar(len(plan.specs))
-    try:
-        outcome = run_grid(plan.specs, results, data_root=_data_root(args.data_root), overwrite=args.overwrite,
-                           device=args.device, jobs=args.jobs, threads=args.threads, progress=update,
-                           executor=args.executor, ray_address=args.ray_address)
-    except KeyboardInterrupt:
+        from bench.grid import run_grid
+        from bench.leaderboard import leaderboard
+        from bench.store import iter_records
+
+        torch.set_num_threads(args.threads)
+        results = Path(args.results)
+        bar, update = _progress_bar(len(plan.specs))
+        try:
+            outcome = run_grid(plan.specs, results, data_root=_data_root(args.data_root), overwrite=args.overwrite,
+                               device=args.device, jobs=args.jobs, threads=args.threads, progress=update,
+                               executor=args.executor, ray_address=args.ray_address, pool=pool)
+        except KeyboardInterrupt:
+            bar.close()
+            if pool is not None:
+                pool.shutdown(wait=False, cancel_futures=True)
+            print("\ninterrupted: finished cells are saved; run the same command again to resume", file=sys.stderr)
+            return 130
         bar.close()
-        print("\ninterrupted: finished cells are saved; run the same command again to resume", file=sys.stderr)
-        return 130
-    bar.close()
     for problem in outcome.recomputed:
         print(f"warning: {problem}", file=sys.stderr)
     _write_tables(results)

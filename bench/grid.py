@@ -7,6 +7,7 @@ failed cell.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import fnmatch
 from collections.abc import Callable, Sequence
@@ -21,6 +22,7 @@ from bench.masks import max_missing_rate
 from bench.protocol import DataDescription, SplitData
 from bench.registry import DATASETS, METHODS, default_method
 from bench.spec import CellSpec
+from bench.workers import start_workers
 
 __all__ = [
     "GridOutcome", "GridPlan", "GridRequest", "dataset_description", "expand", "not_applicable_reason",
@@ -217,12 +219,6 @@ class GridOutcome:
             self.recomputed.append(cell.problem)
 
 
-def _worker_init(threads: int) -> None:
-    import torch
-
-    torch.set_num_threads(threads)
-
-
 def run_grid(
     specs: Sequence[CellSpec],
     results_dir: Path,
@@ -235,10 +231,12 @@ def run_grid(
     progress: Callable[[CellSpec, str], None] | None = None,
     executor: str = "local",
     ray_address: str | None = None,
+    pool: Any = None,
 ) -> GridOutcome:
     """Run every spec without a valid record (all of them with ``overwrite``).
 
-    ``jobs > 1`` runs cells in that many worker processes (``threads`` torch threads each). Every cell is
+    ``jobs > 1`` runs cells in that many worker processes (``threads`` torch threads each; ``pool``: workers
+    already started by :func:`start_workers`, which the caller shuts down). Every cell is
     seeded on its own, so the records are the same as a sequential run's. ``executor="ray"`` runs each
     cell as a Ray task instead (see ``bench.executors``; ``ray_address`` None starts a local instance).
     """
@@ -261,18 +259,15 @@ def run_grid(
         for spec in specs:
             done(spec, process_cell(spec, results_dir, **options))
         return outcome
-    import multiprocessing
-    from concurrent.futures import ProcessPoolExecutor, as_completed
+    from concurrent.futures import as_completed
 
-    # spawn, not fork: a forked child of a process that has used OpenMP threads can hang.
-    context = multiprocessing.get_context("spawn")
-    with ProcessPoolExecutor(jobs, mp_context=context, initializer=_worker_init, initargs=(threads,)) as pool:
-        futures = {pool.submit(process_cell, spec, results_dir, **options): spec for spec in specs}
+    with contextlib.nullcontext(pool) if pool is not None else start_workers(jobs, threads) as workers:
+        futures = {workers.submit(process_cell, spec, results_dir, **options): spec for spec in specs}
         try:
             for future in as_completed(futures):
                 done(futures[future], future.result())
         except BaseException:
-            pool.shutdown(wait=False, cancel_futures=True)
+            workers.shutdown(wait=False, cancel_futures=True)
             raise
     return outcome
 

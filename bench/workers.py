@@ -13,6 +13,9 @@ def _worker_init(threads: int) -> None:
     import bench.cells  # noqa: F401  (torch, the loop and the store, imported once per worker, up front)
 
     torch.set_num_threads(threads)
+    # The first optimizer of a process imports torch._dynamo (about 2.5 s, measured with cProfile on the
+    # default grid); pay it here, while the caller is still planning, rather than in the first cell.
+    torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=0.1)
 
 
 def _ready() -> None:
