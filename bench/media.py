@@ -44,8 +44,9 @@ from bench.store import atomic_write_text
 __all__ = [
     "MissingStream",
     "ScratchArrays",
-    "decode_audio",
     "cache_state",
+    "clip_fbank",
+    "decode_audio",
     "describe_bad_file",
     "frames_per_second",
     "kaldi_fbank",
@@ -55,7 +56,6 @@ __all__ = [
     "mapped_tensors",
     "pad_or_cut",
     "pick_frames",
-    "clip_fbank",
     "read_wav",
     "resample",
     "rgb_frame",
@@ -113,7 +113,9 @@ def read_wav(path: Path, *, fix: str) -> tuple[np.ndarray, int]:
             data = handle.readframes(frames)
     except (wave.Error, EOFError, OSError, ValueError) as exc:
         raise UsageError(f"cannot read {path} ({describe_bad_file(path, exc)}); {fix}") from None
-    if frames == 0 or len(data) != width * channels * frames:
+    if frames == 0:
+        raise UsageError(f"{path} holds no samples; {fix}")
+    if len(data) != width * channels * frames:
         got = len(data) // max(1, width * channels)
         raise UsageError(f"{path} is truncated ({got} of {frames} samples); {fix}")
     if width == 1:

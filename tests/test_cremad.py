@@ -108,8 +108,8 @@ def test_registered_defaults_have_the_official_shapes(tiny):
 
 
 def test_protocols_keep_their_own_splits_and_class_orders(tiny):
-    ogm = cremad.CREMAD.prepare(tiny.root)
-    mla = cremad.CREMAD_MLA.prepare(tiny.root)
+    ogm = small(cremad.CREMAD).prepare(tiny.root)
+    mla = small(cremad.CREMAD_MLA).prepare(tiny.root)
     ogm_manifest, mla_manifest = (json.loads((d / "manifest.json").read_text()) for d in (ogm, mla))
     assert ogm_manifest["clips"] == {"train": tiny.train, "test": tiny.test}
     assert mla_manifest["clips"] == {"train": tiny.mla_train, "test": tiny.mla_test}
@@ -142,7 +142,7 @@ def test_ogm_ge_spectrogram_is_the_librosa_formula(tiny):
     from scipy.io import wavfile
     from scipy.signal import resample_poly
 
-    data = cremad.CREMAD.load(tiny.root)
+    data = small(cremad.CREMAD).load(tiny.root)  # the frame size does not touch the audio
     clip = tiny.train[3]
     rate, pcm = wavfile.read(tiny.wav(clip))
     x = resample_poly(pcm / 32768.0, 441, 320)  # 16 kHz -> 22.05 kHz
@@ -262,6 +262,18 @@ def test_interrupted_preparation_leaves_no_cache(tiny, monkeypatch, where):
     monkeypatch.setenv("BENCH_CACHE", str(tiny.root.parent / "cache"))
     variant.load(tiny.root)
     assert variant.status(tiny.root)[0] == "prepared"
+
+
+def test_scratch_left_by_a_killed_preparation_is_removed(tiny):
+    import socket
+
+    variant = small(cremad.CREMAD)
+    final = variant.cache_path(tiny.root)
+    left = final.parent / f".{final.name}.tmp-{socket.gethostname()}-999999999-scratch-x"  # no such pid
+    left.mkdir(parents=True)
+    (left / "train_visual.npy").write_bytes(b"half")
+    variant.prepare(tiny.root)
+    assert sorted(p.name for p in final.parent.iterdir()) == ["sha256-memo.json", final.name]
 
 
 # --------------------------------------------------------------------------------------------------
