@@ -449,7 +449,7 @@ def leaderboard(records: Iterable[Mapping[str, Any]], *, baseline: str = "late_f
                                                                  r["spec"]["missing_rate"], r["key"]))
         lines += _noise_section(setting, kind, ordered)
     lines += _average_rank(sections)
-    lines += _retrieval_sections([r for r in retrieval if noise_kind(r) == "none"])
+    lines += _retrieval_sections(retrieval)
     return "\n".join(lines).rstrip() + "\n"
 
 
@@ -534,7 +534,7 @@ def results_readme(records: Iterable[Mapping[str, Any]], *, baseline: str = "lat
                    plots: Sequence[tuple[str, str]] = ()) -> str:
     """The results page: who wins where and by how much, then links to the full tables and plots."""
     records = [dict(r) for r in records]
-    noisy = [r for r in records if noise_kind(r) != "none"]
+    noisy = [r for r in _split_by_task(records)[0] if noise_kind(r) != "none"]  # accuracy under noise
     records = [r for r in records if noise_kind(r) == "none"]
     groups: dict[tuple, list[dict[str, Any]]] = defaultdict(list)
     for r in records:

@@ -35,6 +35,7 @@ from bench.leaderboard import (
     _ok,
     _row_labels,
     holm,
+    noise_kind,
     paired_t_pvalue,
     setting_key,
     summarize,
@@ -353,11 +354,21 @@ def _section(setting: tuple, records: list[Record], reference: str) -> list[str]
 
 
 def retrieval_sections(records: Iterable[Mapping[str, Any]], *, reference: str = REFERENCE) -> list[str]:
-    """Markdown lines: one section per setting of the given (retrieval) records; nothing for none."""
+    """Markdown lines: one section per setting of the given (retrieval) records; nothing for none.
+
+    Cells scored under test-time noise (``--noise``) are left out, with a line saying how many: their
+    per-level retrieval metrics are in their records (``metrics.noise``) but have no table yet."""
     groups: dict[tuple, list[Record]] = defaultdict(list)
+    noisy = 0
     for r in records:
+        if noise_kind(r) != "none":
+            noisy += 1
+            continue
         groups[setting_key(r["spec"])].append(dict(r))
     lines: list[str] = []
+    if noisy:
+        lines += [f"Retrieval: {noisy} cell records scored under test-time noise (`--noise`) are not tabulated "
+                  "here; their records hold the retrieval metrics per noise level.", ""]
     for setting in sorted(groups, key=lambda s: tuple(str(v) for v in s)):
         ordered = sorted(groups[setting], key=lambda r: (r["spec"]["method"], r["spec"]["seed"],
                                                           r["spec"]["missing_rate"], r["key"]))

@@ -147,8 +147,9 @@ def headline(metrics: Mapping[str, Any]) -> tuple[str, float]:
     return task.headline_name, task.headline(metrics)
 
 
-def _noisy_test_scores(method: Any, model: torch.nn.Module, data: CellData, spec: CellSpec, autocast) -> dict:
-    """Scores of the selected model on the test split corrupted at each of the spec's noise levels."""
+def _noisy_test_scores(method: Any, model: torch.nn.Module, data: CellData, spec: CellSpec, autocast,
+                       task: Task) -> dict:
+    """The task's test metrics of the selected model on the test split corrupted at each noise level."""
     kinds = {m.name: m.kind for m in data.description.modalities}
     clean_train = {name: x[data.train.mask[:, i]] for i, (name, x) in enumerate(data.train.inputs.items())}
     stats = modality_stats(clean_train, kinds)
@@ -156,10 +157,9 @@ def _noisy_test_scores(method: Any, model: torch.nn.Module, data: CellData, spec
     for level in spec.noise_levels:
         inputs = corrupt(data.test.inputs, data.test.mask, kinds, stats, kind=spec.noise, level=level,
                          seed=spec.seed, split="test")
-        noisy = evaluate(method, model, MaskedSplit(inputs, data.test.labels, data.test.mask),
-                         data.description.num_classes, autocast)
-        scores[f"{level:g}"] = {"accuracy": noisy.accuracy, "macro_f1": noisy.macro_f1,
-                                "per_modality_accuracy": noisy.per_modality}
+        noisy = task.evaluate(method, model, MaskedSplit(inputs, data.test.labels, data.test.mask),
+                              data.description.num_classes, autocast)
+        scores[f"{level:g}"] = task.record_metrics(noisy)  # classification: accuracy, macro_f1, per modality
     return scores
 
 
@@ -314,7 +314,7 @@ def run_cell(
         raise CellFailure(f"test evaluation counted {test.count} samples, the split has {expected}")
     metrics = {**task.record_metrics(test), **selection, "num_test_samples": test.count}
     if spec.noise != "none":
-        metrics["noise"] = _noisy_test_scores(method, model, data, spec, autocast)
+        metrics["noise"] = _noisy_test_scores(method, model, data, spec, autocast, task)
     timings = {"train_seconds": round(train_seconds, 3), "test_seconds": round(time.perf_counter() - started, 3)}
     notes = {**data.notes, **task.notes, "device": str(dev), "threads": torch.get_num_threads()}
     return {"metrics": metrics, "timings": timings, "notes": notes}

@@ -229,3 +229,15 @@ def test_classification_tables_ignore_retrieval_records_and_retrieval_tables_fol
     assert "| align_pairwise | -13.00 (n=2) |" in retrieval_part
     readme = results_readme(RECORDS)  # accuracy summaries skip retrieval records without failing
     assert "`late_fusion`" in readme and "align_clip" in readme  # the regenerate command still lists them
+
+
+def test_retrieval_cells_under_test_time_noise_are_counted_not_tabulated_and_break_nothing():
+    from bench.leaderboard import leaderboard, results_readme
+
+    noisy = _retrieval_record("align_clip", 5, 0.5, 0.5, hparams=FAMILY)
+    noisy["spec"] = {**noisy["spec"], "noise": "gaussian", "noise_levels": [0.0, 10.0]}
+    noisy["metrics"]["noise"] = {"0": {"retrieval": noisy["metrics"]["retrieval"]}}
+    text = leaderboard(RECORDS + [noisy])
+    assert "Retrieval: 1 cell records scored under test-time noise" in text
+    assert "| align_clip | 2 | **35.00 ± 7.07 (n=2)** |" in text  # the noisy cell is not averaged in
+    assert "align_clip" in results_readme(RECORDS + [noisy])
