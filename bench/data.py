@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -17,12 +18,20 @@ from bench.protocol import Batch, DataDescription, LoadedData, SplitData
 from bench.registry import DATASETS
 from bench.spec import CellSpec
 
-__all__ = ["CellData", "batch_starts", "MaskedSplit", "carve_validation", "cell_data", "iterate_batches", "load_dataset"]
+__all__ = [
+    "CellData", "MaskedSplit", "batch_starts", "carve_validation", "cell_data", "iterate_batches", "load_dataset",
+    "validation_rows",
+]
 
 #: Fraction of train carved into a validation split when a dataset ships none, and the seed of that cut.
 #: Fixed (not the cell seed) so every seed and method selects on the same validation samples.
 VAL_FRACTION = 0.2
 VAL_SEED = 0
+
+#: Splits whose selected inputs take more bytes than this stay where the adapter put them (e.g. a
+#: memory-mapped cache) and are gathered, moved and masked batch by batch; smaller ones are masked and moved
+#: to the device once, up front (fastest for data that fit). ``BENCH_RESIDENT_BYTES`` changes it.
+RESIDENT_BYTES = int(os.environ.get("BENCH_RESIDENT_BYTES", 2 * 2**30))
 
 _cache: dict[tuple[str, str], LoadedData] = {}
 _cache_lock = threading.Lock()
@@ -41,32 +50,78 @@ def load_dataset(name: str, data_root: Path | None) -> LoadedData:
         return _cache[key]
 
 
-def carve_validation(train: SplitData, *, fraction: float = VAL_FRACTION, seed: int = VAL_SEED):
-    """Stratified cut of ``train``: ``fraction`` of every class (at least one sample) goes to validation."""
-    labels = train.labels.numpy()
+def validation_rows(labels: torch.Tensor, *, fraction: float = VAL_FRACTION, seed: int = VAL_SEED):
+    """(train rows, validation rows) of a stratified cut: ``fraction`` of every class (at least one sample)
+    goes to validation."""
+    labels_np = labels.numpy()
     rng = np.random.default_rng(seed)
     val_rows: list[np.ndarray] = []
-    for cls in np.unique(labels):
-        rows = np.flatnonzero(labels == cls)
+    for cls in np.unique(labels_np):
+        rows = np.flatnonzero(labels_np == cls)
         take = max(1, int(round(fraction * len(rows)))) if len(rows) > 1 else 0
         val_rows.append(rng.permutation(rows)[:take])
     val_idx = np.sort(np.concatenate(val_rows)) if val_rows else np.array([], dtype=np.int64)
-    keep = np.ones(len(labels), dtype=bool)
+    keep = np.ones(len(labels_np), dtype=bool)
     keep[val_idx] = False
-    train_idx = np.flatnonzero(keep)
-    return train.subset(torch.from_numpy(train_idx)), train.subset(torch.from_numpy(val_idx))
+    return torch.from_numpy(np.flatnonzero(keep)), torch.from_numpy(val_idx)
+
+
+def carve_validation(train: SplitData, *, fraction: float = VAL_FRACTION, seed: int = VAL_SEED):
+    """The stratified cut of :func:`validation_rows`, as two (copied) splits."""
+    train_idx, val_idx = validation_rows(train.labels, fraction=fraction, seed=seed)
+    return train.subset(train_idx), train.subset(val_idx)
 
 
 @dataclass(frozen=True)
 class MaskedSplit:
-    """A split with its missing-modality mask applied (zero-filled inputs unless the method opts out)."""
+    """A split with its missing-modality mask (zero-filled inputs unless the method opts out).
+
+    *Resident* (``rows`` is None): ``inputs`` are already masked and on the device, and batches are slices of
+    them. *Streamed* (large splits, see :data:`RESIDENT_BYTES`): ``inputs`` are the adapter's tensors left
+    where they are (typically a memory-mapped cache), ``rows`` says which of their rows form this split, and
+    each batch is gathered, moved to the device and masked on its own, so a split never has to fit in memory.
+    """
 
     inputs: dict[str, torch.Tensor]
     labels: torch.Tensor
     mask: torch.Tensor  # (N, M) bool, True = present
+    rows: torch.Tensor | None = None  # streamed: rows of ``inputs`` (CPU int64), else None
+    zero_fill: bool = True
 
     def __len__(self) -> int:
         return int(self.labels.shape[0])
+
+    def take(self, index: torch.Tensor) -> MaskedSplit:
+        """The samples at ``index`` (positions in this split, CPU int64), masks kept."""
+        on_device = index.to(self.labels.device)
+        if self.rows is None:
+            inputs = {name: x[on_device] for name, x in self.inputs.items()}
+            return MaskedSplit(inputs, self.labels[on_device], self.mask[on_device])
+        return MaskedSplit(self.inputs, self.labels[on_device], self.mask[on_device], self.rows[index], self.zero_fill)
+
+    def batch_inputs(self, index: torch.Tensor | slice) -> dict[str, torch.Tensor]:
+        """Inputs of the samples at ``index`` (a slice, or positions in this split on the labels' device)."""
+        if self.rows is None:
+            return {name: x[index] for name, x in self.inputs.items()}
+        source = self.rows[index if isinstance(index, slice) else index.cpu()]
+        device = self.labels.device
+        present = self.mask[index]
+        batch = {}
+        for m, (name, x) in enumerate(self.inputs.items()):
+            rows = x[source]
+            if device.type == "cuda":
+                rows = rows.pin_memory()
+            rows = rows.to(device, non_blocking=True)
+            if self.zero_fill and not bool(present[:, m].all()):
+                rows = rows * present[:, m].reshape(-1, *([1] * (rows.dim() - 1))).to(rows.dtype)
+            batch[name] = rows
+        return batch
+
+    def resident(self) -> MaskedSplit:
+        """This split with its inputs gathered, masked and on the device (a copy when streamed)."""
+        if self.rows is None:
+            return self
+        return MaskedSplit(self.batch_inputs(torch.arange(len(self), device=self.labels.device)), self.labels, self.mask)
 
 
 @dataclass(frozen=True)
@@ -78,37 +133,53 @@ class CellData:
     notes: dict[str, Any]
 
 
-def _mask_split(split: SplitData, spec: CellSpec, name: str, *, zero_fill: bool, device: torch.device):
+def _split_bytes(split: SplitData) -> int:
+    return sum(x.element_size() * x.nelement() for x in split.inputs.values())
+
+
+def _mask_split(split: SplitData, rows: torch.Tensor | None, spec: CellSpec, name: str, *, zero_fill: bool,
+                device: torch.device) -> tuple[MaskedSplit, float]:
+    """Mask the samples ``rows`` of ``split`` (all when None). Small splits are copied masked onto the device;
+    large ones are streamed batch by batch from where the adapter keeps them."""
+    n = len(split) if rows is None else len(rows)
     modalities = list(split.inputs)
     rate = spec.missing_rate if (spec.missing_on == "all" or name != "train") else 0.0
-    present = torch.from_numpy(missing_mask(len(split), len(modalities), rate, seed=spec.seed, split=name))
+    present = torch.from_numpy(missing_mask(n, len(modalities), rate, seed=spec.seed, split=name))
+    labels = split.labels if rows is None else split.labels[rows]
+    if _split_bytes(split) * n > RESIDENT_BYTES * max(len(split), 1):
+        rows = torch.arange(len(split)) if rows is None else rows
+        streamed = MaskedSplit(dict(split.inputs), labels.to(device), present.to(device), rows, zero_fill)
+        return streamed, realized_rate(present.numpy())
     inputs = {}
     for m, modality in enumerate(modalities):
-        x = split.inputs[modality]
+        x = split.inputs[modality] if rows is None else split.inputs[modality][rows]
         if zero_fill and not bool(present[:, m].all()):
             keep = present[:, m].reshape(-1, *([1] * (x.dim() - 1))).to(x.dtype)
             x = x * keep
         inputs[modality] = x.to(device)
-    return MaskedSplit(inputs, split.labels.to(device), present.to(device)), realized_rate(present.numpy())
+    return MaskedSplit(inputs, labels.to(device), present.to(device)), realized_rate(present.numpy())
 
 
 def cell_data(spec: CellSpec, *, data_root: Path | None, zero_fill: bool, device: torch.device) -> CellData:
     """The three masked splits of a cell, and notes for its record (carved validation, realized rates)."""
     loaded = load_dataset(spec.dataset, data_root)
     notes: dict[str, Any] = {}
-    train, val = loaded.train, loaded.val
-    if val is None:
-        train, val = carve_validation(train)
+    if loaded.val is None:  # rows of the shipped train split, so nothing is copied before masking
+        train_rows, val_rows = validation_rows(loaded.train.labels)
+        parts = {"train": (loaded.train, train_rows), "val": (loaded.train, val_rows)}
         notes["validation"] = f"carved from train: {VAL_FRACTION:g} stratified, seed {VAL_SEED}"
     else:
+        parts = {"train": (loaded.train, None), "val": (loaded.val, None)}
         notes["validation"] = "shipped with the dataset"
+    parts["test"] = (loaded.test, None)
     masked = {}
-    for name, split in (("train", train), ("val", val), ("test", loaded.test)):
+    for name, (split, rows) in parts.items():
         masked[name], notes[f"missing_fraction_{name}"] = _mask_split(
-            split, spec, name, zero_fill=zero_fill, device=device
+            split, rows, spec, name, zero_fill=zero_fill, device=device
         )
     notes["split_sizes"] = {name: len(s) for name, s in masked.items()}
-    description = DataDescription(loaded.modalities, DATASETS.get(spec.dataset).info.num_classes, len(train))
+    description = DataDescription(loaded.modalities, DATASETS.get(spec.dataset).info.num_classes,
+                                  len(masked["train"]))
     return CellData(description, masked["train"], masked["val"], masked["test"], notes)
 
 
@@ -122,7 +193,8 @@ def batch_starts(n: int, batch_size: int, *, training: bool) -> list[int]:
 def iterate_batches(
     split: MaskedSplit, batch_size: int, *, generator: torch.Generator | None = None
 ) -> Iterator[Batch]:
-    """Batches cut from resident tensors; every sample is used once (the last batch is kept).
+    """Batches of a split (slices of resident tensors, or gathered from streamed ones); every sample is used
+    once (the last batch is kept).
 
     Shuffled when a generator is given (training). A trailing training batch of one sample is merged
     into the previous batch, because BatchNorm cannot normalise a batch of one.
@@ -139,7 +211,7 @@ def iterate_batches(
             index = order[start:stop]
             rows = index.to(split.labels.device)
         yield Batch(
-            inputs={name: x[rows] for name, x in split.inputs.items()},
+            inputs=split.batch_inputs(rows),
             label=split.labels[rows],
             index=index.to(split.labels.device),
             mask=split.mask[rows],

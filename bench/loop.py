@@ -26,7 +26,7 @@ from bench.data import CellData, MaskedSplit, batch_starts, cell_data, iterate_b
 from bench.errors import CellFailure, UsageError
 from bench.hparams import resolve_hparams
 from bench.metrics import accuracy, macro_f1
-from bench.noise import corrupt, modality_stats
+from bench.noise import STATS_SAMPLES, corrupt, modality_stats
 from bench.protocol import EpochContext, LossOut, Prediction, StepContext
 from bench.registry import default_method
 from bench.spec import CellSpec
@@ -151,13 +151,15 @@ def _noisy_test_scores(method: Any, model: torch.nn.Module, data: CellData, spec
                        task: Task) -> dict:
     """The task's test metrics of the selected model on the test split corrupted at each noise level."""
     kinds = {m.name: m.kind for m in data.description.modalities}
-    clean_train = {name: x[data.train.mask[:, i]] for i, (name, x) in enumerate(data.train.inputs.items())}
+    sample = data.train.take(torch.arange(0, len(data.train), max(1, len(data.train) // STATS_SAMPLES))).resident()
+    clean_train = {name: x[sample.mask[:, i]] for i, (name, x) in enumerate(sample.inputs.items())}
     stats = modality_stats(clean_train, kinds)
+    test = data.test.resident()
     scores = {}
     for level in spec.noise_levels:
-        inputs = corrupt(data.test.inputs, data.test.mask, kinds, stats, kind=spec.noise, level=level,
+        inputs = corrupt(test.inputs, test.mask, kinds, stats, kind=spec.noise, level=level,
                          seed=spec.seed, split="test")
-        noisy = task.evaluate(method, model, MaskedSplit(inputs, data.test.labels, data.test.mask),
+        noisy = task.evaluate(method, model, MaskedSplit(inputs, test.labels, test.mask),
                               data.description.num_classes, autocast)
         scores[f"{level:g}"] = task.record_metrics(noisy)  # classification: accuracy, macro_f1, per modality
     return scores
@@ -219,11 +221,6 @@ def _holdout_rows(labels: torch.Tensor, fraction: float, seed: int) -> np.ndarra
     return np.sort(np.concatenate(rows)) if rows else np.array([], dtype=np.int64)
 
 
-def _masked_rows(split: MaskedSplit, rows: np.ndarray) -> MaskedSplit:
-    index = torch.from_numpy(rows).to(split.labels.device)
-    return MaskedSplit({name: x[index] for name, x in split.inputs.items()}, split.labels[index], split.mask[index])
-
-
 def _carve_holdout(method: Any, data: CellData, seed: int) -> tuple[CellData, MaskedSplit | None]:
     """A method with ``holdout_fraction`` > 0 trains on the rest of the training split; the held-out part
     (stratified, seeded with the cell seed, masks kept) is only visible to its ``start_epoch`` hook."""
@@ -232,7 +229,7 @@ def _carve_holdout(method: Any, data: CellData, seed: int) -> tuple[CellData, Ma
         return data, None
     held = _holdout_rows(data.train.labels, fraction, seed)
     kept = np.setdiff1d(np.arange(len(data.train)), held)
-    train, holdout = _masked_rows(data.train, kept), _masked_rows(data.train, held)
+    train, holdout = data.train.take(torch.from_numpy(kept)), data.train.take(torch.from_numpy(held))
     sizes = {**data.notes["split_sizes"], "train": len(train), "holdout": len(holdout)}
     notes = {**data.notes, "split_sizes": sizes, "holdout": f"{fraction:g} of train, stratified, seed {seed}"}
     description = dataclasses.replace(data.description, num_train=len(train))

@@ -276,24 +276,6 @@ def _tokens(spec: ModalitySpec) -> nn.Module:
     return encoder
 
 
-class FusionWithUnimodalHeads(SlicedFusionNet):
-    """:class:`SlicedFusionNet` plus one ``Linear`` classifier per modality on the same encoder features:
-    the multi-head model of G-Blending (Wang et al., CVPR 2020, Fig. 2c) and of MMPareto
-    (``GeWu-Lab/MMPareto_ICML2024`` ``code/models/models.py``: ``head``, ``head_audio``, ``head_video``).
-
-    The encoders and fused head are built first, exactly as in :class:`SlicedFusionNet`, so under the same
-    seed they start from the same weights as late fusion. ``forward`` gives (fused logits, features)."""
-
-    def __init__(self, description: DataDescription, fusion: str = "concat") -> None:
-        super().__init__(description, fusion)
-        self.unimodal_heads = nn.ModuleDict(
-            {name: nn.Linear(enc.out_dim, description.num_classes) for name, enc in self.encoders.items()}
-        )
-
-    def unimodal_logits(self, features: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-        return {name: head(features[name]) for name, head in self.unimodal_heads.items()}
-
-
 ENCODER_FACTORIES.update(
     {"spectrogram_resnet18": _spectrogram_resnet18, "frames_resnet18": _frames_resnet18, "tokens": _tokens}
 )

@@ -12,14 +12,16 @@ that repository's issue #11), at a *level* 0-10 (their levels: 0, 5, 10):
 * ``salt_pepper``: a fraction ``level / 100`` of the entries is set to the modality's training minimum or
   maximum (half each). QMF's salt-and-pepper has a fixed density and applies with probability
   ``level / 100``; here the level sets the density, so the axis is monotone.
-* token modalities (kind ``"tokens"``, ids and attention mask) get QMF's text corruption whatever the kind:
+* token modalities (kind ``"tokens"`` or ``"tokens:<model dir>"``, ids and attention mask) get QMF's text corruption whatever the kind:
   each real token is replaced with probability ``0.1 * level``. QMF replaces the word by ``"_"``; without a
   tokenizer at hand the token is erased from the attention mask instead (the model no longer sees it).
 
 Everything a sample receives depends only on (cell seed, split, sample index, modality), drawn as masks are
 (:mod:`bench.masks`), so every method of a cell sees the same corrupted samples, and the draws are shared by
 all levels (a higher level scales the same noise), which makes the level axis a paired comparison too.
-A missing (zero-filled) modality stays missing: noise never brings it back.
+A missing (zero-filled) modality stays missing: noise never brings it back. Integer inputs (uint8 frames)
+are corrupted in floating point, then rounded and clipped to their type's range (QMF's uint8 cast wraps
+negative values around instead).
 """
 
 from __future__ import annotations
@@ -33,10 +35,11 @@ import torch
 from bench.masks import SPLIT_IDS
 from bench.spec import NOISE_KINDS
 
-__all__ = ["NOISE_KINDS", "ModalityStats", "corrupt", "modality_stats", "parse_levels"]
+__all__ = ["NOISE_KINDS", "ModalityStats", "corrupt", "is_tokens", "modality_stats", "parse_levels"]
 
 MAX_LEVEL = 10.0
 APPLY_PROBABILITY = 0.5
+STATS_SAMPLES = 4096
 _STREAM = 0x6E6F6973  # "nois": keeps these draws apart from the masks' and the training's
 
 
@@ -59,13 +62,21 @@ def parse_levels(text: str) -> tuple[float, ...]:
     return tuple(sorted(set(levels)))
 
 
+def is_tokens(kind: str) -> bool:
+    """Token modalities are ``tokens`` or ``tokens:<model dir>``."""
+    return kind.split(":", 1)[0] == "tokens"
+
+
 def modality_stats(train_inputs: Mapping[str, torch.Tensor], kinds: Mapping[str, str]) -> dict[str, ModalityStats]:
-    """Scale of each continuous modality on the clean training split (token modalities need none)."""
+    """Scale of each continuous modality on (present samples of) the clean training split; token modalities
+    need none. At most :data:`STATS_SAMPLES` evenly spaced samples are read, so a large split is not
+    converted to float whole."""
     stats = {}
     for name, x in train_inputs.items():
-        if kinds[name] == "tokens":
+        if is_tokens(kinds[name]):
             continue
-        values = x.float()
+        step = max(1, -(-int(x.shape[0]) // STATS_SAMPLES))
+        values = x[::step].float()
         stats[name] = ModalityStats(float(values.std()), float(values.min()), float(values.max()))
     return stats
 
@@ -118,16 +129,20 @@ def corrupt(
     out = {}
     for m, (name, x) in enumerate(inputs.items()):
         apply = _chosen(seed, split, m, int(x.shape[0]), x.device) & present[:, m].to(x.device)
-        if kinds[name] == "tokens":
+        if is_tokens(kinds[name]):
             out[name] = _corrupt_tokens(x, level, _draws(seed, split, m, x, 1, normal=False), apply)
             continue
         std, low, high = stats[name]
+        values = x.float()
         if kind == "gaussian":
-            noisy = x + (level / MAX_LEVEL) * std * _draws(seed, split, m, x, 1, normal=True).to(x.dtype)
+            noisy = values + (level / MAX_LEVEL) * std * _draws(seed, split, m, x, 1, normal=True)
         else:
             u = _draws(seed, split, m, x, 2, normal=False)
             density = level / 100.0
-            noisy = torch.where(u < density / 2, torch.full_like(x, low), x)
-            noisy = torch.where(u > 1 - density / 2, torch.full_like(x, high), noisy)
-        out[name] = torch.where(_rows(apply, x), noisy, x)
+            noisy = torch.where(u < density / 2, torch.full_like(values, low), values)
+            noisy = torch.where(u > 1 - density / 2, torch.full_like(values, high), noisy)
+        if not x.is_floating_point():  # e.g. uint8 frames: round and clip to the type's range, not wrap
+            info = torch.iinfo(x.dtype)
+            noisy = noisy.round().clamp(info.min, info.max)
+        out[name] = torch.where(_rows(apply, x), noisy.to(x.dtype), x)
     return out

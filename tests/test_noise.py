@@ -113,3 +113,21 @@ def test_run_scores_every_level_and_the_table_shows_them(run_cli, tmp_path):
     assert "test-time gaussian noise" in table and "AUC over 0-10" in table
     code, _, err = run_cli(*argv, "--noise", "gaussian", "--noise-levels", "0,20")
     assert code == 2 and "noise levels must be in [0, 10]" in err
+
+
+def test_uint8_frames_are_clipped_not_wrapped_and_token_kinds_with_a_model_dir_count_as_tokens():
+    n = 400
+    frames = torch.full((n, 3, 4, 4), 250, dtype=torch.uint8)
+    frames[: n // 2] = 5
+    tokens = torch.stack([torch.randint(1, 100, (n, 12)), torch.ones(n, 12, dtype=torch.int64)], dim=1)
+    inputs, kinds = {"v": frames, "t": tokens}, {"v": "frames", "t": "tokens:/some/model"}
+    stats = modality_stats(inputs, kinds)
+    out = corrupt(inputs, torch.ones(n, 2, dtype=torch.bool), kinds, stats, kind="gaussian", level=10.0, seed=0,
+                  split="test")
+    assert out["v"].dtype == torch.uint8
+    as_float = corrupt({"v": frames.float(), "t": tokens}, torch.ones(n, 2, dtype=torch.bool), kinds, stats,
+                       kind="gaussian", level=10.0, seed=0, split="test")
+    # the same noise as on floats, rounded and clipped to 0-255: a dark pixel pushed below 0 stays 0 (no wrap)
+    assert torch.equal(out["v"], as_float["v"].round().clamp(0, 255).to(torch.uint8))
+    assert (as_float["v"] < 0).any() and (out["v"] == 0).any()
+    assert torch.equal(out["t"][:, 0], tokens[:, 0]) and (out["t"][:, 1] == 0).any()
