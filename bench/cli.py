@@ -77,7 +77,8 @@ def _add_grid_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--batch-size", type=int, help="training batch size (default: the dataset's)")
     p.add_argument("--patience", type=int, help="stop after this many epochs without a better validation score")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="METHOD.PARAM=VALUE",
-                   help="override a hyperparameter; METHOD may be a glob, e.g. '*.lr=0.01' (repeatable)")
+                   help="override a hyperparameter; METHOD may be a glob, e.g. '*.lr=0.01' (repeatable); "
+                        "'encoder.MODALITY=KIND' chooses a modality's encoder, e.g. encoder.audio=spectrogram_resnet18")
     p.add_argument("--data-root", help="folder with the real datasets (default: $BENCH_DATA)")
 
 
@@ -244,6 +245,8 @@ def cmd_run(args: argparse.Namespace) -> int:
 def _tune(args: argparse.Namespace, *, trials: int) -> None:
     """Tune every (method, dataset) of the selection with the same trial budget."""
     from bench.grid import GridRequest, expand
+    from bench.loop import task_of
+    from bench.registry import default_method
     from bench.tune import tune_one
 
     if trials < 1:
@@ -259,7 +262,8 @@ def _tune(args: argparse.Namespace, *, trials: int) -> None:
         summary = tune_one(method, dataset, trials=trials, results_dir=Path(args.results), storage=args.storage,
                            epochs=epochs, batch_size=batch_size, data_root=request.data_root, jobs=args.jobs,
                            precision=args.precision)
-        print(f"{method} on {dataset}: best validation accuracy {summary['best_value']:.4f} "
+        score = task_of(default_method(method)).headline_name  # accuracy, or mean R@1 for retrieval methods
+        print(f"{method} on {dataset}: best validation {score} {summary['best_value']:.4f} "
               f"(trial {summary['best_trial']} of {summary['finished_trials']}) {summary['params']}")
 
 

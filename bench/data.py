@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import threading
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -14,13 +15,13 @@ import torch
 
 from bench.errors import UsageError
 from bench.masks import missing_mask, realized_rate
-from bench.protocol import Batch, DataDescription, LoadedData, SplitData
+from bench.protocol import Batch, DataDescription, LoadedData, ModalitySpec, SplitData
 from bench.registry import DATASETS
 from bench.spec import CellSpec
 
 __all__ = [
     "CellData", "MaskedSplit", "batch_starts", "carve_validation", "cell_data", "iterate_batches", "load_dataset",
-    "validation_rows",
+    "validation_rows", "with_encoders",
 ]
 
 #: Fraction of train carved into a validation split when a dataset ships none, and the seed of that cut.
@@ -178,9 +179,14 @@ def cell_data(spec: CellSpec, *, data_root: Path | None, zero_fill: bool, device
             split, rows, spec, name, zero_fill=zero_fill, device=device
         )
     notes["split_sizes"] = {name: len(s) for name, s in masked.items()}
-    description = DataDescription(loaded.modalities, DATASETS.get(spec.dataset).info.num_classes,
-                                  len(masked["train"]))
+    modalities = with_encoders(loaded.modalities, spec.extra.get("encoders", {}))
+    description = DataDescription(modalities, DATASETS.get(spec.dataset).info.num_classes, len(masked["train"]))
     return CellData(description, masked["train"], masked["val"], masked["test"], notes)
+
+
+def with_encoders(modalities: tuple[ModalitySpec, ...], encoders: Mapping[str, str]) -> tuple[ModalitySpec, ...]:
+    """The dataset's modalities with the encoder kinds chosen by ``--set encoder.<modality>=<kind>``."""
+    return tuple(dataclasses.replace(m, kind=encoders[m.name]) if m.name in encoders else m for m in modalities)
 
 
 def batch_starts(n: int, batch_size: int, *, training: bool) -> list[int]:

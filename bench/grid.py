@@ -10,7 +10,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import fnmatch
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -19,7 +19,7 @@ from bench.cells import CellOutcome, process_cell
 from bench.errors import UsageError
 from bench.hparams import resolve_hparams
 from bench.masks import max_missing_rate
-from bench.protocol import DataDescription, SplitData
+from bench.protocol import DataDescription
 from bench.registry import DATASETS, METHODS, default_method
 from bench.spec import CellSpec
 from bench.workers import start_workers
@@ -55,6 +55,10 @@ class GridPlan:
     warnings: list[str] = field(default_factory=list)
     #: (method, dataset) -> why the method's ``applicable`` hook declined the dataset; no cells were made.
     not_applicable: dict[tuple[str, str], str] = field(default_factory=dict)
+
+
+#: ``--set encoder.<modality>=<kind>`` chooses a modality's encoder instead of a method hyperparameter.
+ENCODER_OVERRIDE = "encoder"
 
 
 def parse_overrides(items: Sequence[str]) -> list[tuple[str, str, str]]:
@@ -109,26 +113,47 @@ def _datasets_available(names: list[str], request: GridRequest, explicit: bool, 
     return usable
 
 
-def dataset_description(name: str, data_root: Path | None) -> DataDescription:
+def dataset_description(name: str, data_root: Path | None, encoders: Mapping[str, str] | None = None) -> DataDescription:
     """What ``Method.build`` will be told about a dataset's cells (the training split after a validation
-    split is carved), from the data loaded once per process."""
-    from bench.data import carve_validation, load_dataset
+    split is carved, the encoder kinds chosen with ``--set encoder.<modality>=<kind>``), from the data loaded
+    once per process."""
+    from bench.data import load_dataset, validation_rows, with_encoders
 
     loaded = load_dataset(name, data_root)
     num_train = len(loaded.train)
     if loaded.val is None:  # count the carved training rows from the labels alone, copying no inputs
-        num_train = len(carve_validation(SplitData({}, loaded.train.labels))[0])
-    return DataDescription(loaded.modalities, DATASETS.get(name).info.num_classes, num_train)
+        num_train = len(validation_rows(loaded.train.labels)[0])
+    modalities = with_encoders(loaded.modalities, encoders or {})
+    return DataDescription(modalities, DATASETS.get(name).info.num_classes, num_train)
 
 
-def not_applicable_reason(method: Any, dataset: str, data_root: Path | None) -> str | None:
+def _encoder_choices(overrides: list[tuple[str, str, str]], datasets: list[str], errors: list[str]) -> dict[str, str]:
+    """``--set encoder.<modality>=<kind>``: checked against the registered encoder kinds and the modalities of
+    the selected datasets. The choice goes into each cell's spec (``extra["encoders"]``), hence its identity."""
+    choices = {param: raw for pattern, param, raw in overrides if pattern == ENCODER_OVERRIDE}
+    if not choices:
+        return {}
+    from bench.models import ENCODER_FACTORIES
+
+    modalities = {m for d in datasets for m in DATASETS.get(d).info.modalities}
+    for modality, kind in choices.items():
+        if kind.split(":", 1)[0] not in ENCODER_FACTORIES:
+            errors.append(f"--set encoder.{modality}={kind}: unknown encoder kind; known: {', '.join(sorted(ENCODER_FACTORIES))}")
+        if datasets and modality not in modalities:
+            errors.append(f"--set encoder.{modality}: no selected dataset has a modality {modality!r} "
+                          f"(they have {', '.join(sorted(modalities))})")
+    return choices
+
+
+def not_applicable_reason(method: Any, dataset: str, data_root: Path | None,
+                          encoders: Mapping[str, str] | None = None) -> str | None:
     """The method config's ``applicable(description)`` verdict on a dataset: None when it runs there (or has
     no such hook), else its one-line reason. The data are loaded only for methods with the hook."""
     applicable = getattr(method, "applicable", None)
     if applicable is None:
         return None
     try:
-        description = dataset_description(dataset, data_root)
+        description = dataset_description(dataset, data_root, encoders)
     except UsageError:
         raise
     except Exception:  # noqa: BLE001 - a dataset that fails to load fails its cells, with the reason recorded
@@ -147,7 +172,7 @@ def expand(request: GridRequest) -> GridPlan:
         errors.append(str(exc))
     methods = _select(METHODS, request.methods, errors)
     for pattern, _, _ in overrides:
-        if methods and not any(fnmatch.fnmatchcase(m, pattern) for m in methods):
+        if pattern != ENCODER_OVERRIDE and methods and not any(fnmatch.fnmatchcase(m, pattern) for m in methods):
             errors.append(f"--set targets {pattern!r}, which matches no selected method ({', '.join(methods)})")
     explicit = not any(part.strip() == "all" or any(c in part for c in "*?[") for part in request.datasets.split(","))
     datasets = _datasets_available(_select(DATASETS, request.datasets, errors), request, explicit, plan, errors)
@@ -165,6 +190,8 @@ def expand(request: GridRequest) -> GridPlan:
 
     if set(request.seeds) & set(TUNING_SEEDS):
         errors.append(f"seeds {sorted(set(request.seeds) & set(TUNING_SEEDS))} are reserved for tuning; evaluate on others")
+    encoders = _encoder_choices(overrides, datasets, errors)
+    overrides = [o for o in overrides if o[0] != ENCODER_OVERRIDE]
     resolved = {(m, d): _method_hparams(m, d, request, overrides, errors) for m in methods for d in datasets}
     if errors:
         raise UsageError(errors[0] if len(errors) == 1 else f"{len(errors)} problems: " + " | ".join(errors))
@@ -176,9 +203,11 @@ def expand(request: GridRequest) -> GridPlan:
                     f"{d}: missing rate {rate:g} exceeds {max_missing_rate(len(info.modalities)):.3g}, the most "
                     f"that keeps one of {len(info.modalities)} modalities per sample; every sample keeps exactly one"
                 )
+        chosen = {name: kind for name, kind in encoders.items() if name in info.modalities}
+        extra = {"encoders": chosen} if chosen else {}
         for m in methods:
             hparams, source = resolved[(m, d)]
-            reason = not_applicable_reason(resolve_hparams(default_method(m), hparams), d, request.data_root)
+            reason = not_applicable_reason(resolve_hparams(default_method(m), hparams), d, request.data_root, chosen)
             if reason is not None:
                 plan.not_applicable[(m, d)] = reason
                 plan.warnings.append(f"{m} does not apply to {d}, its cells are skipped: {reason}")
@@ -192,7 +221,7 @@ def expand(request: GridRequest) -> GridPlan:
                             batch_size=request.batch_size or info.default_batch_size,
                             missing_on=request.missing_on, patience=request.patience, hparams_source=source,
                             precision=request.precision, noise=request.noise,
-                            noise_levels=request.noise_levels,
+                            noise_levels=request.noise_levels, extra=extra,
                         )
                     )
     return plan
