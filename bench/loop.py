@@ -11,6 +11,7 @@ import contextlib
 import copy
 import dataclasses
 import inspect
+import math
 import random
 import time
 from collections.abc import Callable, Mapping
@@ -197,19 +198,27 @@ def _train_epoch(method: Any, model, optimizer, data: CellData, spec: CellSpec, 
     model.train()
     after_backward = getattr(method, "after_backward", None)
     batches_per_epoch = len(batch_starts(len(data.train), spec.batch_size, training=True))
+    on_cpu = data.train.labels.device.type == "cpu"
+    nonfinite = None  # accelerators: one device-side flag, read once per epoch, so no step waits on the device
     for b, batch in enumerate(iterate_batches(data.train, spec.batch_size, generator=gen)):
         ctx = StepContext(epoch, spec.epochs, b, batches_per_epoch, step)
         for out in _steps(method, model, batch, ctx, autocast):
             if not isinstance(out, LossOut):
                 raise CellFailure(f"{spec.method}.loss must return LossOut, got {type(out).__name__}")
-            if not torch.isfinite(out.loss).all():
-                raise CellFailure(f"non-finite loss ({out.loss.item()}) at epoch {epoch}, batch {b}")
+            if on_cpu:
+                if not math.isfinite(out.loss.item()):
+                    raise CellFailure(f"non-finite loss ({out.loss.item()}) at epoch {epoch}, batch {b}")
+            else:
+                flag = ~torch.isfinite(out.loss.detach())
+                nonfinite = flag if nonfinite is None else nonfinite | flag
             optimizer.zero_grad(set_to_none=True)
             out.loss.backward()
             if after_backward is not None:
                 after_backward(model, out, ctx)
             optimizer.step()
         step += 1
+    if nonfinite is not None and bool(nonfinite):
+        raise CellFailure(f"non-finite loss during epoch {epoch}")
     return step
 
 
