@@ -130,8 +130,8 @@ def cmd_validate(args: argparse.Namespace) -> int:
 def _write_tables(results_dir: Path, *, check: bool = False) -> tuple[int, str]:
     """Regenerate (or, with ``check``, compare) leaderboard.md, README.md and the plots of a results dir."""
     from bench.leaderboard import leaderboard, results_readme
-    from bench.leaderboard_retrieval import split_by_task
     from bench.plots import missing_rate_plots, plot_names
+    from bench.records_common import split_by_task
     from bench.reported import REPORTED_FILE, papers_table, read_reported
     from bench.store import atomic_write_text, iter_records
 

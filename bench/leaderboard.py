@@ -16,106 +16,31 @@ Holm-corrected. Across settings: the average rank.
 
 from __future__ import annotations
 
-import hashlib
 import math
 import statistics
 from collections import defaultdict
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
+from bench.leaderboard_retrieval import retrieval_sections
+from bench.records_common import (
+    ALPHA,
+    SETTING_FIELDS,
+    holm,
+    is_ok,
+    markdown_table,
+    metric,
+    noise_kind,
+    paired_t_pvalue,
+    row_labels,
+    setting_key,
+    setting_title,
+    split_by_task,
+    summarize,
+)
 from bench.spec import canonical_json
 
 __all__ = ["holm", "leaderboard", "paired_t_pvalue", "results_readme", "setting_key", "setting_title", "summarize"]
-
-_SETTING_FIELDS = ("dataset", "dataset_version", "protocol", "epochs", "batch_size", "missing_on", "precision")
-ALPHA = 0.05
-
-
-# --------------------------------------------------------------------------------------------------
-# Statistics
-
-
-def summarize(values: Sequence[float]) -> tuple[float, float, int]:
-    """(mean, sample std, n); std is 0 for a single value."""
-    n = len(values)
-    if n == 0:
-        return math.nan, math.nan, 0
-    return statistics.fmean(values), (statistics.stdev(values) if n > 1 else 0.0), n
-
-
-def paired_t_pvalue(differences: Sequence[float]) -> float:
-    """Two-sided p-value of the paired t-test (H0: mean difference 0); nan with fewer than 2 pairs."""
-    n = len(differences)
-    if n < 2:
-        return math.nan
-    mean, std, _ = summarize(differences)
-    if std == 0:
-        return 1.0 if mean == 0 else 0.0
-    from scipy import stats
-
-    return float(2 * stats.t.sf(abs(mean / (std / math.sqrt(n))), df=n - 1))
-
-
-def holm(pvalues: Sequence[float]) -> list[float]:
-    """Holm-Bonferroni adjusted p-values (nan stays nan), in the input order."""
-    order = sorted((p, i) for i, p in enumerate(pvalues) if not math.isnan(p))
-    adjusted = [math.nan] * len(pvalues)
-    running = 0.0
-    for rank, (p, i) in enumerate(order):
-        running = max(running, min(1.0, (len(order) - rank) * p))
-        adjusted[i] = running
-    return adjusted
-
-
-# --------------------------------------------------------------------------------------------------
-# Grouping
-
-
-def _config_id(spec: Mapping[str, Any]) -> str:
-    body = {"hparams": spec["hparams"], "patience": spec.get("patience"), "extra": spec.get("extra", {})}
-    return hashlib.sha256(canonical_json(body).encode()).hexdigest()[:6]
-
-
-def _tuning_label(source: str) -> str:
-    kind = source.split(":", 1)[0].split("+", 1)[0]
-    if kind == "tuned":
-        budget = source.rsplit(":", 1)[-1].replace("+set", "").replace("-", " ")
-        return f"hyperparameters tuned on validation ({budget} per method and dataset)"
-    return {"default": "paper-default hyperparameters (untuned)", "set": "hyperparameters set by hand (--set)"}.get(
-        kind, f"hyperparameters from {source}")
-
-
-def setting_key(spec: Mapping[str, Any]) -> tuple:
-    """What must be equal for two records to share a table."""
-    return tuple(spec[f] for f in _SETTING_FIELDS) + (_tuning_label(spec.get("hparams_source", "default")),)
-
-
-def setting_title(setting: tuple) -> str:
-    values = dict(zip(_SETTING_FIELDS + ("tuning",), setting))
-    return f"{values['dataset']}: {values['tuning']}, {values['epochs']} epochs, {values['precision']}"
-
-
-def _row_labels(records: list[dict[str, Any]]) -> list[str]:
-    configs: dict[str, set[str]] = defaultdict(set)
-    for r in records:
-        configs[r["spec"]["method"]].add(_config_id(r["spec"]))
-    return [
-        r["spec"]["method"] if len(configs[r["spec"]["method"]]) == 1 else f"{r['spec']['method']} (cfg {_config_id(r['spec'])})"
-        for r in records
-    ]
-
-
-def _ok(r: Mapping[str, Any]) -> bool:
-    return r.get("status") == "ok"
-
-
-def _metric(r: Mapping[str, Any], name: str) -> Any:
-    return (r.get("metrics") or {}).get(name)
-
-
-# --------------------------------------------------------------------------------------------------
-# Formatting
-
 
 class _Cell:
     def __init__(self) -> None:
@@ -146,12 +71,6 @@ def _ranks(rows: Mapping[str, Mapping[str, _Cell]], column: str) -> dict[str, in
     return {label: distinct.index(mean) + 1 for label, mean in competing.items()}
 
 
-def _markdown_table(header: list[str], body: list[list[str]]) -> list[str]:
-    return ["| " + " | ".join(header) + " |", "|" + "|".join(["---"] * len(header)) + "|"] + [
-        "| " + " | ".join(row) + " |" for row in body
-    ]
-
-
 def _ranked_table(header: list[str], rows: dict[str, dict[str, _Cell]], columns: list[str]) -> list[str]:
     ranks = {col: _ranks(rows, col) for col in columns}
     body = []
@@ -159,12 +78,12 @@ def _ranked_table(header: list[str], rows: dict[str, dict[str, _Cell]], columns:
         body.append([label] + [
             _fmt(rows[label][col], ranks[col].get(label)) if col in rows[label] else "" for col in columns
         ])
-    return _markdown_table(header, body)
+    return markdown_table(header, body)
 
 
 def _add(rows: dict[str, dict[str, _Cell]], label: str, column: str, record: Mapping[str, Any], value: Any) -> None:
     cell = rows[label].setdefault(column, _Cell())
-    if not _ok(record):
+    if not is_ok(record):
         cell.failed += 1
     elif value is not None:
         cell.values.append(float(value))
@@ -184,14 +103,14 @@ def _modalities(records: list[dict[str, Any]]) -> list[str]:
 def _main_table(records, labels, modalities) -> list[str]:
     rows: dict[str, dict[str, _Cell]] = defaultdict(dict)
     for r, label in zip(records, labels):
-        per_mod = _metric(r, "per_modality_accuracy") or {}
+        per_mod = metric(r, "per_modality_accuracy") or {}
         for m in modalities:
-            if not _ok(r) or m in per_mod:
+            if not is_ok(r) or m in per_mod:
                 _add(rows, label, m, r, per_mod.get(m))
-            elif _metric(r, "per_modality_accuracy") is None:  # a model that cannot be split per modality
+            elif metric(r, "per_modality_accuracy") is None:  # a model that cannot be split per modality
                 rows[label].setdefault(m, _Cell()).not_applicable = True
-        _add(rows, label, "multimodal", r, _metric(r, "accuracy"))
-        _add(rows, label, "macro-F1", r, _metric(r, "macro_f1"))
+        _add(rows, label, "multimodal", r, metric(r, "accuracy"))
+        _add(rows, label, "macro-F1", r, metric(r, "macro_f1"))
     header = ["method"] + [f"{m} (in joint model)" for m in modalities] + ["multimodal acc", "macro-F1"]
     table = _ranked_table(header, rows, modalities + ["multimodal", "macro-F1"])
     return ["No missing modalities (**best**, <u>second</u>):", ""] + table + [""]
@@ -204,14 +123,14 @@ def _laziness_table(records, labels, modalities) -> list[str]:
     the joint model under-trains that modality (modality laziness)."""
     alone: dict[tuple[str, int], list[float]] = defaultdict(list)
     for r in records:
-        if _ok(r) and r.get("notes", {}).get("per_modality_trained_alone"):
-            for m, acc in (_metric(r, "per_modality_accuracy") or {}).items():
+        if is_ok(r) and r.get("notes", {}).get("per_modality_trained_alone"):
+            for m, acc in (metric(r, "per_modality_accuracy") or {}).items():
                 alone[(m, r["spec"]["seed"])].append(acc)
     rows: dict[str, dict[str, list[float]]] = defaultdict(lambda: defaultdict(list))
     for r, label in zip(records, labels):
-        if not _ok(r) or r.get("notes", {}).get("per_modality_trained_alone"):
+        if not is_ok(r) or r.get("notes", {}).get("per_modality_trained_alone"):
             continue
-        for m, acc in (_metric(r, "per_modality_accuracy") or {}).items():
+        for m, acc in (metric(r, "per_modality_accuracy") or {}).items():
             if alone.get((m, r["spec"]["seed"])):
                 rows[label][m].append(acc - statistics.fmean(alone[(m, r["spec"]["seed"])]))
     if not rows:
@@ -225,7 +144,7 @@ def _laziness_table(records, labels, modalities) -> list[str]:
         body.append([label] + cells)
     intro = ("Per-modality accuracy inside the joint model minus the same modality trained alone "
              "(percentage points, paired by seed; negative = the modality is under-trained):")
-    return [intro, ""] + _markdown_table(["method"] + modalities, body) + [""]
+    return [intro, ""] + markdown_table(["method"] + modalities, body) + [""]
 
 
 def _curve_auc(points: Mapping[float, float]) -> float:
@@ -251,9 +170,9 @@ def _missing_rate_table(records, labels) -> list[str]:
     rows: dict[str, dict[str, _Cell]] = defaultdict(dict)
     curves: dict[tuple[str, int], dict[float, float]] = defaultdict(dict)
     for r, label in zip(records, labels):
-        _add(rows, label, f"{r['spec']['missing_rate']:g}", r, _metric(r, "accuracy"))
-        if _ok(r):
-            curves[(label, r["spec"]["seed"])][r["spec"]["missing_rate"]] = _metric(r, "accuracy")
+        _add(rows, label, f"{r['spec']['missing_rate']:g}", r, metric(r, "accuracy"))
+        if is_ok(r):
+            curves[(label, r["spec"]["seed"])][r["spec"]["missing_rate"]] = metric(r, "accuracy")
     for (label, _), points in sorted(curves.items()):
         if len(points) == len(rates):
             rows[label].setdefault("AUC", _Cell()).values.append(_curve_auc(points))
@@ -280,7 +199,7 @@ def _ablation_tables(records, labels) -> list[str]:
         for r, label in zip(records, labels):
             if label in members:
                 column = "multimodal" if r["spec"]["missing_rate"] == 0 else "missing"
-                _add(rows, label, column, r, _metric(r, "accuracy"))
+                _add(rows, label, column, r, metric(r, "accuracy"))
         body = []
         ranks = {c: _ranks(rows, c) for c in ("multimodal", "missing")}
         for label in sorted(members):
@@ -289,7 +208,7 @@ def _ablation_tables(records, labels) -> list[str]:
                 cells.append(_fmt(rows[label][c], ranks[c].get(label)) if c in rows[label] else "")
             body.append([label] + cells)
         header = ["row"] + fields + ["multimodal acc (no missing)", "multimodal acc (all missing rates > 0)"]
-        lines += [f"Ablation of the {'/'.join(sorted(members))} family:", ""] + _markdown_table(header, body) + [""]
+        lines += [f"Ablation of the {'/'.join(sorted(members))} family:", ""] + markdown_table(header, body) + [""]
     return lines
 
 
@@ -297,8 +216,8 @@ def _paired_differences(records, labels, a: str, b: str) -> list[float]:
     """Accuracy of row a minus row b on cells with the same (seed, missing rate), i.e. the same masks."""
     by_cell: dict[str, dict[tuple, float]] = defaultdict(dict)
     for r, label in zip(records, labels):
-        if _ok(r) and label in (a, b):
-            by_cell[label][(r["spec"]["seed"], r["spec"]["missing_rate"])] = _metric(r, "accuracy")
+        if is_ok(r) and label in (a, b):
+            by_cell[label][(r["spec"]["seed"], r["spec"]["missing_rate"])] = metric(r, "accuracy")
     shared = sorted(set(by_cell[a]) & set(by_cell[b]))
     return [by_cell[a][k] - by_cell[b][k] for k in shared]
 
@@ -306,8 +225,8 @@ def _paired_differences(records, labels, a: str, b: str) -> list[float]:
 def _significance_table(records, labels, baseline: str) -> list[str]:
     means: dict[str, list[float]] = defaultdict(list)
     for r, label in zip(records, labels):
-        if _ok(r):
-            means[label].append(_metric(r, "accuracy"))
+        if is_ok(r):
+            means[label].append(metric(r, "accuracy"))
     if len(means) < 2:
         return []
     best = max(sorted(means), key=lambda label: statistics.fmean(means[label]))
@@ -330,11 +249,11 @@ def _significance_table(records, labels, baseline: str) -> list[str]:
     intro = (f"Paired t-tests on matched cells (same seed and missing rate, hence the same masks), all rates "
              f"pooled, Holm-corrected within each column; * = p < {ALPHA}; '≈ best' = not significantly worse "
              f"than the best row:")
-    return [intro, ""] + _markdown_table(header, body) + [""]
+    return [intro, ""] + markdown_table(header, body) + [""]
 
 
 def _setting_section(setting: tuple, records: list[dict[str, Any]], baseline: str) -> list[str]:
-    values = dict(zip(_SETTING_FIELDS + ("tuning",), setting))
+    values = dict(zip(SETTING_FIELDS + ("tuning",), setting))
     masked = "train, validation and test" if values["missing_on"] == "all" else "validation and test only"
     lines = [
         f"## {values['dataset']}",
@@ -344,7 +263,7 @@ def _setting_section(setting: tuple, records: list[dict[str, Any]], baseline: st
         f"{masked} · selection on validation, scores on the full test split · accuracy in %, mean ± std over seeds.",
         "",
     ]
-    labels = _row_labels(records)
+    labels = row_labels(records)
     modalities = _modalities(records)
     complete = [i for i, r in enumerate(records) if r["spec"]["missing_rate"] == 0]
     if complete:
@@ -362,9 +281,9 @@ def _average_rank(sections: Mapping[tuple, list[dict[str, Any]]]) -> list[str]:
     ranks: dict[str, list[float]] = defaultdict(list)
     for records in sections.values():
         means: dict[str, list[float]] = defaultdict(list)
-        for r, label in zip(records, _row_labels(records)):
-            if _ok(r) and r["spec"]["missing_rate"] == 0:
-                means[label].append(_metric(r, "accuracy"))
+        for r, label in zip(records, row_labels(records)):
+            if is_ok(r) and r["spec"]["missing_rate"] == 0:
+                means[label].append(metric(r, "accuracy"))
         ordered = sorted(means, key=lambda label: -statistics.fmean(means[label]))
         for label in ordered:
             score = statistics.fmean(means[label])
@@ -376,29 +295,24 @@ def _average_rank(sections: Mapping[tuple, list[dict[str, Any]]]) -> list[str]:
             sorted(ranks.items(), key=lambda kv: (statistics.fmean(kv[1]), kv[0]))]
     return ["## Average rank across settings", "",
             "Rank of multimodal accuracy without missing modalities in each setting above (1 = best), averaged:", ""
-            ] + _markdown_table(["method", "average rank", "settings"], body) + [""]
-
-
-def noise_kind(r: Mapping[str, Any]) -> str:
-    """The record's test-time noise kind; "none" for cells without the noise axis (and older records)."""
-    return r["spec"].get("noise", "none")
+            ] + markdown_table(["method", "average rank", "settings"], body) + [""]
 
 
 def _noise_section(setting: tuple, kind: str, records: list[dict[str, Any]]) -> list[str]:
     """Accuracy of the selected model on test data corrupted at each level (bench.noise), as the MLA paper's
     Table 2 does for missing rates, with the normalised area under the accuracy-vs-level curve per seed."""
-    values = dict(zip(_SETTING_FIELDS + ("tuning",), setting))
+    values = dict(zip(SETTING_FIELDS + ("tuning",), setting))
     rows: dict[str, dict[str, _Cell]] = defaultdict(dict)
     curves: dict[tuple[str, int, float], dict[float, float]] = defaultdict(dict)
     levels: set[float] = set()
-    for r, label in zip(records, _row_labels(records)):
+    for r, label in zip(records, row_labels(records)):
         label = label if r["spec"]["missing_rate"] == 0 else f"{label} @ missing {r['spec']['missing_rate']:g}"
-        for level_text, scores in (_metric(r, "noise") or {}).items():
+        for level_text, scores in (metric(r, "noise") or {}).items():
             level = float(level_text)
             levels.add(level)
             _add(rows, label, f"{level:g}", r, scores["accuracy"])
             curves[(label, r["spec"]["seed"], r["spec"]["missing_rate"])][level] = scores["accuracy"]
-        if not _ok(r):
+        if not is_ok(r):
             _add(rows, label, "AUC", r, None)
     ordered = sorted(levels)
     if len(ordered) >= 2:
@@ -422,7 +336,7 @@ def _noise_section(setting: tuple, kind: str, records: list[dict[str, Any]]) -> 
 def leaderboard(records: Iterable[Mapping[str, Any]], *, baseline: str = "late_fusion") -> str:
     """Markdown leaderboards, one section per dataset setting, from cell records."""
     records = [dict(r) for r in records]
-    classification, retrieval = _split_by_task(records)  # retrieval records get their own tables, at the end
+    classification, retrieval = split_by_task(records)  # retrieval records get their own tables, at the end
     noisy: dict[tuple, list[dict[str, Any]]] = defaultdict(list)
     for r in classification:
         if noise_kind(r) != "none":
@@ -431,7 +345,7 @@ def leaderboard(records: Iterable[Mapping[str, Any]], *, baseline: str = "late_f
     groups: dict[tuple, list[dict[str, Any]]] = defaultdict(list)
     for r in records:
         groups[setting_key(r["spec"])].append(r)
-    ok = sum(_ok(r) for r in all_records)
+    ok = sum(is_ok(r) for r in all_records)
     lines = [
         "# Leaderboard",
         "",
@@ -449,31 +363,18 @@ def leaderboard(records: Iterable[Mapping[str, Any]], *, baseline: str = "late_f
                                                                  r["spec"]["missing_rate"], r["key"]))
         lines += _noise_section(setting, kind, ordered)
     lines += _average_rank(sections)
-    lines += _retrieval_sections(retrieval)
+    lines += retrieval_sections(retrieval)
     return "\n".join(lines).rstrip() + "\n"
 
 
-def _split_by_task(records: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
-    """(classification records, retrieval records); see :mod:`bench.leaderboard_retrieval`."""
-    from bench.leaderboard_retrieval import split_by_task  # it imports this module
-
-    return split_by_task(records)
-
-
-def _retrieval_sections(records: list[dict[str, Any]]) -> list[str]:
-    from bench.leaderboard_retrieval import retrieval_sections
-
-    return retrieval_sections(records)
-
-
 def _section_summary(setting: tuple, records: list[dict[str, Any]], baseline: str) -> list[str]:
-    records = _split_by_task(records)[0]  # accuracy summaries: classification records only
-    values = dict(zip(_SETTING_FIELDS + ("tuning",), setting))
-    labels = _row_labels(records)
+    records = split_by_task(records)[0]  # accuracy summaries: classification records only
+    values = dict(zip(SETTING_FIELDS + ("tuning",), setting))
+    labels = row_labels(records)
     clean = {label: [] for label in labels}
     for r, label in zip(records, labels):
-        if _ok(r) and r["spec"]["missing_rate"] == 0:
-            clean[label].append(_metric(r, "accuracy"))
+        if is_ok(r) and r["spec"]["missing_rate"] == 0:
+            clean[label].append(metric(r, "accuracy"))
     ranked = sorted((statistics.fmean(v), label) for label, v in clean.items() if v)[::-1]
     if not ranked:
         return []
@@ -500,9 +401,9 @@ def _noise_summary(records: list[dict[str, Any]]) -> list[str]:
     lines = []
     for (setting, kind), group in sorted(groups.items(), key=lambda kv: tuple(str(v) for v in kv[0])):
         aucs: dict[str, list[float]] = defaultdict(list)
-        for r, label in zip(group, _row_labels(group)):
-            points = {float(k): v["accuracy"] for k, v in (_metric(r, "noise") or {}).items()}
-            if _ok(r) and len(points) >= 2:
+        for r, label in zip(group, row_labels(group)):
+            points = {float(k): v["accuracy"] for k, v in (metric(r, "noise") or {}).items()}
+            if is_ok(r) and len(points) >= 2:
                 aucs[label].append(_curve_auc(points))
         if aucs:
             best = max(sorted(aucs), key=lambda label: statistics.fmean(aucs[label]))
@@ -534,7 +435,7 @@ def results_readme(records: Iterable[Mapping[str, Any]], *, baseline: str = "lat
                    plots: Sequence[tuple[str, str]] = ()) -> str:
     """The results page: who wins where and by how much, then links to the full tables and plots."""
     records = [dict(r) for r in records]
-    noisy = [r for r in _split_by_task(records)[0] if noise_kind(r) != "none"]  # accuracy under noise
+    noisy = [r for r in split_by_task(records)[0] if noise_kind(r) != "none"]  # accuracy under noise
     records = [r for r in records if noise_kind(r) == "none"]
     groups: dict[tuple, list[dict[str, Any]]] = defaultdict(list)
     for r in records:

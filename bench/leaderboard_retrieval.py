@@ -28,21 +28,21 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from bench.leaderboard import (
-    _SETTING_FIELDS,
+from bench.records_common import (
     ALPHA,
-    _markdown_table,
-    _ok,
-    _row_labels,
+    SETTING_FIELDS,
     holm,
+    is_ok,
+    markdown_table,
     noise_kind,
     paired_t_pvalue,
+    row_labels,
     setting_key,
     summarize,
 )
 from bench.spec import canonical_json
 
-__all__ = ["REFERENCE", "is_retrieval_record", "retrieval_sections", "split_by_task"]
+__all__ = ["REFERENCE", "retrieval_sections"]
 
 #: The objective every other one is tested against: CLIP's loss on two modalities.
 REFERENCE = "align_clip"
@@ -52,18 +52,6 @@ Record = dict[str, Any]
 
 # --------------------------------------------------------------------------------------------------
 # Which records are retrieval records
-
-
-def is_retrieval_record(record: Mapping[str, Any]) -> bool:
-    return (record.get("notes") or {}).get("task") == "retrieval"
-
-
-def split_by_task(records: Iterable[Mapping[str, Any]]) -> tuple[list[Record], list[Record]]:
-    """(classification records, retrieval records), keeping the input order."""
-    records = [dict(r) for r in records]
-    retrieval_methods = {r["spec"]["method"] for r in records if is_retrieval_record(r)}
-    chosen = [is_retrieval_record(r) or (not _ok(r) and r["spec"]["method"] in retrieval_methods) for r in records]
-    return [r for r, c in zip(records, chosen) if not c], [r for r, c in zip(records, chosen) if c]
 
 
 # --------------------------------------------------------------------------------------------------
@@ -147,7 +135,7 @@ def _body(records: list[Record], labels: list[str], columns: list[_Column]) -> l
         for cell, column in zip(cells[label], columns):
             if not column.applies(r):
                 continue
-            if not _ok(r):
+            if not is_ok(r):
                 cell.failed += 1
             elif (value := column.value(r)) is not None:
                 cell.values.append(float(value))
@@ -157,7 +145,7 @@ def _body(records: list[Record], labels: list[str], columns: list[_Column]) -> l
 
 
 def _table(records: list[Record], labels: list[str], columns: list[_Column], first: str = "objective") -> list[str]:
-    return _markdown_table([first] + [c.header for c in columns], _body(records, labels, columns))
+    return markdown_table([first] + [c.header for c in columns], _body(records, labels, columns))
 
 
 def _mean_metric(key: str) -> Callable[[Mapping[str, Any]], float | None]:
@@ -204,7 +192,7 @@ def _direction_table(records: list[Record], labels: list[str]) -> list[str]:
     body = []
     for direction in directions:
         embeds = [(r, label) for r, label in zip(records, labels)
-                  if direction in _retrieval(r).get("directions", {}) or not _ok(r)]
+                  if direction in _retrieval(r).get("directions", {}) or not is_ok(r)]
         columns = [_Column("R@1", _direction_metric(direction, "R@1"), percent=True, better="high"),
                    _Column("R@5", _direction_metric(direction, "R@5"), percent=True, better="high"),
                    _Column("R@10", _direction_metric(direction, "R@10"), percent=True, better="high"),
@@ -213,7 +201,7 @@ def _direction_table(records: list[Record], labels: list[str]) -> list[str]:
     if not body:
         return []
     intro = "Per direction (query modality -> gallery modality), no missing modalities (best and second per direction):"
-    return [intro, ""] + _markdown_table(["direction · objective", "R@1", "R@5", "R@10", "median rank"], body) + [""]
+    return [intro, ""] + markdown_table(["direction · objective", "R@1", "R@5", "R@10", "median rank"], body) + [""]
 
 
 def _shared_pair_by_rate(records: list[Record], labels: list[str], pair: tuple[str, str]) -> list[str]:
@@ -231,14 +219,14 @@ def _paired(records: list[Record], labels: list[str], a: str, b: str, value) -> 
     """value(row a) - value(row b) on cells with the same (seed, missing rate), i.e. the same masks."""
     by_cell: dict[str, dict[tuple, float]] = defaultdict(dict)
     for r, label in zip(records, labels):
-        if _ok(r) and label in (a, b) and (v := value(r)) is not None:
+        if is_ok(r) and label in (a, b) and (v := value(r)) is not None:
             by_cell[label][(r["spec"]["seed"], r["spec"]["missing_rate"])] = v
     shared = sorted(set(by_cell[a]) & set(by_cell[b]))
     return [by_cell[a][k] - by_cell[b][k] for k in shared]
 
 
 def _significance_table(records: list[Record], labels: list[str], pair: tuple[str, str], reference: str) -> list[str]:
-    present = sorted({label for r, label in zip(records, labels) if _ok(r) and _pair_r1(r, pair) is not None})
+    present = sorted({label for r, label in zip(records, labels) if is_ok(r) and _pair_r1(r, pair) is not None})
     if reference not in present or len(present) < 2:
         return []
     others = [label for label in present if label != reference]
@@ -256,7 +244,7 @@ def _significance_table(records: list[Record], labels: list[str], pair: tuple[st
     intro = (f"Paired t-tests against `{reference}` on R@1 of the shared pair {pair[0]} <-> {pair[1]}, matched cells "
              f"(same seed and missing rate, hence the same masks), all rates pooled, Holm-corrected; * = p < {ALPHA}:")
     header = ["objective", f"Δ R@1 vs {reference} (pp)", "p (Holm)", "verdict"]
-    return [intro, ""] + _markdown_table(header, body) + [""]
+    return [intro, ""] + markdown_table(header, body) + [""]
 
 
 def _family_key(r: Mapping[str, Any]) -> str:
@@ -268,7 +256,7 @@ def _modality_families(records: list[Record], labels: list[str]) -> list[tuple[s
     """(fewer, more) row labels whose hyperparameters differ only in the number of modalities used."""
     counts: dict[str, dict[str, set[int]]] = defaultdict(lambda: defaultdict(set))
     for r, label in zip(records, labels):
-        if _ok(r) and _num_modalities(r) is not None:
+        if is_ok(r) and _num_modalities(r) is not None:
             counts[_family_key(r)][label].add(_num_modalities(r))
     pairs = []
     for members in counts.values():
@@ -284,7 +272,7 @@ def _modalities_table(records: list[Record], labels: list[str], pair: tuple[str,
     families = _modality_families(records, labels)
     if not families:
         return []
-    counts = {label: _num_modalities(r) for r, label in zip(records, labels) if _ok(r) and _num_modalities(r)}
+    counts = {label: _num_modalities(r) for r, label in zip(records, labels) if is_ok(r) and _num_modalities(r)}
     body = []
     for rate in sorted({r["spec"]["missing_rate"] for r in records}):
         at_rate = [(r, label) for r, label in zip(records, labels) if r["spec"]["missing_rate"] == rate]
@@ -303,14 +291,14 @@ def _modalities_table(records: list[Record], labels: list[str], pair: tuple[str,
              f"uncorrected:")
     header = ["objective (modalities)", "missing rate", "R@1 fewer", "R@1 more", "Δ R@1 (pp)", "p",
               "gap fewer", "gap more", "Δ gap", "p"]
-    return [intro, ""] + _markdown_table(header, body) + [""]
+    return [intro, ""] + markdown_table(header, body) + [""]
 
 
 def _before_after(records, labels, few: str, many: str, value, scale: float) -> list[str]:
     digits = 2 if scale == 100.0 else 3
 
     def stat(label: str) -> str:
-        values = [v for r, lab in zip(records, labels) if lab == label and _ok(r) and (v := value(r)) is not None]
+        values = [v for r, lab in zip(records, labels) if lab == label and is_ok(r) and (v := value(r)) is not None]
         if not values:
             return ""
         mean, std, n = summarize(values)
@@ -325,7 +313,7 @@ def _before_after(records, labels, few: str, many: str, value, scale: float) -> 
 
 
 def _section(setting: tuple, records: list[Record], reference: str) -> list[str]:
-    values = dict(zip(_SETTING_FIELDS + ("tuning",), setting))
+    values = dict(zip(SETTING_FIELDS + ("tuning",), setting))
     masked = ("missing modalities remove sides of training pairs: a pair trains only when both sides are present"
               if values["missing_on"] == "all" else "no missing modalities in training (masks on validation and "
               "test only)")
@@ -339,7 +327,7 @@ def _section(setting: tuple, records: list[Record], reference: str) -> list[str]
         f"the query · R@K in %, mean ± std over seeds.",
         "",
     ]
-    labels = _row_labels(records)
+    labels = row_labels(records)
     complete = [i for i, r in enumerate(records) if r["spec"]["missing_rate"] == 0]
     if complete:
         sub, sub_labels = [records[i] for i in complete], [labels[i] for i in complete]

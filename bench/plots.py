@@ -14,7 +14,7 @@ from io import BytesIO
 from pathlib import Path
 from typing import Any
 
-from bench.leaderboard import noise_kind, setting_key, setting_title
+from bench.records_common import noise_kind, setting_key, setting_title
 
 __all__ = ["missing_rate_plots", "plot_names"]
 

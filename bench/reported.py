@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.errors import UsageError
-from bench.leaderboard import noise_kind, setting_key, setting_title, summarize
+from bench.records_common import noise_kind, setting_key, setting_title, summarize
 
 __all__ = ["COLUMNS", "METRICS", "REPORTED_FILE", "papers_table", "read_reported"]
 

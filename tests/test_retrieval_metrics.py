@@ -202,7 +202,7 @@ RECORDS = [
 
 
 def test_split_by_task_sends_failed_cells_of_retrieval_methods_to_retrieval():
-    from bench.leaderboard_retrieval import split_by_task
+    from bench.records_common import split_by_task
 
     classification, retrieval_records = split_by_task(RECORDS)
     assert [r["spec"]["method"] for r in classification] == ["late_fusion", "late_fusion"]
