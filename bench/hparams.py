@@ -10,7 +10,14 @@ from typing import Any, ClassVar, Literal
 
 from bench.errors import UsageError
 
-__all__ = ["MethodConfig", "coerce_value", "field_names", "resolve_hparams"]
+__all__ = ["MethodConfig", "check_epoch_window", "coerce_value", "field_names", "resolve_hparams"]
+
+
+def check_epoch_window(start: int, end: int) -> None:
+    """An inclusive epoch window of a method's modulation (OGM-GE, AGM, PMR) must satisfy 0 <= start <= end."""
+    if not 0 <= start <= end:
+        raise ValueError(f"need 0 <= modulation_start <= modulation_end, got modulation_start={start}, "
+                         f"modulation_end={end}")
 
 
 @dataclass(frozen=True)

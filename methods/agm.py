@@ -35,7 +35,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from bench.hparams import MethodConfig
+from bench.hparams import MethodConfig, check_epoch_window
 from bench.models import SlicedFusionNet, encode
 from bench.protocol import Batch, DataDescription, LossOut, Prediction, StepContext
 
@@ -180,11 +180,7 @@ class AGM(MethodConfig):
         super().__post_init__()
         if not self.alpha > 0:
             raise ValueError(f"alpha must be > 0, got alpha={self.alpha}")
-        if not 0 <= self.modulation_start <= self.modulation_end:
-            raise ValueError(
-                "need 0 <= modulation_start <= modulation_end, got "
-                f"modulation_start={self.modulation_start}, modulation_end={self.modulation_end}"
-            )
+        check_epoch_window(self.modulation_start, self.modulation_end)
 
     def build(self, description: DataDescription) -> nn.Module:
         return AGMNet(description, self.fusion)

@@ -17,7 +17,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from bench.hparams import MethodConfig
+from bench.hparams import MethodConfig, check_epoch_window
 from bench.models import SlicedFusionNet
 from bench.protocol import Batch, DataDescription, LossOut, Prediction, StepContext
 from bench.registry import variant
@@ -161,11 +161,7 @@ class OGMGE(MethodConfig):
         super().__post_init__()
         if not self.alpha > 0:
             raise ValueError(f"alpha must be > 0, got alpha={self.alpha}")
-        if not 0 <= self.modulation_start <= self.modulation_end:
-            raise ValueError(
-                "need 0 <= modulation_start <= modulation_end, got "
-                f"modulation_start={self.modulation_start}, modulation_end={self.modulation_end}"
-            )
+        check_epoch_window(self.modulation_start, self.modulation_end)
 
     def build(self, description: DataDescription) -> nn.Module:
         return SlicedFusionNet(description, self.fusion)

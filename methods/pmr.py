@@ -36,7 +36,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from bench.hparams import MethodConfig
+from bench.hparams import MethodConfig, check_epoch_window
 from bench.models import SlicedFusionNet
 from bench.protocol import Batch, DataDescription, EpochContext, LossOut, Prediction, StepContext
 
@@ -168,11 +168,7 @@ class PMR(MethodConfig):
             raise ValueError(f"mu must be >= 0, got mu={self.mu}")
         if self.entropy_epochs < 0:
             raise ValueError(f"entropy_epochs must be >= 0, got entropy_epochs={self.entropy_epochs}")
-        if not 0 <= self.modulation_start <= self.modulation_end:
-            raise ValueError(
-                "need 0 <= modulation_start <= modulation_end, got "
-                f"modulation_start={self.modulation_start}, modulation_end={self.modulation_end}"
-            )
+        check_epoch_window(self.modulation_start, self.modulation_end)
 
     def build(self, description: DataDescription) -> nn.Module:
         return PMRNet(description, self.fusion)
