@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from bench import PROTOCOL_VERSION
-from bench.errors import UsageError
+from bench.errors import CellFailure, UsageError
 from bench.hparams import resolve_hparams
 from bench.registry import DATASETS, default_method
 from bench.spec import CellSpec
@@ -85,7 +85,14 @@ def _objective(method: str, dataset: str, *, epochs: int, batch_size: int, data_
                 if trial.should_prune():
                     raise optuna.TrialPruned()
 
-            result = run_cell(spec, data_root=data_root, on_epoch=report, evaluate_test=False)
+            try:
+                result = run_cell(spec, data_root=data_root, on_epoch=report, evaluate_test=False)
+            except CellFailure as exc:
+                # Diverging (e.g. a non-finite loss at a large learning rate) is what these hyperparameters do:
+                # the trial scores 0, so it counts toward the same budget as every other trial and steers the
+                # sampler away, instead of failing and being replaced by an extra trial.
+                trial.set_user_attr("failure", str(exc))
+                return 0.0
             scores.append(selection_score(result["metrics"]))  # validation accuracy, or mean R@1 for retrieval
         return sum(scores) / len(scores)
 

@@ -71,3 +71,24 @@ def test_two_tuners_share_one_journal_safely(tmp_path):
     study = optuna.load_study(study_name="late_fusion/synthetic_2m/e2/p1", storage=open_storage(tmp_path, None))
     finished = [t for t in study.trials if t.state.is_finished()]
     assert 4 <= len(finished) <= 5  # MaxTrialsCallback may let one in-flight trial finish past the budget
+
+
+def test_a_diverging_trial_scores_zero_and_counts_toward_the_budget(tmp_path, monkeypatch):
+    import bench.loop
+    from bench.errors import CellFailure
+    from bench.tune import tune_one
+
+    real = bench.loop.run_cell
+    calls = {"n": 0}
+
+    def sometimes_diverges(spec, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == 2:
+            raise CellFailure("non-finite loss (nan) at epoch 0, batch 0")
+        return real(spec, **kwargs)
+
+    monkeypatch.setattr(bench.loop, "run_cell", sometimes_diverges)
+    summary = tune_one("late_fusion", "synthetic_2m", trials=3, results_dir=tmp_path, storage=None, epochs=1,
+                       batch_size=64, data_root=None)
+    assert summary["finished_trials"] == 3 and calls["n"] == 3
+    assert summary["best_value"] > 0
