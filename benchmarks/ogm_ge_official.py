@@ -42,7 +42,8 @@ export of commit 343dc1d). DIR is copied into the temporary folder and left unto
    --epochs 1 --batch_size 64`` and the paths of this data. The timed part is ``train_epoch``: the official
    DataLoader (decoding every wav with ``librosa.load``, the STFT, a JPEG and the training augmentation per
    clip, in ``num_workers`` worker processes) and the training steps; the evaluation on the test clips and the
-   checkpoint that follow are not timed.
+   checkpoint that follow are not timed. The driver also replaces ``main.DataLoader`` by a subclass that adds
+   up the time ``train_epoch`` waits for its batches (the loader's share of the epoch); batches are unchanged.
 
 Not the official environment: the official code pins Python 3.7 and an older librosa, whose ``librosa.load``
 resampled with resampy's ``kaiser_best``; librosa >= 0.10 uses soxr, which is much faster, so the official
@@ -255,7 +256,8 @@ MAIN_PY_EDITS = (
     ("    model.cuda()\n", ""),
 )
 
-DRIVER = '''"""Written by bench's benchmarks/ogm_ge_official.py: times main.train_epoch of the official code."""
+DRIVER = '''"""Written by bench's benchmarks/ogm_ge_official.py: times main.train_epoch of the official code, and
+within it the time spent waiting for the DataLoader's batches."""
 import json, sys, time
 site, threads, argv = sys.argv[1], int(sys.argv[2]), sys.argv[3:]
 if site:
@@ -263,17 +265,37 @@ if site:
 import torch
 torch.set_num_threads(threads)
 import main
-seconds = []
+timed = {"epoch": [], "data_wait": 0.0, "recording": False}
+
+class WaitTimedLoader(main.DataLoader):
+    def __iter__(self):
+        batches = super().__iter__()
+        while True:
+            started = time.perf_counter()
+            try:
+                batch = next(batches)
+            except StopIteration:
+                return
+            finally:
+                if timed["recording"]:
+                    timed["data_wait"] += time.perf_counter() - started
+            yield batch
+
 train_epoch = main.train_epoch
-def timed(*args, **kwargs):
+def timed_train_epoch(*args, **kwargs):
+    timed["recording"] = True
     started = time.perf_counter()
     out = train_epoch(*args, **kwargs)
-    seconds.append(time.perf_counter() - started)
+    timed["epoch"].append(time.perf_counter() - started)
+    timed["recording"] = False
     return out
-main.train_epoch = timed
+
+main.DataLoader = WaitTimedLoader
+main.train_epoch = timed_train_epoch
 sys.argv = ["main.py", *argv]
 main.main()
-print("@TAG@" + json.dumps({"epoch_seconds": seconds[0], "threads": torch.get_num_threads()}))
+print("@TAG@" + json.dumps({"epoch_seconds": timed["epoch"][0], "data_wait_seconds": timed["data_wait"],
+                            "threads": torch.get_num_threads()}))
 '''.replace("@TAG@", TIMING_TAG)
 
 
@@ -330,7 +352,8 @@ def per_clip_lines(runs: list[dict]) -> list[str]:
         per_clip = run["epoch_seconds"] / run["clips"]
         lines.append(f"  {run['code']:20s} {run['threads']} thread(s): {run['epoch_seconds']:8.1f} s/epoch for "
                      f"{run['clips']} clips ({run['steps']} steps) = {per_clip:6.3f} s/clip -> "
-                     f"{per_clip * EXTRAPOLATE_TO:7.0f} s per {EXTRAPOLATE_TO:,}-clip epoch")
+                     f"{per_clip * EXTRAPOLATE_TO:7.0f} s per {EXTRAPOLATE_TO:,}-clip epoch"
+                     + (f"; {run['data_wait_seconds']:.1f} s of it waiting for batches" if "data_wait_seconds" in run else ""))
     return lines
 
 
@@ -365,6 +388,23 @@ def flops_per_clip() -> float:
     with FlopCounterMode(display=False) as counter:
         F.cross_entropy(model(inputs)[0], torch.tensor([0, 1])).backward()
     return counter.get_total_flops() / 2
+
+
+def matmul_gflops(threads: int, size: int = 1024, repeats: int = 8) -> float:
+    """fp32 matrix-multiply throughput now, on ``threads`` threads: what this CPU (and its current load) gives
+    the convolutions at best."""
+    import torch
+
+    previous = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    a, b = torch.randn(size, size), torch.randn(size, size)
+    a @ b  # warm-up
+    started = time.perf_counter()
+    for _ in range(repeats):
+        a @ b
+    seconds = time.perf_counter() - started
+    torch.set_num_threads(previous)
+    return 2 * size**3 * repeats / seconds / 1e9
 
 
 # --------------------------------------------------------------------------------------------------
@@ -446,7 +486,7 @@ def measure(args: argparse.Namespace, work: Path) -> None:
                     runs += [bench_epoch_subprocess(layout, cache, threads, cl) for cl in variants]
                 else:
                     continue
-                print("\n".join(per_clip_lines(runs[-1:])), flush=True)
+                print("\n".join(per_clip_lines(runs[-(len(variants) if code == "bench" else 1):])), flush=True)
     flops = flops_per_clip()
     report = ["", f"one OGM-GE epoch, batch {BATCH_SIZE}, fp32, CPU ({os.cpu_count()} cores, busy: other jobs running)"]
     report += per_clip_lines(runs) + ratio_lines(runs)
@@ -454,6 +494,8 @@ def measure(args: argparse.Namespace, work: Path) -> None:
     report.append(f"  model: {flops / 1e9:.1f} GFLOP per clip (forward + backward); the fastest run did "
                   f"{flops / best / 1e9:.0f} GFLOP/s; a {EXTRAPOLATE_TO:,}-clip epoch in 60 s needs "
                   f"{flops * EXTRAPOLATE_TO / 60 / 1e9:.0f} GFLOP/s")
+    report.append("  fp32 matmul now: " + ", ".join(f"{matmul_gflops(t):.0f} GFLOP/s on {t} thread(s)"
+                                                   for t in args.threads))
     print("\n".join(report))
     if args.json is not None:
         args.json.write_text(json.dumps({"prepare_seconds": prepare_seconds, "flops_per_clip": flops,
