@@ -16,8 +16,8 @@ GRID = ["--methods", "late_fusion,late_fusion_sum", "--datasets", "synthetic_2m"
 CELLS = 12
 
 
-def _start(results: Path) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, "-m", "bench", "run", *GRID, "--results", str(results)],
+def _start(results: Path, grid: list[str] = GRID) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, "-m", "bench", "run", *grid, "--results", str(results)],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 
@@ -64,7 +64,8 @@ def test_two_runners_on_one_directory_compute_each_cell_once(tmp_path):
 
 
 def test_ctrl_c_stops_cleanly_and_says_how_to_resume(tmp_path):
-    proc = _start(tmp_path)
+    # Longer cells than GRID's, so the grid is still running when the signal lands even on a loaded machine.
+    proc = _start(tmp_path, [*GRID[:-1], "40"])
     deadline = time.time() + 120
     while len(_records(tmp_path)) < 1 and time.time() < deadline:
         time.sleep(0.05)
