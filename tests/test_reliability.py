@@ -16,9 +16,15 @@ GRID = ["--methods", "late_fusion,late_fusion_sum", "--datasets", "synthetic_2m"
 CELLS = 12
 
 
+def _default_sigint() -> None:
+    # An ignored SIGINT survives exec; some library loaded by an earlier test in the same pytest process can leave
+    # it ignored, and then the child would never see Ctrl-C. A user's shell starts bench with the default.
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def _start(results: Path, grid: list[str] = GRID) -> subprocess.Popen:
     return subprocess.Popen([sys.executable, "-m", "bench", "run", *grid, "--results", str(results)],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, preexec_fn=_default_sigint)
 
 
 def _records(results: Path) -> list[Path]:
