@@ -35,6 +35,7 @@ from bench.registry import DATASETS, default_method
 from bench.spec import CellSpec
 
 __all__ = [
+    "one_epoch_record",
     "DATASET_CHECKS",
     "METHOD_CHECKS",
     "TINY_DATASETS",
@@ -108,6 +109,20 @@ def tiny_spec(method: str, *, dataset: str = "_tiny_2m", seed: int = 0, missing_
     config = resolve_hparams(default_method(method), overrides or {})
     return CellSpec(method=method, hparams=dataclasses.asdict(config), dataset=dataset, dataset_version="1",
                     seed=seed, missing_rate=missing_rate, epochs=epochs, batch_size=16)
+
+
+def one_epoch_record(method: str, dataset: str, *, missing_rate: float = 0.25) -> dict[str, Any]:
+    """The record of one default-hyperparameter epoch of ``method`` on a registered dataset (seed 0, batch 64),
+    run through :func:`bench.cells.run_one` exactly as a grid cell would be."""
+    import dataclasses
+
+    from bench.cells import run_one
+    from bench.registry import DATASETS, default_method
+
+    spec = CellSpec(method=method, hparams=dataclasses.asdict(default_method(method)), dataset=dataset,
+                    dataset_version=DATASETS.get(dataset).info.version, seed=0, missing_rate=missing_rate, epochs=1,
+                    batch_size=64)
+    return run_one(spec, data_root=None)
 
 
 def applicable_tiny_datasets(name: str, datasets: tuple[str, ...]) -> list[str]:

@@ -5,7 +5,6 @@ computations written here; one epoch through bench.cells on synthetic_2m and syn
 
 from __future__ import annotations
 
-import dataclasses
 import itertools
 import math
 
@@ -13,7 +12,6 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from bench.cells import run_one
 from bench.methods.agm import (
     AGM,
     agm_coefficients,
@@ -25,7 +23,7 @@ from bench.methods.agm import (
 from bench.models import encode
 from bench.protocol import Batch, DataDescription, ModalitySpec, StepContext
 from bench.registry import DATASETS, METHODS, default_method
-from bench.spec import CellSpec
+from bench.testing import one_epoch_record
 
 torch.set_num_threads(1)
 
@@ -214,16 +212,9 @@ def test_predict_gives_full_logits_and_responses():
     assert torch.allclose(pred.per_modality["a"] + pred.per_modality["v"], logits, atol=1e-6)
 
 
-def _one_epoch(method: str, dataset: str) -> dict:
-    spec = CellSpec(method=method, hparams=dataclasses.asdict(default_method(method)), dataset=dataset,
-                    dataset_version=DATASETS.get(dataset).info.version, seed=0, missing_rate=0.25, epochs=1,
-                    batch_size=64)
-    return run_one(spec, data_root=None)
-
-
 @pytest.mark.parametrize("dataset", ["synthetic_2m", "synthetic_3m"])
 def test_one_epoch_through_cells(dataset):
-    record = _one_epoch("agm", dataset)
+    record = one_epoch_record("agm", dataset)
     assert record["status"] == "ok", record["reason"]
     assert 0.0 <= record["metrics"]["accuracy"] <= 1.0
     assert set(record["metrics"]["per_modality_accuracy"]) == set(DATASETS.get(dataset).info.modalities)

@@ -6,7 +6,6 @@ rows, never the validation or test split); one epoch on synthetic_2m/3m.
 
 from __future__ import annotations
 
-import dataclasses
 import math
 
 import numpy as np
@@ -14,14 +13,12 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from bench.cells import run_one
 from bench.data import cell_data
 from bench.loop import _carve_holdout, _holdout_rows, build_method, run_cell
 from bench.methods.gblending import GBlending, blend_weights, head_losses, ogr_terms
 from bench.protocol import Batch, DataDescription, EpochContext, ModalitySpec, StepContext
 from bench.registry import DATASETS, METHODS, default_method
-from bench.spec import CellSpec
-from bench.testing import tiny_spec
+from bench.testing import one_epoch_record, tiny_spec
 
 torch.set_num_threads(1)
 
@@ -200,16 +197,9 @@ def test_start_epoch_sees_holdout_and_train_never_validation(monkeypatch):
     assert sizes["val"] == 40 and sizes["test"] == 50
 
 
-def _one_epoch(method: str, dataset: str) -> dict:
-    spec = CellSpec(method=method, hparams=dataclasses.asdict(default_method(method)), dataset=dataset,
-                    dataset_version=DATASETS.get(dataset).info.version, seed=0, missing_rate=0.25, epochs=1,
-                    batch_size=64)
-    return run_one(spec, data_root=None)
-
-
 @pytest.mark.parametrize("dataset", ["synthetic_2m", "synthetic_3m"])
 def test_one_epoch_through_cells(dataset):
-    record = _one_epoch("gblending", dataset)
+    record = one_epoch_record("gblending", dataset)
     assert record["status"] == "ok", record["reason"]
     assert 0.0 <= record["metrics"]["accuracy"] <= 1.0
     assert set(record["metrics"]["per_modality_accuracy"]) == set(DATASETS.get(dataset).info.modalities)

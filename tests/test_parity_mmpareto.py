@@ -7,7 +7,6 @@ not from the code under test.
 
 from __future__ import annotations
 
-import dataclasses
 import math
 
 import numpy as np
@@ -15,11 +14,10 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from bench.cells import run_one
 from bench.methods.mmpareto import MMPareto, integrated_gradient, min_norm_weights, pareto_weights, rescale
 from bench.protocol import Batch, DataDescription, ModalitySpec, StepContext
 from bench.registry import DATASETS, METHODS, default_method
-from bench.spec import CellSpec
+from bench.testing import one_epoch_record
 
 torch.set_num_threads(1)
 
@@ -150,17 +148,9 @@ def test_conflicts_occur_and_are_resolved_on_real_gradients():
     assert conflicts > 0
 
 
-def _one_epoch(method: str, dataset: str) -> dict:
-    config = default_method(method)
-    spec = CellSpec(method=method, hparams=dataclasses.asdict(config), dataset=dataset,
-                    dataset_version=DATASETS.get(dataset).info.version, seed=0, missing_rate=0.25, epochs=1,
-                    batch_size=64)
-    return run_one(spec, data_root=None)
-
-
 @pytest.mark.parametrize("dataset", ["synthetic_2m", "synthetic_3m"])
 def test_one_epoch_through_cells(dataset):
-    record = _one_epoch("mmpareto", dataset)
+    record = one_epoch_record("mmpareto", dataset)
     assert record["status"] == "ok", record["reason"]
     metrics = record["metrics"]
     assert 0.0 <= metrics["accuracy"] <= 1.0

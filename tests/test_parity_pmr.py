@@ -5,14 +5,12 @@ here with ``math`` and plain loops; the start_epoch hook through run_cell; one e
 
 from __future__ import annotations
 
-import dataclasses
 import math
 
 import pytest
 import torch
 import torch.nn.functional as F
 
-from bench.cells import run_one
 from bench.loop import run_cell
 from bench.methods.pmr import (
     PMR,
@@ -25,8 +23,7 @@ from bench.methods.pmr import (
 )
 from bench.protocol import Batch, DataDescription, EpochContext, ModalitySpec, StepContext
 from bench.registry import DATASETS, METHODS, default_method
-from bench.spec import CellSpec
-from bench.testing import tiny_spec
+from bench.testing import one_epoch_record, tiny_spec
 
 torch.set_num_threads(1)
 
@@ -222,16 +219,9 @@ def test_start_epoch_hook_runs_before_every_epoch_in_eval_mode_without_gradients
     assert "holdout" not in result["notes"]["split_sizes"]
 
 
-def _one_epoch(method: str, dataset: str) -> dict:
-    spec = CellSpec(method=method, hparams=dataclasses.asdict(default_method(method)), dataset=dataset,
-                    dataset_version=DATASETS.get(dataset).info.version, seed=0, missing_rate=0.25, epochs=1,
-                    batch_size=64)
-    return run_one(spec, data_root=None)
-
-
 @pytest.mark.parametrize("dataset", ["synthetic_2m", "synthetic_3m"])
 def test_one_epoch_through_cells(dataset):
-    record = _one_epoch("pmr", dataset)
+    record = one_epoch_record("pmr", dataset)
     assert record["status"] == "ok", record["reason"]
     assert 0.0 <= record["metrics"]["accuracy"] <= 1.0
     assert set(record["metrics"]["per_modality_accuracy"]) == set(DATASETS.get(dataset).info.modalities)
