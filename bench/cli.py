@@ -190,9 +190,19 @@ def _progress_bar(total: int):
     return bar, update
 
 
+def _set_data_workers(args: argparse.Namespace) -> None:
+    """``--data-workers N`` as ``BENCH_DATA_WORKERS``, which ``--jobs`` workers (and Ray tasks) inherit."""
+    if args.data_workers is None:
+        return
+    if args.data_workers < 0:
+        raise UsageError(f"--data-workers must be >= 0, got {args.data_workers}")
+    os.environ["BENCH_DATA_WORKERS"] = str(args.data_workers)
+
+
 def cmd_run(args: argparse.Namespace) -> int:
     from bench.workers import start_workers
 
+    _set_data_workers(args)
     if args.threads < 1 or args.jobs < 1:
         raise UsageError(f"--threads and --jobs must be >= 1, got --threads {args.threads} --jobs {args.jobs}")
     if args.tune is not None:
@@ -268,6 +278,7 @@ def _tune(args: argparse.Namespace, *, trials: int) -> None:
 
 
 def cmd_tune(args: argparse.Namespace) -> int:
+    _set_data_workers(args)
     _tune(args, trials=args.trials)
     return 0
 
@@ -435,6 +446,13 @@ def cmd_data(args: argparse.Namespace) -> int:
     return _data_prepare(DATASETS.select(args.names), root)
 
 
+def _add_data_workers_argument(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--data-workers", type=int, metavar="N",
+                        help="data-loader processes that read streamed (larger than BENCH_RESIDENT_BYTES) splits "
+                             "ahead of training (default: $BENCH_DATA_WORKERS, else 2; 0 reads in the training "
+                             "process; records do not depend on it)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="bench", description="Multimodal-learning benchmark harness.")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
@@ -452,6 +470,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--threads", type=int, default=1,
                      help="torch CPU threads per cell (default 1: the small models gain nothing from more, "
                           "and threads competing with other processes for the cores slow training many-fold)")
+    _add_data_workers_argument(run)
     run.add_argument("--executor", choices=("local", "ray"), default="local",
                      help="where cells run: local processes (default) or Ray tasks (pip install 'bench-mml[ray]')")
     run.add_argument("--ray-address",
@@ -465,6 +484,7 @@ def build_parser() -> argparse.ArgumentParser:
     tune.add_argument("--storage", help="Optuna RDB storage URL shared by workers, e.g. postgresql://... (default: a journal file in RESULTS/tuning)")
     tune.add_argument("--jobs", type=int, default=1, help="trials run in parallel in this process")
     tune.add_argument("--threads", type=int, default=1, help="torch CPU threads")
+    _add_data_workers_argument(tune)
     tune.set_defaults(func=cmd_tune)
     validate = sub.add_parser("validate", help="resolve a grid and report every problem at once")
     _add_grid_arguments(validate)

@@ -20,8 +20,8 @@ from bench.registry import DATASETS
 from bench.spec import CellSpec
 
 __all__ = [
-    "CellData", "MaskedSplit", "batch_starts", "carve_validation", "cell_data", "iterate_batches", "load_dataset",
-    "validation_rows", "with_encoders",
+    "CellData", "MaskedSplit", "batch_starts", "carve_validation", "cell_data", "data_workers",
+    "iterate_batches", "load_dataset", "validation_rows", "with_encoders",
 ]
 
 #: Fraction of train carved into a validation split when a dataset ships none, and the seed of that cut.
@@ -33,6 +33,10 @@ VAL_SEED = 0
 #: memory-mapped cache) and are gathered, moved and masked batch by batch; smaller ones are masked and moved
 #: to the device once, up front (fastest for data that fit). ``BENCH_RESIDENT_BYTES`` changes it.
 RESIDENT_BYTES = int(os.environ.get("BENCH_RESIDENT_BYTES", 2 * 2**30))
+
+#: Streamed splits are read ahead by this many data-loader processes unless ``BENCH_DATA_WORKERS`` says
+#: otherwise: reading the next batches from disk overlaps the current step.
+DEFAULT_DATA_WORKERS = 2
 
 _cache: dict[tuple[str, str], LoadedData] = {}
 _cache_lock = threading.Lock()
@@ -100,18 +104,28 @@ class MaskedSplit:
             return MaskedSplit(inputs, self.labels[on_device], self.mask[on_device])
         return MaskedSplit(self.inputs, self.labels[on_device], self.mask[on_device], self.rows[index], self.zero_fill)
 
-    def batch_inputs(self, index: torch.Tensor | slice) -> dict[str, torch.Tensor]:
-        """Inputs of the samples at ``index`` (a slice, or positions in this split on the labels' device)."""
+    def gather(self, index: torch.Tensor | slice) -> dict[str, torch.Tensor]:
+        """Streamed splits: the unmasked CPU rows of the samples at ``index`` (positions in this split)."""
+        source = self.rows[index if isinstance(index, slice) else index.cpu()]
+        return {name: x[source] for name, x in self.inputs.items()}
+
+    def batch_inputs(self, index: torch.Tensor | slice,
+                     gathered: Mapping[str, torch.Tensor] | None = None) -> dict[str, torch.Tensor]:
+        """Inputs of the samples at ``index`` (a slice, or positions in this split on the labels' device).
+
+        Streamed splits gather the rows (unless a data-loader worker already did: ``gathered``), then move
+        them to the device and zero the absent modalities.
+        """
         if self.rows is None:
             return {name: x[index] for name, x in self.inputs.items()}
-        source = self.rows[index if isinstance(index, slice) else index.cpu()]
+        rows_of = self.gather(index) if gathered is None else gathered
         device = self.labels.device
         present = self.mask[index]
         batch = {}
-        for m, (name, x) in enumerate(self.inputs.items()):
-            rows = x[source]
+        for m, name in enumerate(self.inputs):
+            rows = rows_of[name]
             if device.type == "cuda":
-                rows = rows.pin_memory()
+                rows = rows.pin_memory()  # a no-op for rows a pinning data loader already returned
             rows = rows.to(device, non_blocking=True)
             if self.zero_fill and not bool(present[:, m].all()):
                 rows = rows * present[:, m].reshape(-1, *([1] * (rows.dim() - 1))).to(rows.dtype)
@@ -196,6 +210,47 @@ def batch_starts(n: int, batch_size: int, *, training: bool) -> list[int]:
     return starts
 
 
+def data_workers() -> int:
+    """Data-loader worker processes that gather the batches of a streamed split (``BENCH_DATA_WORKERS``, or
+    ``run --data-workers``); 0 gathers in the training process. Read per call, so a CLI flag set after import
+    (and inherited by ``--jobs`` workers) applies."""
+    value = os.environ.get("BENCH_DATA_WORKERS", str(DEFAULT_DATA_WORKERS))
+    try:
+        workers = int(value)
+    except ValueError:
+        raise UsageError(f"BENCH_DATA_WORKERS={value!r} is not a whole number; set it to 0 or more") from None
+    if workers < 0:
+        raise UsageError(f"BENCH_DATA_WORKERS={workers} is negative; set it to 0 or more")
+    return workers
+
+
+class _RowGatherer(torch.utils.data.Dataset):
+    """What a data-loader worker does for a streamed split: one item is one whole batch, gathered from the
+    (memory-mapped) inputs by the batch's positions, so a worker does one fancy-index read per modality and no
+    per-sample Python."""
+
+    def __init__(self, split: MaskedSplit) -> None:
+        self.split = split
+
+    def __len__(self) -> int:
+        return len(self.split)
+
+    def __getitem__(self, positions: torch.Tensor) -> dict[str, torch.Tensor]:
+        return self.split.gather(positions)
+
+
+def _prefetched_rows(split: MaskedSplit, batches: list[torch.Tensor], workers: int) -> Iterator[dict]:
+    """The gathered CPU rows of each batch, read ahead by ``workers`` processes in the given order (so the
+    batches, and the records, are those of gathering in-process)."""
+    # fork shares the memory-mapped inputs with the workers; spawn would pickle (copy) them into each one.
+    context = "fork" if "fork" in torch.multiprocessing.get_all_start_methods() else None
+    loader = torch.utils.data.DataLoader(
+        _RowGatherer(split), sampler=batches, batch_size=None, num_workers=min(workers, len(batches)),
+        pin_memory=split.labels.device.type == "cuda", multiprocessing_context=context,
+    )
+    return iter(loader)
+
+
 def iterate_batches(
     split: MaskedSplit, batch_size: int, *, generator: torch.Generator | None = None
 ) -> Iterator[Batch]:
@@ -203,21 +258,20 @@ def iterate_batches(
     once (the last batch is kept).
 
     Shuffled when a generator is given (training). A trailing training batch of one sample is merged
-    into the previous batch, because BatchNorm cannot normalise a batch of one.
+    into the previous batch, because BatchNorm cannot normalise a batch of one. Streamed splits are gathered
+    ahead by :func:`data_workers` processes when there are any.
     """
     n = len(split)
-    order = torch.randperm(n, generator=generator) if generator is not None else None
-    starts = batch_starts(n, batch_size, training=order is not None)
-    for i, start in enumerate(starts):
-        stop = starts[i + 1] if i + 1 < len(starts) else n
-        if order is None:
-            rows = slice(start, stop)
-            index = torch.arange(start, stop)
-        else:
-            index = order[start:stop]
-            rows = index.to(split.labels.device)
+    order = torch.randperm(n, generator=generator) if generator is not None else torch.arange(n)
+    starts = batch_starts(n, batch_size, training=generator is not None)
+    stops = starts[1:] + [n]
+    indices = [order[start:stop] for start, stop in zip(starts, stops)]
+    workers = data_workers() if split.rows is not None else 0
+    prefetched = _prefetched_rows(split, indices, workers) if workers and len(indices) > 1 else None
+    for start, stop, index in zip(starts, stops, indices):
+        rows = slice(start, stop) if generator is None else index.to(split.labels.device)
         yield Batch(
-            inputs=split.batch_inputs(rows),
+            inputs=split.batch_inputs(rows, next(prefetched) if prefetched is not None else None),
             label=split.labels[rows],
             index=index.to(split.labels.device),
             mask=split.mask[rows],

@@ -28,6 +28,7 @@ cells at once as the cluster has CPUs (a local instance: this machine's cores).
 from __future__ import annotations
 
 import contextlib
+import os
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
@@ -49,10 +50,16 @@ def _import_ray():
     return ray
 
 
-def _ray_cell(spec: CellSpec, results_dir: str, threads: int, options: dict) -> CellOutcome:
+#: Execution settings read from the environment that a Ray task takes from the submitting process (a task
+#: on another node does not inherit its environment). None of them changes a record.
+FORWARDED_ENVIRONMENT = ("BENCH_DATA_WORKERS",)
+
+
+def _ray_cell(spec: CellSpec, results_dir: str, threads: int, options: dict, env: dict) -> CellOutcome:
     """The body of one Ray task (a plain function, wrapped with ``ray.remote`` at submission)."""
     import torch
 
+    os.environ.update(env)
     torch.set_num_threads(threads)
     return process_cell(spec, Path(results_dir), **options)
 
@@ -109,7 +116,8 @@ def run_cells_on_ray(
     try:
         gpus = 1 if device is not None and device.startswith("cuda") else 0
         task = ray.remote(num_cpus=1, num_gpus=gpus, max_retries=0)(_ray_cell)
-        pending = {task.remote(spec, str(results_dir), threads, options): spec for spec in todo}
+        env = {name: os.environ[name] for name in FORWARDED_ENVIRONMENT if name in os.environ}
+        pending = {task.remote(spec, str(results_dir), threads, options, env): spec for spec in todo}
         try:
             while pending:
                 ready, _ = ray.wait(list(pending), num_returns=1)

@@ -23,6 +23,7 @@ FAST = ("--methods", "late_fusion", "--datasets", "synthetic_2m", "--seeds", "0"
     (("run", "--set", "lr=1"), "is not of the form method.param=value"),
     (("run", "--missing-on", "train"), "invalid choice"),
     (("run", "--epochs", "0"), "epochs must be >= 1"),
+    (("run", "--data-workers", "-1"), "--data-workers must be >= 0"),
     (("run", "--data-root", "/no/such/dir"), "is not a directory"),
     (("ls", "things"), "invalid choice"),
 ])
