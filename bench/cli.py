@@ -132,6 +132,7 @@ def _write_tables(results_dir: Path, *, check: bool = False) -> tuple[int, str]:
     from bench.leaderboard import leaderboard, results_readme
     from bench.plots import missing_rate_plots, plot_names
     from bench.records_common import split_by_task
+    from bench.regenerate import SCRIPT_FILE, regenerate_script
     from bench.reported import REPORTED_FILE, papers_table, read_reported
     from bench.store import atomic_write_text, iter_records
 
@@ -143,7 +144,8 @@ def _write_tables(results_dir: Path, *, check: bool = False) -> tuple[int, str]:
     text = leaderboard(records)
     plotted = split_by_task(records)[0]  # the accuracy plots show classification records only
     pages = {LEADERBOARD_FILE: text,
-             "README.md": results_readme(records, plots=[(f"plots/{name}", caption) for name, caption in plot_names(plotted)])}
+             "README.md": results_readme(records, plots=[(f"plots/{name}", caption) for name, caption in plot_names(plotted)]),
+             SCRIPT_FILE: regenerate_script(records)}
     if (results_dir / REPORTED_FILE).exists():
         pages[PAPERS_FILE] = papers_table(records, read_reported(results_dir / REPORTED_FILE))
     if check:

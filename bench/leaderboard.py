@@ -38,6 +38,7 @@ from bench.records_common import (
     split_by_task,
     summarize,
 )
+from bench.regenerate import SCRIPT_FILE, recorded_hours, regenerate_commands
 from bench.spec import canonical_json
 
 __all__ = ["holm", "leaderboard", "paired_t_pvalue", "results_readme", "setting_key", "setting_title", "summarize"]
@@ -222,6 +223,14 @@ def _paired_differences(records, labels, a: str, b: str) -> list[float]:
     return [by_cell[a][k] - by_cell[b][k] for k in shared]
 
 
+def _against(records, labels, reference: str, others: Sequence[str]) -> dict[str, tuple[list[float], float]]:
+    """label -> (paired accuracy differences against ``reference``, Holm-adjusted p over ``others``); rows
+    without matched cells (and the reference itself) are left out."""
+    diffs = [_paired_differences(records, labels, label, reference) if label != reference else [] for label in others]
+    adjusted = holm([paired_t_pvalue(d) for d in diffs])
+    return {label: (d, p) for label, d, p in zip(others, diffs, adjusted) if d}
+
+
 def _significance_table(records, labels, baseline: str) -> list[str]:
     means: dict[str, list[float]] = defaultdict(list)
     for r, label in zip(records, labels):
@@ -231,20 +240,21 @@ def _significance_table(records, labels, baseline: str) -> list[str]:
         return []
     best = max(sorted(means), key=lambda label: statistics.fmean(means[label]))
     others = sorted(means)
-    base_diffs = [_paired_differences(records, labels, label, baseline) if baseline in means and label != baseline
-                  else [] for label in others]
-    best_diffs = [_paired_differences(records, labels, label, best) if label != best else [] for label in others]
-    p_base = holm([paired_t_pvalue(d) for d in base_diffs])
-    p_best = holm([paired_t_pvalue(d) for d in best_diffs])
+    versus_base = _against(records, labels, baseline, others) if baseline in means else {}
+    versus_best = _against(records, labels, best, others)
+
+    def column(label, versus):
+        if label not in versus:
+            return ["", ""]
+        diffs, p = versus[label]
+        mark = " *" if p < ALPHA else ""
+        return [f"{100 * statistics.fmean(diffs):+.2f} (n={len(diffs)})", f"{p:.3g}{mark}" if not math.isnan(p) else "n/a"]
+
     body = []
-    for i, label in enumerate(others):
-        def column(diffs, p):
-            if not diffs:
-                return ["", ""]
-            mark = " *" if p < ALPHA else ""
-            return [f"{100 * statistics.fmean(diffs):+.2f} (n={len(diffs)})", f"{p:.3g}{mark}" if not math.isnan(p) else "n/a"]
-        verdict = "best" if label == best else ("≈ best" if not (p_best[i] < ALPHA) else "worse than best")
-        body.append([label] + column(base_diffs[i], p_base[i]) + column(best_diffs[i], p_best[i]) + [verdict])
+    for label in others:
+        worse = label in versus_best and versus_best[label][1] < ALPHA
+        verdict = "best" if label == best else ("worse than best" if worse else "≈ best")
+        body.append([label] + column(label, versus_base) + column(label, versus_best) + [verdict])
     header = ["method", f"Δ acc vs {baseline} (pp)", "p (Holm)", f"Δ acc vs {best} (pp)", "p (Holm)", "verdict"]
     intro = (f"Paired t-tests on matched cells (same seed and missing rate, hence the same masks), all rates "
              f"pooled, Holm-corrected within each column; * = p < {ALPHA}; '≈ best' = not significantly worse "
@@ -368,6 +378,8 @@ def leaderboard(records: Iterable[Mapping[str, Any]], *, baseline: str = "late_f
 
 
 def _section_summary(setting: tuple, records: list[dict[str, Any]], baseline: str) -> list[str]:
+    """Who is best without missing modalities, by how much, and which rows differ significantly from the
+    baseline over all matched (seed, missing rate) cells, with the Holm correction of the full table."""
     records = split_by_task(records)[0]  # accuracy summaries: classification records only
     values = dict(zip(SETTING_FIELDS + ("tuning",), setting))
     labels = row_labels(records)
@@ -379,17 +391,33 @@ def _section_summary(setting: tuple, records: list[dict[str, Any]], baseline: st
     if not ranked:
         return []
     (best_acc, best), rest = ranked[0], ranked[1:]
-    line = f"- **{values['dataset']}** ({values['tuning']}, {values['epochs']} epochs): best without missing " \
-           f"modalities is `{best}` at {100 * best_acc:.2f}%"
+    line = f"- **{values['dataset']}** ({values['tuning']}, {values['epochs']} epochs, {values['precision']}): " \
+           f"best without missing modalities is `{best}` at {100 * best_acc:.2f}%"
     if rest:
-        line += f", {100 * (best_acc - rest[0][0]):.2f} points ahead of `{rest[0][1]}`"
-    if baseline in clean and clean[baseline] and best != baseline:
-        diffs = _paired_differences(records, labels, best, baseline)
-        p = paired_t_pvalue(diffs)
-        verdict = "significant" if p < ALPHA else "not significant"
-        line += (f"; against `{baseline}` {100 * statistics.fmean(diffs):+.2f} points over all matched cells "
-                 f"(paired t, p = {p:.3g}, {verdict} before correction)") if diffs else ""
-    return [line + "."]
+        gap = 100 * (best_acc - rest[0][0])
+        line += f", tied with `{rest[0][1]}`" if gap < 0.005 else f", {gap:.2f} points ahead of `{rest[0][1]}`"
+    okay = sorted({label for r, label in zip(records, labels) if is_ok(r)})
+    if baseline not in okay:
+        return [line + "."]
+    versus = _against(records, labels, baseline, okay)
+    better = [label for label, (d, p) in versus.items() if p < ALPHA and statistics.fmean(d) > 0]
+    worse = [label for label, (d, p) in versus.items() if p < ALPHA and statistics.fmean(d) < 0]
+
+    def listed(chosen):
+        return ", ".join(f"`{label}` {100 * statistics.fmean(versus[label][0]):+.2f} (p = {versus[label][1]:.2g})"
+                         for label in sorted(chosen, key=lambda label: -abs(statistics.fmean(versus[label][0]))))
+
+    line += (f". Against `{baseline}` (paired t over {len(next(iter(versus.values()))[0]) if versus else 0} matched "
+             f"seed and missing-rate cells, Holm-corrected over {len(versus)} rows): ")
+    parts = []
+    if better:
+        parts.append(f"significantly better {listed(better)}")
+    if worse:
+        parts.append(f"significantly worse {listed(worse)}")
+    others = len(versus) - len(better) - len(worse)
+    if others:
+        parts.append(f"{'the other ' if parts else ''}{others} not significantly different")
+    return [line + "; ".join(parts) + "."]
 
 
 def _noise_summary(records: list[dict[str, Any]]) -> list[str]:
@@ -413,28 +441,11 @@ def _noise_summary(records: list[dict[str, Any]]) -> list[str]:
     return lines
 
 
-def _regenerate_command(records: list[dict[str, Any]]) -> str:
-    spec = records[0]["spec"]
-    def joined(values):
-        return ",".join(f"{v:g}" if isinstance(v, float) else str(v) for v in sorted(set(values)))
-    parts = ["python -m bench run", f"--methods {joined(r['spec']['method'] for r in records)}",
-             f"--datasets {spec['dataset']}", f"--seeds {joined(r['spec']['seed'] for r in records)}",
-             f"--missing-rates {joined(r['spec']['missing_rate'] for r in records)}",
-             f"--epochs {spec['epochs']}", f"--batch-size {spec['batch_size']}"]
-    if spec["missing_on"] != "all":
-        parts.append(f"--missing-on {spec['missing_on']}")
-    source = spec.get("hparams_source", "default")
-    if not source.startswith("tuned"):
-        return " ".join(parts)
-    trials = source.split(":")[-1].split("-")[0]
-    tune = ["python -m bench tune", parts[1], parts[2], f"--trials {trials}", parts[5], parts[6]]
-    return " ".join(tune) + " && " + " ".join(parts + ["--tuned"])
-
-
 def results_readme(records: Iterable[Mapping[str, Any]], *, baseline: str = "late_fusion",
                    plots: Sequence[tuple[str, str]] = ()) -> str:
     """The results page: who wins where and by how much, then links to the full tables and plots."""
     records = [dict(r) for r in records]
+    every = records
     noisy = [r for r in split_by_task(records)[0] if noise_kind(r) != "none"]  # accuracy under noise
     records = [r for r in records if noise_kind(r) == "none"]
     groups: dict[tuple, list[dict[str, Any]]] = defaultdict(list)
@@ -455,10 +466,15 @@ def results_readme(records: Iterable[Mapping[str, Any]], *, baseline: str = "lat
     for setting in sorted(groups, key=lambda s: tuple(str(v) for v in s)):
         lines += _section_summary(setting, groups[setting], baseline)
     lines += _noise_summary(noisy)
+    cells, cell_hours, tuning_hours = recorded_hours(every)
     lines += ["", "## Regenerate", "",
-              "The commands that produce these records (real datasets read from `$BENCH_DATA`):", "", "```bash"]
-    lines += [_regenerate_command(groups[s]) for s in sorted(groups, key=lambda s: tuple(str(v) for v in s))]
-    lines += ["python -m bench table          # tables, this page and the plots, from the records",
+              f"`bash results/{SCRIPT_FILE}` runs every command below (real datasets read from `$BENCH_DATA`; "
+              f"`RESULTS=DIR` writes to a fresh directory instead of resuming this one). By the records, the "
+              f"{cells} cells took {cell_hours:.1f} hours of single-thread compute and tuning about "
+              f"{tuning_hours:.1f} hours more (estimated): about {(cell_hours + tuning_hours) / 2:.1f} hours with "
+              f"`--jobs 2` on 2 cores.", "", "```bash"]
+    lines += regenerate_commands(every)
+    lines += ["python -m bench table          # tables, this page, the plots and the script, from the records",
               "python -m bench table --check  # what CI runs: fails if these files are stale", "```", ""]
     if plots:
         lines += ["## Accuracy against missing rate", ""]

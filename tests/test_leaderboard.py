@@ -128,3 +128,19 @@ def test_plots_never_mix_settings(tmp_path):
     assert any("tuned" in caption for _, caption in names)
     written = missing_rate_plots(rows, tmp_path)
     assert sorted(p.name for p in written) == sorted(n for n, _ in names)
+
+
+def test_the_results_page_names_significant_rows_with_their_holm_p():
+    """mla beats late_fusion by 10 +- 1 points on 4 matched cells (p << 0.05 after Holm over 2 rows); qmf's
+    differences average 0, so it is counted as not significantly different."""
+    from bench.leaderboard import results_readme
+
+    rows = []
+    for seed, (lf, mla, qmf) in enumerate([(0.60, 0.70, 0.62), (0.61, 0.72, 0.59), (0.62, 0.71, 0.63),
+                                           (0.63, 0.74, 0.62)]):
+        rows += [_record("late_fusion", seed, lf), _record("mla", seed, mla), _record("qmf", seed, qmf)]
+    (line,) = [s for s in results_readme(rows).splitlines() if s.startswith("- **toy**")]
+    assert "best without missing modalities is `mla` at 71.75%, 10.25 points ahead of `qmf`" in line
+    p = holm([paired_t_pvalue([0.10, 0.11, 0.09, 0.11]), paired_t_pvalue([0.02, -0.02, 0.01, -0.01])])[0]
+    assert f"significantly better `mla` +10.25 (p = {p:.2g})" in line
+    assert "the other 1 not significantly different" in line and "significantly worse" not in line
