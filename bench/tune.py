@@ -102,13 +102,21 @@ def _objective(method: str, dataset: str, *, epochs: int, batch_size: int, data_
 def tune_one(method: str, dataset: str, *, trials: int, results_dir: Path, storage: str | None,
              epochs: int, batch_size: int, data_root: Path | None, jobs: int = 1,
              precision: str = "fp32") -> dict[str, Any]:
-    """Run the study until it holds ``trials`` finished (complete or pruned) trials; write the best."""
+    """Run the study until it holds ``trials`` finished (complete or pruned) trials; write the best.
+
+    A tuned file already written by the same study with the same budget is the answer (returned as it is):
+    the committed tuned files resume a regeneration even where the study's storage (a local journal that is
+    not committed) is absent. Delete the file to tune again.
+    """
     import optuna
     from optuna.study import MaxTrialsCallback
     from optuna.trial import TrialState
 
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
     name = study_name(method, dataset, epochs) + ("" if precision == "fp32" else f"/{precision}")
+    done = _finished_summary(tuned_path(results_dir, method, dataset), name, trials)
+    if done is not None:
+        return done
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
     study = optuna.create_study(
         study_name=name, storage=open_storage(results_dir, storage), direction="maximize",
         sampler=optuna.samplers.TPESampler(seed=_sampler_seed(name), n_startup_trials=min(10, max(trials // 2, 1))),
@@ -135,6 +143,15 @@ def tune_one(method: str, dataset: str, *, trials: int, results_dir: Path, stora
     }
     atomic_write_text(tuned_path(results_dir, method, dataset), json.dumps(summary, indent=1, sort_keys=True) + "\n")
     return summary
+
+
+def _finished_summary(path: Path, study: str, trials: int) -> dict[str, Any] | None:
+    try:
+        summary = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError):
+        return None  # absent or unreadable: tune (and rewrite it)
+    same = isinstance(summary, dict) and summary.get("study") == study and summary.get("trials") == trials
+    return summary if same and summary.get("finished_trials", 0) >= trials else None
 
 
 def load_tuned(results_dir: Path, method: str, dataset: str) -> tuple[dict[str, Any], str]:

@@ -28,6 +28,26 @@ def test_tune_writes_best_params_and_run_tuned_uses_them(run_cli, tmp_path):
         assert record["spec"]["hparams"][name] == value
 
 
+def test_a_committed_tuned_file_resumes_without_its_journal(run_cli, tmp_path, monkeypatch):
+    """regenerate.sh re-runs `tune` on a fresh clone, where the (uncommitted) journal is absent: the tuned
+    file of the same study and budget is kept and no trial runs; a larger budget tunes again."""
+    import shutil
+
+    import bench.loop
+
+    assert run_cli("tune", *TINY, "--trials", "2", "--results", str(tmp_path))[0] == 0
+    path = tmp_path / "tuned" / "synthetic_2m" / "late_fusion.json"
+    before = path.read_text()
+    shutil.rmtree(tmp_path / "tuning")
+    trained = []
+    original = bench.loop.run_cell
+    monkeypatch.setattr(bench.loop, "run_cell", lambda *a, **k: trained.append(1) or original(*a, **k))
+    assert run_cli("tune", *TINY, "--trials", "2", "--results", str(tmp_path))[0] == 0
+    assert path.read_text() == before and trained == []
+    assert run_cli("tune", *TINY, "--trials", "3", "--results", str(tmp_path))[0] == 0
+    assert json.loads(path.read_text())["trials"] == 3 and trained
+
+
 def test_tuning_never_evaluates_test(monkeypatch, tmp_path):
     import bench.loop
 
