@@ -36,12 +36,13 @@ from typing import Any
 import numpy as np
 import torch
 
-from bench.cache import read_manifest, read_prepared
+from bench.cache import cache_dir, read_manifest, read_prepared
 from bench.errors import UsageError
 from bench.protocol import LoadedData, ModalitySpec, SplitData
 from bench.store import atomic_write_text
 
 __all__ = [
+    "CachedMediaAdapter",
     "MissingStream",
     "ScratchArrays",
     "cache_state",
@@ -530,6 +531,29 @@ def cache_state(directory: Path, dataset: str, describe: Callable[[dict[str, Any
                                  f"python -m bench data prepare {dataset}")
     return "raw found", (f"not prepared yet: python -m bench data prepare {dataset} (or the first run) caches it "
                          f"in {directory}")
+
+
+class CachedMediaAdapter:
+    """What the adapters that decode media into a prepared cache share: where their cache lives, whether they
+    can load, and ``bench data``'s state line. A subclass provides ``info``, ``_key(data_root)`` (the cache
+    key), ``_missing(data_root)`` (why it cannot load, "" when everything is there) and
+    ``_describe_cache(manifest)`` (one line about a prepared cache)."""
+
+    def cache_path(self, data_root: Path) -> Path:
+        return cache_dir(self.info.name, self.info.version, self._key(data_root))
+
+    def available(self, data_root: Path | None) -> tuple[bool, str]:
+        try:
+            why = self._missing(data_root)
+        except UsageError as exc:  # e.g. a split list that cannot be parsed
+            why = str(exc)
+        return (False, why) if why else (True, "")
+
+    def status(self, data_root: Path | None) -> tuple[str, str]:
+        ok, why = self.available(data_root)
+        if not ok:
+            return "missing", why
+        return cache_state(self.cache_path(data_root), self.info.name, self._describe_cache)
 
 
 def loaded_from_cache(directory: Path, modalities: tuple[ModalitySpec, ...]) -> LoadedData:

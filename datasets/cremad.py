@@ -68,8 +68,8 @@ import numpy as np
 from bench.cache import Progress, cache_dir, cache_root, file_fingerprint, prepare_cached
 from bench.errors import UsageError
 from bench.media import (
+    CachedMediaAdapter,
     ScratchArrays,
-    cache_state,
     clip_fbank,
     loaded_from_cache,
     log_stft,
@@ -193,7 +193,7 @@ def _read_manifest_tsv(path: Path) -> dict[str, tuple[str, int]]:
 
 
 @dataclass(frozen=True)
-class CremaD:
+class CremaD(CachedMediaAdapter):
     """CREMA-D under one protocol (see the module docstring). ``image_size`` and ``fbank_frames`` (MLA
     protocol) default to the official 224 and 1,024; other values make a smaller variant for quick experiments
     and tests. Options are part of the cache key; register a variant under its own name."""
@@ -268,26 +268,9 @@ class CremaD:
                 "fbank_frames": self.fbank_frames if self.protocol == "mla" else None,
                 "split_lists": lists[:16], "media": file_fingerprint(Path(data_root), media)}
 
-    def cache_path(self, data_root: Path) -> Path:
-        return cache_dir(self.info.name, self.info.version, self._key(data_root))
-
-    def available(self, data_root: Path | None) -> tuple[bool, str]:
-        try:
-            why = self._missing(data_root)
-        except UsageError as exc:
-            why = str(exc)
-        return (False, why) if why else (True, "")
-
-    def status(self, data_root: Path | None) -> tuple[str, str]:
-        ok, why = self.available(data_root)
-        if not ok:
-            return "missing", why
-
-        def describe(manifest: dict[str, Any]) -> str:
-            sizes = manifest["split_sizes"]
-            return f"{sizes['train']:,} train / {sizes['test']:,} test clips, media {manifest['verification']}"
-
-        return cache_state(self.cache_path(data_root), self.info.name, describe)
+    def _describe_cache(self, manifest: dict[str, Any]) -> str:
+        sizes = manifest["split_sizes"]
+        return f"{sizes['train']:,} train / {sizes['test']:,} test clips, media {manifest['verification']}"
 
     # -- preparing and loading --------------------------------------------------------------------
     def audio_shape(self) -> tuple[int, int]:

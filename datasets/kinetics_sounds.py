@@ -46,9 +46,9 @@ import numpy as np
 from bench.cache import Progress, cache_dir, file_fingerprint, prepare_cached
 from bench.errors import UsageError
 from bench.media import (
+    CachedMediaAdapter,
     MissingStream,
     ScratchArrays,
-    cache_state,
     clip_fbank,
     decode_audio,
     loaded_from_cache,
@@ -130,7 +130,7 @@ def _index_videos(folder: Path) -> dict[str, Path]:
 
 
 @dataclass(frozen=True)
-class KineticsSounds:
+class KineticsSounds(CachedMediaAdapter):
     """Kinetics-Sounds in OGM-GE's protocol (see the module docstring). ``frames``, ``image_size`` and
     ``fbank_frames`` default to the official 3, 224 and 1,024; other values make a smaller variant for quick
     experiments and tests. Options are part of the cache key; register a variant under its own name."""
@@ -197,26 +197,9 @@ class KineticsSounds:
                 "skip_missing": self.skips_missing(), "lists": lists[:16],
                 "videos": file_fingerprint(Path(data_root), videos)}
 
-    def cache_path(self, data_root: Path) -> Path:
-        return cache_dir(self.info.name, self.info.version, self._key(data_root))
-
-    def available(self, data_root: Path | None) -> tuple[bool, str]:
-        try:
-            why = self._missing(data_root)
-        except UsageError as exc:
-            why = str(exc)
-        return (False, why) if why else (True, "")
-
-    def status(self, data_root: Path | None) -> tuple[str, str]:
-        ok, why = self.available(data_root)
-        if not ok:
-            return "missing", why
-
-        def describe(manifest: dict[str, Any]) -> str:
-            sizes, dropped = manifest["split_sizes"], len(manifest["dropped"])
-            return f"{sizes['train']:,} train / {sizes['test']:,} test clips" + (f", {dropped:,} dropped" if dropped else "")
-
-        return cache_state(self.cache_path(data_root), self.info.name, describe)
+    def _describe_cache(self, manifest: dict[str, Any]) -> str:
+        sizes, dropped = manifest["split_sizes"], len(manifest["dropped"])
+        return f"{sizes['train']:,} train / {sizes['test']:,} test clips" + (f", {dropped:,} dropped" if dropped else "")
 
     # -- preparing and loading --------------------------------------------------------------------
     def _clip_arrays(self, path: Path) -> tuple[np.ndarray, np.ndarray]:
