@@ -193,12 +193,15 @@ def _progress_bar(total: int):
 
 
 def _set_data_workers(args: argparse.Namespace) -> None:
-    """``--data-workers N`` as ``BENCH_DATA_WORKERS``, which ``--jobs`` workers (and Ray tasks) inherit."""
-    if args.data_workers is None:
-        return
-    if args.data_workers < 0:
-        raise UsageError(f"--data-workers must be >= 0, got {args.data_workers}")
-    os.environ["BENCH_DATA_WORKERS"] = str(args.data_workers)
+    """``--data-workers N`` as ``BENCH_DATA_WORKERS``, which ``--jobs`` workers (and Ray tasks) inherit; a bad
+    value of either is reported now, not from inside the first streamed cell."""
+    from bench.data import data_workers
+
+    if args.data_workers is not None:
+        if args.data_workers < 0:
+            raise UsageError(f"--data-workers must be >= 0, got {args.data_workers}")
+        os.environ["BENCH_DATA_WORKERS"] = str(args.data_workers)
+    data_workers()
 
 
 def cmd_run(args: argparse.Namespace) -> int:
