@@ -252,6 +252,11 @@ class LowRankFusionHead(FusionHead):
     ``LMF``): modality factors (r, d_m + 1, C) and rank weights lambda (1, r) Xavier-normal initialised, bias
     0, output width = the number of classes, rank r = 4. The product over modalities makes it non-additive,
     so ``sliced`` is None.
+
+    The paper fuses three modalities. With this initialisation each extra factor shrinks the product: on
+    64-d ReLU features the initial logits' std is about 0.1, 0.04 and 0.002 for 2, 3 and 6 modalities and
+    the factors' mean gradient about 450x smaller at 6 than at 2, so on the six-view ``handwritten`` set the
+    head barely trains (17% validation accuracy after tuning). Kept as published rather than rescaled.
     """
 
     def __init__(self, dims: Mapping[str, int], num_classes: int, *, rank: int = 4) -> None:
