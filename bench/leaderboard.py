@@ -400,6 +400,8 @@ def _section_summary(setting: tuple, records: list[dict[str, Any]], baseline: st
     if baseline not in okay:
         return [line + "."]
     versus = _against(records, labels, baseline, okay)
+    if not versus:  # no row shares a (seed, missing rate) cell with the baseline
+        return [line + "."]
     better = [label for label, (d, p) in versus.items() if p < ALPHA and statistics.fmean(d) > 0]
     worse = [label for label, (d, p) in versus.items() if p < ALPHA and statistics.fmean(d) < 0]
 
@@ -407,8 +409,8 @@ def _section_summary(setting: tuple, records: list[dict[str, Any]], baseline: st
         return ", ".join(f"`{label}` {100 * statistics.fmean(versus[label][0]):+.2f} (p = {versus[label][1]:.2g})"
                          for label in sorted(chosen, key=lambda label: -abs(statistics.fmean(versus[label][0]))))
 
-    line += (f". Against `{baseline}` (paired t over {len(next(iter(versus.values()))[0]) if versus else 0} matched "
-             f"seed and missing-rate cells, Holm-corrected over {len(versus)} rows): ")
+    line += (f". Against `{baseline}` (paired t on matched seed and missing-rate cells, Holm-corrected over "
+             f"{len(versus)} rows): ")
     parts = []
     if better:
         parts.append(f"significantly better {listed(better)}")
