@@ -36,7 +36,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from bench.cache import cache_dir, read_manifest, read_prepared
+from bench.cache import Progress, cache_dir, prepare_cached, read_manifest, read_prepared
 from bench.errors import UsageError
 from bench.protocol import LoadedData, ModalitySpec, SplitData
 from bench.store import atomic_write_text
@@ -535,9 +535,11 @@ def cache_state(directory: Path, dataset: str, describe: Callable[[dict[str, Any
 
 class CachedMediaAdapter:
     """What the adapters that decode media into a prepared cache share: where their cache lives, whether they
-    can load, and ``bench data``'s state line. A subclass provides ``info``, ``_key(data_root)`` (the cache
-    key), ``_missing(data_root)`` (why it cannot load, "" when everything is there) and
-    ``_describe_cache(manifest)`` (one line about a prepared cache)."""
+    can load, preparing and loading that cache, and ``bench data``'s state line. A subclass provides ``info``,
+    ``modalities()``, ``_key(data_root)`` (the cache key), ``_missing(data_root)`` (why it cannot load, ""
+    when everything is there), ``_build(data_root, key, progress, scratch)`` (the arrays and manifest, big
+    arrays written through the :class:`ScratchArrays`) and ``_describe_cache(manifest)`` (one line about a
+    prepared cache)."""
 
     def cache_path(self, data_root: Path) -> Path:
         return cache_dir(self.info.name, self.info.version, self._key(data_root))
@@ -554,6 +556,20 @@ class CachedMediaAdapter:
         if not ok:
             return "missing", why
         return cache_state(self.cache_path(data_root), self.info.name, self._describe_cache)
+
+    def prepare(self, data_root: Path | None, progress: Progress | None = None) -> Path:
+        """Decode and preprocess into the cache unless already there; returns the cache directory."""
+        ok, why = self.available(data_root)
+        if not ok:
+            raise UsageError(f"dataset {self.info.name!r} is not available: {why}")
+        key = self._key(data_root)
+        directory = cache_dir(self.info.name, self.info.version, key)
+        with ScratchArrays(directory) as scratch:
+            prepare_cached(directory, lambda: self._build(data_root, key, progress, scratch))
+        return directory
+
+    def load(self, data_root: Path | None) -> LoadedData:
+        return loaded_from_cache(self.prepare(data_root), self.modalities())
 
 
 def loaded_from_cache(directory: Path, modalities: tuple[ModalitySpec, ...]) -> LoadedData:

@@ -65,13 +65,12 @@ from typing import Any, Literal
 
 import numpy as np
 
-from bench.cache import Progress, cache_dir, cache_root, file_fingerprint, prepare_cached
+from bench.cache import Progress, cache_root, file_fingerprint
 from bench.errors import UsageError
 from bench.media import (
     CachedMediaAdapter,
     ScratchArrays,
     clip_fbank,
-    loaded_from_cache,
     log_stft,
     read_wav,
     resample,
@@ -79,7 +78,7 @@ from bench.media import (
     tile_to,
     verify_sha256,
 )
-from bench.protocol import DatasetInfo, LoadedData, ModalitySpec
+from bench.protocol import DatasetInfo, ModalitySpec
 
 __all__ = ["CREMAD", "CREMAD_MLA", "CremaD", "mla_fbank", "ogm_ge_spectrogram"]
 
@@ -340,24 +339,10 @@ class CremaD(CachedMediaAdapter):
                     "clips": {s: [clip for clip, _ in rows] for s, rows in clips.items()}}
         return arrays, manifest
 
-    def prepare(self, data_root: Path | None, progress: Progress | None = None) -> Path:
-        """Verify, decode and preprocess into the cache unless already there; returns the cache directory."""
-        ok, why = self.available(data_root)
-        if not ok:
-            raise UsageError(f"dataset {self.info.name!r} is not available: {why}")
-        key = self._key(data_root)
-        directory = cache_dir(self.info.name, self.info.version, key)
-        with ScratchArrays(directory) as scratch:
-            prepare_cached(directory, lambda: self._build(data_root, key, progress, scratch))
-        return directory
-
     def modalities(self) -> tuple[ModalitySpec, ModalitySpec]:
         size = self.image_size
         return (ModalitySpec("audio", (1, *self.audio_shape()), kind="spectrogram_resnet18"),
                 ModalitySpec("visual", (3, FRAMES[self.protocol], size, size), kind="frames_resnet18"))
-
-    def load(self, data_root: Path | None) -> LoadedData:
-        return loaded_from_cache(self.prepare(data_root), self.modalities())
 
 
 CREMAD = CremaD(_info("ogm_ge"), "ogm_ge")

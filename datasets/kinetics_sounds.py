@@ -43,7 +43,7 @@ from typing import Any
 
 import numpy as np
 
-from bench.cache import Progress, cache_dir, file_fingerprint, prepare_cached
+from bench.cache import Progress, file_fingerprint
 from bench.errors import UsageError
 from bench.media import (
     CachedMediaAdapter,
@@ -51,10 +51,9 @@ from bench.media import (
     ScratchArrays,
     clip_fbank,
     decode_audio,
-    loaded_from_cache,
     sampled_frames,
 )
-from bench.protocol import DatasetInfo, LoadedData, ModalitySpec
+from bench.protocol import DatasetInfo, ModalitySpec
 
 __all__ = ["KINETICS_SOUNDS", "KineticsSounds", "ogm_ge_fbank"]
 
@@ -244,24 +243,10 @@ class KineticsSounds(CachedMediaAdapter):
                     "dropped": dropped}
         return arrays, manifest
 
-    def prepare(self, data_root: Path | None, progress: Progress | None = None) -> Path:
-        """Decode and preprocess into the cache unless already there; returns the cache directory."""
-        ok, why = self.available(data_root)
-        if not ok:
-            raise UsageError(f"dataset {self.info.name!r} is not available: {why}")
-        key = self._key(data_root)
-        directory = cache_dir(self.info.name, self.info.version, key)
-        with ScratchArrays(directory) as scratch:
-            prepare_cached(directory, lambda: self._build(data_root, key, progress, scratch))
-        return directory
-
     def modalities(self) -> tuple[ModalitySpec, ModalitySpec]:
         size = self.image_size
         return (ModalitySpec("audio", (1, self.fbank_frames, 128), kind="spectrogram_resnet18"),
                 ModalitySpec("visual", (3, self.frames, size, size), kind="frames_resnet18"))
-
-    def load(self, data_root: Path | None) -> LoadedData:
-        return loaded_from_cache(self.prepare(data_root), self.modalities())
 
 
 KINETICS_SOUNDS = KineticsSounds()
