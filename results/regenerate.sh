@@ -6,17 +6,17 @@
 #   RESULTS=/tmp/fresh bash results/regenerate.sh       # recompute everything, tuning included
 #
 # Real datasets are read from $BENCH_DATA. JOBS (default 2) cells run at once.
-# Time, from the records: 2754 cells (150 of them also scored under test-time noise) took
-# 8.0 hours of single-thread compute; tuning adds about 3.4 hours (each trial
+# Time, from the records: 2886 cells (150 of them also scored under test-time noise) took
+# 10.1 hours of single-thread compute; tuning adds about 5.2 hours (each trial
 # estimated as one cell of its method at missing rate 0). With JOBS=2 on 2 cores that is about
-# 5.7 hours of wall time.
+# 7.6 hours of wall time.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 RESULTS="${RESULTS:-results}"
 JOBS="${JOBS:-2}"
 
 python -m bench run --methods agm,align_anchor,align_clip,align_pairwise,align_unialign_r,align_unialign_r_2m,align_uniform,fusion_film,fusion_gated,fusion_gmu,fusion_lmf,fusion_tensor,fusion_xattn,gblending,late_fusion,late_fusion_sum,mla,mla_no_df,mla_no_hgm,mla_no_hgm_no_df,mmpareto,ogm,ogm_ge,pmr,qmf,unimodal --datasets avmnist --epochs 10 --batch-size 16 --seeds 0 --missing-rates 0,0.25,0.5 --results "$RESULTS" --jobs "$JOBS"
-python -m bench tune --methods late_fusion,mla,mla_no_df,mla_no_hgm,mla_no_hgm_no_df,ogm,ogm_ge,qmf,unimodal --datasets avmnist --epochs 10 --batch-size 16 --trials 10 --results "$RESULTS" && python -m bench run --methods late_fusion,mla,mla_no_df,mla_no_hgm,mla_no_hgm_no_df,ogm,ogm_ge,qmf,unimodal --datasets avmnist --epochs 10 --batch-size 16 --seeds 0,1,2 --missing-rates 0,0.3,0.5,0.7 --tuned --results "$RESULTS" --jobs "$JOBS"
+python -m bench tune --methods agm,fusion_film,fusion_gated,fusion_gmu,fusion_lmf,fusion_tensor,fusion_xattn,gblending,late_fusion,late_fusion_sum,mla,mla_no_df,mla_no_hgm,mla_no_hgm_no_df,mmpareto,ogm,ogm_ge,pmr,qmf,unimodal --datasets avmnist --epochs 10 --batch-size 16 --trials 10 --results "$RESULTS" && python -m bench run --methods agm,fusion_film,fusion_gated,fusion_gmu,fusion_lmf,fusion_tensor,fusion_xattn,gblending,late_fusion,late_fusion_sum,mla,mla_no_df,mla_no_hgm,mla_no_hgm_no_df,mmpareto,ogm,ogm_ge,pmr,qmf,unimodal --datasets avmnist --epochs 10 --batch-size 16 --seeds 0,1,2 --missing-rates 0,0.3,0.5,0.7 --tuned --results "$RESULTS" --jobs "$JOBS"
 python -m bench run --methods agm,align_anchor,align_clip,align_pairwise,align_unialign_r,align_unialign_r_2m,align_uniform,fusion_film,fusion_gated,fusion_gmu,fusion_lmf,fusion_tensor,gblending,late_fusion,late_fusion_sum,mla,mla_no_df,mla_no_hgm,mla_no_hgm_no_df,mmpareto,ogm,ogm_ge,pmr,qmf,unimodal --datasets cub --epochs 30 --batch-size 64 --seeds 0,1,2 --missing-rates 0,0.5 --results "$RESULTS" --jobs "$JOBS"
 python -m bench tune --methods agm,align_anchor,align_clip,align_pairwise,align_unialign_r,align_unialign_r_2m,align_uniform,fusion_film,fusion_gated,fusion_gmu,fusion_lmf,fusion_tensor,gblending,late_fusion,late_fusion_sum,mla,mla_no_df,mla_no_hgm,mla_no_hgm_no_df,mmpareto,ogm,ogm_ge,pmr,qmf,unimodal --datasets cub --epochs 30 --batch-size 64 --trials 10 --results "$RESULTS" && python -m bench run --methods agm,align_anchor,align_clip,align_pairwise,align_unialign_r,align_unialign_r_2m,align_uniform,fusion_film,fusion_gated,fusion_gmu,fusion_lmf,fusion_tensor,gblending,late_fusion,late_fusion_sum,mla,mla_no_df,mla_no_hgm,mla_no_hgm_no_df,mmpareto,ogm,ogm_ge,pmr,qmf,unimodal --datasets cub --epochs 30 --batch-size 64 --seeds 0,1,2 --missing-rates 0,0.3,0.5,0.7 --tuned --results "$RESULTS" --jobs "$JOBS"
 python -m bench run --methods agm,align_anchor,align_clip,align_pairwise,align_unialign_r,align_unialign_r_2m,align_uniform,fusion_film,fusion_gated,fusion_gmu,fusion_lmf,fusion_tensor,gblending,late_fusion,late_fusion_sum,mla,mla_no_df,mla_no_hgm,mla_no_hgm_no_df,mmpareto,ogm,ogm_ge,pmr,qmf,unimodal --datasets handwritten --epochs 30 --batch-size 64 --seeds 0,1,2 --missing-rates 0,0.5 --results "$RESULTS" --jobs "$JOBS"
