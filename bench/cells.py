@@ -40,6 +40,8 @@ def environment() -> dict[str, Any]:
         "torch": torch.__version__,
         "python": platform.python_version(),
         "platform": platform.platform(),
+        # The kernel family decides float summation order, hence the bits of a record (bench/__init__.py).
+        "cpu_kernels": torch.backends.cpu.get_cpu_capability(),
         "git_commit": _git_commit(),
     }
 
