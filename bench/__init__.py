@@ -9,10 +9,12 @@ import os
 import platform
 from importlib.metadata import PackageNotFoundError, version
 
-# Bit-identical records across x86 machines: torch, MKL and oneDNN otherwise pick AVX-512 kernels where the
-# CPU has them and AVX2 kernels where it does not, and the two sum floats in different orders (measured: an
-# AV-MNIST QMF cell gave 0.96 test accuracy on an AVX2 machine and 0.9567 on an AVX-512 one; with these
-# three settings the AVX-512 machine reproduced 0.96). Set before torch is imported; a user's own value wins.
+# Fewer distinct float results across x86 machines: torch, MKL and oneDNN otherwise pick AVX-512 kernels
+# where the CPU has them and AVX2 kernels where it does not, and the two sum floats in different orders
+# (measured: an AV-MNIST QMF cell gave 0.96 test accuracy on an AVX2 machine and 0.9567 on an AVX-512 one;
+# with these three settings the AVX-512 machine reproduced 0.96). It does not make every CPU agree (vendor-
+# and model-specific code paths remain; bench.cells.cpu_identity has the measurement), which is why records
+# name their CPU. Set before torch is imported; a user's own value wins.
 if platform.machine().lower() in ("x86_64", "amd64"):
     for _name, _value in (("ATEN_CPU_CAPABILITY", "avx2"), ("MKL_CBWR", "AVX2"), ("ONEDNN_MAX_CPU_ISA", "AVX2")):
         os.environ.setdefault(_name, _value)

@@ -19,7 +19,7 @@ from bench.registry import DATASETS, default_method
 from bench.spec import CellSpec
 from bench.store import claim_cell, read_record, record_path, write_record
 
-__all__ = ["CellOutcome", "environment", "process_cell", "run_one"]
+__all__ = ["CellOutcome", "cpu_identity", "environment", "numerics", "process_cell", "run_one"]
 
 
 def _git_commit() -> str | None:
@@ -32,6 +32,36 @@ def _git_commit() -> str | None:
     return out.stdout.strip() or None
 
 
+#: CPU features that change which kernels torch, MKL and oneDNN may choose, hence float summation order.
+_NUMERIC_FLAGS = ("avx2", "fma", "avx512f", "avx512_bf16", "avx512_fp16", "avx_vnni", "amx_tile")
+
+
+def cpu_identity() -> str:
+    """The CPU as far as float results depend on it: vendor, family/model and the vector extensions.
+
+    The kernel pin (bench/__init__.py) is not enough for bit-identical records across CPUs. Measured: 72
+    committed multi-view, cub and synthetic cells made on other machines (AMD EPYC AVX2 ones for most, and
+    one Intel AVX-512 one with the pin) re-run on an Intel AVX-512/AMX machine with the pin: 43 identical, 29
+    not, single-cell accuracy moved by up to 7.4 points; no setting of the three pinned variables reproduced
+    two of the 29. MKL and some torch kernels choose code paths by vendor and model, not only by instruction
+    set. So records name their CPU, and `bench verify` demands identical bits only from a record made on the
+    same one.
+    """
+    fields: dict[str, str] = {}
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as cpuinfo:
+            for line in cpuinfo:
+                if not line.strip():
+                    break  # the first processor is enough: a machine's cores are alike
+                key, _, value = line.partition(":")
+                fields[key.strip()] = value.strip()
+    except OSError:
+        return f"{platform.machine()} {platform.processor()}".strip()
+    flags = set(fields.get("flags", "").split())
+    extensions = " ".join(flag for flag in _NUMERIC_FLAGS if flag in flags)
+    return f"{fields.get('vendor_id', '?')} {fields.get('cpu family', '?')}/{fields.get('model', '?')} {extensions}"
+
+
 def environment() -> dict[str, Any]:
     import torch
 
@@ -40,10 +70,19 @@ def environment() -> dict[str, Any]:
         "torch": torch.__version__,
         "python": platform.python_version(),
         "platform": platform.platform(),
+        "cpu": cpu_identity(),
         # The kernel family decides float summation order, hence the bits of a record (bench/__init__.py).
         "cpu_kernels": torch.backends.cpu.get_cpu_capability(),
         "git_commit": _git_commit(),
     }
+
+
+def numerics(environment: dict[str, Any], threads: int | None) -> tuple[Any, ...] | None:
+    """What must agree for two runs of one cell to be bit-identical: CPU, kernel family, torch, threads.
+    None for a record that predates ``environment.cpu``: its CPU is unknown."""
+    if "cpu" not in environment:
+        return None
+    return environment["cpu"], environment.get("cpu_kernels"), environment.get("torch"), threads
 
 
 def _failure_record(spec: CellSpec, reason: str) -> dict[str, Any]:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import os
+import random
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -288,13 +289,50 @@ def cmd_tune(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_verify(args: argparse.Namespace) -> int:
-    """Re-run a random sample of recorded cells and require bit-identical metrics (reproducibility)."""
-    import random
+def _verify_sample(candidates: list[dict], here: tuple, size: int, seed: int) -> list[dict]:
+    """Records made on this CPU first (only they promise identical bits), then any others."""
+    from bench.cells import numerics
 
+    rng = random.Random(seed)
+    on_this_cpu, others = [], []
+    for record in candidates:
+        same_numerics = numerics(record["environment"], record["notes"].get("threads")) == here
+        (on_this_cpu if same_numerics else others).append(record)
+    sample = rng.sample(on_this_cpu, min(size, len(on_this_cpu)))
+    return sample + rng.sample(others, min(size - len(sample), len(others)))
+
+
+def _verify_one(record: dict, here: tuple, data_root: Path | None) -> tuple[str, str]:
+    """Re-run one recorded cell -> (verdict, detail). Verdicts: same; DIFFERENT (made on this CPU, so the
+    bits had to match); NOT DETERMINISTIC (two re-runs here disagree); other-cpu (made on another or an
+    unrecorded CPU, and re-runs identically here)."""
+    from bench.cells import numerics, run_one
+    from bench.loop import headline
+    from bench.spec import CellSpec
+
+    spec = CellSpec.from_dict(record["spec"])
+    fresh = run_one(spec, data_root=data_root)
+    if fresh["status"] == "ok" and fresh["metrics"] == record["metrics"]:
+        return "same", ""
+    if fresh["status"] != "ok":
+        return "DIFFERENT", f"failed: {fresh['reason']}"
+    detail = f"-> {headline(fresh['metrics'])[1]}"
+    if numerics(record["environment"], record["notes"].get("threads")) == here:
+        return "DIFFERENT", detail
+    again = run_one(spec, data_root=data_root)
+    if again["metrics"] != fresh["metrics"]:
+        return "NOT DETERMINISTIC", f"{detail}, then -> {headline(again['metrics'])[1]}"
+    made_on = record["environment"].get("cpu", "an unrecorded CPU")
+    return "other-cpu", f"{detail} (made on {made_on}; identical on two re-runs here)"
+
+
+def cmd_verify(args: argparse.Namespace) -> int:
+    """Re-run a random sample of recorded cells (reproducibility). A record made on this CPU, kernels, torch
+    and thread count must come back bit-identical; one made elsewhere must at least re-run identically twice
+    here, and must match too under ``--strict`` (see bench.cells.cpu_identity for why CPUs differ)."""
     import torch
 
-    from bench.cells import run_one
+    from bench.cells import environment, numerics
     from bench.loop import headline
     from bench.registry import DATASETS
     from bench.spec import CellSpec
@@ -310,20 +348,27 @@ def cmd_verify(args: argparse.Namespace) -> int:
                 candidates.append(record)
     if not candidates:
         raise UsageError(f"no recorded cell under {args.results} can be re-run here (missing data?)")
+    here = numerics(environment(), args.threads)
     seed = args.seed if args.seed is not None else random.SystemRandom().randrange(2**31)
-    sample = random.Random(seed).sample(candidates, min(args.sample, len(candidates)))
-    print(f"re-running {len(sample)} of {len(candidates)} re-runnable cells (sample seed {seed})")
-    mismatches = 0
+    sample = _verify_sample(candidates, here, args.sample, seed)
+    print(f"re-running {len(sample)} of {len(candidates)} re-runnable cells (sample seed {seed}) on {here[0]}, "
+          f"kernels {here[1]}")
+    verdicts = []
     for record in sample:
-        spec = CellSpec.from_dict(record["spec"])
-        fresh = run_one(spec, data_root=data_root)
-        same = fresh["status"] == "ok" and fresh["metrics"] == record["metrics"]
-        mismatches += not same
+        verdict, detail = _verify_one(record, here, data_root)
+        verdicts.append(verdict)
         score_name, score = headline(record["metrics"])  # accuracy, or mean R@1 for retrieval cells
-        print(f"  {'same' if same else 'DIFFERENT'}  {spec.label}  {score_name} {score}"
-              + ("" if same else f" -> {headline(fresh['metrics'])[1] if fresh['metrics'] else None} ({fresh.get('reason')})"))
-    if mismatches:
-        print(f"{mismatches} of {len(sample)} re-run cells differ from their records", file=sys.stderr)
+        label = CellSpec.from_dict(record["spec"]).label
+        print(f"  {verdict}  {label}  {score_name} {score} {detail}".rstrip())
+    failed = sum(v in ("DIFFERENT", "NOT DETERMINISTIC") for v in verdicts)
+    elsewhere = verdicts.count("other-cpu")
+    if elsewhere:
+        print(f"{elsewhere} of {len(sample)} cells were recorded on another or an unrecorded CPU and differ "
+              "there; each re-ran identically twice here (records are bit-identical only on the same CPU "
+              "model, kernels, torch and threads; --strict fails on these too)", file=sys.stderr)
+    if failed or (args.strict and elsewhere):
+        print(f"{failed + args.strict * elsewhere} of {len(sample)} re-run cells differ from their records",
+              file=sys.stderr)
         return 1
     return 0
 
@@ -500,6 +545,8 @@ def build_parser() -> argparse.ArgumentParser:
     verify.add_argument("--seed", type=int, help="seed of the sample (default: random, printed)")
     verify.add_argument("--data-root", help="folder with the real datasets (default: $BENCH_DATA)")
     verify.add_argument("--threads", type=int, default=1, help="torch CPU threads (records use 1)")
+    verify.add_argument("--strict", action="store_true",
+                        help="also fail when a cell recorded on another CPU gives other numbers here")
     verify.set_defaults(func=cmd_verify)
     ls = sub.add_parser("ls", help="list registered methods or datasets")
     ls.add_argument("what", choices=("methods", "datasets"))

@@ -111,3 +111,60 @@ def test_verify_reruns_recorded_cells_and_catches_a_changed_number(run_cli, tmp_
     path.write_text(json.dumps(seal({k: v for k, v in record.items() if k != "checksum"})))
     code, out, err = run_cli("verify", "--results", str(tmp_path), "--sample", "2", "--seed", "1")
     assert code == 1 and "DIFFERENT" in out and "1 of 2 re-run cells differ" in err
+
+
+def _reseal(path, edit):
+    from bench.store import seal
+
+    record = json.loads(path.read_text())
+    edit(record)
+    path.write_text(json.dumps(seal({k: v for k, v in record.items() if k != "checksum"})))
+
+
+def test_verify_holds_a_record_from_another_cpu_to_determinism_and_strict_to_its_bits(run_cli, tmp_path):
+    run_cli("run", *FAST, "--results", str(tmp_path))
+    changed, untouched = sorted((tmp_path / "records").rglob("*.json"))
+
+    def from_another_cpu(record):
+        record["environment"]["cpu"] = "AuthenticAMD 23/49 avx2 fma"
+        record["metrics"]["accuracy"] += 0.001
+
+    _reseal(changed, from_another_cpu)
+    code, out, err = run_cli("verify", "--results", str(tmp_path), "--sample", "2", "--seed", "1")
+    assert code == 0 and "  other-cpu  " in out and "made on AuthenticAMD 23/49" in out
+    assert "identical on two re-runs here" in out and "1 of 2 cells were recorded on another" in err
+    code, out, err = run_cli("verify", "--results", str(tmp_path), "--sample", "2", "--seed", "1", "--strict")
+    assert code == 1 and "1 of 2 re-run cells differ" in err
+    # A record that predates environment.cpu is from an unknown CPU: held to determinism, not to its bits.
+    _reseal(untouched, lambda record: record["environment"].pop("cpu"))
+    code, out, _ = run_cli("verify", "--results", str(tmp_path), "--sample", "2", "--seed", "1")
+    assert code == 0 and out.count("  same  ") == 1
+
+
+def test_verify_draws_records_made_on_this_cpu_first(run_cli, tmp_path):
+    run_cli("run", *FAST, "--results", str(tmp_path))
+    elsewhere, here = sorted((tmp_path / "records").rglob("*.json"))
+    _reseal(elsewhere, lambda record: record["environment"].update(cpu="AuthenticAMD 23/49 avx2 fma"))
+    here_label = json.loads(here.read_text())["spec"]["missing_rate"]
+    for seed in range(5):
+        code, out, _ = run_cli("verify", "--results", str(tmp_path), "--sample", "1", "--seed", str(seed))
+        assert code == 0 and f"/miss{here_label:g}  " in out
+
+
+def test_verify_fails_a_cell_that_reruns_differently(run_cli, tmp_path, monkeypatch):
+    import bench.cells
+
+    run_cli("run", *FAST, "--results", str(tmp_path))
+    for path in (tmp_path / "records").rglob("*.json"):
+        _reseal(path, lambda record: record["environment"].pop("cpu"))
+    real_run_one, calls = bench.cells.run_one, []
+
+    def drifting_run_one(spec, **kwargs):  # a cell whose numbers change from run to run
+        record = real_run_one(spec, **kwargs)
+        calls.append(spec)
+        record["metrics"]["accuracy"] += 0.001 * len(calls)
+        return record
+
+    monkeypatch.setattr(bench.cells, "run_one", drifting_run_one)
+    code, out, err = run_cli("verify", "--results", str(tmp_path), "--sample", "1", "--seed", "0")
+    assert code == 1 and "NOT DETERMINISTIC" in out and len(calls) == 2 and "1 of 1 re-run cells differ" in err
