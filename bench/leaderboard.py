@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import math
 import statistics
-from collections import defaultdict
+from collections import Counter, defaultdict
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
@@ -443,6 +443,20 @@ def _noise_summary(records: list[dict[str, Any]]) -> list[str]:
     return lines
 
 
+def _machines_paragraph(records: Sequence[Mapping[str, Any]]) -> list[str]:
+    """Which CPUs the records come from: a cell is bit-identical only when re-run on the same CPU model
+    (bench.cells.cpu_identity), so a reader re-running one cell elsewhere should expect other digits."""
+    cpus = Counter(r.get("environment", {}).get("cpu") for r in records)
+    unnamed = cpus.pop(None, 0)
+    named = "; ".join(f"`{cpu}` ({n})" for cpu, n in sorted(cpus.items()))
+    text = (f"Machines: {len(records)} records, {unnamed} of them made before records named their CPU"
+            + (f", the others on {named}" if named else "") + ". A cell re-run on another CPU model can give other "
+            "digits (float summation order; the top-level README has the measurement): `python -m bench verify` "
+            "requires identical bits only on the CPU a record names. Compare methods by their seed means, as the "
+            "tables do.")
+    return [text, ""]
+
+
 def results_readme(records: Iterable[Mapping[str, Any]], *, baseline: str = "late_fusion",
                    plots: Sequence[tuple[str, str]] = ()) -> str:
     """The results page: who wins where and by how much, then links to the full tables and plots."""
@@ -478,6 +492,7 @@ def results_readme(records: Iterable[Mapping[str, Any]], *, baseline: str = "lat
     lines += regenerate_commands(every)
     lines += ["python -m bench table          # tables, this page, the plots and the script, from the records",
               "python -m bench table --check  # what CI runs: fails if these files are stale", "```", ""]
+    lines += _machines_paragraph(every)
     if plots:
         lines += ["## Accuracy against missing rate", ""]
         for path, caption in plots:

@@ -144,3 +144,14 @@ def test_the_results_page_names_significant_rows_with_their_holm_p():
     p = holm([paired_t_pvalue([0.10, 0.11, 0.09, 0.11]), paired_t_pvalue([0.02, -0.02, 0.01, -0.01])])[0]
     assert f"significantly better `mla` +10.25 (p = {p:.2g})" in line
     assert "the other 1 not significantly different" in line and "significantly worse" not in line
+
+
+def test_the_results_page_says_which_cpus_made_the_records():
+    from bench.leaderboard import results_readme
+
+    rows = [_record("late_fusion", seed, 0.6) for seed in range(4)]
+    for row, cpu in zip(rows, ["GenuineIntel 6/167 avx2", "GenuineIntel 6/167 avx2", "AuthenticAMD 23/49 avx2"]):
+        row["environment"] = {"cpu": cpu}
+    (line,) = [s for s in results_readme(rows).splitlines() if s.startswith("Machines:")]
+    assert line.startswith("Machines: 4 records, 1 of them made before records named their CPU, the others on "
+                           "`AuthenticAMD 23/49 avx2` (1); `GenuineIntel 6/167 avx2` (2).")
