@@ -13,6 +13,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -99,6 +100,30 @@ def _objective(method: str, dataset: str, *, epochs: int, batch_size: int, data_
     return objective
 
 
+def _progress(trials: int):
+    """An Optuna callback that prints one line per finished trial to stderr: a study of slow cells (an
+    AV-MNIST trial takes minutes) would otherwise be silent until its end."""
+    import optuna
+    from optuna.trial import TrialState
+
+    def report(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
+        finished = len(study.get_trials(states=(TrialState.COMPLETE, TrialState.PRUNED)))
+        if trial.state == TrialState.PRUNED:
+            outcome = f"pruned after epoch {trial.last_step}"
+        elif "failure" in trial.user_attrs:
+            outcome = "diverged, scores 0"
+        else:
+            outcome = f"validation {trial.value:.4f}" if trial.value is not None else trial.state.name.lower()
+        seconds = (trial.datetime_complete - trial.datetime_start).total_seconds() if trial.datetime_complete else 0
+        try:
+            best = f", best so far {study.best_value:.4f}"
+        except ValueError:  # no completed trial yet
+            best = ""
+        print(f"  {study.study_name}: trial {finished}/{trials} {outcome} ({seconds:.0f} s){best}", file=sys.stderr)
+
+    return report
+
+
 def tune_one(method: str, dataset: str, *, trials: int, results_dir: Path, storage: str | None,
              epochs: int, batch_size: int, data_root: Path | None, jobs: int = 1,
              precision: str = "fp32") -> dict[str, Any]:
@@ -127,7 +152,7 @@ def tune_one(method: str, dataset: str, *, trials: int, results_dir: Path, stora
     if len(study.get_trials(states=finished)) < trials:
         study.optimize(
             _objective(method, dataset, epochs=epochs, batch_size=batch_size, data_root=data_root, precision=precision),
-            n_trials=trials, n_jobs=jobs, callbacks=[MaxTrialsCallback(trials, states=finished)],
+            n_trials=trials, n_jobs=jobs, callbacks=[MaxTrialsCallback(trials, states=finished), _progress(trials)],
             catch=(RuntimeError, ValueError),
         )
     complete = study.get_trials(states=(TrialState.COMPLETE,))

@@ -8,8 +8,11 @@ TINY = ("--methods", "late_fusion", "--datasets", "synthetic_2m", "--epochs", "2
 
 
 def test_tune_writes_best_params_and_run_tuned_uses_them(run_cli, tmp_path):
-    code, out, _ = run_cli("tune", *TINY, "--trials", "3", "--results", str(tmp_path))
+    code, out, err = run_cli("tune", *TINY, "--trials", "3", "--results", str(tmp_path))
     assert code == 0, out
+    progress = [line for line in err.splitlines() if line.startswith("  late_fusion/synthetic_2m/e2/p1: trial ")]
+    assert [line.split(" trial ")[1].split()[0] for line in progress] == ["1/3", "2/3", "3/3"]
+    assert all("validation 0." in line or "pruned after epoch" in line for line in progress)
     tuned = json.loads((tmp_path / "tuned" / "synthetic_2m" / "late_fusion.json").read_text())
     assert tuned["method"] == "late_fusion" and tuned["trials"] == 3 and tuned["finished_trials"] == 3
     assert tuned["study"] == "late_fusion/synthetic_2m/e2/p1" and 0 < tuned["best_value"] <= 1
@@ -93,7 +96,7 @@ def test_two_tuners_share_one_journal_safely(tmp_path):
     assert 4 <= len(finished) <= 5  # MaxTrialsCallback may let one in-flight trial finish past the budget
 
 
-def test_a_diverging_trial_scores_zero_and_counts_toward_the_budget(tmp_path, monkeypatch):
+def test_a_diverging_trial_scores_zero_and_counts_toward_the_budget(tmp_path, monkeypatch, capsys):
     import bench.loop
     from bench.errors import CellFailure
     from bench.tune import tune_one
@@ -111,4 +114,5 @@ def test_a_diverging_trial_scores_zero_and_counts_toward_the_budget(tmp_path, mo
     summary = tune_one("late_fusion", "synthetic_2m", trials=3, results_dir=tmp_path, storage=None, epochs=1,
                        batch_size=64, data_root=None)
     assert summary["finished_trials"] == 3 and calls["n"] == 3
+    assert "trial 2/3 diverged, scores 0" in capsys.readouterr().err
     assert summary["best_value"] > 0
