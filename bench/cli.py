@@ -290,16 +290,20 @@ def cmd_tune(args: argparse.Namespace) -> int:
 
 
 def _verify_sample(candidates: list[dict], here: tuple, size: int, seed: int) -> list[dict]:
-    """Records made on this CPU first (only they promise identical bits), then any others."""
+    """Half the sample (rounded up) from records made on this CPU, which promise identical bits; the rest
+    from all others, so that the check also covers the records made elsewhere."""
     from bench.cells import numerics
 
-    rng = random.Random(seed)
     on_this_cpu, others = [], []
     for record in candidates:
         same_numerics = numerics(record["environment"], record["notes"].get("threads")) == here
         (on_this_cpu if same_numerics else others).append(record)
-    sample = rng.sample(on_this_cpu, min(size, len(on_this_cpu)))
-    return sample + rng.sample(others, min(size - len(sample), len(others)))
+    rng = random.Random(seed)
+    rng.shuffle(on_this_cpu)
+    rng.shuffle(others)
+    first = min((size + 1) // 2, len(on_this_cpu))
+    sample = on_this_cpu[:first] + others[:size - first]
+    return sample + on_this_cpu[first:first + size - len(sample)]
 
 
 def _verify_one(record: dict, here: tuple, data_root: Path | None) -> tuple[str, str]:

@@ -141,14 +141,20 @@ def test_verify_holds_a_record_from_another_cpu_to_determinism_and_strict_to_its
     assert code == 0 and out.count("  same  ") == 1
 
 
-def test_verify_draws_records_made_on_this_cpu_first(run_cli, tmp_path):
-    run_cli("run", *FAST, "--results", str(tmp_path))
-    elsewhere, here = sorted((tmp_path / "records").rglob("*.json"))
-    _reseal(elsewhere, lambda record: record["environment"].update(cpu="AuthenticAMD 23/49 avx2 fma"))
-    here_label = json.loads(here.read_text())["spec"]["missing_rate"]
-    for seed in range(5):
-        code, out, _ = run_cli("verify", "--results", str(tmp_path), "--sample", "1", "--seed", str(seed))
-        assert code == 0 and f"/miss{here_label:g}  " in out
+def test_verify_draws_half_its_sample_from_records_made_on_this_cpu(run_cli, tmp_path):
+    run_cli("run", *FAST, "--seeds", "0,1", "--results", str(tmp_path))
+    paths = sorted((tmp_path / "records").rglob("*.json"))
+    for path in paths[2:]:
+        _reseal(path, lambda record: record["environment"].update(cpu="AuthenticAMD 23/49 avx2 fma"))
+
+    def label(path):
+        spec = json.loads(path.read_text())["spec"]
+        return f"synthetic_2m/late_fusion/seed{spec['seed']}/miss{spec['missing_rate']:g}  "
+
+    here = [label(path) for path in paths[:2]]
+    for seed in range(6):  # a uniform draw of 2 of these 4 records gets one from each half only 2/3 of the time
+        code, out, _ = run_cli("verify", "--results", str(tmp_path), "--sample", "2", "--seed", str(seed))
+        assert code == 0 and out.count("  same  ") == 2 and sum(h in out for h in here) == 1
 
 
 def test_verify_fails_a_cell_that_reruns_differently(run_cli, tmp_path, monkeypatch):
