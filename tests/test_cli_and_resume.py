@@ -99,26 +99,23 @@ def test_all_datasets_without_data_runs_what_is_available(run_cli, monkeypatch):
     assert code == 0 and "skipped dataset handwritten" in err
 
 
-def test_verify_reruns_recorded_cells_and_catches_a_changed_number(run_cli, tmp_path):
-    from bench.store import seal
-
-    run_cli("run", *FAST, "--results", str(tmp_path))
-    code, out, _ = run_cli("verify", "--results", str(tmp_path), "--sample", "2", "--seed", "1")
-    assert code == 0 and out.count("  same  ") == 2
-    path = sorted((tmp_path / "records").rglob("*.json"))[0]
-    record = json.loads(path.read_text())
-    record["metrics"]["accuracy"] += 0.001
-    path.write_text(json.dumps(seal({k: v for k, v in record.items() if k != "checksum"})))
-    code, out, err = run_cli("verify", "--results", str(tmp_path), "--sample", "2", "--seed", "1")
-    assert code == 1 and "DIFFERENT" in out and "1 of 2 re-run cells differ" in err
-
-
 def _reseal(path, edit):
+    """Edit a record in place and re-seal it, as if a run had written it that way."""
     from bench.store import seal
 
     record = json.loads(path.read_text())
     edit(record)
     path.write_text(json.dumps(seal({k: v for k, v in record.items() if k != "checksum"})))
+
+
+def test_verify_reruns_recorded_cells_and_catches_a_changed_number(run_cli, tmp_path):
+    run_cli("run", *FAST, "--results", str(tmp_path))
+    code, out, _ = run_cli("verify", "--results", str(tmp_path), "--sample", "2", "--seed", "1")
+    assert code == 0 and out.count("  same  ") == 2
+    path = sorted((tmp_path / "records").rglob("*.json"))[0]
+    _reseal(path, lambda record: record["metrics"].update(accuracy=record["metrics"]["accuracy"] + 0.001))
+    code, out, err = run_cli("verify", "--results", str(tmp_path), "--sample", "2", "--seed", "1")
+    assert code == 1 and "DIFFERENT" in out and "1 of 2 re-run cells differ" in err
 
 
 def test_verify_holds_a_record_from_another_cpu_to_determinism_and_strict_to_its_bits(run_cli, tmp_path):
