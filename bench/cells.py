@@ -42,10 +42,10 @@ def cpu_identity() -> str:
     The kernel pin (bench/__init__.py) is not enough for bit-identical records across CPUs. Measured: 72
     committed multi-view, cub and synthetic cells made on other machines (AMD EPYC AVX2 ones for most, and
     one Intel AVX-512 one with the pin) re-run on an Intel AVX-512/AMX machine with the pin: 43 identical, 29
-    not, single-cell accuracy moved by up to 7.4 points; no setting of the three pinned variables reproduced
-    two of the 29. MKL and some torch kernels choose code paths by vendor and model, not only by instruction
-    set. So records name their CPU, and `bench verify` demands identical bits only from a record made on the
-    same one.
+    not, single-cell accuracy moved by up to 7.4 points; none of the 22-27 settings of the three pinned
+    variables tried on two of the 29 reproduced them. MKL and some torch kernels choose code paths by vendor
+    and model, not only by instruction set. So records name their CPU, and `bench verify` demands identical
+    bits only from a record made on the same one.
     """
     fields: dict[str, str] = {}
     try:
