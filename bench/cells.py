@@ -6,6 +6,7 @@ they all produce the same records.
 
 from __future__ import annotations
 
+import functools
 import platform
 import subprocess
 import traceback
@@ -19,7 +20,7 @@ from bench.registry import DATASETS, default_method
 from bench.spec import CellSpec
 from bench.store import claim_cell, read_record, record_path, write_record
 
-__all__ = ["CellOutcome", "cpu_identity", "environment", "numerics", "process_cell", "run_one"]
+__all__ = ["CellOutcome", "cpu_identity", "environment", "numerics", "process_cell", "recorded_numerics", "run_one"]
 
 
 def _git_commit() -> str | None:
@@ -36,6 +37,7 @@ def _git_commit() -> str | None:
 _NUMERIC_FLAGS = ("avx2", "fma", "avx512f", "avx512_bf16", "avx512_fp16", "avx_vnni", "amx_tile")
 
 
+@functools.cache  # read once per process: every record of a grid names the same CPU
 def cpu_identity() -> str:
     """The CPU as far as float results depend on it: vendor, family/model and the vector extensions.
 
@@ -83,6 +85,11 @@ def numerics(environment: dict[str, Any], threads: int | None) -> tuple[Any, ...
     if "cpu" not in environment:
         return None
     return environment["cpu"], environment.get("cpu_kernels"), environment.get("torch"), threads
+
+
+def recorded_numerics(record: dict[str, Any]) -> tuple[Any, ...] | None:
+    """:func:`numerics` of the run that wrote ``record``."""
+    return numerics(record["environment"], record["notes"].get("threads"))
 
 
 def _failure_record(spec: CellSpec, reason: str) -> dict[str, Any]:

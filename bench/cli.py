@@ -292,12 +292,11 @@ def cmd_tune(args: argparse.Namespace) -> int:
 def _verify_sample(candidates: list[dict], here: tuple, size: int, seed: int) -> list[dict]:
     """Half the sample (rounded up) from records made on this CPU, which promise identical bits; the rest
     from all others, so that the check also covers the records made elsewhere."""
-    from bench.cells import numerics
+    from bench.cells import recorded_numerics
 
     on_this_cpu, others = [], []
     for record in candidates:
-        same_numerics = numerics(record["environment"], record["notes"].get("threads")) == here
-        (on_this_cpu if same_numerics else others).append(record)
+        (on_this_cpu if recorded_numerics(record) == here else others).append(record)
     rng = random.Random(seed)
     rng.shuffle(on_this_cpu)
     rng.shuffle(others)
@@ -310,7 +309,7 @@ def _verify_one(record: dict, here: tuple, data_root: Path | None) -> tuple[str,
     """Re-run one recorded cell -> (verdict, detail). Verdicts: same; DIFFERENT (made on this CPU, so the
     bits had to match); NOT DETERMINISTIC (two re-runs here disagree); other-cpu (made on another or an
     unrecorded CPU, and re-runs identically here)."""
-    from bench.cells import numerics, run_one
+    from bench.cells import recorded_numerics, run_one
     from bench.loop import headline
     from bench.spec import CellSpec
 
@@ -321,7 +320,7 @@ def _verify_one(record: dict, here: tuple, data_root: Path | None) -> tuple[str,
     if fresh["status"] != "ok":
         return "DIFFERENT", f"failed: {fresh['reason']}"
     detail = f"-> {headline(fresh['metrics'])[1]}"
-    if numerics(record["environment"], record["notes"].get("threads")) == here:
+    if recorded_numerics(record) == here:
         return "DIFFERENT", detail
     again = run_one(spec, data_root=data_root)
     if again["metrics"] != fresh["metrics"]:
