@@ -161,6 +161,22 @@ def not_applicable_reason(method: Any, dataset: str, data_root: Path | None,
     return applicable(description)
 
 
+def _realised_rates(dataset: str, num_modalities: int, rates: Sequence[float], warnings: list[str]) -> list[float]:
+    """The distinct rates whose masks differ: above (M-1)/M every sample keeps exactly one modality
+    (bench.masks), so such a rate realises the masks of (M-1)/M and becomes that one cell, never a second
+    copy of it that the tables would count twice."""
+    cap = max_missing_rate(num_modalities)
+    realised: list[float] = []
+    for rate in rates:
+        if rate > cap:
+            warnings.append(f"{dataset}: missing rate {rate:g} exceeds {cap:.3g}, the most that keeps one of "
+                            f"{num_modalities} modalities per sample; it gives the masks of {cap:.3g} and runs as "
+                            f"that one cell")
+        if min(float(rate), cap) not in realised:
+            realised.append(min(float(rate), cap))
+    return realised
+
+
 def expand(request: GridRequest) -> GridPlan:
     """All cell specs of the request; raises one UsageError listing every problem found."""
     errors: list[str] = []
@@ -197,12 +213,7 @@ def expand(request: GridRequest) -> GridPlan:
         raise UsageError(errors[0] if len(errors) == 1 else f"{len(errors)} problems: " + " | ".join(errors))
     for d in datasets:
         info = DATASETS.get(d).info
-        for rate in request.missing_rates:
-            if rate > max_missing_rate(len(info.modalities)):
-                plan.warnings.append(
-                    f"{d}: missing rate {rate:g} exceeds {max_missing_rate(len(info.modalities)):.3g}, the most "
-                    f"that keeps one of {len(info.modalities)} modalities per sample; every sample keeps exactly one"
-                )
+        rates = _realised_rates(d, len(info.modalities), request.missing_rates, plan.warnings)
         chosen = {name: kind for name, kind in encoders.items() if name in info.modalities}
         extra = {"encoders": chosen} if chosen else {}
         for m in methods:
@@ -213,7 +224,7 @@ def expand(request: GridRequest) -> GridPlan:
                 plan.warnings.append(f"{m} does not apply to {d}, its cells are skipped: {reason}")
                 continue
             for seed in request.seeds:
-                for rate in request.missing_rates:
+                for rate in rates:
                     plan.specs.append(
                         CellSpec(
                             method=m, hparams=hparams, dataset=d, dataset_version=info.version, seed=seed,

@@ -16,7 +16,6 @@ Holm-corrected. Across settings: the average rank.
 
 from __future__ import annotations
 
-import math
 import statistics
 from collections import Counter, defaultdict
 from collections.abc import Iterable, Mapping, Sequence
@@ -25,7 +24,11 @@ from typing import Any
 from bench.leaderboard_retrieval import retrieval_sections
 from bench.records_common import (
     ALPHA,
+    MIN_SEEDS,
     SETTING_FIELDS,
+    Comparison,
+    compare_paired,
+    drop_capped_duplicates,
     holm,
     is_ok,
     markdown_table,
@@ -213,52 +216,59 @@ def _ablation_tables(records, labels) -> list[str]:
     return lines
 
 
-def _paired_differences(records, labels, a: str, b: str) -> list[float]:
-    """Accuracy of row a minus row b on cells with the same (seed, missing rate), i.e. the same masks."""
-    by_cell: dict[str, dict[tuple, float]] = defaultdict(dict)
-    for r, label in zip(records, labels):
-        if is_ok(r) and label in (a, b):
-            by_cell[label][(r["spec"]["seed"], r["spec"]["missing_rate"])] = metric(r, "accuracy")
-    shared = sorted(set(by_cell[a]) & set(by_cell[b]))
-    return [by_cell[a][k] - by_cell[b][k] for k in shared]
+def _cells(records, labels, label: str) -> dict[tuple[int, float], float]:
+    """(seed, missing rate) -> accuracy of one row: the cells whose masks a paired comparison matches."""
+    return {(r["spec"]["seed"], r["spec"]["missing_rate"]): metric(r, "accuracy")
+            for r, lab in zip(records, labels) if lab == label and is_ok(r)}
 
 
-def _against(records, labels, reference: str, others: Sequence[str]) -> dict[str, tuple[list[float], float]]:
-    """label -> (paired accuracy differences against ``reference``, Holm-adjusted p over ``others``); rows
-    without matched cells (and the reference itself) are left out."""
-    diffs = [_paired_differences(records, labels, label, reference) if label != reference else [] for label in others]
-    adjusted = holm([paired_t_pvalue(d) for d in diffs])
-    return {label: (d, p) for label, d, p in zip(others, diffs, adjusted) if d}
+def _seed_means(records, labels, label: str) -> list[float]:
+    """The row's accuracy averaged over its missing rates, one number per seed (each seed weighs the same)."""
+    by_seed: dict[int, list[float]] = defaultdict(list)
+    for (seed, _), value in _cells(records, labels, label).items():
+        by_seed[seed].append(value)
+    return [statistics.fmean(v) for _, v in sorted(by_seed.items())]
+
+
+def _against(records, labels, reference: str, others: Sequence[str]) -> dict[str, Comparison]:
+    """label -> paired comparison with ``reference`` (one difference per seed, Holm-adjusted over ``others``);
+    rows without matched cells (and the reference itself) are left out."""
+    rows = [label for label in others if label != reference]
+    base = _cells(records, labels, reference)
+    compared = compare_paired([(_cells(records, labels, label), base) for label in rows])
+    return {label: c for label, c in zip(rows, compared) if c.n}
+
+
+def _best_row(records, labels) -> str | None:
+    means = {label: _seed_means(records, labels, label) for label in sorted(set(labels))}
+    means = {label: v for label, v in means.items() if v}
+    return max(sorted(means), key=lambda label: statistics.fmean(means[label])) if means else None
 
 
 def _significance_table(records, labels, baseline: str) -> list[str]:
-    means: dict[str, list[float]] = defaultdict(list)
-    for r, label in zip(records, labels):
-        if is_ok(r):
-            means[label].append(metric(r, "accuracy"))
-    if len(means) < 2:
+    okay = sorted({label for r, label in zip(records, labels) if is_ok(r)})
+    if len(okay) < 2:
         return []
-    best = max(sorted(means), key=lambda label: statistics.fmean(means[label]))
-    others = sorted(means)
-    versus_base = _against(records, labels, baseline, others) if baseline in means else {}
-    versus_best = _against(records, labels, best, others)
+    best = _best_row(records, labels)
+    versus_base = _against(records, labels, baseline, okay) if baseline in okay else {}
+    versus_best = _against(records, labels, best, okay)
 
     def column(label, versus):
-        if label not in versus:
-            return ["", ""]
-        diffs, p = versus[label]
-        mark = " *" if p < ALPHA else ""
-        return [f"{100 * statistics.fmean(diffs):+.2f} (n={len(diffs)})", f"{p:.3g}{mark}" if not math.isnan(p) else "n/a"]
+        return [versus[label].describe(), versus[label].p_text()] if label in versus else ["", ""]
 
     body = []
-    for label in others:
-        worse = label in versus_best and versus_best[label][1] < ALPHA
-        verdict = "best" if label == best else ("worse than best" if worse else "≈ best")
+    for label in okay:
+        c = versus_best.get(label)
+        verdict = ("best" if label == best else "no claim" if c is None or not c.claim
+                   else "worse than best" if c.significant else "≈ best")
         body.append([label] + column(label, versus_base) + column(label, versus_best) + [verdict])
-    header = ["method", f"Δ acc vs {baseline} (pp)", "p (Holm)", f"Δ acc vs {best} (pp)", "p (Holm)", "verdict"]
-    intro = (f"Paired t-tests on matched cells (same seed and missing rate, hence the same masks), all rates "
-             f"pooled, Holm-corrected within each column; * = p < {ALPHA}; '≈ best' = not significantly worse "
-             f"than the best row:")
+    header = ["method", f"Δ acc vs {baseline} (pp) [95% CI]", "p (Holm)", f"Δ acc vs {best} (pp) [95% CI]",
+              "p (Holm)", "verdict"]
+    intro = (f"Paired t-tests with the seed as the unit: per seed, the accuracy difference averaged over the missing "
+             f"rates both rows have (same seed and rate, hence the same masks); one difference per seed, so n is "
+             f"the number of seeds. Holm-corrected within each column; * = p < {ALPHA}; fewer than {MIN_SEEDS} seeds "
+             f"or identical differences on every seed make no claim; '≈ best' = not significantly worse than the "
+             f"best row (the highest mean of per-seed means):")
     return [intro, ""] + markdown_table(header, body) + [""]
 
 
@@ -345,7 +355,7 @@ def _noise_section(setting: tuple, kind: str, records: list[dict[str, Any]]) -> 
 
 def leaderboard(records: Iterable[Mapping[str, Any]], *, baseline: str = "late_fusion") -> str:
     """Markdown leaderboards, one section per dataset setting, from cell records."""
-    records = [dict(r) for r in records]
+    records = drop_capped_duplicates(records)
     classification, retrieval = split_by_task(records)  # retrieval records get their own tables, at the end
     noisy: dict[tuple, list[dict[str, Any]]] = defaultdict(list)
     for r in classification:
@@ -402,23 +412,26 @@ def _section_summary(setting: tuple, records: list[dict[str, Any]], baseline: st
     versus = _against(records, labels, baseline, okay)
     if not versus:  # no row shares a (seed, missing rate) cell with the baseline
         return [line + "."]
-    better = [label for label, (d, p) in versus.items() if p < ALPHA and statistics.fmean(d) > 0]
-    worse = [label for label, (d, p) in versus.items() if p < ALPHA and statistics.fmean(d) < 0]
+    better = [label for label, c in versus.items() if c.significant and c.mean > 0]
+    worse = [label for label, c in versus.items() if c.significant and c.mean < 0]
+    unclaimed = [label for label, c in versus.items() if not c.claim]
 
     def listed(chosen):
-        return ", ".join(f"`{label}` {100 * statistics.fmean(versus[label][0]):+.2f} (p = {versus[label][1]:.2g})"
-                         for label in sorted(chosen, key=lambda label: -abs(statistics.fmean(versus[label][0]))))
+        return ", ".join(f"`{label}` {versus[label].describe()} (p = {versus[label].p:.2g})"
+                         for label in sorted(chosen, key=lambda label: -abs(versus[label].mean)))
 
-    line += (f". Against `{baseline}` (paired t on matched seed and missing-rate cells, Holm-corrected over "
-             f"{len(versus)} rows): ")
+    line += (f". Against `{baseline}` (paired t over seeds, each seed's difference averaged over its missing rates, "
+             f"95% CI, Holm-corrected over {len(versus)} rows): ")
     parts = []
     if better:
         parts.append(f"significantly better {listed(better)}")
     if worse:
         parts.append(f"significantly worse {listed(worse)}")
-    others = len(versus) - len(better) - len(worse)
+    others = len(versus) - len(better) - len(worse) - len(unclaimed)
     if others:
         parts.append(f"{'the other ' if parts else ''}{others} not significantly different")
+    if unclaimed:
+        parts.append(f"{len(unclaimed)} without a claim (fewer than {MIN_SEEDS} seeds or no variance)")
     return [line + "; ".join(parts) + "."]
 
 
@@ -460,7 +473,7 @@ def _machines_paragraph(records: Sequence[Mapping[str, Any]]) -> list[str]:
 def results_readme(records: Iterable[Mapping[str, Any]], *, baseline: str = "late_fusion",
                    plots: Sequence[tuple[str, str]] = ()) -> str:
     """The results page: who wins where and by how much, then links to the full tables and plots."""
-    records = [dict(r) for r in records]
+    records = drop_capped_duplicates(records)
     every = records
     noisy = [r for r in split_by_task(records)[0] if noise_kind(r) != "none"]  # accuracy under noise
     records = [r for r in records if noise_kind(r) == "none"]

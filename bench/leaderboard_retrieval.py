@@ -21,7 +21,6 @@ tuning), on cells without missing modalities unless said otherwise:
 
 from __future__ import annotations
 
-import math
 import statistics
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Mapping
@@ -30,12 +29,13 @@ from typing import Any
 
 from bench.records_common import (
     ALPHA,
+    MIN_SEEDS,
     SETTING_FIELDS,
-    holm,
+    compare_paired,
+    drop_capped_duplicates,
     is_ok,
     markdown_table,
     noise_kind,
-    paired_t_pvalue,
     row_labels,
     setting_key,
     summarize,
@@ -215,14 +215,10 @@ def _shared_pair_by_rate(records: list[Record], labels: list[str], pair: tuple[s
     return [intro, ""] + _table(records, labels, columns) + [""]
 
 
-def _paired(records: list[Record], labels: list[str], a: str, b: str, value) -> list[float]:
-    """value(row a) - value(row b) on cells with the same (seed, missing rate), i.e. the same masks."""
-    by_cell: dict[str, dict[tuple, float]] = defaultdict(dict)
-    for r, label in zip(records, labels):
-        if is_ok(r) and label in (a, b) and (v := value(r)) is not None:
-            by_cell[label][(r["spec"]["seed"], r["spec"]["missing_rate"])] = v
-    shared = sorted(set(by_cell[a]) & set(by_cell[b]))
-    return [by_cell[a][k] - by_cell[b][k] for k in shared]
+def _cells(records: list[Record], labels: list[str], label: str, value) -> dict[tuple[int, float], float]:
+    """(seed, missing rate) -> value of one row: the cells (hence masks) a paired comparison matches."""
+    return {(r["spec"]["seed"], r["spec"]["missing_rate"]): v for r, lab in zip(records, labels)
+            if lab == label and is_ok(r) and (v := value(r)) is not None}
 
 
 def _significance_table(records: list[Record], labels: list[str], pair: tuple[str, str], reference: str) -> list[str]:
@@ -230,20 +226,21 @@ def _significance_table(records: list[Record], labels: list[str], pair: tuple[st
     if reference not in present or len(present) < 2:
         return []
     others = [label for label in present if label != reference]
-    diffs = [_paired(records, labels, label, reference, lambda r: _pair_r1(r, pair)) for label in others]
-    adjusted = holm([paired_t_pvalue(d) for d in diffs])
+    r1 = lambda r: _pair_r1(r, pair)  # noqa: E731
+    base = _cells(records, labels, reference, r1)
+    compared = compare_paired([(_cells(records, labels, label, r1), base) for label in others])
     body = []
-    for label, d, p in zip(others, diffs, adjusted):
-        if not d:
+    for label, c in zip(others, compared):
+        if not c.n:
             body.append([label, "", "", "no matched cells"])
             continue
-        mark = " *" if p < ALPHA else ""
-        verdict = "n/a" if math.isnan(p) else ("differs" if p < ALPHA else "no significant difference")
-        body.append([label, f"{100 * statistics.fmean(d):+.2f} (n={len(d)})",
-                     "n/a" if math.isnan(p) else f"{p:.3g}{mark}", verdict])
-    intro = (f"Paired t-tests against `{reference}` on R@1 of the shared pair {pair[0]} <-> {pair[1]}, matched cells "
-             f"(same seed and missing rate, hence the same masks), all rates pooled, Holm-corrected; * = p < {ALPHA}:")
-    header = ["objective", f"Δ R@1 vs {reference} (pp)", "p (Holm)", "verdict"]
+        verdict = "no claim" if not c.claim else ("differs" if c.significant else "no significant difference")
+        body.append([label, c.describe(), c.p_text(), verdict])
+    intro = (f"Paired t-tests against `{reference}` on R@1 of the shared pair {pair[0]} <-> {pair[1]}, with the seed "
+             f"as the unit (each seed's difference averaged over the missing rates both rows have, i.e. the same "
+             f"masks), 95% CI, Holm-corrected; * = p < {ALPHA}; fewer than {MIN_SEEDS} seeds or identical "
+             f"differences make no claim:")
+    header = ["objective", f"Δ R@1 vs {reference} (pp) [95% CI]", "p (Holm)", "verdict"]
     return [intro, ""] + markdown_table(header, body) + [""]
 
 
@@ -304,12 +301,10 @@ def _before_after(records, labels, few: str, many: str, value, scale: float) -> 
         mean, std, n = summarize(values)
         return f"{scale * mean:.{digits}f} ± {scale * std:.{digits}f} (n={n})"
 
-    diffs = _paired(records, labels, many, few, value)
-    if not diffs:
+    (c,) = compare_paired([(_cells(records, labels, many, value), _cells(records, labels, few, value))])
+    if not c.n:
         return [stat(few), stat(many), "", ""]
-    p = paired_t_pvalue(diffs)
-    return [stat(few), stat(many), f"{scale * statistics.fmean(diffs):+.{digits}f} (n={len(diffs)})",
-            "n/a" if math.isnan(p) else f"{p:.3g}{' *' if p < ALPHA else ''}"]
+    return [stat(few), stat(many), c.describe(scale, digits), c.p_text()]
 
 
 def _section(setting: tuple, records: list[Record], reference: str) -> list[str]:
@@ -348,7 +343,7 @@ def retrieval_sections(records: Iterable[Mapping[str, Any]], *, reference: str =
     per-level retrieval metrics are in their records (``metrics.noise``) but have no table yet."""
     groups: dict[tuple, list[Record]] = defaultdict(list)
     noisy = 0
-    for r in records:
+    for r in drop_capped_duplicates(records):
         if noise_kind(r) != "none":
             noisy += 1
             continue

@@ -12,19 +12,25 @@ import math
 import statistics
 from collections import defaultdict
 from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from bench.spec import canonical_json
 
 __all__ = [
-    "ALPHA", "SETTING_FIELDS", "config_id", "holm", "is_ok", "is_retrieval_record", "markdown_table", "metric",
-    "noise_kind", "paired_t_pvalue", "row_labels", "setting_key", "setting_title", "split_by_task", "summarize",
+    "ALPHA", "MIN_SEEDS", "SETTING_FIELDS", "Comparison", "compare_paired", "config_id", "drop_capped_duplicates",
+    "effective_rate", "holm", "is_ok", "is_retrieval_record", "markdown_table", "metric", "noise_kind",
+    "paired_t_pvalue", "per_seed_differences", "row_labels", "setting_key", "setting_title", "split_by_task",
+    "summarize",
 ]
 
 Record = dict[str, Any]
 
 SETTING_FIELDS = ("dataset", "dataset_version", "protocol", "epochs", "batch_size", "missing_on", "precision")
 ALPHA = 0.05
+#: A paired comparison over fewer seeds makes no significance claim: the seed is the unit of replication,
+#: and two seeds give one degree of freedom, where one lucky test sample decides the verdict.
+MIN_SEEDS = 3
 
 
 # --------------------------------------------------------------------------------------------------
@@ -40,16 +46,83 @@ def summarize(values: Sequence[float]) -> tuple[float, float, int]:
 
 
 def paired_t_pvalue(differences: Sequence[float]) -> float:
-    """Two-sided p-value of the paired t-test (H0: mean difference 0); nan with fewer than 2 pairs."""
+    """Two-sided p-value of the paired t-test (H0: mean difference 0); nan with fewer than 2 pairs and when
+    every difference is the same (zero variance: the t statistic is undefined, so there is no claim to make)."""
     n = len(differences)
     if n < 2:
         return math.nan
     mean, std, _ = summarize(differences)
     if std == 0:
-        return 1.0 if mean == 0 else 0.0
+        return math.nan
     from scipy import stats
 
     return float(2 * stats.t.sf(abs(mean / (std / math.sqrt(n))), df=n - 1))
+
+
+@dataclass(frozen=True)
+class Comparison:
+    """One paired comparison of two rows, over seeds: the mean difference, its 95% t confidence interval,
+    the two-sided p (Holm-adjusted where the caller adjusts) and whether a significance claim may be made."""
+
+    differences: tuple[float, ...]  # one per seed
+    p: float
+
+    @property
+    def n(self) -> int:
+        return len(self.differences)
+
+    @property
+    def mean(self) -> float:
+        return statistics.fmean(self.differences)
+
+    @property
+    def claim(self) -> bool:
+        """False with fewer than MIN_SEEDS seeds or zero-variance differences: then no verdict at all."""
+        return self.n >= MIN_SEEDS and not math.isnan(self.p)
+
+    @property
+    def significant(self) -> bool:
+        return self.claim and self.p < ALPHA
+
+    def interval(self) -> tuple[float, float]:
+        """95% t interval of the mean difference; (nan, nan) below two seeds."""
+        if self.n < 2:
+            return math.nan, math.nan
+        from scipy import stats
+
+        half = stats.t.ppf(0.975, self.n - 1) * statistics.stdev(self.differences) / math.sqrt(self.n)
+        return self.mean - half, self.mean + half
+
+    def describe(self, scale: float = 100.0, digits: int = 2) -> str:
+        """``+1.23 [0.40, 2.06] (n=5 seeds)``: the mean difference and its 95% interval, in percentage points."""
+        low, high = self.interval()
+        interval = "" if math.isnan(low) else f" [{scale * low:+.{digits}f}, {scale * high:+.{digits}f}]"
+        return f"{scale * self.mean:+.{digits}f}{interval} (n={self.n} seed{'s' if self.n != 1 else ''})"
+
+    def p_text(self) -> str:
+        if self.n < MIN_SEEDS:
+            return f"n/a (< {MIN_SEEDS} seeds)"
+        if math.isnan(self.p):
+            return "n/a (no variance)"
+        return f"{self.p:.3g}{' *' if self.p < ALPHA else ''}"
+
+
+def per_seed_differences(a: Mapping[tuple[int, float], float], b: Mapping[tuple[int, float], float]) -> list[float]:
+    """Row a minus row b, one number per seed: the mean over the missing rates both rows have for that seed.
+
+    Cells of one seed share its initialisation and (nested) masks, so they are not independent replicates;
+    pooling them would count one seed several times. ``a`` and ``b`` map (seed, effective rate) -> value."""
+    by_seed: dict[int, list[float]] = defaultdict(list)
+    for key in sorted(set(a) & set(b)):
+        by_seed[key[0]].append(a[key] - b[key])
+    return [statistics.fmean(values) for _, values in sorted(by_seed.items())]
+
+
+def compare_paired(pairs: Sequence[tuple[Mapping, Mapping]]) -> list[Comparison]:
+    """Per-seed paired t-tests of each (row, reference) value map, Holm-adjusted together."""
+    diffs = [per_seed_differences(a, b) for a, b in pairs]
+    adjusted = holm([paired_t_pvalue(d) if len(d) >= MIN_SEEDS else math.nan for d in diffs])
+    return [Comparison(tuple(d), p) for d, p in zip(diffs, adjusted)]
 
 
 def holm(pvalues: Sequence[float]) -> list[float]:
@@ -99,6 +172,42 @@ def row_labels(records: list[dict[str, Any]]) -> list[str]:
         r["spec"]["method"] if len(configs[r["spec"]["method"]]) == 1 else f"{r['spec']['method']} (cfg {config_id(r['spec'])})"
         for r in records
     ]
+
+
+def _num_modalities(r: Mapping[str, Any]) -> int | None:
+    names = (r.get("notes") or {}).get("modalities") or ((r.get("notes") or {}).get("retrieval") or {}).get("modalities")
+    return len(names) if names else None
+
+
+def effective_rate(r: Mapping[str, Any]) -> float:
+    """The missing rate whose masks the record realised: above (M-1)/M every sample keeps exactly one of M
+    modalities (bench.masks), so e.g. 0.7 on two modalities gives the masks of 0.5, cell for cell."""
+    rate = float(r["spec"]["missing_rate"])
+    m = _num_modalities(r)
+    return min(rate, (m - 1) / m) if m else rate
+
+
+def drop_capped_duplicates(records: Iterable[Mapping[str, Any]]) -> list[Record]:
+    """One record per realised cell: a record whose nominal rate was capped to the masks of another rate is
+    dropped when that other record exists (same spec otherwise), else kept and read at its effective rate.
+    Tables that counted both would pool one cell twice."""
+    records = [dict(r) for r in records]
+
+    def identity(r: Mapping[str, Any]) -> str:
+        spec = {k: v for k, v in r["spec"].items() if k != "missing_rate"}
+        return canonical_json([spec, round(effective_rate(r), 9)])
+
+    chosen: dict[str, Record] = {}
+    for r in sorted(records, key=lambda r: (float(r["spec"]["missing_rate"]), r.get("key", ""))):
+        chosen.setdefault(identity(r), r)  # the lowest nominal rate, i.e. the uncapped one, wins
+    kept = {id(r) for r in chosen.values()}
+    out = []
+    for r in records:
+        if id(r) in kept:
+            if effective_rate(r) != r["spec"]["missing_rate"]:
+                r = {**r, "spec": {**r["spec"], "missing_rate": effective_rate(r)}}
+            out.append(r)
+    return out
 
 
 def is_ok(r: Mapping[str, Any]) -> bool:

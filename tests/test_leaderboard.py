@@ -90,7 +90,8 @@ def test_average_rank_across_settings():
 def test_paired_t_pvalue_matches_hand_computation():
     # differences 1, 2, 3: mean 2, sd 1, t = 2 / (1 / sqrt 3) = 3.4641, df 2 -> two-sided p = 0.07418
     assert paired_t_pvalue([1.0, 2.0, 3.0]) == pytest.approx(0.07418, abs=1e-4)
-    assert paired_t_pvalue([0.0, 0.0]) == 1.0 and paired_t_pvalue([0.5, 0.5]) == 0.0
+    # identical differences have no variance: no t statistic, hence no claim either way
+    assert math.isnan(paired_t_pvalue([0.0, 0.0])) and math.isnan(paired_t_pvalue([0.5, 0.5]))
     assert math.isnan(paired_t_pvalue([1.0]))
 
 
@@ -107,15 +108,17 @@ def test_significance_table_marks_rows_not_worse_than_best():
     text = leaderboard(rows)
     table = text.split("Paired t-tests")[1]
     late_row = next(line for line in table.splitlines() if line.startswith("| late_fusion |"))
-    assert late_row.startswith("| late_fusion |  |  | -10.04 (n=5) |") and late_row.endswith("| worse than best |")
-    assert "| qmf | +9.96 (n=5) |" in table and "≈ best" in table.split("| qmf |")[1].split("\n")[0]
+    assert late_row.startswith("| late_fusion |  |  | -10.04 [") and "(n=5 seeds)" in late_row
+    assert late_row.endswith("| worse than best |")
+    assert "| qmf | +9.96 [" in table and "≈ best" in table.split("| qmf |")[1].split("\n")[0]
 
 
 def test_capped_missing_rates_show_the_realised_fraction():
     rows = [_record("mla", 0, 0.7), _record("mla", 0, 0.5, rate=0.7)]
     rows[0]["notes"]["missing_fraction_test"] = 0.0
     rows[1]["notes"]["missing_fraction_test"] = 0.5
-    assert "| method | rate 0 | rate 0.7 (realised 0.5) |" in leaderboard(rows)
+    # the capped nominal rate is read as the rate whose masks it realised
+    assert "| method | rate 0 | rate 0.5 | AUC over 0-0.5 |" in leaderboard(rows)
 
 
 def test_plots_never_mix_settings(tmp_path):
@@ -142,7 +145,7 @@ def test_the_results_page_names_significant_rows_with_their_holm_p():
     (line,) = [s for s in results_readme(rows).splitlines() if s.startswith("- **toy**")]
     assert "best without missing modalities is `mla` at 71.75%, 10.25 points ahead of `qmf`" in line
     p = holm([paired_t_pvalue([0.10, 0.11, 0.09, 0.11]), paired_t_pvalue([0.02, -0.02, 0.01, -0.01])])[0]
-    assert f"significantly better `mla` +10.25 (p = {p:.2g})" in line
+    assert f"significantly better `mla` +10.25 [" in line and f"(n=4 seeds) (p = {p:.2g})" in line
     assert "the other 1 not significantly different" in line and "significantly worse" not in line
 
 
@@ -155,3 +158,70 @@ def test_the_results_page_says_which_cpus_made_the_records():
     (line,) = [s for s in results_readme(rows).splitlines() if s.startswith("Machines:")]
     assert line.startswith("Machines: 4 records, 1 of them made before records named their CPU, the others on "
                            "`AuthenticAMD 23/49 avx2` (1); `GenuineIntel 6/167 avx2` (2).")
+
+
+def _paired_rows(rates, *, seeds=(0, 1, 2, 3)):
+    """late_fusion and qmf on the same cells; qmf is ahead by a seed-dependent amount, the same at every rate."""
+    rows = []
+    for seed in seeds:
+        for rate in rates:
+            base = 0.6 - 0.1 * rate + 0.01 * seed
+            rows += [_record("late_fusion", seed, base, rate=rate),
+                     _record("qmf", seed, base + 0.02 + 0.01 * (seed % 2), rate=rate)]
+    return rows
+
+
+def test_the_paired_test_counts_one_difference_per_seed_not_per_cell():
+    """Four seeds x three rates: twelve matched cells, but n = 4, and p is the t-test of the four per-seed means."""
+    text = leaderboard(_paired_rows((0.0, 0.25, 0.5)))
+    table = text.split("Paired t-tests")[1]
+    qmf = next(line for line in table.splitlines() if line.startswith("| qmf |"))
+    assert "(n=4 seeds)" in qmf and "n=12" not in qmf
+    p = paired_t_pvalue([0.02, 0.03, 0.02, 0.03])  # one difference per seed; Holm over one row leaves it
+    assert f"{p:.3g} *" in qmf
+
+
+def test_fewer_than_three_seeds_make_no_claim():
+    """One seed x two rates, qmf ahead of late fusion by exactly the same amount: no p-value, no verdict."""
+    rows = _paired_rows((0.0, 0.5), seeds=(0,))
+    text = leaderboard(rows)
+    table = text.split("Paired t-tests")[1]
+    qmf = next(line for line in table.splitlines() if line.startswith("| qmf |"))
+    assert "n/a (< 3 seeds)" in qmf and "*" not in qmf
+    from bench.leaderboard import results_readme
+
+    (line,) = [s for s in results_readme(rows).splitlines() if s.startswith("- **toy**")]
+    assert "significantly" not in line.replace("not significantly", "") and "without a claim" in line
+
+
+def test_zero_variance_differences_make_no_claim():
+    rows = []
+    for seed in range(4):
+        rows += [_record("late_fusion", seed, 0.60 + 0.01 * seed), _record("qmf", seed, 0.61 + 0.01 * seed)]
+    table = leaderboard(rows).split("Paired t-tests")[1].splitlines()
+    qmf = next(line for line in table if line.startswith("| qmf |"))
+    late = next(line for line in table if line.startswith("| late_fusion |"))
+    assert "n/a (no variance)" in qmf and "*" not in qmf
+    assert late.endswith("| no claim |") and "n/a (no variance)" in late
+
+
+def test_the_confidence_interval_is_the_t_interval_of_the_seed_differences():
+    from scipy import stats
+
+    from bench.records_common import Comparison
+
+    c = Comparison((0.01, 0.03, 0.02), p=0.1)
+    half = stats.t.ppf(0.975, 2) * 0.01 / math.sqrt(3)
+    assert c.interval() == pytest.approx((0.02 - half, 0.02 + half))
+    assert c.describe() == f"+2.00 [{100 * (0.02 - half):+.2f}, {100 * (0.02 + half):+.2f}] (n=3 seeds)"
+
+
+def test_capped_rates_are_one_cell_in_the_tables():
+    """Rate 0.7 on two modalities realises the masks of 0.5: its record is dropped where the 0.5 twin exists, so
+    the table has no 0.7 column and the AUC has no flat extra segment; without a twin it is read as 0.5."""
+    rows = _paired_rows((0.0, 0.5)) + [r for r in _paired_rows((0.7,))]
+    text = leaderboard(rows)
+    assert "rate 0.7" not in text and "AUC over 0-0.5" in text
+    assert text == leaderboard(_paired_rows((0.0, 0.5)))
+    alone = leaderboard(_paired_rows((0.0, 0.7)))
+    assert "rate 0.7" not in alone and "rate 0.5" in alone

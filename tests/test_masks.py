@@ -63,3 +63,16 @@ def test_missing_inputs_are_zero_filled_and_test_only_mode_leaves_train_whole():
     test_only = _data("late_fusion", missing_on="test")
     assert test_only.train.mask.all() and not test_only.test.mask.all()
     assert test_only.notes["missing_fraction_train"] == 0.0
+
+
+def test_capped_rates_never_give_two_cells():
+    """0.5, 0.7 and 0.9 on two modalities all realise the masks of 0.5: the grid makes one cell of them."""
+    from bench.grid import GridRequest, expand
+
+    plan = expand(GridRequest(methods="late_fusion", datasets="synthetic_2m", seeds=(0,), missing_rates=(0.0, 0.5, 0.7, 0.9)))
+    assert sorted(s.missing_rate for s in plan.specs) == [0.0, 0.5]
+    assert len({s.key for s in plan.specs}) == len(plan.specs)
+    assert any("gives the masks of 0.5" in w for w in plan.warnings)
+    three = expand(GridRequest(methods="late_fusion", datasets="synthetic_3m", seeds=(0,), missing_rates=(0.7, 0.8)))
+    assert [s.missing_rate for s in three.specs] == [2 / 3]
+    assert (missing_mask(40, 3, 0.7, seed=0, split="test") == missing_mask(40, 3, 2 / 3, seed=0, split="test")).all()

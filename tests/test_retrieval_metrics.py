@@ -223,10 +223,12 @@ def test_classification_tables_ignore_retrieval_records_and_retrieval_tables_fol
     # 2 vs 3 modalities on the shared pair a <-> b, paired by seed: R@1 (20 - 30, 24 - 40) -> -13 points
     row = next(line for line in retrieval_part.splitlines() if line.startswith("| align_clip (2) → align_pairwise (3)"))
     cells = [c.strip() for c in row.strip("|").split("|")]
-    assert cells[2:5] == ["35.00 ± 7.07 (n=2)", "22.00 ± 2.83 (n=2)", "-13.00 (n=2)"]
-    assert cells[6:9] == ["0.550 ± 0.071 (n=2)", "0.850 ± 0.071 (n=2)", "+0.300 (n=2)"]
-    # paired t-test against the reference: differences -0.10 and -0.16 -> mean -13 pp over 2 matched seeds
-    assert "| align_pairwise | -13.00 (n=2) |" in retrieval_part
+    assert cells[2:5] == ["35.00 ± 7.07 (n=2)", "22.00 ± 2.83 (n=2)", "-13.00 [-51.12, +25.12] (n=2 seeds)"]
+    assert cells[6:8] == ["0.550 ± 0.071 (n=2)", "0.850 ± 0.071 (n=2)"] and cells[8].startswith("+0.300 [")
+    assert cells[9] == "n/a (< 3 seeds)"  # two seeds make no significance claim
+    # paired t-test against the reference: differences -0.10 and -0.16 -> mean -13 pp over 2 seeds, the t interval
+    # with 1 degree of freedom (12.71 x 0.0424 / sqrt 2 = 38.12 pp), and no claim with fewer than 3 seeds
+    assert "| align_pairwise | -13.00 [-51.12, +25.12] (n=2 seeds) | n/a (< 3 seeds) | no claim |" in retrieval_part
     readme = results_readme(RECORDS)  # accuracy summaries skip retrieval records without failing
     assert "`late_fusion`" in readme and "align_clip" in readme  # the regenerate command still lists them
 
