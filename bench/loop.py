@@ -194,23 +194,29 @@ def _steps(method: Any, model: torch.nn.Module, batch: Any, ctx: StepContext, au
 
 
 def _train_epoch(method: Any, model, optimizer, data: CellData, spec: CellSpec, epoch: int, gen, step: int,
-                 autocast=contextlib.nullcontext) -> int:
+                 autocast=contextlib.nullcontext) -> tuple[int, float]:
+    """One epoch of optimizer steps; returns the global step and the mean training loss over the epoch's steps."""
     model.train()
     after_backward = getattr(method, "after_backward", None)
     batches_per_epoch = len(batch_starts(len(data.train), spec.batch_size, training=True))
     on_cpu = data.train.labels.device.type == "cpu"
     nonfinite = None  # accelerators: one device-side flag, read once per epoch, so no step waits on the device
+    loss_sum, loss_steps = 0.0, 0  # on accelerators loss_sum becomes a device tensor, read once per epoch
     for b, batch in enumerate(iterate_batches(data.train, spec.batch_size, generator=gen)):
         ctx = StepContext(epoch, spec.epochs, b, batches_per_epoch, step)
         for out in _steps(method, model, batch, ctx, autocast):
             if not isinstance(out, LossOut):
                 raise CellFailure(f"{spec.method}.loss must return LossOut, got {type(out).__name__}")
             if on_cpu:
-                if not math.isfinite(out.loss.item()):
-                    raise CellFailure(f"non-finite loss ({out.loss.item()}) at epoch {epoch}, batch {b}")
+                value = out.loss.item()
+                if not math.isfinite(value):
+                    raise CellFailure(f"non-finite loss ({value}) at epoch {epoch}, batch {b}")
+                loss_sum += value
             else:
                 flag = ~torch.isfinite(out.loss.detach())
                 nonfinite = flag if nonfinite is None else nonfinite | flag
+                loss_sum = loss_sum + out.loss.detach().float()
+            loss_steps += 1
             optimizer.zero_grad(set_to_none=True)
             out.loss.backward()
             if after_backward is not None:
@@ -219,7 +225,18 @@ def _train_epoch(method: Any, model, optimizer, data: CellData, spec: CellSpec, 
         step += 1
     if nonfinite is not None and bool(nonfinite):
         raise CellFailure(f"non-finite loss during epoch {epoch}")
-    return step
+    return step, float(loss_sum) / max(1, loss_steps)
+
+
+def _history_entry(epoch: int, train_loss: float, val_score: float, scores: Any) -> dict[str, Any]:
+    """One epoch of the record's training dynamics: the mean training loss, the validation score that selects
+    the epoch (fused accuracy for classification) and, where the method splits its model per modality, each
+    modality's validation accuracy (the curves the OGM-GE and MLA papers draw to show modality laziness)."""
+    entry = {"epoch": epoch, "train_loss": train_loss, "val_score": val_score}
+    per_modality = getattr(scores, "per_modality", None)
+    if per_modality:
+        entry["val_per_modality"] = dict(per_modality)
+    return entry
 
 
 def _holdout_rows(labels: torch.Tensor, fraction: float, seed: int) -> np.ndarray:
@@ -294,13 +311,16 @@ def run_cell(
     autocast = autocast_for(spec.precision, dev)
 
     best_val, best_epoch, best_state, since_best, step, epochs_run = -1.0, -1, None, 0, 0, 0
+    history: list[dict[str, Any]] = []
     started = time.perf_counter()
     for epoch in range(spec.epochs):
         epochs_run += 1
         _start_epoch(method, model, data, holdout, spec, epoch, autocast)
-        step = _train_epoch(method, model, optimizer, data, spec, epoch, gen, step, autocast)
+        step, train_loss = _train_epoch(method, model, optimizer, data, spec, epoch, gen, step, autocast)
         scheduler.step()
-        val = task.selection_score(task.evaluate(method, model, data.val, num_classes, autocast))
+        val_scores = task.evaluate(method, model, data.val, num_classes, autocast)
+        val = task.selection_score(val_scores)
+        history.append(_history_entry(epoch, train_loss, val, val_scores))
         if on_epoch is not None:
             on_epoch(epoch, val)
         if val > best_val:  # ties keep the earlier epoch
@@ -316,7 +336,8 @@ def run_cell(
         model.load_state_dict(best_state)
     selection = {task.selection_key: best_val, "selected_epoch": best_epoch, "epochs_run": epochs_run}
     if not evaluate_test:
-        return {"metrics": selection, "timings": {"train_seconds": round(train_seconds, 3)}, "notes": data.notes}
+        return {"metrics": selection, "timings": {"train_seconds": round(train_seconds, 3)}, "notes": data.notes,
+                "history": history}
     started = time.perf_counter()
     test = task.evaluate(method, model, data.test, num_classes, autocast)
     expected = data.notes["split_sizes"]["test"]
@@ -327,4 +348,6 @@ def run_cell(
         metrics["noise"] = _noisy_test_scores(method, model, data, spec, autocast, task)
     timings = {"train_seconds": round(train_seconds, 3), "test_seconds": round(time.perf_counter() - started, 3)}
     notes = {**data.notes, **task.notes, "device": str(dev), "threads": torch.get_num_threads()}
-    return {"metrics": metrics, "timings": timings, "notes": notes}
+    # The history sits beside the metrics, not in them: `bench verify` compares metrics, and records made
+    # before the history existed stay verifiable.
+    return {"metrics": metrics, "timings": timings, "notes": notes, "history": history}

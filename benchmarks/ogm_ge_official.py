@@ -207,7 +207,7 @@ def bench_epoch(data_root: Path, threads: int, *, channels_last: bool = False) -
     optimizer = _make_optimizer(method, model)
     generator = torch.Generator().manual_seed(spec.seed)
     started = time.perf_counter()
-    steps = _train_epoch(method, model, optimizer, data, spec, 0, generator, 0)
+    steps, _ = _train_epoch(method, model, optimizer, data, spec, 0, generator, 0)
     return {"code": "bench" + (" channels-last" if channels_last else ""), "threads": torch.get_num_threads(),
             "epoch_seconds": time.perf_counter() - started, "clips": len(data.train), "steps": steps,
             "load_seconds": load_seconds}

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import dataclasses
 from pathlib import Path
 
@@ -90,3 +91,18 @@ def test_bf16_autocast_runs_every_step_and_is_recorded():
     result = run_cell(spec)
     assert 0.0 <= result["metrics"]["accuracy"] <= 1.0
     assert spec.key != tiny_spec("mla", epochs=2).key
+
+
+def test_the_history_has_one_entry_per_epoch_with_loss_and_validation_accuracy():
+    """Training dynamics: one entry per epoch run, the training loss, the validation score that selects the epoch
+    (whose maximum is the recorded best) and the per-modality validation accuracy of a late-fusion model."""
+    from bench.loop import run_cell
+    from bench.testing import tiny_spec
+
+    result = run_cell(tiny_spec("late_fusion", epochs=3))
+    history = result["history"]
+    assert [h["epoch"] for h in history] == [0, 1, 2]
+    assert all(math.isfinite(h["train_loss"]) and h["train_loss"] > 0 for h in history)
+    assert max(h["val_score"] for h in history) == result["metrics"]["best_val_accuracy"]
+    assert all(set(h["val_per_modality"]) == set(result["metrics"]["per_modality_accuracy"]) for h in history)
+    assert "history" not in result["metrics"]  # verify compares metrics; older records stay verifiable
