@@ -145,7 +145,7 @@ def test_the_results_page_names_significant_rows_with_their_holm_p():
     (line,) = [s for s in results_readme(rows).splitlines() if s.startswith("- **toy**")]
     assert "best without missing modalities is `mla` at 71.75%, 10.25 points ahead of `qmf`" in line
     p = holm([paired_t_pvalue([0.10, 0.11, 0.09, 0.11]), paired_t_pvalue([0.02, -0.02, 0.01, -0.01])])[0]
-    assert f"significantly better `mla` +10.25 [" in line and f"(n=4 seeds) (p = {p:.2g})" in line
+    assert "significantly better `mla` +10.25 [" in line and f"(n=4 seeds) (p = {p:.2g})" in line
     assert "the other 1 not significantly different" in line and "significantly worse" not in line
 
 
