@@ -29,6 +29,7 @@ from bench.records_common import (
     Comparison,
     compare_paired,
     drop_capped_duplicates,
+    friedman_nemenyi,
     holm,
     is_ok,
     markdown_table,
@@ -297,25 +298,38 @@ def _setting_section(setting: tuple, records: list[dict[str, Any]], baseline: st
 
 
 def _average_rank(sections: Mapping[tuple, list[dict[str, Any]]]) -> list[str]:
-    """Mean rank of each method (by multimodal accuracy without missing modalities) over the settings."""
-    ranks: dict[str, list[float]] = defaultdict(list)
-    for records in sections.values():
-        means: dict[str, list[float]] = defaultdict(list)
-        for r, label in zip(records, row_labels(records)):
-            if is_ok(r) and r["spec"]["missing_rate"] == 0:
-                means[label].append(metric(r, "accuracy"))
-        ordered = sorted(means, key=lambda label: -statistics.fmean(means[label]))
-        for label in ordered:
-            score = statistics.fmean(means[label])
-            tied = [i + 1 for i, other in enumerate(ordered) if statistics.fmean(means[other]) == score]
-            ranks[label].append(statistics.fmean(tied))
-    if len(sections) < 2 or not ranks:
-        return []
-    body = [[label, f"{statistics.fmean(r):.2f}", str(len(r))] for label, r in
-            sorted(ranks.items(), key=lambda kv: (statistics.fmean(kv[1]), kv[0]))]
-    return ["## Average rank across settings", "",
-            "Rank of multimodal accuracy without missing modalities in each setting above (1 = best), averaged:", ""
-            ] + markdown_table(["method", "average rank", "settings"], body) + [""]
+    """Across datasets: the Friedman test on each method's rank, with the Nemenyi critical difference
+    (Demsar 2006). One block per dataset within one kind of hyperparameters (default or tuned), so a dataset
+    is never counted twice (where it has several settings, the one with the most records); the score is the
+    mean over seeds of multimodal accuracy without missing modalities; methods present on every block."""
+    lines: list[str] = []
+    by_tuning: dict[str, dict[str, tuple]] = defaultdict(dict)
+    for setting, _records in sorted(sections.items(), key=lambda kv: (-len(kv[1]), tuple(str(v) for v in kv[0]))):
+        by_tuning[setting[-1]].setdefault(setting[0], setting)
+    for tuning, chosen in sorted(by_tuning.items()):
+        per_block: dict[str, dict[str, float]] = {}
+        for dataset, setting in sorted(chosen.items()):
+            records = sections[setting]
+            labels = row_labels(records)
+            clean = [(r, lab) for r, lab in zip(records, labels) if r["spec"]["missing_rate"] == 0]
+            means = {lab: _seed_means([r for r, _ in clean], [lab_ for _, lab_ in clean], lab) for _, lab in clean}
+            per_block[dataset] = {lab: statistics.fmean(v) for lab, v in means.items() if v}
+        common = sorted(set.intersection(*(set(v) for v in per_block.values()))) if per_block else []
+        if len(per_block) < 3 or len(common) < 3:
+            continue
+        datasets = sorted(per_block)
+        average, chi2, p, cd = friedman_nemenyi({m: [per_block[d][m] for d in datasets] for m in common})
+        best = min(average.values())
+        body = [[m, f"{average[m]:.2f}", "yes" if average[m] - best <= cd else "no"]
+                for m in sorted(common, key=lambda m: (average[m], m))]
+        lines += [f"## Ranking across datasets: {tuning}", "",
+                  f"Friedman test over {len(datasets)} datasets ({', '.join(datasets)}) and {len(common)} methods "
+                  f"present on all of them, ranking the seed-mean multimodal accuracy without missing modalities: "
+                  f"chi-square = {chi2:.2f}, p = {p:.3g}. Nemenyi critical difference at {ALPHA}: {cd:.2f} ranks "
+                  f"(Demšar, JMLR 2006); 'within CD of the best' = not significantly worse than the best-ranked "
+                  f"method" + ("" if p < ALPHA else ", though the Friedman test itself does not reject equal ranks")
+                  + ":", ""] + markdown_table(["method", "average rank", "within CD of the best"], body) + [""]
+    return lines
 
 
 def _noise_section(setting: tuple, kind: str, records: list[dict[str, Any]]) -> list[str]:

@@ -19,7 +19,7 @@ from bench.spec import canonical_json
 
 __all__ = [
     "ALPHA", "MIN_SEEDS", "SETTING_FIELDS", "Comparison", "compare_paired", "config_id", "drop_capped_duplicates",
-    "effective_rate", "holm", "is_ok", "is_retrieval_record", "markdown_table", "metric", "noise_kind",
+    "effective_rate", "friedman_nemenyi", "holm", "is_ok", "is_retrieval_record", "markdown_table", "metric", "noise_kind",
     "paired_t_pvalue", "per_seed_differences", "row_labels", "setting_key", "setting_title", "split_by_task",
     "summarize",
 ]
@@ -123,6 +123,27 @@ def compare_paired(pairs: Sequence[tuple[Mapping, Mapping]]) -> list[Comparison]
     diffs = [per_seed_differences(a, b) for a, b in pairs]
     adjusted = holm([paired_t_pvalue(d) if len(d) >= MIN_SEEDS else math.nan for d in diffs])
     return [Comparison(tuple(d), p) for d, p in zip(diffs, adjusted)]
+
+
+def friedman_nemenyi(scores: Mapping[str, Sequence[float]]) -> tuple[dict[str, float], float, float, float]:
+    """Demsar (JMLR 2006), section 3.2.2: ``scores[method]`` holds one number per block (dataset), higher is
+    better. Returns (average rank per method, 1 = best, ties averaged; Friedman chi-square; its p-value;
+    the Nemenyi critical difference at alpha 0.05, q_alpha * sqrt(k (k + 1) / (6 N)), with q_alpha the
+    studentized range quantile over sqrt 2, e.g. 2.569 for k = 4 as in Demsar's Table 5)."""
+    from scipy import stats
+
+    methods = sorted(scores)
+    k, n = len(methods), len(next(iter(scores.values())))
+    ranks: dict[str, list[float]] = defaultdict(list)
+    for block in range(n):
+        block_ranks = stats.rankdata([-scores[m][block] for m in methods])
+        for m, rank in zip(methods, block_ranks):
+            ranks[m].append(float(rank))
+    average = {m: statistics.fmean(ranks[m]) for m in methods}
+    chi2 = 12 * n / (k * (k + 1)) * (sum(r * r for r in average.values()) - k * (k + 1) ** 2 / 4)
+    p = float(stats.chi2.sf(chi2, k - 1))
+    q_alpha = float(stats.studentized_range.ppf(1 - ALPHA, k, 1e6)) / math.sqrt(2)
+    return average, chi2, p, q_alpha * math.sqrt(k * (k + 1) / (6 * n))
 
 
 def holm(pvalues: Sequence[float]) -> list[float]:

@@ -81,10 +81,18 @@ def test_ablation_table_shows_the_fields_that_differ():
     assert "| mla_no_hgm | none | <u>66.00 ± 1.41 (n=2)</u> |" in text
 
 
-def test_average_rank_across_settings():
-    rows = [_record("a", 0, 0.9), _record("b", 0, 0.8), _record("a", 0, 0.5, epochs=20), _record("b", 0, 0.6, epochs=20)]
+def test_friedman_ranking_across_datasets_by_hand():
+    """a > b > c on each of 4 datasets: ranks 1, 2, 3; chi-square = 12*4/(3*4) * (1 + 4 + 9 - 3*16/4) = 8,
+    p = exp(-8/2) (chi-square with 2 df); Nemenyi CD = 2.343 * sqrt(3*4 / (6*4)) = 1.657 (Demsar's q for k = 3)."""
+    rows = []
+    for d in range(4):
+        for m, acc in (("a", 0.9), ("b", 0.8), ("c", 0.7 + 0.01 * d)):
+            r = _record(m, 0, acc - 0.01 * d)
+            r["spec"]["dataset"], r["key"] = f"toy{d}", r["key"] + str(d)
+            rows.append(r)
     text = leaderboard(rows, baseline="a")
-    assert "| a | 1.50 | 2 |" in text and "| b | 1.50 | 2 |" in text
+    assert f"chi-square = 8.00, p = {math.exp(-4):.3g}" in text and "critical difference at 0.05: 1.66 ranks" in text
+    assert "| a | 1.00 | yes |" in text and "| b | 2.00 | yes |" in text and "| c | 3.00 | no |" in text
 
 
 def test_paired_t_pvalue_matches_hand_computation():
