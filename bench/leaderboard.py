@@ -10,8 +10,9 @@ Per setting (the layout of the MLA paper's tables): accuracy of each modality in
 model, multimodal accuracy and macro-F1 (Table 1); the same modality trained alone as a reference, where a
 method provides it; accuracy per missing rate with the normalised area under the accuracy-vs-rate curve
 (Table 2); ablations, i.e. rows of one method family that differ in a few hyperparameters (Table 3); and
-paired t-tests against the baseline and against the best row on matched (seed, missing rate) cells,
-Holm-corrected. Across settings: the average rank.
+paired t-tests against the baseline and against the best row, one difference per seed (its mean over the
+matched missing rates), with 95% intervals, Holm-corrected, and no claim below three seeds. Across datasets:
+the Friedman test with the Nemenyi critical difference (Demsar, JMLR 2006).
 """
 
 from __future__ import annotations
