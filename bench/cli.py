@@ -79,7 +79,8 @@ def _add_grid_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--patience", type=int, help="stop after this many epochs without a better validation score")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="METHOD.PARAM=VALUE",
                    help="override a hyperparameter; METHOD may be a glob, e.g. '*.lr=0.01' (repeatable); "
-                        "'encoder.MODALITY=KIND' chooses a modality's encoder, e.g. encoder.audio=spectrogram_resnet18")
+                        "'encoder.MODALITY=KIND' chooses a modality's encoder, e.g. encoder.audio=spectrogram_resnet18; "
+                        "'data.OPTION=VALUE' sets a dataset option, e.g. data.coverage=0.9 (imbalance_2m/3m)")
     p.add_argument("--data-root", help="folder with the real datasets (default: $BENCH_DATA)")
 
 

@@ -16,8 +16,8 @@ import torch
 from bench.errors import UsageError
 from bench.masks import missing_mask, realized_rate
 from bench.protocol import Batch, DataDescription, LoadedData, ModalitySpec, SplitData
-from bench.registry import DATASETS
-from bench.spec import CellSpec
+from bench.registry import dataset_adapter
+from bench.spec import CellSpec, canonical_json
 
 __all__ = [
     "CellData", "MaskedSplit", "batch_starts", "carve_validation", "cell_data", "data_workers",
@@ -42,10 +42,10 @@ _cache: dict[tuple[str, str], LoadedData] = {}
 _cache_lock = threading.Lock()
 
 
-def load_dataset(name: str, data_root: Path | None) -> LoadedData:
-    """Load once per process and data root; every cell of a grid reuses the tensors."""
-    adapter = DATASETS.get(name)
-    key = (name, str(data_root))
+def load_dataset(name: str, data_root: Path | None, options: Mapping[str, Any] | None = None) -> LoadedData:
+    """Load once per process, data root and set of dataset options; every cell of a grid reuses the tensors."""
+    adapter = dataset_adapter(name, options)
+    key = (name, str(data_root), canonical_json(dict(options or {})))
     with _cache_lock:
         if key not in _cache:
             ok, why = adapter.available(data_root)
@@ -177,7 +177,9 @@ def _mask_split(split: SplitData, rows: torch.Tensor | None, spec: CellSpec, nam
 
 def cell_data(spec: CellSpec, *, data_root: Path | None, zero_fill: bool, device: torch.device) -> CellData:
     """The three masked splits of a cell, and notes for its record (carved validation, realized rates)."""
-    loaded = load_dataset(spec.dataset, data_root)
+    options = spec.extra.get("dataset_options", {})
+    adapter = dataset_adapter(spec.dataset, options)
+    loaded = load_dataset(spec.dataset, data_root, options)
     notes: dict[str, Any] = {}
     if loaded.val is None:  # rows of the shipped train split, so nothing is copied before masking
         train_rows, val_rows = validation_rows(loaded.train.labels)
@@ -193,8 +195,11 @@ def cell_data(spec: CellSpec, *, data_root: Path | None, zero_fill: bool, device
             split, rows, spec, name, zero_fill=zero_fill, device=device
         )
     notes["split_sizes"] = {name: len(s) for name, s in masked.items()}
+    reference_notes = getattr(adapter, "reference_notes", None)
+    if reference_notes is not None:  # e.g. the Bayes accuracy of a generated dataset under these test masks
+        notes.update(reference_notes(loaded.test, masked["test"].mask.cpu().numpy()))
     modalities = with_encoders(loaded.modalities, spec.extra.get("encoders", {}))
-    description = DataDescription(modalities, DATASETS.get(spec.dataset).info.num_classes, len(masked["train"]))
+    description = DataDescription(modalities, adapter.info.num_classes, len(masked["train"]))
     return CellData(description, masked["train"], masked["val"], masked["test"], notes)
 
 

@@ -20,7 +20,7 @@ from bench.errors import UsageError
 from bench.hparams import resolve_hparams
 from bench.masks import max_missing_rate
 from bench.protocol import DataDescription
-from bench.registry import DATASETS, METHODS, default_method
+from bench.registry import DATASETS, METHODS, dataset_adapter, default_method
 from bench.spec import CellSpec
 from bench.workers import start_workers
 
@@ -59,6 +59,9 @@ class GridPlan:
 
 #: ``--set encoder.<modality>=<kind>`` chooses a modality's encoder instead of a method hyperparameter.
 ENCODER_OVERRIDE = "encoder"
+#: ``--set data.<option>=<value>`` sets an option the selected datasets declare (``DatasetAdapter.options``).
+DATA_OVERRIDE = "data"
+_NOT_METHODS = (ENCODER_OVERRIDE, DATA_OVERRIDE)
 
 
 def parse_overrides(items: Sequence[str]) -> list[tuple[str, str, str]]:
@@ -113,13 +116,14 @@ def _datasets_available(names: list[str], request: GridRequest, explicit: bool, 
     return usable
 
 
-def dataset_description(name: str, data_root: Path | None, encoders: Mapping[str, str] | None = None) -> DataDescription:
+def dataset_description(name: str, data_root: Path | None, encoders: Mapping[str, str] | None = None,
+                        options: Mapping[str, Any] | None = None) -> DataDescription:
     """What ``Method.build`` will be told about a dataset's cells (the training split after a validation
     split is carved, the encoder kinds chosen with ``--set encoder.<modality>=<kind>``), from the data loaded
     once per process."""
     from bench.data import load_dataset, validation_rows, with_encoders
 
-    loaded = load_dataset(name, data_root)
+    loaded = load_dataset(name, data_root, options)
     num_train = len(loaded.train)
     if loaded.val is None:  # count the carved training rows from the labels alone, copying no inputs
         num_train = len(validation_rows(loaded.train.labels)[0])
@@ -145,15 +149,47 @@ def _encoder_choices(overrides: list[tuple[str, str, str]], datasets: list[str],
     return choices
 
 
+def _dataset_options(overrides: list[tuple[str, str, str]], datasets: list[str], errors: list[str]) -> dict[str, dict]:
+    """``--set data.<option>=<value>``: per selected dataset, the typed options (an option must be declared by
+    every selected dataset, so one run never mixes datasets that took it with datasets that ignored it)."""
+    from bench.hparams import coerce_value
+
+    raw = {param: value for pattern, param, value in overrides if pattern == DATA_OVERRIDE}
+    chosen: dict[str, dict] = {}
+    if not raw:
+        return chosen
+    for name in datasets:
+        adapter = DATASETS.get(name)
+        declared = tuple(getattr(adapter, "options", ()))
+        unknown = sorted(set(raw) - set(declared))
+        if unknown:
+            option = unknown[0]
+            takers = [d for d in DATASETS.names() if option in getattr(DATASETS.get(d), "options", ())]
+            where = f"select only datasets that have it ({', '.join(takers)})" if takers else "no dataset has it"
+            errors.append(f"--set data.{option}: dataset {name!r} has no option {option!r} (its options: "
+                          f"{', '.join(declared) or 'none'}); {where}")
+            continue
+        setting = ", ".join(f"data.{param}={value}" for param, value in sorted(raw.items()))
+        try:
+            options = {param: coerce_value(type(adapter), param, value) for param, value in sorted(raw.items())}
+            dataset_adapter(name, options)  # the adapter's own checks, e.g. a knob outside its range
+        except (UsageError, ValueError) as exc:
+            errors.append(f"--set {setting} on {name}: {exc}")
+            continue
+        chosen[name] = options
+    return chosen
+
+
 def not_applicable_reason(method: Any, dataset: str, data_root: Path | None,
-                          encoders: Mapping[str, str] | None = None) -> str | None:
+                          encoders: Mapping[str, str] | None = None,
+                          options: Mapping[str, Any] | None = None) -> str | None:
     """The method config's ``applicable(description)`` verdict on a dataset: None when it runs there (or has
     no such hook), else its one-line reason. The data are loaded only for methods with the hook."""
     applicable = getattr(method, "applicable", None)
     if applicable is None:
         return None
     try:
-        description = dataset_description(dataset, data_root, encoders)
+        description = dataset_description(dataset, data_root, encoders, options)
     except UsageError:
         raise
     except Exception:  # noqa: BLE001 - a dataset that fails to load fails its cells, with the reason recorded
@@ -188,7 +224,7 @@ def expand(request: GridRequest) -> GridPlan:
         errors.append(str(exc))
     methods = _select(METHODS, request.methods, errors)
     for pattern, _, _ in overrides:
-        if pattern != ENCODER_OVERRIDE and methods and not any(fnmatch.fnmatchcase(m, pattern) for m in methods):
+        if pattern not in _NOT_METHODS and methods and not any(fnmatch.fnmatchcase(m, pattern) for m in methods):
             errors.append(f"--set targets {pattern!r}, which matches no selected method ({', '.join(methods)})")
     explicit = not any(part.strip() == "all" or any(c in part for c in "*?[") for part in request.datasets.split(","))
     datasets = _datasets_available(_select(DATASETS, request.datasets, errors), request, explicit, plan, errors)
@@ -207,18 +243,21 @@ def expand(request: GridRequest) -> GridPlan:
     if set(request.seeds) & set(TUNING_SEEDS):
         errors.append(f"seeds {sorted(set(request.seeds) & set(TUNING_SEEDS))} are reserved for tuning; evaluate on others")
     encoders = _encoder_choices(overrides, datasets, errors)
-    overrides = [o for o in overrides if o[0] != ENCODER_OVERRIDE]
+    dataset_options = _dataset_options(overrides, datasets, errors)
+    overrides = [o for o in overrides if o[0] not in _NOT_METHODS]
     resolved = {(m, d): _method_hparams(m, d, request, overrides, errors) for m in methods for d in datasets}
     if errors:
         raise UsageError(errors[0] if len(errors) == 1 else f"{len(errors)} problems: " + " | ".join(errors))
     for d in datasets:
-        info = DATASETS.get(d).info
+        options = dataset_options.get(d, {})
+        info = dataset_adapter(d, options).info  # its version names the options
         rates = _realised_rates(d, len(info.modalities), request.missing_rates, plan.warnings)
         chosen = {name: kind for name, kind in encoders.items() if name in info.modalities}
-        extra = {"encoders": chosen} if chosen else {}
+        extra = {key: value for key, value in (("encoders", chosen), ("dataset_options", options)) if value}
         for m in methods:
             hparams, source = resolved[(m, d)]
-            reason = not_applicable_reason(resolve_hparams(default_method(m), hparams), d, request.data_root, chosen)
+            reason = not_applicable_reason(resolve_hparams(default_method(m), hparams), d, request.data_root, chosen,
+                                           options)
             if reason is not None:
                 plan.not_applicable[(m, d)] = reason
                 plan.warnings.append(f"{m} does not apply to {d}, its cells are skipped: {reason}")

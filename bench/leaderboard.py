@@ -77,14 +77,41 @@ def _ranks(rows: Mapping[str, Mapping[str, _Cell]], column: str) -> dict[str, in
     return {label: distinct.index(mean) + 1 for label, mean in competing.items()}
 
 
-def _ranked_table(header: list[str], rows: dict[str, dict[str, _Cell]], columns: list[str]) -> list[str]:
+def _ranked_table(header: list[str], rows: dict[str, dict[str, _Cell]], columns: list[str],
+                  reference: dict[str, _Cell] | None = None) -> list[str]:
+    """Rows ranked per column; ``reference`` (column -> cell), when given, is a last, unranked row: a ceiling
+    known from the data's generator, not a method."""
     ranks = {col: _ranks(rows, col) for col in columns}
     body = []
     for label in sorted(rows):
         body.append([label] + [
             _fmt(rows[label][col], ranks[col].get(label)) if col in rows[label] else "" for col in columns
         ])
+    if reference:
+        body.append([f"*{REFERENCE_ROW}*"] + [_fmt(reference[col], None) if col in reference else "" for col in columns])
     return markdown_table(header, body)
+
+
+#: The reference row's label: records whose notes carry ``bayes_accuracy`` (a generated dataset's exact oracle).
+REFERENCE_ROW = "Bayes ceiling (exact oracle, not a method)"
+
+
+def _bayes_by_seed(records) -> dict[tuple[int, float], Mapping[str, Any]]:
+    """(seed, missing rate) -> the notes of one record there: every method of a seed shares the masks, hence
+    the ceiling, so each (seed, rate) counts once however many methods ran."""
+    return {(r["spec"]["seed"], r["spec"]["missing_rate"]): r["notes"] for r in records
+            if is_ok(r) and "bayes_accuracy" in r.get("notes", {})}
+
+
+def _reference_cells(records, modalities) -> dict[str, _Cell]:
+    """The ceiling per column of the main table: each modality alone, and all of them."""
+    cells: dict[str, _Cell] = defaultdict(_Cell)
+    for notes in _bayes_by_seed(records).values():
+        cells["multimodal"].values.append(notes["bayes_accuracy"])
+        for m in modalities:
+            if m in notes.get("bayes_accuracy_alone", {}):
+                cells[m].values.append(notes["bayes_accuracy_alone"][m])
+    return dict(cells)
 
 
 def _add(rows: dict[str, dict[str, _Cell]], label: str, column: str, record: Mapping[str, Any], value: Any) -> None:
@@ -118,7 +145,7 @@ def _main_table(records, labels, modalities) -> list[str]:
         _add(rows, label, "multimodal", r, metric(r, "accuracy"))
         _add(rows, label, "macro-F1", r, metric(r, "macro_f1"))
     header = ["method"] + [f"{m} (in joint model)" for m in modalities] + ["multimodal acc", "macro-F1"]
-    table = _ranked_table(header, rows, modalities + ["multimodal", "macro-F1"])
+    table = _ranked_table(header, rows, modalities + ["multimodal", "macro-F1"], _reference_cells(records, modalities))
     return ["No missing modalities (**best**, <u>second</u>):", ""] + table + [""]
 
 
@@ -185,7 +212,20 @@ def _missing_rate_table(records, labels) -> list[str]:
     columns = [f"{rate:g}" for rate in rates] + ["AUC"]
     header = ["method"] + [_rate_header(records, rate) for rate in rates] + [f"AUC over {rates[0]:g}-{rates[-1]:g}"]
     return ["Multimodal accuracy by missing rate (AUC: area under the curve divided by the rate range, per seed):",
-            ""] + _ranked_table(header, rows, columns) + [""]
+            ""] + _ranked_table(header, rows, columns, _reference_by_rate(records, rates)) + [""]
+
+
+def _reference_by_rate(records, rates) -> dict[str, _Cell]:
+    """The ceiling at each missing rate (the oracle under the same masks) and its AUC, per seed."""
+    cells: dict[str, _Cell] = defaultdict(_Cell)
+    curves: dict[int, dict[float, float]] = defaultdict(dict)
+    for (seed, rate), notes in sorted(_bayes_by_seed(records).items()):
+        cells[f"{rate:g}"].values.append(notes["bayes_accuracy"])
+        curves[seed][rate] = notes["bayes_accuracy"]
+    for points in curves.values():
+        if len(points) == len(rates):
+            cells["AUC"].values.append(_curve_auc(points))
+    return dict(cells)
 
 
 def _ablation_tables(records, labels) -> list[str]:

@@ -242,6 +242,17 @@ class LoadedData:
 
 @runtime_checkable
 class DatasetAdapter(Protocol):
+    """The required interface. Optional, looked up with ``getattr``:
+
+    * ``options``: names of the adapter's dataclass fields a user may set per run with
+      ``--set data.<name>=<value>`` (e.g. the imbalance knob). The grid builds the adapter with
+      ``dataclasses.replace``; the adapter's ``info.version`` must then name the values, and the values go
+      into each cell's spec (``extra["dataset_options"]``), so cells of two settings are never confused.
+    * ``reference_notes(test, present) -> dict``: numbers known from the data's generator for the masked
+      test split (``present``: (N, M) bool, modality order of ``info.modalities``), e.g.
+      ``bayes_accuracy``; they go into the record's notes and the tables show them as reference rows.
+    """
+
     info: DatasetInfo
 
     def available(self, data_root: Path | None) -> tuple[bool, str]:

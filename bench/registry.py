@@ -7,17 +7,18 @@ plugin that fails to import is shown as broken by ``bench ls`` and fails only a 
 
 from __future__ import annotations
 
+import dataclasses
 import difflib
 import fnmatch
 import functools
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from importlib.metadata import EntryPoint, entry_points
 from typing import Any
 
 from bench.errors import UsageError
 
-__all__ = ["DATASETS", "METHODS", "Registry", "variant"]
+__all__ = ["DATASETS", "METHODS", "Registry", "dataset_adapter", "variant"]
 
 
 @dataclass
@@ -130,6 +131,13 @@ class Registry:
 
 METHODS = Registry("method", "bench.methods")
 DATASETS = Registry("dataset", "bench.datasets")
+
+
+def dataset_adapter(name: str, options: Mapping[str, Any] | None = None) -> Any:
+    """The registered dataset adapter, configured with a cell's ``extra["dataset_options"]`` (already
+    checked and typed by the grid; see ``DatasetAdapter.options`` in bench.protocol)."""
+    adapter = DATASETS.get(name)
+    return dataclasses.replace(adapter, **options) if options else adapter
 
 
 def variant(config_cls: Callable[..., Any], **overrides: Any) -> Callable[[], Any]:

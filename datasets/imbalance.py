@@ -26,9 +26,10 @@ expected accuracy of the Bayes classifier, ``E[max_y p(y | x)]``, per pattern of
 over a large fixed-seed draw. :meth:`ImbalanceDataset.reference_notes` gives both for a test split and
 a missingness mask.
 
-Versions: the default coverage reports ``DatasetInfo.version == "1"``; any other coverage (an adapter
-made with ``dataclasses.replace(adapter, coverage=...)``) reports ``f"1-cov{coverage:g}"``, so records
-made with two coverages are never confused. Train, validation and test splits come from one draw.
+Versions: the default coverage reports ``DatasetInfo.version == "1"``; any other coverage (``python -m
+bench run --datasets 'imbalance*' --set data.coverage=0.9``, which builds the adapter with
+``dataclasses.replace(adapter, coverage=0.9)``) reports ``f"1-cov{coverage:g}"`` and puts the value in the
+cell's spec, so records made with two coverages are never confused or pooled. Train, validation and test splits come from one draw.
 """
 
 from __future__ import annotations
@@ -36,6 +37,7 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any, ClassVar
 
 import numpy as np
 import torch
@@ -59,6 +61,9 @@ def _version(coverage: float) -> str:
 @dataclass(frozen=True)
 class ImbalanceDataset:
     """A dataset adapter for the generative model in this module's docstring (first modality fast)."""
+
+    #: Settable per run with ``--set data.coverage=<value>`` (bench.protocol.DatasetAdapter.options).
+    options: ClassVar[tuple[str, ...]] = ("coverage",)
 
     info: DatasetInfo
     coverage: float = DEFAULT_COVERAGE
@@ -177,13 +182,18 @@ class ImbalanceDataset:
         weights = counts / counts.sum()
         return float(sum(w * self._pattern_accuracy(tuple(bool(v) for v in p)) for p, w in zip(patterns, weights)))
 
-    def reference_notes(self, test: SplitData, mask: np.ndarray) -> dict[str, float]:
+    def reference_notes(self, test: SplitData, mask: np.ndarray) -> dict[str, Any]:
         """``bayes_accuracy``: expected Bayes accuracy for the pattern mix of ``mask`` (N, M bool);
-        ``oracle_test_accuracy``: fraction of ``test`` the exact oracle classifies correctly under it."""
+        ``oracle_test_accuracy``: fraction of ``test`` the exact oracle classifies correctly under it;
+        ``bayes_accuracy_alone``: per modality, the expected Bayes accuracy from that modality alone (the
+        ceiling of a unimodal model, and of one modality's branch inside a joint one)."""
         inputs = {k: np.asarray(v) for k, v in test.inputs.items()}
         post = self.posterior_log_probs(inputs, mask)
         correct = post.argmax(axis=1) == np.asarray(test.labels)
-        return {"bayes_accuracy": self.bayes_accuracy(mask), "oracle_test_accuracy": float(correct.mean())}
+        names = self.info.modalities
+        alone = {name: self.bayes_accuracy(tuple(j == m for j in range(len(names)))) for m, name in enumerate(names)}
+        return {"bayes_accuracy": self.bayes_accuracy(mask), "oracle_test_accuracy": float(correct.mean()),
+                "bayes_accuracy_alone": alone}
 
 
 def _info(name: str, modalities: tuple[str, ...], description: str) -> DatasetInfo:

@@ -3,11 +3,17 @@
 from __future__ import annotations
 
 import dataclasses
+import re
 
 import numpy as np
 import pytest
 
+from bench.cells import run_one
 from bench.datasets.imbalance import DEFAULT_COVERAGE, IMBALANCE_2M, IMBALANCE_3M
+from bench.errors import UsageError
+from bench.grid import GridRequest, expand
+from bench.masks import missing_mask
+from bench.records_common import setting_key
 from bench.registry import DATASETS
 
 PATTERNS = [(True, True), (True, False), (False, True)]
@@ -89,5 +95,40 @@ def test_adapter_loads_with_right_shapes(name, modalities):
     again = adapter.load(None)
     assert np.array_equal(data.test.inputs["slow"].numpy(), again.test.inputs["slow"].numpy())
     notes = adapter.reference_notes(data.test, np.ones((1000, len(modalities)), dtype=bool))
-    assert set(notes) == {"bayes_accuracy", "oracle_test_accuracy"}
+    assert set(notes) == {"bayes_accuracy", "oracle_test_accuracy", "bayes_accuracy_alone"}
     assert abs(notes["oracle_test_accuracy"] - notes["bayes_accuracy"]) < 0.04
+    alone = [tuple(j == m for j in range(len(modalities))) for m in range(len(modalities))]
+    assert notes["bayes_accuracy_alone"] == {m: adapter.bayes_accuracy(p) for m, p in zip(modalities, alone)}
+
+
+def test_the_coverage_knob_is_set_from_the_cli_and_is_part_of_the_cell_identity():
+    plain = expand(GridRequest(methods="late_fusion", datasets="imbalance*", seeds=(3,), missing_rates=(0.0,)))
+    knob = expand(GridRequest(methods="late_fusion", datasets="imbalance*", seeds=(3,), missing_rates=(0.0,),
+                              overrides=("data.coverage=0.9",)))
+    assert [s.dataset_version for s in plain.specs] == ["1", "1"] and all(not s.extra for s in plain.specs)
+    assert [s.dataset_version for s in knob.specs] == ["1-cov0.9", "1-cov0.9"]
+    assert all(s.extra == {"dataset_options": {"coverage": 0.9}} for s in knob.specs)
+    assert {s.key for s in plain.specs}.isdisjoint(s.key for s in knob.specs)
+    assert len({setting_key(s.to_dict()) for s in plain.specs + knob.specs}) == 4  # never one table
+
+
+@pytest.mark.parametrize("datasets,value,message", [
+    ("synthetic_2m,imbalance_2m", "0.9", "dataset 'synthetic_2m' has no option 'coverage'"),
+    ("imbalance_2m", "1.5", "coverage must be in [0, 1]"),
+    ("imbalance_2m", "lots", "must be float"),
+])
+def test_a_bad_dataset_option_is_one_clear_error_before_any_cell(datasets, value, message):
+    with pytest.raises(UsageError, match=re.escape(message)):
+        expand(GridRequest(methods="late_fusion", datasets=datasets, overrides=(f"data.coverage={value}",)))
+
+
+def test_a_cell_records_the_bayes_ceiling_of_its_own_test_masks():
+    spec = next(s for s in expand(GridRequest(methods="late_fusion", datasets="imbalance_2m", seeds=(3,),
+                                              missing_rates=(0.5,), epochs=1, overrides=("data.coverage=0.9",))).specs)
+    record = run_one(spec, data_root=None)
+    adapter = dataclasses.replace(IMBALANCE_2M, coverage=0.9)
+    test = adapter.load(None).test
+    present = missing_mask(len(test), 2, 0.5, seed=3, split="test")
+    assert record["status"] == "ok", record["reason"]
+    assert record["notes"]["bayes_accuracy"] == adapter.bayes_accuracy(present)
+    assert record["notes"]["bayes_accuracy"] < adapter.bayes_accuracy() - 0.05  # the masks cost accuracy

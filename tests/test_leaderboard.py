@@ -233,3 +233,21 @@ def test_capped_rates_are_one_cell_in_the_tables():
     assert text == leaderboard(_paired_rows((0.0, 0.5)))
     alone = leaderboard(_paired_rows((0.0, 0.7)))
     assert "rate 0.7" not in alone and "rate 0.5" in alone
+
+
+def test_a_bayes_ceiling_is_an_unranked_reference_row_counted_once_per_seed_and_rate():
+    records = []
+    for seed, ceiling in ((0, 0.90), (1, 0.94)):
+        for method, acc in (("late_fusion", 0.70), ("mla", 0.75)):
+            for rate, shift in ((0.0, 0.0), (0.5, 0.1)):
+                r = _record(method, seed, acc - shift, rate=rate)
+                r["notes"].update(bayes_accuracy=ceiling - shift, bayes_accuracy_alone={"audio": 0.6, "video": 0.8})
+                records.append(r)
+    text = leaderboard(records)
+    rows = [line for line in text.splitlines() if line.startswith("| *Bayes ceiling")]
+    assert len(rows) == 2  # the complete-data table and the missing-rate table
+    main, by_rate = rows
+    assert "60.00 ± 0.00 (n=2)" in main and "80.00 ± 0.00 (n=2)" in main  # each modality alone
+    assert "92.00 ± 2.83 (n=2)" in main and "**" not in main  # n = seeds, not seeds x methods; never ranked
+    assert "82.00 ± 2.83 (n=2)" in by_rate and "87.00 ± 2.83 (n=2)" in by_rate  # rate 0.5, and the AUC
+    assert "Bayes" not in leaderboard(RECORDS)  # datasets without an oracle have no such row
