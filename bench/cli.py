@@ -63,7 +63,7 @@ def _data_root(value: str | None) -> Path | None:
 
 def _add_grid_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--methods", default="all", help="names, globs (ogm*) or 'all' (default: all)")
-    p.add_argument("--datasets", default="synthetic*", help="names, globs or 'all' (default: synthetic*)")
+    p.add_argument("--datasets", default="imbalance*", help="names, globs or 'all' (default: imbalance*)")
     p.add_argument("--seeds", default="0,1,2", help="comma-separated integers (default: 0,1,2)")
     p.add_argument("--missing-rates", default="0,0.25,0.5", help="comma-separated rates in [0, 1)")
     p.add_argument("--missing-on", choices=("all", "test"), default="all",
@@ -132,7 +132,7 @@ def cmd_validate(args: argparse.Namespace) -> int:
 def _write_tables(results_dir: Path, *, check: bool = False) -> tuple[int, str]:
     """Regenerate (or, with ``check``, compare) leaderboard.md, README.md and the plots of a results dir."""
     from bench.leaderboard import leaderboard, results_readme
-    from bench.plots import missing_rate_plots, plot_names
+    from bench.plots import dynamics_plot_names, dynamics_plots, missing_rate_plots, plot_names
     from bench.records_common import split_by_task
     from bench.regenerate import SCRIPT_FILE, regenerate_script
     from bench.reported import REPORTED_FILE, papers_table, read_reported
@@ -146,7 +146,8 @@ def _write_tables(results_dir: Path, *, check: bool = False) -> tuple[int, str]:
     text = leaderboard(records)
     plotted = split_by_task(records)[0]  # the accuracy plots show classification records only
     pages = {LEADERBOARD_FILE: text,
-             "README.md": results_readme(records, plots=[(f"plots/{name}", caption) for name, caption in plot_names(plotted)]),
+             "README.md": results_readme(records, plots=[(f"plots/{name}", caption) for name, caption in plot_names(plotted)],
+                                         dynamics=[(f"plots/{n}", c) for n, c in dynamics_plot_names(plotted)]),
              SCRIPT_FILE: regenerate_script(records)}
     if (results_dir / REPORTED_FILE).exists():
         pages[PAPERS_FILE] = papers_table(records, read_reported(results_dir / REPORTED_FILE))
@@ -166,6 +167,7 @@ def _write_tables(results_dir: Path, *, check: bool = False) -> tuple[int, str]:
     if drawn is None:
         print("note: matplotlib is not installed, plots were not redrawn", file=sys.stderr)
         return 0, text
+    drawn += dynamics_plots(plotted, plots_dir) or []
     for stale in set(plots_dir.glob("*.png")) - set(drawn):
         stale.unlink()  # a plot of a setting that no longer has records
     return 0, text
@@ -222,7 +224,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         import torch
 
         from bench.grid import run_grid
-        from bench.leaderboard import leaderboard
+        from bench.leaderboard import run_summary
         from bench.store import iter_records
 
         torch.set_num_threads(args.threads)
@@ -244,13 +246,15 @@ def cmd_run(args: argparse.Namespace) -> int:
     _write_tables(results)
     keys = {s.key for s in plan.specs}
     mine = [r for r in iter_records(results) if isinstance(r, dict) and r["key"] in keys]
-    print(leaderboard(mine), end="")
+    print(run_summary(mine), end="")
     if outcome.computed == 0 and not outcome.busy:
         print(f"\nnothing to train: all {outcome.skipped} cells already have records in {results} "
               "(use --overwrite to recompute)")
     else:
         print(f"\n{outcome.computed} cells trained, {outcome.skipped} reused from {results}, "
-              f"{len(outcome.busy)} left to another runner; tables in {results / LEADERBOARD_FILE}")
+              f"{len(outcome.busy)} left to another runner")
+    print(f"full leaderboard (every table, all records in {results}): {results / LEADERBOARD_FILE}; "
+          f"summary with plots: {results / 'README.md'}")
     if outcome.failed:
         print(f"{len(outcome.failed)} cells failed:", file=sys.stderr)
         for line in outcome.failed:

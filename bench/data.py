@@ -195,6 +195,8 @@ def cell_data(spec: CellSpec, *, data_root: Path | None, zero_fill: bool, device
             split, rows, spec, name, zero_fill=zero_fill, device=device
         )
     notes["split_sizes"] = {name: len(s) for name, s in masked.items()}
+    if getattr(adapter, "options", ()):  # every option's value, defaults too: a sweep reads its axis from here
+        notes["dataset_options"] = {name: getattr(adapter, name) for name in adapter.options}
     reference_notes = getattr(adapter, "reference_notes", None)
     if reference_notes is not None:  # e.g. the Bayes accuracy of a generated dataset under these test masks
         notes.update(reference_notes(loaded.test, masked["test"].mask.cpu().numpy()))

@@ -46,7 +46,8 @@ from bench.records_common import (
 from bench.regenerate import SCRIPT_FILE, recorded_hours, regenerate_commands
 from bench.spec import canonical_json
 
-__all__ = ["holm", "leaderboard", "paired_t_pvalue", "results_readme", "setting_key", "setting_title", "summarize"]
+__all__ = ["holm", "leaderboard", "paired_t_pvalue", "results_readme", "run_summary", "setting_key", "setting_title",
+           "summarize"]
 
 class _Cell:
     def __init__(self) -> None:
@@ -461,6 +462,10 @@ def _section_summary(setting: tuple, records: list[dict[str, Any]], baseline: st
     if rest:
         gap = 100 * (best_acc - rest[0][0])
         line += f", tied with `{rest[0][1]}`" if gap < 0.005 else f", {gap:.2f} points ahead of `{rest[0][1]}`"
+    ceiling = [notes["bayes_accuracy"] for (_, rate), notes in _bayes_by_seed(records).items() if rate == 0]
+    if ceiling:
+        line += (f", {100 * (statistics.fmean(ceiling) - best_acc):.2f} points below the Bayes ceiling "
+                 f"({100 * statistics.fmean(ceiling):.2f}%)")
     okay = sorted({label for r, label in zip(records, labels) if is_ok(r)})
     if baseline not in okay:
         return [line + "."]
@@ -525,9 +530,25 @@ def _machines_paragraph(records: Sequence[Mapping[str, Any]]) -> list[str]:
     return [text, ""]
 
 
+def run_summary(records: Iterable[Mapping[str, Any]], *, baseline: str = "late_fusion") -> str:
+    """What ``bench run`` prints at the end: per setting, who wins and which rows differ significantly from
+    the baseline (one line each, as at the top of the results page); the full tables are in the files."""
+    records = [r for r in drop_capped_duplicates(records) if noise_kind(r) == "none"]
+    groups: dict[tuple, list[dict[str, Any]]] = defaultdict(list)
+    for r in records:
+        groups[setting_key(r["spec"])].append(r)
+    lines = []
+    for setting in sorted(groups, key=lambda s: tuple(str(v) for v in s)):
+        ordered = sorted(groups[setting], key=lambda r: (r["spec"]["method"], r["spec"]["seed"],
+                                                         r["spec"]["missing_rate"], r["key"]))
+        lines += _section_summary(setting, ordered, baseline)
+    return "\n".join(lines) + ("\n" if lines else "")
+
+
 def results_readme(records: Iterable[Mapping[str, Any]], *, baseline: str = "late_fusion",
-                   plots: Sequence[tuple[str, str]] = ()) -> str:
-    """The results page: who wins where and by how much, then links to the full tables and plots."""
+                   plots: Sequence[tuple[str, str]] = (), dynamics: Sequence[tuple[str, str]] = ()) -> str:
+    """The results page: who wins where and by how much, then links to the full tables and plots (``plots``:
+    accuracy against missing rate, ``dynamics``: per-modality validation accuracy by epoch; (path, caption))."""
     records = drop_capped_duplicates(records)
     every = records
     noisy = [r for r in split_by_task(records)[0] if noise_kind(r) != "none"]  # accuracy under noise
@@ -564,5 +585,9 @@ def results_readme(records: Iterable[Mapping[str, Any]], *, baseline: str = "lat
     if plots:
         lines += ["## Accuracy against missing rate", ""]
         for path, caption in plots:
+            lines += [f"{caption}", "", f"![{caption}]({path})", ""]
+    if dynamics:
+        lines += ["## Training dynamics", ""]
+        for path, caption in dynamics:
             lines += [f"{caption}", "", f"![{caption}]({path})", ""]
     return "\n".join(lines).rstrip() + "\n"

@@ -20,9 +20,9 @@ HTK mel scale from 0 Hz to 4 kHz (unnormalised, computed here); ``log(mel + 1e-6
 one mean and one standard deviation taken over the whole training split.
 
 **Image** -> ``image`` of kind ``"image"``, shape (1, 28, 28), in [0, 1]. By default degraded as in
-MultiBench's AV-MNIST: with ``pca_energy_removed`` = 0.75, a PCA is fitted on the 60,000 MNIST training
-images, the smallest set of leading components holding at least 75% of the variance is removed and the
-image keeps the rest (``(x - mean)`` projected onto the remaining components, the mean is not added back);
+MultiBench's AV-MNIST, but not the same way: with ``pca_energy_removed`` = 0.75, a PCA is fitted on the
+60,000 MNIST training images, the smallest set of leading components holding at least 75% of the variance
+is removed and the image keeps the rest (``(x - mean)`` projected onto the remaining components, the mean is not added back);
 the result is scaled to [0, 1] with the minimum and maximum over the 60,000 training images (test images
 clipped). ``pca_energy_removed = 0`` gives the plain images (pixel / 255). The image alone then carries much
 less of the label, which is what makes AV-MNIST a two-modality problem.
@@ -34,6 +34,9 @@ MNIST images with a (reused) clip as a 112x112 spectrogram scaled to 0-255, with
 train / valid / test, whereas here each recording is used once (2,700 / 300 pairs, validation carved by the
 harness) and the audio is a standardised 40-band log-mel spectrogram; the exact MFAS PCA procedure is not
 published in the code (unverified), so the degradation here is the documented reconstruction above.
+Reading MFAS's generator later showed that it does the opposite: it *keeps* only the leading components
+holding at most 25% of the variance (3 on MNIST). ``avmnist_multibench`` (``datasets/avmnist_multibench.py``)
+follows that generator; this variant keeps its own reconstruction so that its committed records stay valid.
 Numbers on this dataset are therefore not comparable with published AV-MNIST numbers.
 
 Decoding and preprocessing run once, into a cache (:mod:`bench.cache`): ``python -m bench data prepare

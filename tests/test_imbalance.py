@@ -130,5 +130,6 @@ def test_a_cell_records_the_bayes_ceiling_of_its_own_test_masks():
     test = adapter.load(None).test
     present = missing_mask(len(test), 2, 0.5, seed=3, split="test")
     assert record["status"] == "ok", record["reason"]
+    assert record["notes"]["dataset_options"] == {"coverage": 0.9}
     assert record["notes"]["bayes_accuracy"] == adapter.bayes_accuracy(present)
     assert record["notes"]["bayes_accuracy"] < adapter.bayes_accuracy() - 0.05  # the masks cost accuracy
