@@ -28,6 +28,7 @@ from bench.records_common import (
     MIN_SEEDS,
     SETTING_FIELDS,
     Comparison,
+    ceiling_sweeps,
     compare_paired,
     drop_capped_duplicates,
     friedman_nemenyi,
@@ -150,11 +151,8 @@ def _main_table(records, labels, modalities) -> list[str]:
     return ["No missing modalities (**best**, <u>second</u>):", ""] + table + [""]
 
 
-def _laziness_table(records, labels, modalities) -> list[str]:
-    """Each modality inside a jointly trained model minus the same modality trained alone, paired by seed.
-
-    The reference rows are those whose records say ``per_modality_trained_alone``; negative numbers mean
-    the joint model under-trains that modality (modality laziness)."""
+def _laziness(records, labels) -> dict[str, dict[str, list[float]]]:
+    """label -> modality -> per-seed differences: inside the joint model minus trained alone."""
     alone: dict[tuple[str, int], list[float]] = defaultdict(list)
     for r in records:
         if is_ok(r) and r.get("notes", {}).get("per_modality_trained_alone"):
@@ -167,6 +165,15 @@ def _laziness_table(records, labels, modalities) -> list[str]:
         for m, acc in (metric(r, "per_modality_accuracy") or {}).items():
             if alone.get((m, r["spec"]["seed"])):
                 rows[label][m].append(acc - statistics.fmean(alone[(m, r["spec"]["seed"])]))
+    return rows
+
+
+def _laziness_table(records, labels, modalities) -> list[str]:
+    """Each modality inside a jointly trained model minus the same modality trained alone, paired by seed.
+
+    The reference rows are those whose records say ``per_modality_trained_alone``; negative numbers mean
+    the joint model under-trains that modality (modality laziness)."""
+    rows = _laziness(records, labels)
     if not rows:
         return []
     body = []
@@ -438,9 +445,31 @@ def leaderboard(records: Iterable[Mapping[str, Any]], *, baseline: str = "late_f
         ordered = sorted(noisy[(setting, kind)], key=lambda r: (r["spec"]["method"], r["spec"]["seed"],
                                                                  r["spec"]["missing_rate"], r["key"]))
         lines += _noise_section(setting, kind, ordered)
+    lines += _sweep_sections(classification)
     lines += _average_rank(sections)
     lines += retrieval_sections(retrieval)
     return "\n".join(lines).rstrip() + "\n"
+
+
+def _sweep_sections(records) -> list[str]:
+    """Per dataset option swept (e.g. the imbalance knob): each method's gap to the Bayes ceiling, in points,
+    mean ± std over seeds, at every value recorded (no missing modalities)."""
+    lines = []
+    for (dataset, option, tuning, epochs, precision), rows in sorted(ceiling_sweeps(records).items(),
+                                                                       key=lambda kv: tuple(map(str, kv[0]))):
+        values = sorted({v for points in rows.values() for v in points})
+        body = []
+        for label in sorted(rows):
+            cells = []
+            for v in values:
+                mean, std, n = summarize(rows[label].get(v, []))
+                cells.append("" if n == 0 else f"{100 * mean:.2f} ± {100 * std:.2f} (n={n})")
+            body.append([label] + cells)
+        lines += [f"## {dataset}: gap to the Bayes ceiling against `{option}`", "",
+                  f"{tuning} · {epochs} epochs · {precision} · no missing modalities · Bayes accuracy minus test "
+                  f"accuracy in points (smaller is better), mean ± std over seeds; set with `--set data.{option}=...`.",
+                  ""] + markdown_table(["method"] + [f"{option} = {v:g}" for v in values], body) + [""]
+    return lines
 
 
 def _section_summary(setting: tuple, records: list[dict[str, Any]], baseline: str) -> list[str]:
@@ -466,6 +495,14 @@ def _section_summary(setting: tuple, records: list[dict[str, Any]], baseline: st
     if ceiling:
         line += (f", {100 * (statistics.fmean(ceiling) - best_acc):.2f} points below the Bayes ceiling "
                  f"({100 * statistics.fmean(ceiling):.2f}%)")
+        if baseline in clean and clean[baseline]:
+            line += f"; `{baseline}` is {100 * (statistics.fmean(ceiling) - statistics.fmean(clean[baseline])):.2f} below it"
+    complete = [i for i, r in enumerate(records) if r["spec"]["missing_rate"] == 0]
+    lazy = _laziness([records[i] for i in complete], [labels[i] for i in complete]).get(baseline, {})
+    if lazy:
+        weakest = min(sorted(lazy), key=lambda m: statistics.fmean(lazy[m]))
+        line += (f"; inside `{baseline}` the `{weakest}` modality is {-100 * statistics.fmean(lazy[weakest]):.2f} "
+                 f"points below the same modality trained alone (paired by seed, n={len(lazy[weakest])})")
     okay = sorted({label for r, label in zip(records, labels) if is_ok(r)})
     if baseline not in okay:
         return [line + "."]
@@ -590,7 +627,9 @@ def results_readme(records: Iterable[Mapping[str, Any]], *, baseline: str = "lat
         "## Who wins where",
         "",
     ]
-    for setting in sorted(groups, key=lambda s: tuple(str(v) for v in s)):
+    # Settings with a known ceiling (a generated benchmark's Bayes oracle) lead: they are where the tables
+    # can say how much of the reachable accuracy each method leaves.
+    for setting in sorted(groups, key=lambda s: (not _bayes_by_seed(groups[s]), tuple(str(v) for v in s))):
         lines += _section_summary(setting, groups[setting], baseline)
     lines += _noise_summary(noisy)
     cells, cell_hours, tuning_hours = recorded_hours(every)
@@ -605,7 +644,7 @@ def results_readme(records: Iterable[Mapping[str, Any]], *, baseline: str = "lat
               "python -m bench table --check  # what CI runs: fails if these files are stale", "```", ""]
     lines += _machines_paragraph(every)
     if plots:
-        lines += ["## Accuracy against missing rate", ""]
+        lines += ["## Accuracy against missing rate and against dataset options", ""]
         for path, caption in plots:
             lines += [f"{caption}", "", f"![{caption}]({path})", ""]
     if dynamics:

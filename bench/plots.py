@@ -21,9 +21,17 @@ from io import BytesIO
 from pathlib import Path
 from typing import Any
 
-from bench.records_common import is_retrieval_record, noise_kind, row_labels, setting_key, setting_title
+from bench.records_common import (
+    ceiling_sweeps,
+    is_retrieval_record,
+    noise_kind,
+    row_labels,
+    setting_key,
+    setting_title,
+)
 
-__all__ = ["Dynamics", "dynamics_curves", "dynamics_plot_names", "dynamics_plots", "missing_rate_plots", "plot_names"]
+__all__ = ["Dynamics", "dynamics_curves", "dynamics_plot_names", "dynamics_plots", "missing_rate_plots", "plot_names",
+           "sweep_plot_names", "sweep_plots"]
 
 #: Above this many methods a dynamics figure gets one panel per method instead of one crowded axis.
 MAX_METHODS_ON_ONE_AXIS = 6
@@ -266,5 +274,54 @@ def dynamics_plots(records: Iterable[Mapping[str, Any]], out_dir: Path) -> list[
     for setting, rows in sorted(dynamics_curves(records).items(), key=lambda kv: tuple(str(v) for v in kv[0])):
         path = Path(out_dir) / _dynamics_file_name(setting)
         atomic_write_bytes(path, _draw_dynamics(plt, setting, rows))
+        written.append(path)
+    return written
+
+
+# --------------------------------------------------------------------------------------------------
+# Gap to the Bayes ceiling against a dataset option (bench.records_common.ceiling_sweeps)
+
+
+def _sweep_file_name(key: tuple) -> str:
+    digest = hashlib.sha256(repr(key).encode()).hexdigest()[:6]
+    return f"{key[0]}_sweep_{key[1]}_{digest}.png"
+
+
+def _sweep_caption(key: tuple) -> str:
+    dataset, option, tuning, epochs, precision = key
+    return f"{dataset}: gap to the Bayes ceiling against {option} ({tuning}, {epochs} epochs, {precision})"
+
+
+def sweep_plot_names(records: Iterable[Mapping[str, Any]]) -> list[tuple[str, str]]:
+    """(file name, caption) of every figure :func:`sweep_plots` writes, without drawing."""
+    return [(_sweep_file_name(k), _sweep_caption(k)) for k in sorted(ceiling_sweeps(records), key=lambda k: tuple(map(str, k)))]
+
+
+def sweep_plots(records: Iterable[Mapping[str, Any]], out_dir: Path) -> list[Path] | None:
+    """One PNG per swept option: each method's mean gap (points) against the option's value; None without
+    matplotlib."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return None
+    from bench.store import atomic_write_bytes
+
+    written = []
+    for key, rows in sorted(ceiling_sweeps(records).items(), key=lambda kv: tuple(map(str, kv[0]))):
+        fig, ax = plt.subplots(figsize=(7, 4.5), dpi=100)
+        for label in sorted(rows):
+            values = sorted(rows[label])
+            ax.plot(values, [100 * statistics.fmean(rows[label][v]) for v in values], marker="o", label=label)
+        ax.set(xlabel=key[1], ylabel="Bayes accuracy - test accuracy (points)", title=_sweep_caption(key))
+        ax.legend(fontsize=6, ncol=2)
+        fig.tight_layout()
+        buffer = BytesIO()
+        fig.savefig(buffer, format="png", metadata={"Software": None})
+        plt.close(fig)
+        path = Path(out_dir) / _sweep_file_name(key)
+        atomic_write_bytes(path, _palette_png(buffer.getvalue()))
         written.append(path)
     return written

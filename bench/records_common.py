@@ -162,7 +162,10 @@ def holm(pvalues: Sequence[float]) -> list[float]:
 
 
 def config_id(spec: Mapping[str, Any]) -> str:
-    body = {"hparams": spec["hparams"], "patience": spec.get("patience"), "extra": spec.get("extra", {})}
+    """The method's configuration; dataset options are left out (the dataset version already separates
+    them), so one method keeps one row along a sweep of a dataset option."""
+    extra = {k: v for k, v in spec.get("extra", {}).items() if k != "dataset_options"}
+    body = {"hparams": spec["hparams"], "patience": spec.get("patience"), "extra": extra}
     return hashlib.sha256(canonical_json(body).encode()).hexdigest()[:6]
 
 
@@ -266,3 +269,32 @@ def split_by_task(records: Iterable[Mapping[str, Any]]) -> tuple[list[Record], l
     return [r for r, c in zip(records, chosen) if not c], [r for r, c in zip(records, chosen) if c]
 
 
+
+
+def ceiling_sweeps(records: Iterable[Mapping[str, Any]]) -> dict[tuple, dict[str, dict[float, list[float]]]]:
+    """Gap to the Bayes ceiling against a dataset option (e.g. the imbalance knob): (dataset, option, tuning,
+    epochs, precision) -> row label -> option value -> per-seed ``bayes_accuracy - accuracy``.
+
+    From ok classification records without missing modalities or noise whose notes carry the option values
+    (``dataset_options``) and ``bayes_accuracy``; only options with at least two values recorded. Rows are
+    labelled by method and configuration (``config_id``) within one sweep, like the tables' rows."""
+    sweeps: dict[tuple, dict[str, dict[float, list[float]]]] = defaultdict(lambda: defaultdict(lambda: defaultdict(list)))
+    for r in records:
+        notes = r.get("notes") or {}
+        spec = r["spec"]
+        if (r.get("status") != "ok" or "bayes_accuracy" not in notes or not notes.get("dataset_options")
+                or spec["missing_rate"] != 0 or noise_kind(r) != "none" or "accuracy" not in (r.get("metrics") or {})):
+            continue
+        for option, value in notes["dataset_options"].items():
+            key = (spec["dataset"], option, tuning_label(spec.get("hparams_source", "default")), spec["epochs"],
+                   spec["precision"])
+            label = f"{spec['method']} (cfg {config_id(spec)})"
+            sweeps[key][label][float(value)].append(notes["bayes_accuracy"] - r["metrics"]["accuracy"])
+    out = {}
+    for key, rows in sweeps.items():
+        if len({v for points in rows.values() for v in points}) >= 2:
+            methods = {label.split(" (cfg ")[0] for label in rows}
+            # One configuration per method: plain method names; several: keep the configuration id.
+            plain = len(methods) == len(rows)
+            out[key] = {(label.split(" (cfg ")[0] if plain else label): dict(points) for label, points in rows.items()}
+    return out

@@ -251,3 +251,24 @@ def test_a_bayes_ceiling_is_an_unranked_reference_row_counted_once_per_seed_and_
     assert "92.00 ± 2.83 (n=2)" in main and "**" not in main  # n = seeds, not seeds x methods; never ranked
     assert "82.00 ± 2.83 (n=2)" in by_rate and "87.00 ± 2.83 (n=2)" in by_rate  # rate 0.5, and the AUC
     assert "Bayes" not in leaderboard(RECORDS)  # datasets without an oracle have no such row
+
+
+def test_the_knob_sweep_gives_each_method_its_gap_to_the_ceiling_at_every_value(tmp_path):
+    from bench.plots import sweep_plot_names, sweep_plots
+
+    records = []
+    for coverage, ceiling in ((0.5, 0.90), (0.9, 0.96)):
+        for seed, acc in ((0, 0.80), (1, 0.84)):
+            r = _record("late_fusion", seed, acc)
+            r["spec"]["dataset_version"] = f"1-cov{coverage:g}"
+            r["spec"]["extra"] = {"dataset_options": {"coverage": coverage}}
+            r["notes"].update(bayes_accuracy=ceiling, dataset_options={"coverage": coverage})
+            records.append(r)
+    text = leaderboard(records)
+    section = text.split("## toy: gap to the Bayes ceiling against `coverage`")[1]
+    row = next(line for line in section.splitlines() if line.startswith("| late_fusion |"))
+    assert "| coverage = 0.5 | coverage = 0.9 |" in section
+    assert "8.00 ± 2.83 (n=2)" in row and "14.00 ± 2.83 (n=2)" in row  # one row across the knob's values
+    assert len(sweep_plot_names(records)) == 1 and "gap to the Bayes ceiling" not in leaderboard(records[:2])
+    (path,) = sweep_plots(records, tmp_path)
+    assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
