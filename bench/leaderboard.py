@@ -486,7 +486,10 @@ def _section_summary(setting: tuple, records: list[dict[str, Any]], baseline: st
     if not ranked:
         return []
     (best_acc, best), rest = ranked[0], ranked[1:]
-    line = f"- **{values['dataset']}** ({values['tuning']}, {values['epochs']} epochs, {values['precision']}): " \
+    options = next((r["notes"]["dataset_options"] for r in records if (r.get("notes") or {}).get("dataset_options")), {})
+    knobs = "".join(f", {name} = {value:g}" if isinstance(value, float) else f", {name} = {value}"
+                    for name, value in sorted(options.items()))
+    line = f"- **{values['dataset']}**{knobs} ({values['tuning']}, {values['epochs']} epochs, {values['precision']}): " \
            f"best without missing modalities is `{best}` at {100 * best_acc:.2f}%"
     if rest:
         gap = 100 * (best_acc - rest[0][0])
