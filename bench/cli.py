@@ -133,6 +133,8 @@ def _write_tables(results_dir: Path, *, check: bool = False) -> tuple[int, str]:
     """Regenerate (or, with ``check``, compare) leaderboard.md, README.md and the plots of a results dir."""
     from bench.leaderboard import leaderboard, results_readme
     from bench.plots import (
+        cd_diagram_names,
+        cd_diagrams,
         dynamics_plot_names,
         dynamics_plots,
         missing_rate_plots,
@@ -154,7 +156,8 @@ def _write_tables(results_dir: Path, *, check: bool = False) -> tuple[int, str]:
     plotted = split_by_task(records)[0]  # the accuracy plots show classification records only
     pages = {LEADERBOARD_FILE: text,
              "README.md": results_readme(records, plots=[(f"plots/{name}", caption) for name, caption in
-                                                         plot_names(plotted) + sweep_plot_names(plotted)],
+                                                         plot_names(plotted) + sweep_plot_names(plotted)
+                                                         + cd_diagram_names(plotted)],
                                          dynamics=[(f"plots/{n}", c) for n, c in dynamics_plot_names(plotted)]),
              SCRIPT_FILE: regenerate_script(records)}
     if (results_dir / REPORTED_FILE).exists():
@@ -176,6 +179,7 @@ def _write_tables(results_dir: Path, *, check: bool = False) -> tuple[int, str]:
         print("note: matplotlib is not installed, plots were not redrawn", file=sys.stderr)
         return 0, text
     drawn += (dynamics_plots(plotted, plots_dir) or []) + (sweep_plots(plotted, plots_dir) or [])
+    drawn += cd_diagrams(plotted, plots_dir) or []
     for stale in set(plots_dir.glob("*.png")) - set(drawn):
         stale.unlink()  # a plot of a setting that no longer has records
     return 0, text

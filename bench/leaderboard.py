@@ -346,12 +346,14 @@ def _setting_section(setting: tuple, records: list[dict[str, Any]], baseline: st
     return lines
 
 
-def _average_rank(sections: Mapping[tuple, list[dict[str, Any]]]) -> list[str]:
+def cross_dataset_rankings(sections: Mapping[tuple, list[dict[str, Any]]]) -> list[dict[str, Any]]:
     """Across datasets: the Friedman test on each method's rank, with the Nemenyi critical difference
     (Demsar 2006). One block per dataset within one kind of hyperparameters (default or tuned), so a dataset
     is never counted twice (where it has several settings, the one with the most records); the score is the
-    mean over seeds of multimodal accuracy without missing modalities; methods present on every block."""
-    lines: list[str] = []
+    mean over seeds of multimodal accuracy without missing modalities; methods present on every block.
+    One dict per kind of hyperparameters with at least 3 datasets and 3 common methods: ``tuning``,
+    ``datasets``, ``average`` (method -> average rank, 1 = best), ``chi2``, ``p``, ``cd``."""
+    rankings = []
     by_tuning: dict[str, dict[str, tuple]] = defaultdict(dict)
     for setting, _records in sorted(sections.items(), key=lambda kv: (-len(kv[1]), tuple(str(v) for v in kv[0]))):
         by_tuning[setting[-1]].setdefault(setting[0], setting)
@@ -368,16 +370,30 @@ def _average_rank(sections: Mapping[tuple, list[dict[str, Any]]]) -> list[str]:
             continue
         datasets = sorted(per_block)
         average, chi2, p, cd = friedman_nemenyi({m: [per_block[d][m] for d in datasets] for m in common})
+        rankings.append({"tuning": tuning, "datasets": datasets, "average": average, "chi2": chi2, "p": p, "cd": cd})
+    return rankings
+
+
+def classification_sections(records: Iterable[Mapping[str, Any]]) -> dict[tuple, list[dict[str, Any]]]:
+    """The leaderboard's settings of classification records without noise, capped-rate twins dropped."""
+    records = [r for r in split_by_task(drop_capped_duplicates(records))[0] if noise_kind(r) == "none"]
+    return dict(_by_setting(records))
+
+
+def _average_rank(sections: Mapping[tuple, list[dict[str, Any]]]) -> list[str]:
+    lines: list[str] = []
+    for ranking in cross_dataset_rankings(sections):
+        average, cd, p, datasets = ranking["average"], ranking["cd"], ranking["p"], ranking["datasets"]
         best = min(average.values())
         body = [[m, f"{average[m]:.2f}", "yes" if average[m] - best <= cd else "no"]
-                for m in sorted(common, key=lambda m: (average[m], m))]
-        lines += [f"## Ranking across datasets: {tuning}", "",
-                  f"Friedman test over {len(datasets)} datasets ({', '.join(datasets)}) and {len(common)} methods "
+                for m in sorted(average, key=lambda m: (average[m], m))]
+        lines += [f"## Ranking across datasets: {ranking['tuning']}", "",
+                  f"Friedman test over {len(datasets)} datasets ({', '.join(datasets)}) and {len(average)} methods "
                   f"present on all of them, ranking the seed-mean multimodal accuracy without missing modalities: "
-                  f"chi-square = {chi2:.2f}, p = {p:.3g}. Nemenyi critical difference at {ALPHA}: {cd:.2f} ranks "
-                  f"(Demšar, JMLR 2006); 'within CD of the best' = not significantly worse than the best-ranked "
-                  f"method" + ("" if p < ALPHA else ", though the Friedman test itself does not reject equal ranks")
-                  + ":", ""] + markdown_table(["method", "average rank", "within CD of the best"], body) + [""]
+                  f"chi-square = {ranking['chi2']:.2f}, p = {p:.3g}. Nemenyi critical difference at {ALPHA}: "
+                  f"{cd:.2f} ranks (Demšar, JMLR 2006); 'within CD of the best' = not significantly worse than the "
+                  f"best-ranked method" + ("" if p < ALPHA else ", though the Friedman test itself does not reject "
+                  "equal ranks") + ":", ""] + markdown_table(["method", "average rank", "within CD of the best"], body) + [""]
     return lines
 
 

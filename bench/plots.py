@@ -31,7 +31,7 @@ from bench.records_common import (
 )
 
 __all__ = ["Dynamics", "dynamics_curves", "dynamics_plot_names", "dynamics_plots", "missing_rate_plots", "plot_names",
-           "sweep_plot_names", "sweep_plots"]
+           "sweep_plot_names", "sweep_plots", "cd_diagram_names", "cd_diagrams"]
 
 #: Above this many methods a dynamics figure gets one panel per method instead of one crowded axis.
 MAX_METHODS_ON_ONE_AXIS = 6
@@ -322,6 +322,70 @@ def sweep_plots(records: Iterable[Mapping[str, Any]], out_dir: Path) -> list[Pat
         fig.savefig(buffer, format="png", metadata={"Software": None})
         plt.close(fig)
         path = Path(out_dir) / _sweep_file_name(key)
+        atomic_write_bytes(path, _palette_png(buffer.getvalue()))
+        written.append(path)
+    return written
+
+
+# --------------------------------------------------------------------------------------------------
+# Critical-difference diagrams (Demsar, JMLR 2006, Fig. 1) of the cross-dataset Friedman ranking
+
+
+def _cd_file_name(tuning: str) -> str:
+    return f"critical_difference_{hashlib.sha256(tuning.encode()).hexdigest()[:6]}.png"
+
+
+def _cd_caption(ranking: Mapping[str, Any]) -> str:
+    return (f"Average rank across {len(ranking['datasets'])} datasets, {ranking['tuning']}: Nemenyi critical "
+            f"difference {ranking['cd']:.2f} (Friedman p = {ranking['p']:.3g})")
+
+
+def _rankings(records: Iterable[Mapping[str, Any]]) -> list[dict[str, Any]]:
+    from bench.leaderboard import classification_sections, cross_dataset_rankings
+
+    return cross_dataset_rankings(classification_sections(records))
+
+
+def cd_diagram_names(records: Iterable[Mapping[str, Any]]) -> list[tuple[str, str]]:
+    """(file name, caption) of every diagram :func:`cd_diagrams` writes, without drawing."""
+    return [(_cd_file_name(r["tuning"]), _cd_caption(r)) for r in _rankings(records)]
+
+
+def cd_diagrams(records: Iterable[Mapping[str, Any]], out_dir: Path) -> list[Path] | None:
+    """One PNG per kind of hyperparameters: each method at its average rank (1 = best), the critical
+    difference drawn as a bar, and the band of ranks not significantly worse than the best shaded."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return None
+    from bench.store import atomic_write_bytes
+
+    written = []
+    for ranking in _rankings(records):
+        average, cd = ranking["average"], ranking["cd"]
+        order = sorted(average, key=lambda m: (average[m], m))
+        k = len(order)
+        fig, ax = plt.subplots(figsize=(7, 0.9 + 0.28 * k), dpi=100)
+        best = average[order[0]]
+        ax.axvspan(best, min(best + cd, k), color="0.9", label="within CD of the best")
+        for row, method in enumerate(order):
+            ax.plot([average[method]], [row], "o", color="black")
+            ax.annotate(method, (average[method], row), xytext=(6, -3), textcoords="offset points", fontsize=7)
+        ax.plot([1, 1 + cd], [-1.2, -1.2], color="black", linewidth=2)
+        ax.text(1 + cd / 2, -1.6, f"CD = {cd:.2f}", ha="center", fontsize=7)
+        ax.set(xlim=(0.5, k + 0.5), ylim=(k, -2.2), yticks=[], xlabel="average rank (1 = best)",
+               title=f"Average rank across {len(ranking['datasets'])} datasets, {ranking['tuning']}\n"
+                     f"Nemenyi critical difference {cd:.2f}, Friedman p = {ranking['p']:.3g}")
+        ax.title.set_fontsize(8)
+        ax.legend(fontsize=7, loc="lower right")
+        fig.tight_layout()
+        buffer = BytesIO()
+        fig.savefig(buffer, format="png", metadata={"Software": None})
+        plt.close(fig)
+        path = Path(out_dir) / _cd_file_name(ranking["tuning"])
         atomic_write_bytes(path, _palette_png(buffer.getvalue()))
         written.append(path)
     return written

@@ -272,3 +272,23 @@ def test_the_knob_sweep_gives_each_method_its_gap_to_the_ceiling_at_every_value(
     assert len(sweep_plot_names(records)) == 1 and "gap to the Bayes ceiling" not in leaderboard(records[:2])
     (path,) = sweep_plots(records, tmp_path)
     assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_the_critical_difference_diagram_shows_the_friedman_ranking_of_the_table(tmp_path):
+    from bench.leaderboard import classification_sections, cross_dataset_rankings
+    from bench.plots import cd_diagram_names, cd_diagrams
+
+    records = []
+    for d, dataset in enumerate(("a", "b", "c")):
+        for m, method in enumerate(("late_fusion", "mla", "qmf")):
+            for seed in (0, 1):
+                r = _record(method, seed, 0.5 + 0.1 * m + 0.01 * d)
+                r["spec"]["dataset"] = dataset
+                records.append(r)
+    (ranking,) = cross_dataset_rankings(classification_sections(records))
+    assert ranking["average"] == {"qmf": 1.0, "mla": 2.0, "late_fusion": 3.0} and ranking["datasets"] == ["a", "b", "c"]
+    assert f"{ranking['cd']:.2f} ranks" in leaderboard(records)  # the table and the diagram agree
+    (name, caption), = cd_diagram_names(records)
+    (path,) = cd_diagrams(records, tmp_path)
+    assert path.name == name and f"{ranking['cd']:.2f}" in caption and path.read_bytes()[:4] == b"\x89PNG"
+    assert cd_diagram_names(records[:12]) == []  # two datasets: no ranking, no diagram
