@@ -60,12 +60,8 @@ def plot_names(records: Iterable[Mapping[str, Any]]) -> list[tuple[str, str]]:
 def missing_rate_plots(records: Iterable[Mapping[str, Any]], out_dir: Path) -> list[Path] | None:
     """One PNG per setting with at least two missing rates; returns the written paths, or None when
     matplotlib cannot be imported."""
-    try:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
+    plt = _pyplot()
+    if plt is None:
         return None
     from bench.store import atomic_write_bytes
 
@@ -80,11 +76,8 @@ def missing_rate_plots(records: Iterable[Mapping[str, Any]], out_dir: Path) -> l
         ax.grid(alpha=0.3)
         ax.legend(fontsize=7, ncol=2)
         fig.tight_layout()
-        buffer = BytesIO()
-        fig.savefig(buffer, format="png", metadata={"Software": None})
-        plt.close(fig)
         path = Path(out_dir) / _file_name(setting)
-        atomic_write_bytes(path, buffer.getvalue())
+        atomic_write_bytes(path, _png(plt, fig, palette=False))
         written.append(path)
     return written
 
@@ -241,10 +234,27 @@ def _draw_dynamics(plt: Any, setting: tuple, rows: dict[str, Dynamics]) -> bytes
         axes[0, 0].legend(handles=method_handles, fontsize=6, loc="best", title="method", title_fontsize=6)
     fig.suptitle(setting_title(setting), fontsize=8)
     fig.tight_layout(rect=(0, 0.09 if not grid else 0.3 / fig.get_figheight(), 1, 1))
+    return _png(plt, fig)
+
+
+def _pyplot() -> Any:
+    """matplotlib's pyplot on the file-only Agg backend, or None when matplotlib is not installed."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return None
+    return plt
+
+
+def _png(plt: Any, fig: Any, *, palette: bool = True) -> bytes:
+    """The figure as PNG bytes without a timestamped Software tag (same records, same bytes); closed after."""
     buffer = BytesIO()
     fig.savefig(buffer, format="png", metadata={"Software": None})
     plt.close(fig)
-    return _palette_png(buffer.getvalue())
+    return _palette_png(buffer.getvalue()) if palette else buffer.getvalue()
 
 
 def _palette_png(data: bytes) -> bytes:
@@ -261,12 +271,8 @@ def _palette_png(data: bytes) -> bytes:
 def dynamics_plots(records: Iterable[Mapping[str, Any]], out_dir: Path) -> list[Path] | None:
     """One PNG per setting whose records have per-modality validation history (see :func:`dynamics_curves`);
     returns the written paths, or None when matplotlib cannot be imported."""
-    try:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
+    plt = _pyplot()
+    if plt is None:
         return None
     from bench.store import atomic_write_bytes
 
@@ -300,12 +306,8 @@ def sweep_plot_names(records: Iterable[Mapping[str, Any]]) -> list[tuple[str, st
 def sweep_plots(records: Iterable[Mapping[str, Any]], out_dir: Path) -> list[Path] | None:
     """One PNG per swept option: each method's mean gap (points) against the option's value; None without
     matplotlib."""
-    try:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
+    plt = _pyplot()
+    if plt is None:
         return None
     from bench.store import atomic_write_bytes
 
@@ -318,11 +320,8 @@ def sweep_plots(records: Iterable[Mapping[str, Any]], out_dir: Path) -> list[Pat
         ax.set(xlabel=key[1], ylabel="Bayes accuracy - test accuracy (points)", title=_sweep_caption(key))
         ax.legend(fontsize=6, ncol=2)
         fig.tight_layout()
-        buffer = BytesIO()
-        fig.savefig(buffer, format="png", metadata={"Software": None})
-        plt.close(fig)
         path = Path(out_dir) / _sweep_file_name(key)
-        atomic_write_bytes(path, _palette_png(buffer.getvalue()))
+        atomic_write_bytes(path, _png(plt, fig))
         written.append(path)
     return written
 
@@ -354,12 +353,8 @@ def cd_diagram_names(records: Iterable[Mapping[str, Any]]) -> list[tuple[str, st
 def cd_diagrams(records: Iterable[Mapping[str, Any]], out_dir: Path) -> list[Path] | None:
     """One PNG per kind of hyperparameters: each method at its average rank (1 = best), the critical
     difference drawn as a bar, and the band of ranks not significantly worse than the best shaded."""
-    try:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
+    plt = _pyplot()
+    if plt is None:
         return None
     from bench.store import atomic_write_bytes
 
@@ -382,10 +377,7 @@ def cd_diagrams(records: Iterable[Mapping[str, Any]], out_dir: Path) -> list[Pat
         ax.title.set_fontsize(8)
         ax.legend(fontsize=7, loc="lower right")
         fig.tight_layout()
-        buffer = BytesIO()
-        fig.savefig(buffer, format="png", metadata={"Software": None})
-        plt.close(fig)
         path = Path(out_dir) / _cd_file_name(ranking["tuning"])
-        atomic_write_bytes(path, _palette_png(buffer.getvalue()))
+        atomic_write_bytes(path, _png(plt, fig))
         written.append(path)
     return written
