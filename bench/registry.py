@@ -137,7 +137,15 @@ def dataset_adapter(name: str, options: Mapping[str, Any] | None = None) -> Any:
     """The registered dataset adapter, configured with a cell's ``extra["dataset_options"]`` (already
     checked and typed by the grid; see ``DatasetAdapter.options`` in bench.protocol)."""
     adapter = DATASETS.get(name)
-    return dataclasses.replace(adapter, **options) if options else adapter
+    if not options:
+        return adapter
+    key = (name, id(adapter), tuple(sorted(options.items())))
+    if key not in _CONFIGURED:  # one instance per setting and process: its caches (e.g. a Bayes oracle) persist
+        _CONFIGURED[key] = dataclasses.replace(adapter, **options)
+    return _CONFIGURED[key]
+
+
+_CONFIGURED: dict[tuple, Any] = {}
 
 
 def variant(config_cls: Callable[..., Any], **overrides: Any) -> Callable[[], Any]:
