@@ -31,13 +31,14 @@ from bench.records_common import (
     ceiling_sweeps,
     compare_paired,
     drop_capped_duplicates,
-    friedman_nemenyi,
     holm,
     is_ok,
     markdown_table,
     metric,
     noise_kind,
     paired_t_pvalue,
+    rank_across_datasets,
+    ranking_markdown,
     row_labels,
     setting_key,
     setting_title,
@@ -346,32 +347,17 @@ def _setting_section(setting: tuple, records: list[dict[str, Any]], baseline: st
     return lines
 
 
+def _clean_accuracy(records: list[dict[str, Any]]) -> dict[str, float]:
+    """Per row: the mean over seeds of multimodal accuracy without missing modalities."""
+    clean = [(r, lab) for r, lab in zip(records, row_labels(records)) if r["spec"]["missing_rate"] == 0]
+    means = {lab: _seed_means([r for r, _ in clean], [lab_ for _, lab_ in clean], lab) for _, lab in clean}
+    return {lab: statistics.fmean(v) for lab, v in means.items() if v}
+
+
 def cross_dataset_rankings(sections: Mapping[tuple, list[dict[str, Any]]]) -> list[dict[str, Any]]:
-    """Across datasets: the Friedman test on each method's rank, with the Nemenyi critical difference
-    (Demsar 2006). One block per dataset within one kind of hyperparameters (default or tuned), so a dataset
-    is never counted twice (where it has several settings, the one with the most records); the score is the
-    mean over seeds of multimodal accuracy without missing modalities; methods present on every block.
-    One dict per kind of hyperparameters with at least 3 datasets and 3 common methods: ``tuning``,
-    ``datasets``, ``average`` (method -> average rank, 1 = best), ``chi2``, ``p``, ``cd``."""
-    rankings = []
-    by_tuning: dict[str, dict[str, tuple]] = defaultdict(dict)
-    for setting, _records in sorted(sections.items(), key=lambda kv: (-len(kv[1]), tuple(str(v) for v in kv[0]))):
-        by_tuning[setting[-1]].setdefault(setting[0], setting)
-    for tuning, chosen in sorted(by_tuning.items()):
-        per_block: dict[str, dict[str, float]] = {}
-        for dataset, setting in sorted(chosen.items()):
-            records = sections[setting]
-            labels = row_labels(records)
-            clean = [(r, lab) for r, lab in zip(records, labels) if r["spec"]["missing_rate"] == 0]
-            means = {lab: _seed_means([r for r, _ in clean], [lab_ for _, lab_ in clean], lab) for _, lab in clean}
-            per_block[dataset] = {lab: statistics.fmean(v) for lab, v in means.items() if v}
-        common = sorted(set.intersection(*(set(v) for v in per_block.values()))) if per_block else []
-        if len(per_block) < 3 or len(common) < 3:
-            continue
-        datasets = sorted(per_block)
-        average, chi2, p, cd = friedman_nemenyi({m: [per_block[d][m] for d in datasets] for m in common})
-        rankings.append({"tuning": tuning, "datasets": datasets, "average": average, "chi2": chi2, "p": p, "cd": cd})
-    return rankings
+    """The classification track's ranking across datasets (:func:`rank_across_datasets`) on the seed-mean
+    multimodal accuracy without missing modalities."""
+    return rank_across_datasets(sections, _clean_accuracy, "classification")
 
 
 def classification_sections(records: Iterable[Mapping[str, Any]]) -> dict[tuple, list[dict[str, Any]]]:
@@ -383,17 +369,8 @@ def classification_sections(records: Iterable[Mapping[str, Any]]) -> dict[tuple,
 def _average_rank(sections: Mapping[tuple, list[dict[str, Any]]]) -> list[str]:
     lines: list[str] = []
     for ranking in cross_dataset_rankings(sections):
-        average, cd, p, datasets = ranking["average"], ranking["cd"], ranking["p"], ranking["datasets"]
-        best = min(average.values())
-        body = [[m, f"{average[m]:.2f}", "yes" if average[m] - best <= cd else "no"]
-                for m in sorted(average, key=lambda m: (average[m], m))]
-        lines += [f"## Ranking across datasets: {ranking['tuning']}", "",
-                  f"Friedman test over {len(datasets)} datasets ({', '.join(datasets)}) and {len(average)} methods "
-                  f"present on all of them, ranking the seed-mean multimodal accuracy without missing modalities: "
-                  f"chi-square = {ranking['chi2']:.2f}, p = {p:.3g}. Nemenyi critical difference at {ALPHA}: "
-                  f"{cd:.2f} ranks (Demšar, JMLR 2006); 'within CD of the best' = not significantly worse than the "
-                  f"best-ranked method" + ("" if p < ALPHA else ", though the Friedman test itself does not reject "
-                  "equal ranks") + ":", ""] + markdown_table(["method", "average rank", "within CD of the best"], body) + [""]
+        lines += ranking_markdown(ranking, "Ranking across datasets",
+                                  "the seed-mean multimodal accuracy without missing modalities")
     return lines
 
 

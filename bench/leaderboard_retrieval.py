@@ -17,6 +17,9 @@ tuning), on cells without missing modalities unless said otherwise:
   on matched (seed, missing rate) cells, Holm-corrected;
 * "2 vs 3 modalities": rows whose hyperparameters differ only in ``modalities`` (e.g. ``align_clip`` and
   ``align_pairwise``) compared on the shared pair, gap and R@1, paired by (seed, missing rate).
+
+Across datasets: the Friedman test on the objectives' ranks by shared-pair R@1, with the Nemenyi critical
+difference (Demsar, JMLR 2006), as the classification tables rank methods by accuracy.
 """
 
 from __future__ import annotations
@@ -36,13 +39,15 @@ from bench.records_common import (
     is_ok,
     markdown_table,
     noise_kind,
+    rank_across_datasets,
+    ranking_markdown,
     row_labels,
     setting_key,
     summarize,
 )
 from bench.spec import canonical_json
 
-__all__ = ["REFERENCE", "retrieval_sections"]
+__all__ = ["REFERENCE", "retrieval_rankings", "retrieval_sections"]
 
 #: The objective every other one is tested against: CLIP's loss on two modalities.
 REFERENCE = "align_clip"
@@ -336,11 +341,20 @@ def _section(setting: tuple, records: list[Record], reference: str) -> list[str]
     return lines
 
 
-def retrieval_sections(records: Iterable[Mapping[str, Any]], *, reference: str = REFERENCE) -> list[str]:
-    """Markdown lines: one section per setting of the given (retrieval) records; nothing for none.
+def _shared_pair_scores(records: list[Record]) -> dict[str, float]:
+    """Per row: the mean over seeds of the shared pair's R@1 without missing modalities."""
+    pair = _shared_pair(records)
+    if pair is None:
+        return {}
+    scores: dict[str, list[float]] = defaultdict(list)
+    for r, label in zip(records, row_labels(records)):
+        if is_ok(r) and r["spec"]["missing_rate"] == 0 and (value := _pair_r1(r, pair)) is not None:
+            scores[label].append(value)
+    return {label: statistics.fmean(values) for label, values in scores.items()}
 
-    Cells scored under test-time noise (``--noise``) are left out, with a line saying how many: their
-    per-level retrieval metrics are in their records (``metrics.noise``) but have no table yet."""
+
+def _settings(records: Iterable[Mapping[str, Any]]) -> tuple[dict[tuple, list[Record]], int]:
+    """Records without test-time noise by setting (capped-rate twins dropped), and how many had noise."""
     groups: dict[tuple, list[Record]] = defaultdict(list)
     noisy = 0
     for r in drop_capped_duplicates(records):
@@ -348,6 +362,28 @@ def retrieval_sections(records: Iterable[Mapping[str, Any]], *, reference: str =
             noisy += 1
             continue
         groups[setting_key(r["spec"])].append(dict(r))
+    return groups, noisy
+
+
+def retrieval_rankings(records: Iterable[Mapping[str, Any]]) -> list[dict[str, Any]]:
+    """The retrieval track's ranking across datasets (:func:`bench.records_common.rank_across_datasets`) on
+    the seed-mean R@1 of each dataset's shared pair without missing modalities: every objective embeds that
+    pair, whatever its number of modalities, so the ranks compare like with like."""
+    return rank_across_datasets(_settings(records)[0], _shared_pair_scores, "retrieval")
+
+
+RANKING_SCORE = ("the seed-mean R@1 on each dataset's shared pair (its first two modalities, both directions "
+                 "averaged) without missing modalities")
+
+
+def retrieval_sections(records: Iterable[Mapping[str, Any]], *, reference: str = REFERENCE) -> list[str]:
+    """Markdown lines: one section per setting of the given (retrieval) records, then the cross-dataset
+    ranking where at least 3 datasets share 3 objectives; nothing for no records.
+
+    Cells scored under test-time noise (``--noise``) are left out, with a line saying how many: their
+    per-level retrieval metrics are in their records (``metrics.noise``) but have no table yet."""
+    records = list(records)
+    groups, noisy = _settings(records)
     lines: list[str] = []
     if noisy:
         lines += [f"Retrieval: {noisy} cell records scored under test-time noise (`--noise`) are not tabulated "
@@ -356,4 +392,6 @@ def retrieval_sections(records: Iterable[Mapping[str, Any]], *, reference: str =
         ordered = sorted(groups[setting], key=lambda r: (r["spec"]["method"], r["spec"]["seed"],
                                                           r["spec"]["missing_rate"], r["key"]))
         lines += _section(setting, ordered, reference)
+    for ranking in retrieval_rankings(records):
+        lines += ranking_markdown(ranking, "Retrieval ranking across datasets", RANKING_SCORE)
     return lines

@@ -330,24 +330,33 @@ def sweep_plots(records: Iterable[Mapping[str, Any]], out_dir: Path) -> list[Pat
 # Critical-difference diagrams (Demsar, JMLR 2006, Fig. 1) of the cross-dataset Friedman ranking
 
 
-def _cd_file_name(tuning: str) -> str:
-    return f"critical_difference_{hashlib.sha256(tuning.encode()).hexdigest()[:6]}.png"
+def _cd_file_name(ranking: Mapping[str, Any]) -> str:
+    track = "" if ranking["track"] == "classification" else f"{ranking['track']}_"
+    return f"critical_difference_{track}{hashlib.sha256(ranking['tuning'].encode()).hexdigest()[:6]}.png"
+
+
+def _cd_title(ranking: Mapping[str, Any]) -> str:
+    track = "" if ranking["track"] == "classification" else f"{ranking['track'].capitalize()} objectives. "
+    return f"{track}Average rank across {len(ranking['datasets'])} datasets, {ranking['tuning']}"
 
 
 def _cd_caption(ranking: Mapping[str, Any]) -> str:
-    return (f"Average rank across {len(ranking['datasets'])} datasets, {ranking['tuning']}: Nemenyi critical "
-            f"difference {ranking['cd']:.2f} (Friedman p = {ranking['p']:.3g})")
+    return f"{_cd_title(ranking)}: Nemenyi critical difference {ranking['cd']:.2f} (Friedman p = {ranking['p']:.3g})"
 
 
 def _rankings(records: Iterable[Mapping[str, Any]]) -> list[dict[str, Any]]:
     from bench.leaderboard import classification_sections, cross_dataset_rankings
+    from bench.leaderboard_retrieval import retrieval_rankings
+    from bench.records_common import split_by_task
 
-    return cross_dataset_rankings(classification_sections(records))
+    records = list(records)
+    return (cross_dataset_rankings(classification_sections(records))
+            + retrieval_rankings(split_by_task(records)[1]))
 
 
 def cd_diagram_names(records: Iterable[Mapping[str, Any]]) -> list[tuple[str, str]]:
     """(file name, caption) of every diagram :func:`cd_diagrams` writes, without drawing."""
-    return [(_cd_file_name(r["tuning"]), _cd_caption(r)) for r in _rankings(records)]
+    return [(_cd_file_name(r), _cd_caption(r)) for r in _rankings(records)]
 
 
 def cd_diagrams(records: Iterable[Mapping[str, Any]], out_dir: Path) -> list[Path] | None:
@@ -372,12 +381,12 @@ def cd_diagrams(records: Iterable[Mapping[str, Any]], out_dir: Path) -> list[Pat
         ax.plot([1, 1 + cd], [-1.2, -1.2], color="black", linewidth=2)
         ax.text(1 + cd / 2, -1.6, f"CD = {cd:.2f}", ha="center", fontsize=7)
         ax.set(xlim=(0.5, k + 0.5), ylim=(k, -2.2), yticks=[], xlabel="average rank (1 = best)",
-               title=f"Average rank across {len(ranking['datasets'])} datasets, {ranking['tuning']}\n"
+               title=f"{_cd_title(ranking)}\n"
                      f"Nemenyi critical difference {cd:.2f}, Friedman p = {ranking['p']:.3g}")
         ax.title.set_fontsize(8)
         ax.legend(fontsize=7, loc="lower right")
         fig.tight_layout()
-        path = Path(out_dir) / _cd_file_name(ranking["tuning"])
+        path = Path(out_dir) / _cd_file_name(ranking)
         atomic_write_bytes(path, _png(plt, fig))
         written.append(path)
     return written

@@ -11,7 +11,7 @@ import hashlib
 import math
 import statistics
 from collections import defaultdict
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -19,7 +19,7 @@ from bench.spec import canonical_json
 
 __all__ = [
     "ALPHA", "MIN_SEEDS", "SETTING_FIELDS", "Comparison", "compare_paired", "config_id", "drop_capped_duplicates",
-    "effective_rate", "friedman_nemenyi", "holm", "is_ok", "is_retrieval_record", "markdown_table", "metric", "noise_kind",
+    "effective_rate", "friedman_nemenyi", "holm", "rank_across_datasets", "ranking_markdown", "is_ok", "is_retrieval_record", "markdown_table", "metric", "noise_kind",
     "paired_t_pvalue", "per_seed_differences", "row_labels", "setting_key", "setting_title", "split_by_task",
     "summarize",
 ]
@@ -144,6 +144,49 @@ def friedman_nemenyi(scores: Mapping[str, Sequence[float]]) -> tuple[dict[str, f
     p = float(stats.chi2.sf(chi2, k - 1))
     q_alpha = float(stats.studentized_range.ppf(1 - ALPHA, k, 1e6)) / math.sqrt(2)
     return average, chi2, p, q_alpha * math.sqrt(k * (k + 1) / (6 * n))
+
+
+def rank_across_datasets(sections: Mapping[tuple, list[dict[str, Any]]],
+                         block_scores: Callable[[list[dict[str, Any]]], Mapping[str, float]],
+                         track: str) -> list[dict[str, Any]]:
+    """The Friedman test on each row's rank across datasets, with the Nemenyi critical difference (Demsar
+    2006), for one track of tables (``classification`` or ``retrieval``).
+
+    One block per dataset within one kind of hyperparameters (default or tuned), so a dataset is never
+    counted twice (where it has several settings, the one with the most records); ``block_scores`` maps a
+    setting's records to one score per row label (higher is better); rows present on every block. One dict
+    per kind of hyperparameters with at least 3 datasets and 3 common rows: ``track``, ``tuning``,
+    ``datasets``, ``average`` (label -> average rank, 1 = best), ``chi2``, ``p``, ``cd``."""
+    by_tuning: dict[str, dict[str, tuple]] = defaultdict(dict)
+    for setting, _records in sorted(sections.items(), key=lambda kv: (-len(kv[1]), tuple(str(v) for v in kv[0]))):
+        by_tuning[setting[-1]].setdefault(setting[0], setting)
+    rankings = []
+    for tuning, chosen in sorted(by_tuning.items()):
+        per_block = {dataset: dict(block_scores(sections[setting])) for dataset, setting in sorted(chosen.items())}
+        common = sorted(set.intersection(*(set(v) for v in per_block.values()))) if per_block else []
+        if len(per_block) < 3 or len(common) < 3:
+            continue
+        datasets = sorted(per_block)
+        average, chi2, p, cd = friedman_nemenyi({m: [per_block[d][m] for d in datasets] for m in common})
+        rankings.append({"track": track, "tuning": tuning, "datasets": datasets, "average": average, "chi2": chi2,
+                         "p": p, "cd": cd})
+    return rankings
+
+
+def ranking_markdown(ranking: Mapping[str, Any], title: str, score: str) -> list[str]:
+    """One cross-dataset ranking (:func:`rank_across_datasets`) as a titled table; ``score`` says what
+    was ranked."""
+    average, cd, p, datasets = ranking["average"], ranking["cd"], ranking["p"], ranking["datasets"]
+    best = min(average.values())
+    body = [[m, f"{average[m]:.2f}", "yes" if average[m] - best <= cd else "no"]
+            for m in sorted(average, key=lambda m: (average[m], m))]
+    return [f"## {title}: {ranking['tuning']}", "",
+            f"Friedman test over {len(datasets)} datasets ({', '.join(datasets)}) and {len(average)} methods "
+            f"present on all of them, ranking {score}: "
+            f"chi-square = {ranking['chi2']:.2f}, p = {p:.3g}. Nemenyi critical difference at {ALPHA}: "
+            f"{cd:.2f} ranks (Demšar, JMLR 2006); 'within CD of the best' = not significantly worse than the "
+            f"best-ranked method" + ("" if p < ALPHA else ", though the Friedman test itself does not reject "
+            "equal ranks") + ":", ""] + markdown_table(["method", "average rank", "within CD of the best"], body) + [""]
 
 
 def holm(pvalues: Sequence[float]) -> list[float]:

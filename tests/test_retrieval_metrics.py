@@ -243,3 +243,33 @@ def test_retrieval_cells_under_test_time_noise_are_counted_not_tabulated_and_bre
     assert "Retrieval: 1 cell records scored under test-time noise" in text
     assert "| align_clip | 2 | **35.00 ± 7.07 (n=2)** |" in text  # the noisy cell is not averaged in
     assert "align_clip" in results_readme(RECORDS + [noisy])
+
+
+def test_retrieval_ranking_across_datasets_uses_the_shared_pair_by_hand(tmp_path):
+    """x > y > z on the shared pair a <-> b of each of 3 datasets: ranks 1, 2, 3, chi-square =
+    12*3/(3*4) * (1 + 4 + 9 - 3*16/4) = 6, p = exp(-6/2); Nemenyi CD = 2.343 * sqrt(3*4 / (6*3)) = 1.91.
+    z's mean R@1 over all its directions is the highest, and must not count: rows with different
+    modalities are ranked on the pair they all embed."""
+    from bench.leaderboard import leaderboard
+    from bench.leaderboard_retrieval import retrieval_rankings
+    from bench.plots import cd_diagram_names
+
+    records = []
+    for dataset in ("d0", "d1", "d2"):
+        for method, r1 in (("x", 0.5), ("y", 0.4), ("z", 0.3)):
+            for seed in (0, 1):
+                r = _retrieval_record(method, seed, r1 + 0.01 * seed, 0.5)
+                if method == "z":
+                    r["metrics"]["retrieval"]["mean"] = {**r["metrics"]["retrieval"]["mean"], "R@1": 0.9}
+                r["spec"]["dataset"], r["key"] = dataset, r["key"] + dataset
+                records.append(r)
+    (ranking,) = retrieval_rankings(records)
+    assert ranking["track"] == "retrieval" and ranking["datasets"] == ["d0", "d1", "d2"]
+    assert ranking["average"] == {"x": 1.0, "y": 2.0, "z": 3.0}
+    assert ranking["chi2"] == pytest.approx(6.0) and ranking["p"] == pytest.approx(math.exp(-3))
+    assert ranking["cd"] == pytest.approx(2.343 * math.sqrt(12 / 18), abs=2e-3)
+    text = leaderboard(records)
+    assert "## Retrieval ranking across datasets" in text and "| z | 3.00 | no |" in text
+    (name, caption), = cd_diagram_names(records)
+    assert name.startswith("critical_difference_retrieval_") and caption.startswith("Retrieval objectives.")
+    assert retrieval_rankings(records[:12]) == []  # two datasets: no ranking
