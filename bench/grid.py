@@ -83,8 +83,13 @@ def _method_hparams(name: str, dataset: str, request: GridRequest, overrides: li
         config = default_method(name)
         source = "default"
         if request.tuned_from is not None:
-            from bench.tune import load_tuned
+            from bench.tune import load_tuned, tuned_path
 
+            # `tune` skips a method that does not apply to a dataset, so it has no tuned file there; its
+            # cells are skipped below with the usual note instead of failing the whole run.
+            if (not tuned_path(request.tuned_from, name, dataset).is_file()
+                    and not_applicable_reason(config, dataset, request.data_root) is not None):
+                return dataclasses.asdict(config), source
             params, source = load_tuned(request.tuned_from, name, dataset)
             config = resolve_hparams(config, params)
         mine = {param: raw for pattern, param, raw in overrides if fnmatch.fnmatchcase(name, pattern)}

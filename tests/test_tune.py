@@ -116,3 +116,15 @@ def test_a_diverging_trial_scores_zero_and_counts_toward_the_budget(tmp_path, mo
     assert summary["finished_trials"] == 3 and calls["n"] == 3
     assert "trial 2/3 diverged, scores 0" in capsys.readouterr().err
     assert summary["best_value"] > 0
+
+
+def test_run_tuned_skips_a_method_that_does_not_apply_instead_of_asking_for_its_tuning(run_cli, tmp_path):
+    """`tune` skips cross-attention fusion on vector modalities, so it has no tuned file there: `run --tuned`
+    skips its cells with the usual note, where it used to stop the whole run asking for that tuning."""
+    code, _, _ = run_cli("tune", *TINY, "--trials", "1", "--results", str(tmp_path))
+    assert code == 0
+    code, out, err = run_cli("run", "--methods", "late_fusion,fusion_xattn", "--datasets", "synthetic_2m", "--epochs",
+                             "1", "--seeds", "0", "--missing-rates", "0", "--tuned", "--results", str(tmp_path))
+    assert code == 0, err
+    assert "fusion_xattn does not apply to synthetic_2m" in out + err
+    assert [json.loads(p.read_text())["spec"]["method"] for p in (tmp_path / "records").rglob("*.json")] == ["late_fusion"]
