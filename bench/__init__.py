@@ -27,4 +27,12 @@ except PackageNotFoundError:  # running from a checkout that was never installed
 #: Bumped whenever a change to the loop, masks, splits or metrics can change a number in a record.
 PROTOCOL_VERSION = 1
 
-__all__ = ["PROTOCOL_VERSION", "__version__"]
+__all__ = ["PROTOCOL_VERSION", "__version__", "load_records"]
+
+
+def load_records(results="results"):
+    """Every record under a results directory as a ``pandas.DataFrame``, one flat row per cell (columns:
+    docs/records.md). Imports pandas on first use only; see :func:`bench.frame.load_records`."""
+    from bench.frame import load_records as _load_records
+
+    return _load_records(results)

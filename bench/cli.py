@@ -393,6 +393,16 @@ def cmd_verify(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_export(args: argparse.Namespace) -> int:
+    """``bench export``: every record as one row (the columns of bench.frame, docs/records.md) in a parquet or
+    CSV file."""
+    from bench.frame import export
+
+    rows, columns, fmt = export(Path(args.results), Path(args.out), args.format)
+    print(f"wrote {rows} records x {columns} columns to {args.out} ({fmt})")
+    return 0
+
+
 def _ls_methods() -> None:
     from bench.registry import METHODS, default_method
 
@@ -582,6 +592,11 @@ def build_parser() -> argparse.ArgumentParser:
     table.add_argument("--results", default=str(DEFAULT_RESULTS))
     table.add_argument("--check", action="store_true", help="fail if the tables on disk differ")
     table.set_defaults(func=cmd_table)
+    export = sub.add_parser("export", help="write every record as one row of a parquet or CSV file (docs/records.md)")
+    export.add_argument("--results", default=str(DEFAULT_RESULTS))
+    export.add_argument("--format", choices=("parquet", "csv"), help="default: from the suffix of --out")
+    export.add_argument("--out", required=True, help="file to write, e.g. records.parquet")
+    export.set_defaults(func=cmd_export)
     return parser
 
 
