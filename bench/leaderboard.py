@@ -417,10 +417,8 @@ def leaderboard(records: Iterable[Mapping[str, Any]], *, baseline: str = "late_f
     for r in classification:
         if noise_kind(r) != "none":
             noisy[(setting_key(r["spec"]), noise_kind(r))].append(r)
-    all_records, records = records, [r for r in classification if noise_kind(r) == "none"]
-    groups: dict[tuple, list[dict[str, Any]]] = defaultdict(list)
-    for r in records:
-        groups[setting_key(r["spec"])].append(r)
+    all_records = records
+    sections = dict(_by_setting(r for r in classification if noise_kind(r) == "none"))
     ok = sum(is_ok(r) for r in all_records)
     lines = [
         "# Leaderboard",
@@ -429,11 +427,8 @@ def leaderboard(records: Iterable[Mapping[str, Any]], *, baseline: str = "late_f
         f"{len(all_records) - ok} failed). Do not edit by hand.",
         "",
     ]
-    sections = {}
-    for setting in sorted(groups, key=lambda s: tuple(str(v) for v in s)):
-        sections[setting] = sorted(groups[setting], key=lambda r: (r["spec"]["method"], r["spec"]["seed"],
-                                                                    r["spec"]["missing_rate"], r["key"]))
-        lines += _setting_section(setting, sections[setting], baseline)
+    for setting, ordered in sections.items():
+        lines += _setting_section(setting, ordered, baseline)
     for (setting, kind) in sorted(noisy, key=lambda k: tuple(str(v) for v in k)):
         ordered = sorted(noisy[(setting, kind)], key=lambda r: (r["spec"]["method"], r["spec"]["seed"],
                                                                  r["spec"]["missing_rate"], r["key"]))
