@@ -6,6 +6,21 @@ already learnt (Head Gradient Modification, an RLS/OWM projector). At test time 
 fused with entropy-based weights. References:
 ``Cecile-hi/Multimodal-Learning-with-Alternating-Unimodal-Adaptation`` ``main.py`` (alternation,
 fusion) and ``utils/utils.py`` ``GSPlugin`` (HGM).
+
+HGM in the paper and in the released code: the paper's projector update is recursive least squares (OWM),
+P <- P - k k^T / (alpha + h k) with k = P h^T, whose denominator is the scalar alpha + h P h^T, so P loses
+the direction h (exactly when alpha = 0). Every commit of the official repository computes
+``torch.sub(self.Pl, torch.mm(k, torch.t(k)) / (alpha + torch.mm(k, r)))`` (``utils/utils.py``
+``GSPlugin.before_update``, r = h): ``torch.mm(k, r)`` is the (d, d) outer product k h, so each entry of
+k k^T is divided by its own alpha + k_i h_j. From P = I that is P_ij <- delta_ij - h_i h_j / (alpha + h_i h_j),
+close to I minus a matrix of ones on the support of h, which is not a projection: for a non-negative 64-d
+feature mean (ReLU of a Gaussian, alpha = 0.1) the first update keeps the gradient's component along h,
+reversed and about 15 times larger than the orthogonal directions' (h P h^T / |h|^2 of about -15 against 0.95;
+the paper's update gives 0.003 against 1). Only the first commit (4735bbc) would apply it (its name check
+also accepts ``"weight"``; its ``main.py`` hands ``train_epoch`` the class ``GSPlugin`` uninstantiated, so as
+committed it stops at the first step); from commit 11ae1ee on the check ``n == "module.weight"`` never matches
+the head's ``weight`` and HGM is skipped. ``hgm="paper"`` (default) is the paper's update, ``"released"`` the
+official elementwise one on the same schedule, ``"none"`` what the later commits compute.
 """
 
 from __future__ import annotations
@@ -34,6 +49,7 @@ __all__ = [
     "fixed_weights",
     "hgm_alpha",
     "project_head_gradient",
+    "released_projector_update",
     "rls_projector_update",
 ]
 
@@ -56,10 +72,23 @@ def rls_projector_update(projector: torch.Tensor, feature_mean: torch.Tensor, al
 
     ``feature_mean`` is the (1, d) batch mean h of the current modality's features. The recursive-least-
     squares (OWM) update shrinks P along h; the Frobenius normalisation is applied every step, as in
-    ``GSPlugin.before_update``, and it rescales the head's gradient (P starts at I / sqrt(d)).
+    ``GSPlugin.before_update``, and it rescales the head's gradient (P starts at I; after the first update
+    ||P||_F = 1, about I / sqrt(d) away from the directions seen). The paper's update: the denominator
+    alpha + h k is a scalar (the official code's elementwise one is :func:`released_projector_update`).
     """
     k = projector @ feature_mean.T
     updated = projector - (k @ k.T) / (alpha + feature_mean @ k)
+    return updated / torch.linalg.matrix_norm(updated, ord="fro")
+
+
+def released_projector_update(projector: torch.Tensor, feature_mean: torch.Tensor, alpha: float) -> torch.Tensor:
+    """The official code's update: P <- P - (k k^T) / (alpha + k h) *elementwise*, k = P h^T, then P / ||P||_F.
+
+    ``k h`` is the (d, d) outer product (``torch.mm(k, r)`` in ``GSPlugin.before_update``, every commit), not
+    the scalar h k of :func:`rls_projector_update`; see the module docstring for why this is not a projection.
+    """
+    k = projector @ feature_mean.T
+    updated = projector - (k @ k.T) / (alpha + k @ feature_mean)
     return updated / torch.linalg.matrix_norm(updated, ord="fro")
 
 
@@ -154,9 +183,12 @@ class MLA(MethodConfig):
 
     Fields:
 
-    * ``hgm = "paper"``: apply HGM as the paper describes it and the first commit's ``GSPlugin`` computes: after each backward, except the first of training, update the projector with this modality's
-      batch-mean feature, then grad_W <- grad_W P^T. ``"none"`` is what the *released* code computes: its
-      name check ``"module.weight"`` never matches, so HGM is a no-op at HEAD.
+    * ``hgm = "paper"``: HGM as the paper describes it: after each backward, except the first of training,
+      update the projector with this modality's batch-mean feature (:func:`rls_projector_update`, scalar
+      denominator), then grad_W <- grad_W P^T. ``"released"``: the same schedule with the official code's
+      elementwise denominator (:func:`released_projector_update`), the official ``GSPlugin`` computation.
+      ``"none"``: what every later commit computes: its name check ``"module.weight"`` never matches the
+      head's parameter, so HGM is skipped (a no-op at HEAD).
     * ``fusion = "entropy"``: per-sample softmax(-H) weights on the logits (the paper's dynamic fusion).
       ``"entropy_batch"`` is the released per-batch scalar quirk; ``"fixed"`` is 0.55/0.45 (2 modalities),
       0.35/0.25/0.4 (3), equal weights otherwise, in the dataset's modality order.
@@ -167,7 +199,7 @@ class MLA(MethodConfig):
     times smaller (8x for the 64-d MLP features); under Adam it cancels out.
     """
 
-    hgm: Literal["paper", "none"] = "paper"
+    hgm: Literal["paper", "released", "none"] = "paper"
     fusion: Literal["entropy", "entropy_batch", "fixed"] = "entropy"
     order: Literal["dataset", "reversed"] = "dataset"
 
@@ -185,15 +217,17 @@ class MLA(MethodConfig):
 
     @torch.no_grad()
     def after_backward(self, model: nn.Module, out: LossOut, ctx: StepContext) -> None:
-        if self.hgm == "paper" and int(model.hgm_steps) > 0:
-            self.modify_head_gradient(model, out.extras["features"], hgm_alpha(ctx.batch_index, ctx.batches_per_epoch))
+        if self.hgm != "none" and int(model.hgm_steps) > 0:
+            update = released_projector_update if self.hgm == "released" else rls_projector_update
+            self.modify_head_gradient(model, out.extras["features"], hgm_alpha(ctx.batch_index, ctx.batches_per_epoch),
+                                      update)
         model.hgm_steps += 1
 
     @staticmethod
-    def modify_head_gradient(model: MLANet, features: torch.Tensor, alpha: float) -> None:
+    def modify_head_gradient(model: MLANet, features: torch.Tensor, alpha: float, update=rls_projector_update) -> None:
         """Update P with this step's feature mean *before* projecting this step's gradient (GSPlugin order)."""
         feature_mean = features.mean(dim=0, keepdim=True).to(model.projector.dtype)
-        model.projector.copy_(rls_projector_update(model.projector, feature_mean, alpha))
+        model.projector.copy_(update(model.projector, feature_mean, alpha))
         grad = model.head.weight.grad
         if grad is not None:
             model.head.weight.grad = project_head_gradient(grad, model.projector)

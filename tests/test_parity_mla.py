@@ -19,6 +19,7 @@ from bench.methods.mla import (
     fuse_logits,
     hgm_alpha,
     project_head_gradient,
+    released_projector_update,
     rls_projector_update,
 )
 from bench.protocol import Batch, DataDescription, LossOut, ModalitySpec, StepContext
@@ -68,6 +69,50 @@ def test_projected_gradient_is_orthogonal_to_the_seen_feature_mean():
     v = torch.zeros(1, d, dtype=torch.float64)
     v[0, 0], v[0, 1] = h[0, 1], -h[0, 0]
     assert (new_grad @ v.T).flatten().tolist() == pytest.approx(((grad @ v.T) / fro).flatten().tolist())
+
+
+def test_paper_update_removes_the_direction_and_the_released_one_does_not_2d():
+    # h = (1, 2), alpha = 0, P = I. Paper: P' = I - h^T h / |h|^2 = [[4, -2], [-2, 1]] / 5, ||P'||_F = 1, P' h^T = 0.
+    # Released: every entry divided by its own h_i h_j: P' = I - [[1, 1], [1, 1]] = [[0, -1], [-1, 0]],
+    # / sqrt(2); P' h^T = -(2, 1) / sqrt(2): h is reversed and swapped, not removed.
+    eye, h = torch.eye(2, dtype=torch.float64), torch.tensor([[1.0, 2.0]], dtype=torch.float64)
+    paper = rls_projector_update(eye, h, 0.0)
+    assert paper.flatten().tolist() == pytest.approx([0.8, -0.4, -0.4, 0.2])
+    assert (paper @ h.T).flatten().tolist() == pytest.approx([0.0, 0.0], abs=1e-12)
+    released = released_projector_update(eye, h, 0.0)
+    s = 1 / math.sqrt(2)
+    assert released.flatten().tolist() == pytest.approx([0.0, -s, -s, 0.0])
+    assert (released @ h.T).flatten().tolist() == pytest.approx([-2 * s, -s])
+
+
+def test_released_update_divides_elementwise_by_hand():
+    # h = (1, 2), alpha = 1, P = I: numerators h_i h_j = [[1, 2], [2, 4]], denominators 1 + h_i h_j = [[2, 3], [3, 5]]
+    # -> P' = [[1/2, -2/3], [-2/3, 1/5]], ||P'||_F^2 = (225 + 800 + 36) / 900. The paper's scalar denominator
+    # 1 + 5 = 6 gives [[5, -2], [-2, 2]] / 6, ||.||_F = sqrt(37) / 6, and P' h^T = h^T / 6 before normalising.
+    eye, h = torch.eye(2, dtype=torch.float64), torch.tensor([[1.0, 2.0]], dtype=torch.float64)
+    fro = math.sqrt(1061) / 30
+    got = released_projector_update(eye, h, 1.0)
+    assert got.flatten().tolist() == pytest.approx([v / fro for v in (1 / 2, -2 / 3, -2 / 3, 1 / 5)])
+    paper = rls_projector_update(eye, h, 1.0)
+    assert paper.flatten().tolist() == pytest.approx([v / math.sqrt(37) for v in (5, -2, -2, 2)])
+    assert (paper @ h.T).flatten().tolist() == pytest.approx([1 / math.sqrt(37), 2 / math.sqrt(37)])
+
+
+def test_hgm_released_uses_the_elementwise_update_in_training():
+    torch.manual_seed(0)
+    method = MLA(hgm="released")
+    model = method.build(_description(2))
+    model.train()
+    ctx = StepContext(epoch=0, num_epochs=1, batch_index=2, batches_per_epoch=8, global_step=0)
+    (_, before0, after0, _, _), (_, before1, after1, p1, out1) = _run_steps(method, model, _batch(2), ctx)
+    assert torch.equal(before0, after0)  # the first step of training is skipped, as for hgm="paper"
+    h = out1.extras["features"].mean(0, keepdim=True)
+    alpha = 0.1 ** (1 + 2 / 8)
+    raw = p1 - (p1 @ h.T @ h @ p1.T) / (alpha + p1 @ h.T @ h)  # elementwise denominator (d x d)
+    expected = raw / raw.pow(2).sum().sqrt()
+    assert torch.allclose(model.projector, expected, atol=1e-6)
+    assert not torch.allclose(model.projector, rls_projector_update(p1, h, alpha), atol=1e-3)
+    assert torch.allclose(after1, before1 @ expected.T, atol=1e-6)
 
 
 def test_projection_is_grad_times_projector_transpose():
