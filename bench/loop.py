@@ -194,15 +194,18 @@ def _steps(method: Any, model: torch.nn.Module, batch: Any, ctx: StepContext, au
 
 
 def _train_epoch(method: Any, model, optimizer, data: CellData, spec: CellSpec, epoch: int, gen, step: int,
-                 autocast=contextlib.nullcontext) -> tuple[int, float]:
-    """One epoch of optimizer steps; returns the global step and the mean training loss over the epoch's steps."""
+                 autocast=contextlib.nullcontext, train: MaskedSplit | None = None) -> tuple[int, float]:
+    """One epoch of optimizer steps; returns the global step and the mean training loss over the epoch's steps.
+
+    ``train`` replaces the cell's training split for this epoch (a method's ``resample`` hook)."""
     model.train()
+    train = data.train if train is None else train
     after_backward = getattr(method, "after_backward", None)
-    batches_per_epoch = len(batch_starts(len(data.train), spec.batch_size, training=True))
-    on_cpu = data.train.labels.device.type == "cpu"
+    batches_per_epoch = len(batch_starts(len(train), spec.batch_size, training=True))
+    on_cpu = train.labels.device.type == "cpu"
     nonfinite = None  # accelerators: one device-side flag, read once per epoch, so no step waits on the device
     loss_sum, loss_steps = 0.0, 0  # on accelerators loss_sum becomes a device tensor, read once per epoch
-    for b, batch in enumerate(iterate_batches(data.train, spec.batch_size, generator=gen)):
+    for b, batch in enumerate(iterate_batches(train, spec.batch_size, generator=gen)):
         ctx = StepContext(epoch, spec.epochs, b, batches_per_epoch, step)
         for out in _steps(method, model, batch, ctx, autocast):
             if not isinstance(out, LossOut):
@@ -266,6 +269,18 @@ def _carve_holdout(method: Any, data: CellData, seed: int) -> tuple[CellData, Ma
     return dataclasses.replace(data, description=description, train=train, notes=notes), holdout
 
 
+def _epoch_context(hook_name: str, data: CellData, holdout: MaskedSplit | None, spec: CellSpec,
+                   epoch: int) -> EpochContext:
+    splits = {"train": data.train, **({"holdout": holdout} if holdout is not None else {})}
+
+    def batches(name: str):
+        if name not in splits:
+            raise CellFailure(f"{hook_name} asked for split {name!r}; this cell has {sorted(splits)}")
+        return iterate_batches(splits[name], EVAL_BATCH_SIZE)
+
+    return EpochContext(epoch, spec.epochs, batches)
+
+
 def _start_epoch(method: Any, model, data: CellData, holdout: MaskedSplit | None, spec: CellSpec, epoch: int,
                  autocast=contextlib.nullcontext) -> None:
     """The optional ``start_epoch`` hook, before each epoch's training (epoch 0 included): eval mode, no
@@ -273,16 +288,124 @@ def _start_epoch(method: Any, model, data: CellData, holdout: MaskedSplit | None
     hook = getattr(method, "start_epoch", None)
     if hook is None:
         return
-    splits = {"train": data.train, **({"holdout": holdout} if holdout is not None else {})}
-
-    def batches(name: str):
-        if name not in splits:
-            raise CellFailure(f"start_epoch asked for split {name!r}; this cell has {sorted(splits)}")
-        return iterate_batches(splits[name], EVAL_BATCH_SIZE)
-
     model.eval()
     with torch.no_grad(), autocast():
-        hook(model, EpochContext(epoch, spec.epochs, batches))
+        hook(model, _epoch_context("start_epoch", data, holdout, spec, epoch))
+
+
+def resampled_split(train: MaskedSplit, rows: torch.Tensor, keep: torch.Tensor, zero_fill: bool) -> MaskedSplit:
+    """The samples at ``rows`` of ``train`` (repeats allowed), each keeping only the modalities that are present
+    in ``train`` and True in its row of ``keep`` ((len(rows), M) bool); removed modalities are zero-filled
+    like missing ones (unless the method opts out of zero-filling)."""
+    split = train.take(rows)
+    mask = split.mask & keep.to(split.mask.device)
+    if split.rows is not None:
+        return MaskedSplit(split.inputs, split.labels, mask, split.rows, split.zero_fill)
+    inputs = dict(split.inputs)
+    if zero_fill:
+        for m, (name, x) in enumerate(inputs.items()):
+            if not bool(mask[:, m].all()):
+                inputs[name] = x * mask[:, m].reshape(-1, *([1] * (x.dim() - 1))).to(x.dtype)
+    return MaskedSplit(inputs, split.labels, mask)
+
+
+def _resample(method: Any, model, data: CellData, holdout: MaskedSplit | None, spec: CellSpec, epoch: int,
+              autocast=contextlib.nullcontext) -> MaskedSplit | None:
+    """The optional ``resample`` hook, after ``start_epoch``: the epoch's training split as (rows, keep), or None
+    for the cell's training split unchanged."""
+    hook = getattr(method, "resample", None)
+    if hook is None:
+        return None
+    model.eval()
+    with torch.no_grad(), autocast():
+        chosen = hook(model, _epoch_context("resample", data, holdout, spec, epoch))
+    if chosen is None:
+        return None
+    rows, keep = chosen
+    rows = torch.as_tensor(rows, dtype=torch.int64).cpu()
+    modalities = len(data.description.modalities)
+    if rows.dim() != 1 or len(rows) == 0 or tuple(keep.shape) != (len(rows), modalities) or keep.dtype != torch.bool:
+        raise CellFailure(f"{spec.method}.resample must give non-empty rows (R,) and a bool keep mask (R, "
+                          f"{modalities}); got rows {tuple(rows.shape)} and keep {tuple(keep.shape)} {keep.dtype}")
+    if int(rows.min()) < 0 or int(rows.max()) >= len(data.train):
+        raise CellFailure(f"{spec.method}.resample gave rows outside the training split (0..{len(data.train) - 1})")
+    return resampled_split(data.train, rows, keep, type(method).zero_fill_missing)
+
+
+@dataclass
+class _Fit:
+    """A trained model (its weights those of the best validation epoch) and how it got there."""
+
+    model: torch.nn.Module
+    best_val: float
+    best_epoch: int
+    epochs_run: int
+    history: list[dict[str, Any]]
+    seconds: float
+
+
+def _fit(method: Any, task: Task, data: CellData, holdout: MaskedSplit | None, spec: CellSpec, dev: torch.device,
+         autocast, on_epoch: EpochCallback | None = None, pretrained: Mapping[str, torch.nn.Module] | None = None
+         ) -> _Fit:
+    """Seed, build and train one model for ``spec.epochs`` epochs with ``method``'s hooks, keeping the weights of
+    the best validation epoch. ``pretrained`` (models of the method's ``pretrain`` stages) goes to its
+    ``adopt_pretrained`` hook before the optimizer is made."""
+    num_classes = data.description.num_classes
+    seed_everything(spec.seed)
+    model = method.build(data.description).to(dev)
+    if pretrained:
+        method.adopt_pretrained(model, pretrained)
+    optimizer = _make_optimizer(method, model)
+    scheduler = torch.optim.lr_scheduler.StepLR(optimizer, step_size=method.lr_step, gamma=method.lr_gamma)
+    gen = torch.Generator().manual_seed(spec.seed)
+
+    best_val, best_epoch, best_state, since_best, step, epochs_run = -1.0, -1, None, 0, 0, 0
+    history: list[dict[str, Any]] = []
+    started = time.perf_counter()
+    for epoch in range(spec.epochs):
+        epochs_run += 1
+        _start_epoch(method, model, data, holdout, spec, epoch, autocast)
+        train = _resample(method, model, data, holdout, spec, epoch, autocast)
+        step, train_loss = _train_epoch(method, model, optimizer, data, spec, epoch, gen, step, autocast, train)
+        scheduler.step()
+        val_scores = task.evaluate(method, model, data.val, num_classes, autocast)
+        val = task.selection_score(val_scores)
+        entry = _history_entry(epoch, train_loss, val, val_scores)
+        if train is not None:
+            entry["train_samples"] = len(train)
+        history.append(entry)
+        if on_epoch is not None:
+            on_epoch(epoch, val)
+        if val > best_val:  # ties keep the earlier epoch
+            best_val, best_epoch, since_best = val, epoch, 0
+            best_state = copy.deepcopy(model.state_dict())
+        else:
+            since_best += 1
+            if spec.patience is not None and since_best >= spec.patience:
+                break
+    seconds = time.perf_counter() - started
+    if best_state is not None:
+        model.load_state_dict(best_state)
+    return _Fit(model, best_val, best_epoch, epochs_run, history, seconds)
+
+
+def _pretrain(method: Any, data: CellData, holdout: MaskedSplit | None, spec: CellSpec, dev: torch.device,
+              autocast) -> tuple[dict[str, torch.nn.Module], dict[str, Any], float]:
+    """The stages of the optional ``pretrain`` hook, each trained in turn exactly like a cell of its own on this
+    cell's data and budget (seed, epochs, batch size, patience, selection on validation): their selected
+    models, a note per stage, and the seconds they took."""
+    hook = getattr(method, "pretrain", None)
+    if hook is None:
+        return {}, {}, 0.0
+    models, notes, seconds = {}, {}, 0.0
+    for name, stage in hook(data.description).items():
+        stage_task = task_of(stage)
+        fit = _fit(stage, stage_task, data, holdout, spec, dev, autocast)
+        models[name] = fit.model
+        notes[name] = {stage_task.selection_key: fit.best_val, "selected_epoch": fit.best_epoch,
+                       "epochs_run": fit.epochs_run}
+        seconds += fit.seconds
+    return models, notes, seconds
 
 
 def run_cell(
@@ -303,37 +426,14 @@ def run_cell(
     data = cell_data(spec, data_root=data_root, zero_fill=type(method).zero_fill_missing, device=dev)
     num_classes = data.description.num_classes
     data, holdout = _carve_holdout(method, data, spec.seed)
-    seed_everything(spec.seed)
-    model = method.build(data.description).to(dev)
-    optimizer = _make_optimizer(method, model)
-    scheduler = torch.optim.lr_scheduler.StepLR(optimizer, step_size=method.lr_step, gamma=method.lr_gamma)
-    gen = torch.Generator().manual_seed(spec.seed)
     autocast = autocast_for(spec.precision, dev)
+    pretrained, pretrain_notes, pretrain_seconds = _pretrain(method, data, holdout, spec, dev, autocast)
+    fit = _fit(method, task, data, holdout, spec, dev, autocast, on_epoch, pretrained)
+    model, best_val, best_epoch, epochs_run, history = fit.model, fit.best_val, fit.best_epoch, fit.epochs_run, fit.history
+    train_seconds = fit.seconds + pretrain_seconds
+    if pretrain_notes:
+        data = dataclasses.replace(data, notes={**data.notes, "pretrained": pretrain_notes})
 
-    best_val, best_epoch, best_state, since_best, step, epochs_run = -1.0, -1, None, 0, 0, 0
-    history: list[dict[str, Any]] = []
-    started = time.perf_counter()
-    for epoch in range(spec.epochs):
-        epochs_run += 1
-        _start_epoch(method, model, data, holdout, spec, epoch, autocast)
-        step, train_loss = _train_epoch(method, model, optimizer, data, spec, epoch, gen, step, autocast)
-        scheduler.step()
-        val_scores = task.evaluate(method, model, data.val, num_classes, autocast)
-        val = task.selection_score(val_scores)
-        history.append(_history_entry(epoch, train_loss, val, val_scores))
-        if on_epoch is not None:
-            on_epoch(epoch, val)
-        if val > best_val:  # ties keep the earlier epoch
-            best_val, best_epoch, since_best = val, epoch, 0
-            best_state = copy.deepcopy(model.state_dict())
-        else:
-            since_best += 1
-            if spec.patience is not None and since_best >= spec.patience:
-                break
-    train_seconds = time.perf_counter() - started
-
-    if best_state is not None:
-        model.load_state_dict(best_state)
     selection = {task.selection_key: best_val, "selected_epoch": best_epoch, "epochs_run": epochs_run}
     if not evaluate_test:
         return {"metrics": selection, "timings": {"train_seconds": round(train_seconds, 3)}, "notes": data.notes,

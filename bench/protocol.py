@@ -19,6 +19,19 @@ these hooks, each called by the one training loop in :mod:`bench.loop`:
     training split: the loop carves that fraction of it (stratified, seeded with the cell seed, masks kept)
     and only ``batches("holdout")`` sees it (G-Blending's overfitting-to-generalization ratio). The
     validation and test splits are never handed to a hook.
+``resample(model, epoch) -> (rows, keep) | None`` (optional)
+    After ``start_epoch``, same arguments and mode: the samples this epoch trains on instead of the training
+    split. ``rows`` (R,) int64 are positions in the training split (repeats allowed), ``keep`` (R, M) bool
+    says which modalities each of them keeps: a removed modality is treated as missing (mask False, input
+    zero-filled). None trains on the training split unchanged. ``batch.index`` of such an epoch is the
+    position in the resampled list. (Modality valuation's re-sampling of low-contribution modalities.)
+``pretrain(description) -> Mapping[str, Method]`` and ``adopt_pretrained(model, models)`` (optional, together)
+    Methods the loop trains first, one after the other, each exactly as a cell of its own would be on this
+    cell's data and budget (same seed, epochs, batch size, patience, selection on validation, its own
+    hooks); their selected models, by name, go to ``adopt_pretrained`` right after this method's
+    ``build`` and before its optimizer is made (UMT's uni-modal teachers). Parameters frozen there stay
+    out of the optimizer. The record notes each stage's selected epoch and validation score under
+    ``notes["pretrained"]``, and its training time counts in ``train_seconds``.
 ``predict(model, batch) -> Prediction``
     Evaluation: fused logits plus, where the method can split its model per modality, one logit tensor
     per modality (the "audio/visual" columns of the papers). Methods whose class attribute ``task`` is

@@ -106,3 +106,130 @@ def test_the_history_has_one_entry_per_epoch_with_loss_and_validation_accuracy()
     assert max(h["val_score"] for h in history) == result["metrics"]["best_val_accuracy"]
     assert all(set(h["val_per_modality"]) == set(result["metrics"]["per_modality_accuracy"]) for h in history)
     assert "history" not in result["metrics"]  # verify compares metrics; older records stay verifiable
+
+
+# --------------------------------------------------------------------------------------------------
+# The resample and pretrain hooks
+
+_SEEN: list = []
+
+
+@dataclasses.dataclass(frozen=True)
+class _ResampleSpy:
+    """Late fusion that trains every epoch on rows 0..9 of the training split, each twice, without modality b."""
+
+    lr: float = 1e-3
+    weight_decay: float = 1e-4
+    momentum: float = 0.9
+    optimizer: str = "sgd"
+    lr_step: int = 70
+    lr_gamma: float = 0.1
+    zero_fill_missing = True
+
+    def build(self, description):
+        from bench.models import SlicedFusionNet
+        return SlicedFusionNet(description, "concat")
+
+    def resample(self, model, epoch):
+        rows = torch.arange(10).repeat(2)
+        keep = torch.ones(20, 2, dtype=torch.bool)
+        keep[:, 1] = False
+        return rows, keep
+
+    def loss(self, model, batch, ctx):
+        from bench.protocol import LossOut
+        _SEEN.append((batch.label.clone(), batch.mask.clone(), batch.inputs["b"].clone()))
+        logits, _ = model(batch.inputs)
+        return LossOut(torch.nn.functional.cross_entropy(logits, batch.label))
+
+    def predict(self, model, batch):
+        from bench.protocol import Prediction
+        return Prediction(model(batch.inputs)[0])
+
+    @staticmethod
+    def search_space(trial):
+        return {}
+
+
+def _register(name, obj):
+    from bench.registry import METHODS
+    if name not in METHODS.names():
+        METHODS.register(name, obj, origin="tests")
+
+
+def test_resample_hook_replaces_each_epochs_training_split_and_removes_the_modalities_it_drops():
+    from bench.data import cell_data
+
+    _register("_resample_spy", _ResampleSpy)
+    _SEEN.clear()
+    spec = tiny_spec("_resample_spy", epochs=2)
+    result = run_cell(spec)
+    assert [h["train_samples"] for h in result["history"]] == [20, 20]
+    train = cell_data(spec, data_root=None, zero_fill=True, device=torch.device("cpu")).train
+    labels = torch.cat([label for label, _, _ in _SEEN])
+    assert len(labels) == 40  # two epochs of 20 rows, batch size 16
+    counts = torch.bincount(labels, minlength=int(train.labels.max()) + 1)
+    expected = torch.bincount(train.labels[:10].repeat(4), minlength=len(counts))
+    assert torch.equal(counts, expected)
+    for _, mask, b in _SEEN:
+        assert not mask[:, 1].any()  # b removed from every resampled row...
+        assert torch.count_nonzero(b) == 0  # ...and zero-filled like a missing modality
+
+
+def test_resampled_split_keeps_the_rows_own_missing_modalities():
+    from bench.data import MaskedSplit
+    from bench.loop import resampled_split
+
+    x = {"a": torch.arange(1.0, 5.0).reshape(4, 1), "b": torch.arange(10.0, 14.0).reshape(4, 1)}
+    mask = torch.tensor([[True, True], [True, False], [False, True], [True, True]])
+    split = MaskedSplit({k: v * mask[:, i : i + 1] for i, (k, v) in enumerate(x.items())}, torch.arange(4), mask)
+    keep = torch.tensor([[True, False], [True, True], [True, True]])
+    out = resampled_split(split, torch.tensor([3, 1, 2]), keep, zero_fill=True)
+    assert out.labels.tolist() == [3, 1, 2]
+    assert out.mask.tolist() == [[True, False], [True, False], [False, True]]
+    assert out.inputs["a"].flatten().tolist() == [4.0, 2.0, 0.0]
+    assert out.inputs["b"].flatten().tolist() == [0.0, 0.0, 12.0]
+
+
+@dataclasses.dataclass(frozen=True)
+class _PretrainSpy(_ResampleSpy):
+    """Late fusion with a late-fusion "teacher" trained first and kept frozen inside the model."""
+
+    def resample(self, model, epoch):
+        return None
+
+    def pretrain(self, description):
+        from bench.registry import default_method
+        return {"teacher": default_method("late_fusion")}
+
+    def adopt_pretrained(self, model, models):
+        model.teacher = models["teacher"]
+        model.teacher.requires_grad_(False)
+        model.register_buffer("teacher_start", torch.nn.utils.parameters_to_vector(model.teacher.parameters()).clone())
+
+
+def test_pretrain_stage_trains_like_a_cell_of_its_own_and_its_frozen_weights_stay_out_of_the_optimizer():
+    _register("_pretrain_spy", _PretrainSpy)
+    spec = tiny_spec("_pretrain_spy", epochs=3, overrides={"lr": 0.05})
+    result = run_cell(spec)
+    alone = run_cell(tiny_spec("late_fusion", epochs=3, overrides={}))["metrics"]
+    note = result["notes"]["pretrained"]["teacher"]
+    assert note == {"best_val_accuracy": alone["best_val_accuracy"], "selected_epoch": alone["selected_epoch"],
+                    "epochs_run": 3}
+
+
+def test_pretrained_teacher_is_unchanged_by_the_main_training():
+    from bench.data import cell_data
+    from bench.loop import _fit, _pretrain, autocast_for, build_method, task_of
+
+    _register("_pretrain_spy", _PretrainSpy)
+    spec = tiny_spec("_pretrain_spy", epochs=2, overrides={"lr": 0.05})
+    method = build_method(spec)
+    data = cell_data(spec, data_root=None, zero_fill=True, device=torch.device("cpu"))
+    autocast = autocast_for("fp32", torch.device("cpu"))
+    models, _, _ = _pretrain(method, data, None, spec, torch.device("cpu"), autocast)
+    before = torch.nn.utils.parameters_to_vector(models["teacher"].parameters()).clone()
+    fit = _fit(method, task_of(method), data, None, spec, torch.device("cpu"), autocast, pretrained=models)
+    after = torch.nn.utils.parameters_to_vector(fit.model.teacher.parameters())
+    assert torch.equal(before, after)
+    assert torch.equal(fit.model.teacher_start, before)
