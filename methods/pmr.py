@@ -7,14 +7,23 @@ prototypical cross-entropy (PCE) of every slower modality is added to the loss w
 grows with its lag, and in the first epochs the dominant modality's prototype entropy is maximised
 (prototypical entropy regularisation, PER) to keep it from converging prematurely. References:
 ``fanyunfeng-bit/Modal-Imbalance-PMR`` ``main_Prototype_grad.py`` (``EU_dist``, ``train_epoch``,
-``calculate_prototype``) and BalanceBenchmark ``balancemm/trainer/PMR_trainer.py`` (coefficients
-proportional to the imbalance, PER, its ``mu`` and ``norm_epoch``).
+``calculate_prototype``) and GeWu-Lab/BalanceBenchmark ``balancemm/trainer/PMR_trainer.py``.
 
 Choices and differences from the code bases:
 
-* ``coefficient="proportional"`` (default): alpha * clip(rho - 1, 0, 1), as BalanceBenchmark implements
-  the paper's imbalance-driven coefficients; ``"step"`` is the released code: alpha for the slower
-  modality whenever the ratio differs from 1, whatever its size. The released code has no PER term.
+* ``coefficient="proportional"`` (default): the PCE weight of the slower modality is alpha * clip(rho - 1, 0,
+  1), and PER is on (``mu``, ``entropy_epochs``). This is the two-modality rule of *earlier* commits of
+  BalanceBenchmark's ``PMR_trainer.py``: the clipped coefficient from its first version (8590121, 2024-04-26)
+  to 01458a1 (2024-11-26), PER with weight mu * (that clipped lag) on the dominant modality from 548ede7
+  (2024-10-11; the first 16 epochs, from 0cea99c while ``epoch <= modulation_starts + norm_epoch``, ``mu``
+  0.01, ``norm_epoch`` 10, i.e. 11 epochs; here ``entropy_epochs`` epochs). It is *not* what BalanceBenchmark
+  runs today: from 59c3446 (2024-11-28) to its current code (39ed569) two modalities use the released rule
+  below without PER (``mu`` and ``norm_epoch`` were first left unused, then removed), and more than two add
+  no prototype loss at all (OGM-GE-style gradient scaling 1 - tanh(eta * ratio) with noise instead).
+* ``coefficient="step"`` is the released code's coefficient: alpha for the slower modality whenever the
+  ratio differs from 1, whatever its size, 0 when it is exactly 1. The released code (and BalanceBenchmark's
+  current code) has no PER term, so the released method is ``coefficient="step"`` *with* ``mu=0``; with the
+  default ``mu = 0.01`` the step rule also switches PER on (weight mu whenever the ratio differs from 1).
 * Prototypes are recomputed before every epoch (before the first from the initial model) from the whole
   training split, in eval mode, and mixed with the previous ones: c <- (1 - momentum) c_new + momentum
   c_old. The released code averages only the first tenth of the shuffled training batches (a cost
@@ -140,12 +149,13 @@ class PMR(MethodConfig):
 
     Fields:
 
-    * ``alpha = 1.0``: the released ``--alpha`` default (BalanceBenchmark's config: 0.6).
-    * ``momentum = 0.2``: the released ``--momentum_coef`` (BalanceBenchmark: 0.2 or 0.5).
-    * ``mu = 0.01``, ``entropy_epochs = 10``: PER weight and duration (BalanceBenchmark ``mu``,
-      ``norm_epoch``).
+    * ``alpha = 1.0``: the released ``--alpha`` default (BalanceBenchmark's ``configs/trainer_config.yaml``: 0.6).
+    * ``momentum = 0.2``: the released ``--momentum_coef`` (BalanceBenchmark: 0.2, 0.5 in its current config).
+    * ``mu = 0.01``, ``entropy_epochs = 10``: PER weight and duration (``mu``, ``norm_epoch`` of the
+      BalanceBenchmark commits of October-November 2024; the released code has no PER: ``mu = 0``).
     * ``modulation_start = 0``, ``modulation_end = 100``: inclusive epoch window (released defaults).
-    * ``coefficient = "proportional"``: see the module docstring; ``"step"`` is the released rule.
+    * ``coefficient = "proportional"``: see the module docstring; ``"step"`` with ``mu = 0`` is the released
+      method.
     * ``fusion = "concat"``: the released default ``--fusion_method``.
     """
 

@@ -188,6 +188,48 @@ def test_loss_matches_the_formula_by_hand(epoch):
     assert max(out.extras["coefficients"].values()) > 0  # the rebalancing term is active
 
 
+def _released_loss(alpha, model, batch):
+    """main_Prototype_grad.py, two modalities: CE(z) + alpha CE(proto logits of the slower modality), no entropy."""
+    with torch.no_grad():
+        logits, features = model(batch.inputs)
+    labels = batch.label.tolist()
+
+    def ce(rows):
+        return sum(-math.log(_softmax(r)[y]) for r, y in zip(rows, labels)) / len(rows)
+
+    rows = [[[-math.dist(hi, ck) for ck in c.tolist()] for hi in h.tolist()]
+            for h, c in zip(features.values(), model.prototypes())]
+    score_a, score_v = (sum(_softmax(r)[y] for r, y in zip(m, labels)) for m in rows)
+    beta = alpha if score_a < score_v else 0.0  # audio coefficient when ratio_a_p < 1
+    lam = alpha if score_a > score_v else 0.0  # visual coefficient when ratio_a_p > 1
+    assert beta + lam > 0  # the modalities differ, so the prototype term is active
+    return ce(logits.tolist()) + beta * ce(rows[0]) + lam * ce(rows[1]), rows
+
+
+def test_step_rule_is_the_released_loss_only_with_mu_zero():
+    losses = {}
+    for mu in (0.0, 0.5):
+        method = PMR(alpha=0.7, mu=mu, coefficient="step")
+        model, batch = _setup(method)
+        with torch.no_grad():
+            method.start_epoch(model, _epoch(batch))
+            for p in model.encoders["v"].parameters():
+                p.mul_(0.5)
+        model.train()
+        released, rows = _released_loss(0.7, model, batch)
+        losses[mu] = (method.loss(model, batch, StepContext(0, 20, 0, 1, 0)).loss.item(), released, rows)
+    got, released, _ = losses[0.0]
+    assert got == pytest.approx(released, rel=1e-6)
+    # with mu > 0 the step rule also subtracts mu * H(dominant prototype softmax) in the first entropy_epochs
+    got, released, rows = losses[0.5]
+    labels = [0, 1, 2] * 4
+    scores = [sum(_softmax(r)[y] for r, y in zip(m, labels)) for m in rows]
+    dominant = rows[scores.index(max(scores))]
+    entropy = sum(-sum(p * math.log(p) for p in _softmax(r)) for r in dominant) / len(dominant)
+    assert got == pytest.approx(released - 0.5 * entropy, rel=1e-6)
+    assert entropy > 0.1
+
+
 def test_before_prototypes_or_outside_the_window_the_loss_is_plain_ce():
     method = PMR(modulation_start=2, modulation_end=3)
     model, batch = _setup(method)
