@@ -5,19 +5,14 @@ never trained anything. The training side lives in :mod:`bench.loop`, the plugin
 :mod:`bench.protocol`.
 """
 
-import os
-import platform
 from importlib.metadata import PackageNotFoundError, version
 
-# Fewer distinct float results across x86 machines: torch, MKL and oneDNN otherwise pick AVX-512 kernels
-# where the CPU has them and AVX2 kernels where it does not, and the two sum floats in different orders
-# (measured: an AV-MNIST QMF cell gave 0.96 test accuracy on an AVX2 machine and 0.9567 on an AVX-512 one;
-# with these three settings the AVX-512 machine reproduced 0.96). It does not make every CPU agree (vendor-
-# and model-specific code paths remain; bench.cells.cpu_identity has the measurement), which is why records
-# name their CPU. Set before torch is imported; a user's own value wins.
-if platform.machine().lower() in ("x86_64", "amd64"):
-    for _name, _value in (("ATEN_CPU_CAPABILITY", "avx2"), ("MKL_CBWR", "AVX2"), ("ONEDNN_MAX_CPU_ISA", "AVX2")):
-        os.environ.setdefault(_name, _value)
+from bench import kernels as _kernels
+
+# CPU kernels: native by default; BENCH_CPU_KERNELS=avx2 pins torch, MKL and oneDNN to AVX2 (fewer distinct
+# float results across x86 machines, at a cost in speed). Applied here, before torch is imported; a user's
+# own ATEN_CPU_CAPABILITY / MKL_CBWR / ONEDNN_MAX_CPU_ISA wins. See bench.kernels.
+_kernels.apply_from_environment()
 
 try:
     __version__ = version("bench-mml")

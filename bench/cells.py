@@ -16,6 +16,7 @@ from typing import Any
 
 from bench import __version__
 from bench.errors import CellFailure, UsageError
+from bench.kernels import kernel_env
 from bench.registry import DATASETS, default_method
 from bench.spec import CellSpec
 from bench.store import claim_cell, read_record, record_path, write_record
@@ -73,8 +74,10 @@ def environment() -> dict[str, Any]:
         "python": platform.python_version(),
         "platform": platform.platform(),
         "cpu": cpu_identity(),
-        # The kernel family decides float summation order, hence the bits of a record (bench/__init__.py).
+        # The kernel family decides float summation order, hence the bits of a record (bench.kernels).
         "cpu_kernels": torch.backends.cpu.get_cpu_capability(),
+        # The kernel variables this run had set ({}: native kernels); bench verify re-runs under them.
+        "cpu_kernel_env": kernel_env(),
         "git_commit": _git_commit(),
     }
 

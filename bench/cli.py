@@ -220,10 +220,20 @@ def _set_data_workers(args: argparse.Namespace) -> None:
     data_workers()
 
 
+def _warn_bf16(args: argparse.Namespace) -> None:
+    """One line when bf16 will run on a CPU without native bf16 or under the AVX2 pin (bench.kernels)."""
+    from bench.kernels import bf16_warning
+
+    line = bf16_warning(args.precision, getattr(args, "device", None))
+    if line:
+        print(line, file=sys.stderr)
+
+
 def cmd_run(args: argparse.Namespace) -> int:
     from bench.workers import start_workers
 
     _set_data_workers(args)
+    _warn_bf16(args)
     if args.threads < 1 or args.jobs < 1:
         raise UsageError(f"--threads and --jobs must be >= 1, got --threads {args.threads} --jobs {args.jobs}")
     if args.tune is not None:
@@ -302,6 +312,7 @@ def _tune(args: argparse.Namespace, *, trials: int) -> None:
 
 def cmd_tune(args: argparse.Namespace) -> int:
     _set_data_workers(args)
+    _warn_bf16(args)
     _tune(args, trials=args.trials)
     return 0
 
@@ -313,7 +324,9 @@ def _verify_sample(candidates: list[dict], here: tuple, size: int, seed: int) ->
 
     on_this_cpu, others = [], []
     for record in candidates:
-        (on_this_cpu if recorded_numerics(record) == here else others).append(record)
+        made = recorded_numerics(record)  # kernels aside: each record re-runs under its own (bench.kernels)
+        same = made is not None and (made[0], made[2], made[3]) == (here[0], here[2], here[3])
+        (on_this_cpu if same else others).append(record)
     rng = random.Random(seed)
     rng.shuffle(on_this_cpu)
     rng.shuffle(others)
@@ -325,21 +338,21 @@ def _verify_sample(candidates: list[dict], here: tuple, size: int, seed: int) ->
 def _verify_one(record: dict, here: tuple, data_root: Path | None) -> tuple[str, str]:
     """Re-run one recorded cell -> (verdict, detail). Verdicts: same; DIFFERENT (made on this CPU, so the
     bits had to match); NOT DETERMINISTIC (two re-runs here disagree); other-cpu (made on another or an
-    unrecorded CPU, and re-runs identically here)."""
-    from bench.cells import recorded_numerics, run_one
+    unrecorded CPU, and re-runs identically here). The cell re-runs under the kernel setting the record
+    names (bench.kernels.rerun: in a child process when it is not this process's)."""
+    from bench.cells import numerics, recorded_numerics
+    from bench.kernels import rerun
     from bench.loop import headline
-    from bench.spec import CellSpec
 
-    spec = CellSpec.from_dict(record["spec"])
-    fresh = run_one(spec, data_root=data_root)
+    fresh = rerun(record, data_root=data_root, threads=here[3])[0]
     if fresh["status"] == "ok" and fresh["metrics"] == record["metrics"]:
         return "same", ""
     if fresh["status"] != "ok":
         return "DIFFERENT", f"failed: {fresh['reason']}"
     detail = f"-> {headline(fresh['metrics'])[1]}"
-    if recorded_numerics(record) == here:
+    if recorded_numerics(record) == numerics(fresh["environment"], here[3]):
         return "DIFFERENT", detail
-    again = run_one(spec, data_root=data_root)
+    again = rerun(record, data_root=data_root, threads=here[3])[0]
     if again["metrics"] != fresh["metrics"]:
         return "NOT DETERMINISTIC", f"{detail}, then -> {headline(again['metrics'])[1]}"
     made_on = record["environment"].get("cpu", "an unrecorded CPU")
@@ -533,6 +546,13 @@ def _add_data_workers_argument(parser: argparse.ArgumentParser) -> None:
                              "process; records do not depend on it)")
 
 
+def _add_cpu_kernels_argument(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--cpu-kernels", choices=("native", "avx2"),
+                        help="CPU kernels of torch, MKL and oneDNN: native (the CPU's own, the default) or avx2 "
+                             "(pinned, as records made before native became the default; default: "
+                             "$BENCH_CPU_KERNELS, else native); recorded in every cell's environment")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="bench", description="Multimodal-learning benchmark harness.")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
@@ -551,6 +571,7 @@ def build_parser() -> argparse.ArgumentParser:
                      help="torch CPU threads per cell (default 1: the small models gain nothing from more, "
                           "and threads competing with other processes for the cores slow training many-fold)")
     _add_data_workers_argument(run)
+    _add_cpu_kernels_argument(run)
     run.add_argument("--executor", choices=("local", "ray"), default="local",
                      help="where cells run: local processes (default) or Ray tasks (pip install 'bench-mml[ray]')")
     run.add_argument("--ray-address",
@@ -565,6 +586,7 @@ def build_parser() -> argparse.ArgumentParser:
     tune.add_argument("--jobs", type=int, default=1, help="trials run in parallel in this process")
     tune.add_argument("--threads", type=int, default=1, help="torch CPU threads")
     _add_data_workers_argument(tune)
+    _add_cpu_kernels_argument(tune)
     tune.set_defaults(func=cmd_tune)
     validate = sub.add_parser("validate", help="resolve a grid and report every problem at once")
     _add_grid_arguments(validate)
@@ -603,6 +625,10 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     try:
         args = build_parser().parse_args(argv)
+        if hasattr(args, "cpu_kernels"):
+            from bench.kernels import use
+
+            use(args.cpu_kernels)  # before anything imports torch (the variables are read when it loads)
         return args.func(args)
     except UsageError as exc:
         print(f"error: {exc}", file=sys.stderr)
