@@ -27,7 +27,7 @@ from bench.data import CellData, MaskedSplit, batch_starts, cell_data, iterate_b
 from bench.errors import CellFailure, UsageError
 from bench.hparams import resolve_hparams
 from bench.metrics import accuracy, macro_f1
-from bench.noise import STATS_SAMPLES, corrupt, modality_stats
+from bench.noise import corrupt, training_stats
 from bench.protocol import EpochContext, LossOut, Prediction, StepContext
 from bench.registry import default_method
 from bench.spec import CellSpec
@@ -153,12 +153,11 @@ def headline(metrics: Mapping[str, Any]) -> tuple[str, float]:
 
 
 def _noisy_test_scores(method: Any, model: torch.nn.Module, data: CellData, spec: CellSpec, autocast,
-                       task: Task) -> dict:
-    """The task's test metrics of the selected model on the test split corrupted at each noise level."""
+                       task: Task, train: MaskedSplit) -> dict:
+    """The task's test metrics of the selected model on the test split corrupted at each noise level; the
+    noise scale comes from ``train``, the whole training split (the same for every method of the cell)."""
     kinds = {m.name: m.kind for m in data.description.modalities}
-    sample = data.train.take(torch.arange(0, len(data.train), max(1, len(data.train) // STATS_SAMPLES))).resident()
-    clean_train = {name: x[sample.mask[:, i]] for i, (name, x) in enumerate(sample.inputs.items())}
-    stats = modality_stats(clean_train, kinds)
+    stats = training_stats(train, kinds)
     test = data.test.resident()
     scores = {}
     for level in spec.noise_levels:
@@ -425,6 +424,7 @@ def run_cell(
     dev = choose_device(device)
     data = cell_data(spec, data_root=data_root, zero_fill=type(method).zero_fill_missing, device=dev)
     num_classes = data.description.num_classes
+    whole_train = data.train  # the test-noise scale's source, before a method's held-out part is carved
     data, holdout = _carve_holdout(method, data, spec.seed)
     autocast = autocast_for(spec.precision, dev)
     pretrained, pretrain_notes, pretrain_seconds = _pretrain(method, data, holdout, spec, dev, autocast)
@@ -445,7 +445,7 @@ def run_cell(
         raise CellFailure(f"test evaluation counted {test.count} samples, the split has {expected}")
     metrics = {**task.record_metrics(test), **selection, "num_test_samples": test.count}
     if spec.noise != "none":
-        metrics["noise"] = _noisy_test_scores(method, model, data, spec, autocast, task)
+        metrics["noise"] = _noisy_test_scores(method, model, data, spec, autocast, task, whole_train)
     timings = {"train_seconds": round(train_seconds, 3), "test_seconds": round(time.perf_counter() - started, 3)}
     notes = {**data.notes, **task.notes, "device": str(dev), "threads": torch.get_num_threads()}
     # The history sits beside the metrics, not in them: `bench verify` compares metrics, and records made

@@ -9,6 +9,9 @@ that repository's issue #11), at a *level* 0-10 (their levels: 0, 5, 10):
   Inputs here are features, spectrograms and images on different scales, so the standard deviation is
   ``level / 10`` times the modality's standard deviation over the clean training split: level 10 is noise as
   large as the signal's spread on every modality. (A reconstruction of the scale, not QMF's pixel units.)
+  The statistics are those of the whole training split (:func:`training_stats`), also for a method that
+  holds part of it out (``holdout_fraction``), so every method of a cell is scored on the same corrupted
+  test inputs.
 * ``salt_pepper``: a fraction ``level / 100`` of the entries is set to the modality's training minimum or
   maximum (half each). QMF's salt-and-pepper has a fixed density and applies with probability
   ``level / 100``; here the level sets the density, so the axis is monotone.
@@ -35,7 +38,7 @@ import torch
 from bench.masks import SPLIT_IDS
 from bench.spec import NOISE_KINDS
 
-__all__ = ["NOISE_KINDS", "ModalityStats", "corrupt", "is_tokens", "modality_stats", "parse_levels"]
+__all__ = ["NOISE_KINDS", "ModalityStats", "corrupt", "is_tokens", "modality_stats", "parse_levels", "training_stats"]
 
 MAX_LEVEL = 10.0
 APPLY_PROBABILITY = 0.5
@@ -79,6 +82,16 @@ def modality_stats(train_inputs: Mapping[str, torch.Tensor], kinds: Mapping[str,
         values = x[::step].float()
         stats[name] = ModalityStats(float(values.std()), float(values.min()), float(values.max()))
     return stats
+
+
+def training_stats(train, kinds: Mapping[str, str]) -> dict[str, ModalityStats]:
+    """:func:`modality_stats` of a cell's training split (a ``bench.data.MaskedSplit``), read at most
+    :data:`STATS_SAMPLES` evenly spaced rows, each modality over the rows where it is present. The loop passes
+    the whole training split, before any method's held-out part is carved from it."""
+    rows = torch.arange(0, len(train), max(1, len(train) // STATS_SAMPLES))
+    sample = train.take(rows).resident()
+    present = {name: x[sample.mask[:, i]] for i, (name, x) in enumerate(sample.inputs.items())}
+    return modality_stats(present, kinds)
 
 
 def _generator(seed: int, split: str, modality_index: int, stream: int) -> np.random.Generator:

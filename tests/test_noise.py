@@ -131,3 +131,41 @@ def test_uint8_frames_are_clipped_not_wrapped_and_token_kinds_with_a_model_dir_c
     assert torch.equal(out["v"], as_float["v"].round().clamp(0, 255).to(torch.uint8))
     assert (as_float["v"] < 0).any() and (out["v"] == 0).any()
     assert torch.equal(out["t"][:, 0], tokens[:, 0]) and (out["t"][:, 1] == 0).any()
+
+
+def test_a_method_with_a_holdout_is_scored_on_the_same_corrupted_test_inputs(monkeypatch):
+    """G-Blending trains on 90% of train (holdout_fraction); its test noise must still be scaled by the whole
+    training split's statistics, so that it sees exactly late fusion's corrupted test samples."""
+    import dataclasses
+
+    import bench.loop
+    from bench.data import cell_data
+    from bench.loop import _carve_holdout, build_method, run_cell
+    from bench.noise import training_stats
+    from bench.testing import tiny_spec
+
+    seen: dict[str, list[dict[str, torch.Tensor]]] = {}
+    real = bench.loop.corrupt
+
+    def recording(*args, **kwargs):
+        out = real(*args, **kwargs)
+        seen.setdefault(method, []).append({k: v.clone() for k, v in out.items()})
+        return out
+
+    monkeypatch.setattr(bench.loop, "corrupt", recording)
+    specs = {}
+    for method in ("late_fusion", "gblending"):
+        spec = dataclasses.replace(tiny_spec(method, missing_rate=0.25, epochs=1), noise="gaussian",
+                                   noise_levels=(5.0, 10.0))
+        specs[method] = spec
+        run_cell(spec)
+    assert len(seen["late_fusion"]) == len(seen["gblending"]) == 2
+    for ours, theirs in zip(seen["gblending"], seen["late_fusion"]):
+        assert ours.keys() == theirs.keys()
+        assert all(torch.equal(ours[k], theirs[k]) for k in ours)
+    # and the check can fail: the 90% G-Blending trains on has other statistics than the whole split
+    spec = specs["gblending"]
+    data = cell_data(spec, data_root=None, zero_fill=True, device=torch.device("cpu"))
+    carved, _ = _carve_holdout(build_method(spec), data, spec.seed)
+    kinds = {m.name: m.kind for m in data.description.modalities}
+    assert training_stats(carved.train, kinds) != training_stats(data.train, kinds)
