@@ -34,9 +34,12 @@ class _Entry:
 class Registry:
     """Name -> plugin object, with globs, close-match errors and lazy loading."""
 
-    def __init__(self, kind: str, group: str) -> None:
+    def __init__(self, kind: str, group: str, prefix_group: str | None = None) -> None:
         self.kind = kind
         self.group = group
+        #: Entry points ``prefix = "module:resolver"``: a name ``prefix:rest`` that is not registered is resolved
+        #: by ``resolver(rest)`` (one object, registered under the whole name), e.g. ``hf:<folder>``.
+        self.prefix_group = prefix_group
         self._entries: dict[str, _Entry] | None = None
 
     # -- filling ----------------------------------------------------------------------------------
@@ -87,9 +90,25 @@ class Registry:
         self._load(entry)
         return entry.error
 
+    def _resolve_prefixed(self, name: str) -> bool:
+        """Register ``prefix:rest`` from the resolver the prefix names; False when no prefix applies."""
+        prefix, sep, rest = name.partition(":")
+        if not sep or self.prefix_group is None:
+            return False
+        for ep in entry_points(group=self.prefix_group):
+            if ep.name == prefix:
+                dist = getattr(ep, "dist", None)
+                origin = f"{prefix}: resolver of {dist.name if dist is not None else 'unknown'}"
+                self._add(_Entry(name, origin, obj=ep.load()(rest), loaded=True))  # a UsageError says why not
+                return True
+        return False
+
+    def prefixes(self) -> list[str]:
+        return sorted(ep.name for ep in entry_points(group=self.prefix_group)) if self.prefix_group else []
+
     def get(self, name: str) -> Any:
         entries = self._all()
-        if name not in entries:
+        if name not in entries and not self._resolve_prefixed(name):
             raise UsageError(self._unknown_message(name))
         entry = entries[name]
         self._load(entry)
@@ -104,7 +123,8 @@ class Registry:
         names = self.names()
         close = difflib.get_close_matches(name, names, n=3, cutoff=0.5)
         hint = f" Did you mean: {', '.join(close)}?" if close else ""
-        return f"unknown {self.kind} {name!r}.{hint} Available: {', '.join(names) or '(none installed)'}"
+        prefixes = f" (or {', '.join(f'{p}:<...>' for p in self.prefixes())})" if self.prefixes() else ""
+        return f"unknown {self.kind} {name!r}.{hint} Available: {', '.join(names) or '(none installed)'}{prefixes}"
 
     def select(self, selection: str | Iterable[str]) -> list[str]:
         """Expand ``all``, comma lists and globs (``ogm*``) into registered names, in the order given.
@@ -130,7 +150,7 @@ class Registry:
 
 
 METHODS = Registry("method", "bench.methods")
-DATASETS = Registry("dataset", "bench.datasets")
+DATASETS = Registry("dataset", "bench.datasets", prefix_group="bench.dataset_prefixes")
 
 
 def dataset_adapter(name: str, options: Mapping[str, Any] | None = None) -> Any:
