@@ -143,6 +143,14 @@ def applicable_tiny_datasets(name: str, datasets: tuple[str, ...]) -> list[str]:
 # Method checks
 
 
+def _adopt_untrained_stages(method: Any, model: Any, description: Any) -> None:
+    """A method with ``pretrain`` stages (UMT's teachers) gets their freshly built, untrained models, so the
+    checks run its real loss and prediction without training the stages first."""
+    hook = getattr(method, "pretrain", None)
+    if hook is not None:
+        method.adopt_pretrained(model, {name: stage.build(description) for name, stage in hook(description).items()})
+
+
 def check_one_step_gives_finite_loss_and_gradients(name: str, dataset: str | None = None) -> None:
     """One training batch: every yielded loss is finite and every trainable parameter gets a gradient.
 
@@ -157,6 +165,7 @@ def _check_one_step(name: str, dataset: str) -> None:
     data = cell_data(spec, data_root=None, zero_fill=type(method).zero_fill_missing, device=torch.device("cpu"))
     seed_everything(0)
     model = method.build(data.description)
+    _adopt_untrained_stages(method, model, data.description)
     model.train()
     batch = next(iterate_batches(data.train, 16, generator=torch.Generator().manual_seed(0)))
     ctx = StepContext(epoch=0, num_epochs=1, batch_index=0, batches_per_epoch=1, global_step=0)
@@ -213,6 +222,7 @@ def check_prediction_fits_task(name: str) -> None:
     data = cell_data(spec, data_root=None, zero_fill=type(method).zero_fill_missing, device=torch.device("cpu"))
     seed_everything(0)
     model = method.build(data.description)
+    _adopt_untrained_stages(method, model, data.description)
     model.eval()
     batch = next(iterate_batches(data.val, 16))
     with torch.no_grad():
