@@ -286,31 +286,61 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def _tune(args: argparse.Namespace, *, trials: int) -> None:
-    """Tune every (method, dataset) of the selection with the same trial budget."""
-    from bench.grid import GridRequest, expand
+    """Tune every (method, dataset) of the selection with the same trial budget, each trial a cell with this
+    command's epochs, batch size, patience, precision and ``--set`` choices (all part of the study's name)."""
+    import fnmatch
+
+    from bench.grid import DATA_OVERRIDE, ENCODER_OVERRIDE, GridRequest, expand, parse_overrides
     from bench.loop import task_of
     from bench.registry import default_method
-    from bench.tune import tune_one
+    from bench.tune import fixed_values, tune_one
 
     if trials < 1:
         raise UsageError(f"the number of trials must be >= 1, got {trials}")
+    # One cell per (method, dataset) at the tuning protocol's rate 0; seeds, rates and noise are run's axes.
     request = GridRequest(methods=args.methods, datasets=args.datasets, seeds=(0,), missing_rates=(0.0,),
-                          epochs=args.epochs, batch_size=args.batch_size, data_root=_data_root(args.data_root))
-    pairs = sorted({(s.method, s.dataset, s.epochs, s.batch_size) for s in expand(request).specs})
+                          epochs=args.epochs, batch_size=args.batch_size, patience=args.patience,
+                          precision=args.precision, overrides=tuple(args.overrides),
+                          data_root=_data_root(args.data_root))
+    specs = expand(request).specs
+    method_sets = [(pattern, param, raw) for pattern, param, raw in parse_overrides(args.overrides)
+                   if pattern not in (ENCODER_OVERRIDE, DATA_OVERRIDE)]
     import torch
 
     torch.set_num_threads(args.threads)
-    for i, (method, dataset, epochs, batch_size) in enumerate(pairs, 1):
-        print(f"[{i}/{len(pairs)}] tuning {method} on {dataset}: {trials} trials", file=sys.stderr)
-        summary = tune_one(method, dataset, trials=trials, results_dir=Path(args.results), storage=args.storage,
-                           epochs=epochs, batch_size=batch_size, data_root=request.data_root, jobs=args.jobs,
-                           precision=args.precision)
-        score = task_of(default_method(method)).headline_name  # accuracy, or mean R@1 for retrieval methods
-        print(f"{method} on {dataset}: best validation {score} {summary['best_value']:.4f} "
+    for i, spec in enumerate(specs, 1):
+        fixed = fixed_values(spec.method, {param: raw for pattern, param, raw in method_sets
+                                           if fnmatch.fnmatchcase(spec.method, pattern)})
+        print(f"[{i}/{len(specs)}] tuning {spec.method} on {spec.dataset}: {trials} trials", file=sys.stderr)
+        summary = tune_one(spec.method, spec.dataset, trials=trials, results_dir=Path(args.results),
+                           storage=args.storage, epochs=spec.epochs, batch_size=spec.batch_size,
+                           data_root=request.data_root, jobs=args.jobs, precision=spec.precision,
+                           patience=spec.patience, encoders=spec.extra.get("encoders"),
+                           options=spec.extra.get("dataset_options"), fixed=fixed)
+        score = task_of(default_method(spec.method)).headline_name  # accuracy, or mean R@1 for retrieval methods
+        print(f"{spec.method} on {spec.dataset}: best validation {score} {summary['best_value']:.4f} "
               f"(trial {summary['best_trial']} of {summary['finished_trials']}) {summary['params']}")
 
 
+#: ``run`` options that only choose evaluation cells: tuning trains on its own seed (bench.tune.TUNING_SEEDS)
+#: at missing rate 0 and never scores the test split, so ``tune`` refuses them rather than ignore them.
+_RUN_ONLY = (("seeds", "--seeds", None), ("missing_rates", "--missing-rates", None),
+             ("missing_on", "--missing-on", "all"), ("noise", "--noise", "none"),
+             ("noise_levels", "--noise-levels", None))
+
+
+def _refuse_run_only(args: argparse.Namespace) -> None:
+    from bench.tune import TUNING_SEEDS
+
+    given = [flag for name, flag, harmless in _RUN_ONLY if getattr(args, name) not in (None, harmless)]
+    if given:
+        raise UsageError(f"tune does not take {', '.join(given)}: trials train on seed {TUNING_SEEDS[0]} at missing "
+                         "rate 0 and never see the test split; give them to run (python -m bench run --tune N ... "
+                         "tunes, then runs those cells)")
+
+
 def cmd_tune(args: argparse.Namespace) -> int:
+    _refuse_run_only(args)
     _set_data_workers(args)
     _warn_bf16(args)
     _tune(args, trials=args.trials)
@@ -587,7 +617,7 @@ def build_parser() -> argparse.ArgumentParser:
     tune.add_argument("--threads", type=int, default=1, help="torch CPU threads")
     _add_data_workers_argument(tune)
     _add_cpu_kernels_argument(tune)
-    tune.set_defaults(func=cmd_tune)
+    tune.set_defaults(func=cmd_tune, **{name: None for name, _, _ in _RUN_ONLY})  # None: not given
     validate = sub.add_parser("validate", help="resolve a grid and report every problem at once")
     _add_grid_arguments(validate)
     validate.set_defaults(func=cmd_validate)

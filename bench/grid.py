@@ -77,22 +77,29 @@ def parse_overrides(items: Sequence[str]) -> list[tuple[str, str, str]]:
 
 
 def _method_hparams(name: str, dataset: str, request: GridRequest, overrides: list[tuple[str, str, str]],
-                    errors: list[str]):
-    """Resolved hyperparameters and their source: defaults < tuned file (``--tuned``) < ``--set``."""
+                    errors: list[str], encoders: Mapping[str, str] | None = None,
+                    options: Mapping[str, Any] | None = None):
+    """Resolved hyperparameters and their source: defaults < tuned file (``--tuned``) < ``--set``. A tuned
+    file must come from the study these cells' settings name (``bench.tune.study_name``)."""
     try:
         config = default_method(name)
         source = "default"
+        mine = {param: raw for pattern, param, raw in overrides if fnmatch.fnmatchcase(name, pattern)}
         if request.tuned_from is not None:
-            from bench.tune import load_tuned, tuned_path
+            from bench.tune import fixed_values, load_tuned, study_name, tuned_path
 
             # `tune` skips a method that does not apply to a dataset, so it has no tuned file there; its
             # cells are skipped below with the usual note instead of failing the whole run.
             if (not tuned_path(request.tuned_from, name, dataset).is_file()
                     and not_applicable_reason(config, dataset, request.data_root) is not None):
                 return dataclasses.asdict(config), source
-            params, source = load_tuned(request.tuned_from, name, dataset)
+            info = DATASETS.get(dataset).info
+            study = study_name(name, dataset, request.epochs or info.default_epochs, precision=request.precision,
+                               batch_size=request.batch_size or info.default_batch_size, patience=request.patience,
+                               encoders={m: k for m, k in (encoders or {}).items() if m in info.modalities},
+                               options=options, fixed=fixed_values(name, mine))
+            params, source = load_tuned(request.tuned_from, name, dataset, study)
             config = resolve_hparams(config, params)
-        mine = {param: raw for pattern, param, raw in overrides if fnmatch.fnmatchcase(name, pattern)}
         config = resolve_hparams(config, mine)
     except UsageError as exc:
         errors.append(str(exc))
@@ -250,7 +257,8 @@ def expand(request: GridRequest) -> GridPlan:
     encoders = _encoder_choices(overrides, datasets, errors)
     dataset_options = _dataset_options(overrides, datasets, errors)
     overrides = [o for o in overrides if o[0] not in _NOT_METHODS]
-    resolved = {(m, d): _method_hparams(m, d, request, overrides, errors) for m in methods for d in datasets}
+    resolved = {(m, d): _method_hparams(m, d, request, overrides, errors, encoders, dataset_options.get(d))
+                for m in methods for d in datasets}
     if errors:
         raise UsageError(errors[0] if len(errors) == 1 else f"{len(errors)} problems: " + " | ".join(errors))
     for d in datasets:
