@@ -55,12 +55,30 @@ def choose_device(requested: str | None = None) -> torch.device:
 
 
 def build_method(spec: CellSpec) -> Any:
-    """The method's frozen config from the spec's resolved hyperparameters."""
-    return resolve_hparams(default_method(spec.method), spec.hparams)
+    """The method's frozen config from the spec's resolved hyperparameters.
+
+    A spec stores every field (``dataclasses.asdict``), so a field missing from it was added after the spec
+    was written: it takes the value the method's ``legacy_hparams`` class attribute names for it (the
+    behaviour of records made before the field existed, so that ``bench verify`` re-runs them as they were
+    made), else its default."""
+    default = default_method(spec.method)
+    legacy = {k: v for k, v in getattr(type(default), "legacy_hparams", {}).items() if k not in spec.hparams}
+    return resolve_hparams(default, {**legacy, **spec.hparams})
 
 
 def _make_optimizer(method: Any, model: torch.nn.Module) -> torch.optim.Optimizer:
     params = [p for p in model.parameters() if p.requires_grad]
+    no_decay = getattr(method, "no_weight_decay", None)
+    excluded = set(no_decay(model)) if no_decay is not None else set()
+    if excluded:  # two parameter groups; without the hook (or with no names) the optimizer is built as it always was
+        named = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
+        unknown = excluded - {n for n, _ in named}
+        if unknown:
+            raise CellFailure(f"{type(method).__name__}.no_weight_decay names {sorted(unknown)}, which are not "
+                              "trainable parameters of its model")
+        groups = [{"params": [p for n, p in named if n not in excluded]},
+                  {"params": [p for n, p in named if n in excluded], "weight_decay": 0.0}]
+        params = [g for g in groups if g["params"]]
     if method.optimizer == "sgd":
         return torch.optim.SGD(params, lr=method.lr, momentum=method.momentum, weight_decay=method.weight_decay)
     if method.optimizer == "adam":

@@ -32,6 +32,15 @@ these hooks, each called by the one training loop in :mod:`bench.loop`:
     ``build`` and before its optimizer is made (UMT's uni-modal teachers). Parameters frozen there stay
     out of the optimizer. The record notes each stage's selected epoch and validation score under
     ``notes["pretrained"]``, and its training time counts in ``train_seconds``.
+``no_weight_decay(model) -> Iterable[str]`` (optional)
+    Once, when the optimizer is made: names (as in ``model.named_parameters()``) of trainable parameters
+    that take no weight decay; the loop puts them in a parameter group with ``weight_decay=0`` (CLIP's and
+    ImageBind's learnable temperatures, as open_clip does). Without the hook, or with no names, the
+    optimizer is built exactly as before (one group); a name that is not a trainable parameter fails the cell.
+``legacy_hparams`` (optional class attribute, a mapping field -> value)
+    A stored spec lists every field, so a field missing from it was added later: ``build_method`` gives it
+    this value instead of the default, the behaviour records made before the field existed had. A new
+    default then reaches new cells while ``bench verify`` re-runs committed records as they were made.
 ``predict(model, batch) -> Prediction``
     Evaluation: fused logits plus, where the method can split its model per modality, one logit tensor
     per modality (the "audio/visual" columns of the papers). Methods whose class attribute ``task`` is

@@ -29,6 +29,16 @@ Objectives (z^m_i is the normalised embedding of sample i in modality m, a batch
 ``*_2m`` variants (and ``align_clip``) use the first two modalities only, so that on three-modality datasets
 the same objective runs with 2 and with 3 modalities and the shared pair can be compared.
 
+Temperatures and weight decay: the learnable logit scales take no weight decay (the ``no_weight_decay`` hook),
+as in ``mlfoundations/open_clip`` ``src/open_clip_train/main.py`` (``src/training/main.py`` before the move),
+whose AdamW puts every parameter named ``logit_scale`` (with gains and biases) in a group with weight decay 0.
+ImageBind releases no training code; ``align_anchor`` follows open_clip. Only the temperatures are exempted
+here: encoders and projections keep the shared weight decay, biases included (open_clip also exempts all
+parameters with fewer than two dimensions). ``logit_scale_decay=True`` (``align_clip``, ``align_pairwise``,
+``align_anchor``) decays the temperatures too, which is what records made before the field existed did, and
+what a stored spec without the field re-runs as (``legacy_hparams``). ``align_unialign_r``'s optional InfoNCE
+temperatures are always exempt (no committed record used them).
+
 Missing modalities: a modality's missing rows never enter its encoder; a pair term uses only the rows where
 both sides are present, a uniformity term the rows where its modality is present. Evaluation embeds the
 complete validation and test splits (``zero_fill_missing = False``).
@@ -306,6 +316,13 @@ class _AlignmentObjective(MethodConfig):
         total = sum(used.values())
         return LossOut(total, {"terms": {name: float(value.detach()) for name, value in used.items()}})
 
+    def no_weight_decay(self, model: nn.Module) -> list[str]:
+        """The learnable temperatures (``logit_scales.<pair>``) take no weight decay (open_clip), unless
+        ``logit_scale_decay`` is set."""
+        if getattr(self, "logit_scale_decay", False):
+            return []
+        return [f"logit_scales.{key}" for key in model.logit_scales]
+
     def predict(self, model: nn.Module, batch: Batch) -> Prediction:
         return Prediction(None, embeddings=model(batch.inputs))
 
@@ -364,7 +381,13 @@ class AlignPairwise(_AlignmentObjective):
     """Pairwise multi-modal InfoNCE: CLIP's symmetric loss averaged over all modality pairs.
 
     One learnable temperature per pair (Radford et al. 2021, Fig. 3; open_clip ``ClipLoss``); the loss of a
-    batch is (2 / (M (M - 1))) sum_{m<n} L_CLIP(Z^m, Z^n)."""
+    batch is (2 / (M (M - 1))) sum_{m<n} L_CLIP(Z^m, Z^n). ``logit_scale_decay = False``: the temperatures take
+    no weight decay (open_clip); True decays them with the rest (records made before the field existed)."""
+
+    logit_scale_decay: bool = False
+
+    #: A stored spec without ``logit_scale_decay`` was made when the temperatures were decayed.
+    legacy_hparams: ClassVar[Mapping[str, Any]] = {"logit_scale_decay": True}
 
     def logit_scale_pairs(self, names: Sequence[str]) -> list[str]:
         return _all_pairs(names)
@@ -383,9 +406,13 @@ class AlignAnchor(_AlignmentObjective):
     """Anchor InfoNCE (ImageBind, Girdhar et al. CVPR 2023): CLIP losses between one anchor and each other modality.
 
     L = sum_{m != a} L_CLIP(Z^a, Z^m), anchor a = ``anchor`` (default the first used modality), one learnable
-    temperature per pair; pairs without the anchor are never trained directly."""
+    temperature per pair; pairs without the anchor are never trained directly. ``logit_scale_decay`` as in
+    :class:`AlignPairwise`."""
 
     anchor: str = ""
+    logit_scale_decay: bool = False
+
+    legacy_hparams: ClassVar[Mapping[str, Any]] = {"logit_scale_decay": True}
 
     def logit_scale_pairs(self, names: Sequence[str]) -> list[str]:
         return _anchor_pairs(_anchor_of(self.anchor, names), names)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import math
 
@@ -11,7 +12,7 @@ import torch.nn.functional as F
 
 from bench.data import cell_data, iterate_batches
 from bench.errors import UsageError
-from bench.loop import build_method, seed_everything
+from bench.loop import _make_optimizer, build_method, seed_everything
 from bench.methods.alignment import (
     LOGIT_SCALE_MAX,
     anchor_clip_loss,
@@ -229,6 +230,40 @@ def test_logit_scale_is_learned_and_clamped_to_ln_100_before_each_forward():
     assert float(model.logit_scales["a|b"].detach()) == pytest.approx(LOGIT_SCALE_MAX)
     assert float(model.logit_scales["a|c"].detach()) == 0.0
     assert float(model.logit_scales["b|c"].detach()) == pytest.approx(math.log(1 / 0.07))
+
+
+@pytest.mark.parametrize("method", ["align_clip", "align_pairwise", "align_anchor"])
+def test_temperatures_take_no_weight_decay_unless_asked(method):
+    # AdamW with every gradient zero: Adam's update is 0 / (0 + eps) = 0, so one step leaves only the decoupled
+    # decay p <- p (1 - lr wd): lr 0.1, wd 0.5 scales decayed parameters by exactly 0.95 and leaves the rest.
+    for decay in (False, True):
+        config, model, _ = _setup(method, lr=0.1, weight_decay=0.5, logit_scale_decay=decay)
+        assert config.optimizer == "adamw"
+        names = set(config.no_weight_decay(model))
+        assert names == (set() if decay else {f"logit_scales.{k}" for k in model.logit_scales})
+        before = {n: p.detach().clone() for n, p in model.named_parameters()}
+        optimizer = _make_optimizer(config, model)
+        for p in model.parameters():
+            p.grad = torch.zeros_like(p)
+        optimizer.step()
+        for n, p in model.named_parameters():
+            kept = n.startswith("logit_scales.") and not decay
+            expected = before[n] if kept else before[n] * (1 - 0.1 * 0.5)
+            assert torch.allclose(p.detach(), expected, rtol=1e-6, atol=0), (method, decay, n)
+        assert any(n.startswith("logit_scales.") for n in before)
+
+
+def test_a_spec_stored_before_logit_scale_decay_existed_re_runs_with_decayed_temperatures():
+    new = tiny_spec("align_clip")
+    assert new.hparams["logit_scale_decay"] is False and build_method(new).logit_scale_decay is False
+    old = dataclasses.replace(new, hparams={k: v for k, v in new.hparams.items() if k != "logit_scale_decay"})
+    assert build_method(old).logit_scale_decay is True  # legacy_hparams: the behaviour of committed records
+    assert old.key != new.key  # new cells get their own identity, the committed ones keep theirs
+    explicit = dataclasses.replace(new, hparams={**new.hparams, "logit_scale_decay": True})
+    assert build_method(explicit) == build_method(old)
+    # methods without temperatures have no such field, so their specs (and keys) are unchanged
+    assert "logit_scale_decay" not in tiny_spec("align_uniform").hparams
+    assert "logit_scale_decay" not in tiny_spec("align_unialign_r").hparams
 
 
 def _masked(batch: Batch, absent_rows: list[int], modality: int) -> Batch:

@@ -233,3 +233,64 @@ def test_pretrained_teacher_is_unchanged_by_the_main_training():
     after = torch.nn.utils.parameters_to_vector(fit.model.teacher.parameters())
     assert torch.equal(before, after)
     assert torch.equal(fit.model.teacher_start, before)
+
+
+# --------------------------------------------------------------------------------------------------
+# The optional no_weight_decay hook: parameter groups of the optimizer
+
+
+def test_without_no_weight_decay_the_optimizer_has_one_group_of_every_trainable_parameter():
+    from bench.loop import _make_optimizer, build_method
+
+    for method_name in ("late_fusion", "qmf", "align_uniform"):
+        method = build_method(tiny_spec(method_name))
+        model = method.build(_tiny_description(method_name))
+        # late fusion and QMF have no hook; align_uniform has it (shared by the alignment objectives) but no temperatures
+        assert not list(getattr(method, "no_weight_decay", lambda m: [])(model))
+        optimizer = _make_optimizer(method, model)
+        assert len(optimizer.param_groups) == 1
+        group = optimizer.param_groups[0]
+        assert [id(p) for p in group["params"]] == [id(p) for p in model.parameters() if p.requires_grad]
+        assert group["weight_decay"] == method.weight_decay
+
+
+def _tiny_description(method_name: str):
+    from bench.data import cell_data
+
+    spec = tiny_spec(method_name)
+    return cell_data(spec, data_root=None, zero_fill=True, device=torch.device("cpu")).description
+
+
+def test_no_weight_decay_names_go_to_a_group_without_decay_under_every_optimizer():
+    from bench.loop import _make_optimizer, build_method
+
+    for optimizer_name in ("sgd", "adam", "adamw"):
+        base = build_method(tiny_spec("late_fusion", overrides={"optimizer": optimizer_name, "weight_decay": 0.01}))
+        model = base.build(_tiny_description("late_fusion"))
+        chosen = [n for n, _ in model.named_parameters()][:2]
+
+        class Marking(type(base)):
+            def no_weight_decay(self, model, names=tuple(chosen)):
+                return names
+
+        method = Marking(**dataclasses.asdict(base))
+        optimizer = _make_optimizer(method, model)
+        params = dict(model.named_parameters())
+        decayed, free = optimizer.param_groups
+        assert decayed["weight_decay"] == 0.01 and free["weight_decay"] == 0.0
+        assert {id(p) for p in free["params"]} == {id(params[n]) for n in chosen}
+        assert len(decayed["params"]) + len(free["params"]) == len(params)
+
+
+def test_no_weight_decay_naming_an_unknown_parameter_fails_the_cell():
+    from bench.loop import _make_optimizer, build_method
+
+    base = build_method(tiny_spec("late_fusion"))
+
+    class Wrong(type(base)):
+        def no_weight_decay(self, model):
+            return ["no.such.parameter"]
+
+    method = Wrong(**dataclasses.asdict(base))
+    with pytest.raises(CellFailure, match="no.such.parameter"):
+        _make_optimizer(method, method.build(_tiny_description("late_fusion")))
