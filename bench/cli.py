@@ -30,24 +30,72 @@ class _Parser(argparse.ArgumentParser):
         raise UsageError(f"{message} (see python -m bench {self.prog.split()[-1]} --help)")
 
 
+#: Seeds go to torch.manual_seed and numpy's generators, which take integers in [0, 2**64).
+MAX_SEED = 2**64 - 1
+
+
+def _items(text: str, flag: str, example: str) -> list[str]:
+    items = [v.strip() for v in text.split(",")]
+    if not text.strip():
+        raise UsageError(f"{flag} is empty; give {example}")
+    if "" in items:
+        raise UsageError(f"{flag} {text!r} has an empty item; give {example}")
+    return items
+
+
 def _int_list(text: str) -> tuple[int, ...]:
     try:
-        values = tuple(int(v) for v in text.split(",") if v.strip())
+        values = tuple(int(v) for v in _items(text, "--seeds", "integers like 0,1,2"))
     except ValueError:
         raise UsageError(f"--seeds {text!r} is not a comma-separated list of integers (e.g. --seeds 0,1,2)") from None
-    if not values:
-        raise UsageError("--seeds is empty; give integers like 0,1,2")
+    for value in values:
+        if not 0 <= value <= MAX_SEED:
+            raise UsageError(f"--seeds: {value} is outside [0, 2**64 - 1], the seeds torch and numpy accept; "
+                             "use small integers like 0,1,2")
     return values
 
 
 def _rate_list(text: str) -> tuple[float, ...]:
     try:
-        values = tuple(float(v) for v in text.split(",") if v.strip())
+        values = tuple(float(v) for v in _items(text, "--missing-rates", "numbers in [0, 1) like 0,0.5"))
     except ValueError:
         raise UsageError(f"--missing-rates {text!r} is not a comma-separated list of numbers (e.g. 0,0.5)") from None
-    if not values:
-        raise UsageError("--missing-rates is empty; give numbers in [0, 1) like 0,0.5")
     return values
+
+
+def _results_dir(args: argparse.Namespace) -> None:
+    """``--results`` must be a directory or not exist yet (it is created); a file there is bad input."""
+    path = Path(args.results)
+    if path.exists() and not path.is_dir():
+        raise UsageError(f"--results {args.results!r} is a file, not a directory; give a directory for the records "
+                         "and tables")
+
+
+def _check_device(name: str | None) -> None:
+    """``--device``: a torch device this machine has, checked before any cell runs."""
+    if name is None:
+        return
+    import torch
+
+    try:
+        device = torch.device(name)
+    except (RuntimeError, ValueError):
+        raise UsageError(f"--device {name!r} is not a torch device; use cpu, cuda or cuda:N") from None
+    if device.type == "cpu":
+        return
+    if device.type == "cuda":
+        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        if count == 0:
+            raise UsageError(f"--device {name}: this machine has no CUDA device; use --device cpu")
+        if device.index is not None and device.index >= count:
+            raise UsageError(f"--device {name}: this machine has {count} CUDA device(s), cuda:0 to cuda:{count - 1}")
+        return
+    if device.type == "mps" and not torch.backends.mps.is_available():
+        raise UsageError(f"--device {name}: MPS is not available on this machine; use --device cpu")
+    try:
+        torch.empty(1, device=device)
+    except Exception:  # noqa: BLE001 - any backend error means the device is unusable here
+        raise UsageError(f"--device {name}: this machine cannot allocate on it; use --device cpu") from None
 
 
 def _data_root(value: str | None) -> Path | None:
@@ -73,7 +121,7 @@ def _add_grid_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--noise", choices=("none", "gaussian", "salt_pepper"), default="none",
                    help="also score the selected model on test data corrupted at each --noise-levels (QMF's "
                         "low-quality setting; token modalities lose words); training is unchanged")
-    p.add_argument("--noise-levels", default="0,5,10", help="noise levels in [0, 10] (default: 0,5,10, as QMF)")
+    p.add_argument("--noise-levels", help="noise levels in [0, 10] for --noise (default: 0,5,10, as QMF)")
     p.add_argument("--epochs", type=int, help="epochs per cell (default: the dataset's)")
     p.add_argument("--batch-size", type=int, help="training batch size (default: the dataset's)")
     p.add_argument("--patience", type=int, help="stop after this many epochs without a better validation score")
@@ -94,7 +142,7 @@ def _request(args: argparse.Namespace, *, tuned: bool | None = None):
         methods=args.methods, datasets=args.datasets, seeds=_int_list(args.seeds),
         missing_rates=_rate_list(args.missing_rates), epochs=args.epochs, batch_size=args.batch_size,
         patience=args.patience, missing_on=args.missing_on, overrides=tuple(args.overrides), precision=args.precision,
-        noise=args.noise, noise_levels=_noise_levels(args) if args.noise != "none" else (),
+        noise=args.noise, noise_levels=_noise_levels(args),
         data_root=_data_root(args.data_root),
     )
 
@@ -102,8 +150,12 @@ def _request(args: argparse.Namespace, *, tuned: bool | None = None):
 def _noise_levels(args: argparse.Namespace) -> tuple[float, ...]:
     from bench.noise import parse_levels
 
+    if args.noise == "none":
+        if args.noise_levels is not None:
+            raise UsageError("--noise-levels needs a noise kind: add --noise gaussian or --noise salt_pepper")
+        return ()
     try:
-        return parse_levels(args.noise_levels)
+        return parse_levels(args.noise_levels if args.noise_levels is not None else "0,5,10")
     except ValueError as exc:
         raise UsageError(f"--noise-levels {args.noise_levels!r}: {exc}") from None
 
@@ -187,6 +239,9 @@ def _write_tables(results_dir: Path, *, check: bool = False) -> tuple[int, str]:
 
 def cmd_table(args: argparse.Namespace) -> int:
     results = Path(args.results)
+    if not results.is_dir():
+        raise UsageError(f"--results {args.results!r}: no such directory; point it at a results directory "
+                         "(one holding records/)")
     status, text = _write_tables(results, check=args.check)
     if not args.check:
         print(text, end="")
@@ -236,6 +291,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     _warn_bf16(args)
     if args.threads < 1 or args.jobs < 1:
         raise UsageError(f"--threads and --jobs must be >= 1, got --threads {args.threads} --jobs {args.jobs}")
+    _check_device(args.device)
     if args.tune is not None:
         _plan(args, tuned=False)  # report bad input before spending time on tuning
         _tune(args, trials=args.tune)
@@ -655,6 +711,8 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     try:
         args = build_parser().parse_args(argv)
+        if getattr(args, "results", None) is not None:
+            _results_dir(args)
         if hasattr(args, "cpu_kernels"):
             from bench.kernels import use
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import fnmatch
+import math
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -85,6 +86,7 @@ def _method_hparams(name: str, dataset: str, request: GridRequest, overrides: li
         config = default_method(name)
         source = "default"
         mine = {param: raw for pattern, param, raw in overrides if fnmatch.fnmatchcase(name, pattern)}
+        _require_finite(type(config), mine, name)
         if request.tuned_from is not None:
             from bench.tune import fixed_values, load_tuned, study_name, tuned_path
 
@@ -105,6 +107,18 @@ def _method_hparams(name: str, dataset: str, request: GridRequest, overrides: li
         errors.append(str(exc))
         return None, "default"
     return dataclasses.asdict(config), (f"{source}+set" if mine and source != "default" else "set" if mine else source)
+
+
+def _require_finite(config_cls: type, raw: Mapping[str, str], prefix: str) -> None:
+    """``--set`` values must be finite: ``lr=inf`` passes ``lr > 0`` and ``nan`` fails every comparison, and
+    either would only surface as a failed cell."""
+    from bench.hparams import coerce_value
+
+    for param, text in raw.items():
+        value = coerce_value(config_cls, param, text)
+        values = value if isinstance(value, tuple) else (value,)
+        if any(isinstance(v, float) and not math.isfinite(v) for v in values):
+            raise UsageError(f"--set {prefix}.{param}={text}: not a finite number; give a finite value")
 
 
 def _select(registry, selection: str, errors: list[str]) -> list[str]:
@@ -183,6 +197,7 @@ def _dataset_options(overrides: list[tuple[str, str, str]], datasets: list[str],
             continue
         setting = ", ".join(f"data.{param}={value}" for param, value in sorted(raw.items()))
         try:
+            _require_finite(type(adapter), raw, DATA_OVERRIDE)
             options = {param: coerce_value(type(adapter), param, value) for param, value in sorted(raw.items())}
             dataset_adapter(name, options)  # the adapter's own checks, e.g. a knob outside its range
         except (UsageError, ValueError) as exc:
@@ -324,6 +339,7 @@ def run_grid(
     executor: str = "local",
     ray_address: str | None = None,
     pool: Any = None,
+    outputs: Any = None,
 ) -> GridOutcome:
     """Run every spec without a valid record (all of them with ``overwrite``).
 
@@ -334,6 +350,10 @@ def run_grid(
     """
     outcome = GridOutcome()
     options = {"data_root": data_root, "overwrite": overwrite, "device": device}
+    if outputs:  # run --save-models / --log-samples / --logger (bench.artifacts.CellOutputs)
+        if executor == "ray":
+            raise UsageError("--save-models, --log-samples and --logger run with the local executor; drop --executor ray")
+        options["outputs"] = outputs
 
     def done(spec: CellSpec, cell: CellOutcome) -> None:
         outcome.add(cell)

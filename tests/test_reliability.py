@@ -9,6 +9,8 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
+
 from bench.store import read_record
 
 GRID = ["--methods", "late_fusion,late_fusion_sum", "--datasets", "synthetic_2m", "--seeds", "0,1,2",
@@ -117,3 +119,55 @@ def test_parallel_jobs_give_the_records_of_a_sequential_run(tmp_path):
         assert out.returncode == 0, out.stderr
     assert len(metrics(tmp_path / "1")) == CELLS
     assert metrics(tmp_path / "1") == metrics(tmp_path / "2")
+
+
+# --- Bad input: one line on stderr, exit 2, before any cell runs ------------------------------------------
+
+
+def _bad_input_cases(tmp_path: Path) -> list[tuple[list[str], str]]:
+    a_file = tmp_path / "a_file"
+    a_file.write_text("not a directory\n")
+    missing = tmp_path / "no_such_folder"
+    fast = ["--methods", "late_fusion", "--datasets", "synthetic_2m", "--seeds", "0", "--missing-rates", "0",
+            "--epochs", "1"]
+    out = ["--results", str(tmp_path / "out")]
+    import torch
+
+    cases = [
+        (["run", *fast, "--results", str(a_file)], "is a file, not a directory"),
+        (["table", "--results", str(a_file)], "is a file, not a directory"),
+        (["run", *fast, "--set", "late_fusion.lr=inf", *out], "late_fusion.lr=inf: not a finite number"),
+        (["run", *fast, "--set", "late_fusion.lr=nan", *out], "late_fusion.lr=nan: not a finite number"),
+        (["run", *fast, "--set", "data.coverage=nan", "--datasets", "imbalance_2m", *out],
+         "data.coverage=nan: not a finite number"),
+        (["run", *fast, "--seeds", str(2**64), *out], "outside [0, 2**64 - 1]"),
+        (["run", *fast, "--seeds", "-1", *out], "outside [0, 2**64 - 1]"),
+        (["run", *fast, "--device", "floob", *out], "--device 'floob' is not a torch device"),
+        (["run", *fast, "--noise-levels", "0,5", *out], "--noise-levels needs a noise kind"),
+        (["run", *fast, "--seeds", "1,,2", *out], "--seeds '1,,2' has an empty item"),
+        (["run", *fast, "--missing-rates", "0,", *out], "has an empty item"),
+        (["table", "--results", str(missing)], "no such directory"),
+    ]
+    count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+    if count < 8:
+        cases.append((["run", *fast, "--device", "cuda:7", *out], "--device cuda:7: this machine has"))
+    return cases
+
+
+def test_bad_input_is_one_line_exit_2_and_nothing_runs(run_cli, tmp_path, monkeypatch):
+    import bench.loop
+
+    monkeypatch.setattr(bench.loop, "run_cell", lambda *a, **k: pytest.fail("a cell ran on bad input"))
+    for argv, fragment in _bad_input_cases(tmp_path):
+        code, out, err = run_cli(*argv)
+        assert code == 2, (argv, out, err)
+        assert err.startswith("error: ") and err.count("\n") == 1 and fragment in err, (argv, err)
+    assert not (tmp_path / "out").exists() and not (tmp_path / "no_such_folder").exists()
+
+
+def test_noise_without_levels_scores_the_default_levels():
+    from bench.cli import _request, build_parser
+
+    args = build_parser().parse_args(["run", "--noise", "gaussian"])
+    assert _request(args).noise_levels == (0.0, 5.0, 10.0)
+    assert _request(build_parser().parse_args(["run"])).noise_levels == ()
