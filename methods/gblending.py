@@ -11,7 +11,8 @@ When and from which data the weights are estimated (online G-Blending, Algorithm
 super-epoch):
 
 * The loop holds out ``holdout_fraction`` of the training split (stratified, seeded with the cell seed)
-  and trains on the rest; the validation and test splits are never used.
+  and trains on the rest; the validation and test splits are never used. The held-out part changes nothing
+  else: the test-time noise scale (``--noise``) comes from the whole training split, as for every other method.
 * Before epoch 0 and at every super-epoch boundary (epochs ``first_super_epoch``,
   ``first_super_epoch + super_epoch``, ...) ``start_epoch`` measures each head's mean cross-entropy on the
   training part (L^T, the paper's T') and on the held-out part (L^V), in eval mode.
