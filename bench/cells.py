@@ -12,14 +12,17 @@ import subprocess
 import traceback
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from bench import __version__
 from bench.errors import CellFailure, UsageError
 from bench.kernels import kernel_env
 from bench.registry import DATASETS, default_method
 from bench.spec import CellSpec
-from bench.store import claim_cell, read_record, record_path, write_record
+from bench.store import RecordProblem, claim_cell, read_record, record_path, reusable, write_record
+
+if TYPE_CHECKING:
+    from bench.artifacts import CellOutputs
 
 __all__ = ["CellOutcome", "cpu_identity", "environment", "numerics", "process_cell", "recorded_numerics", "run_one"]
 
@@ -99,13 +102,33 @@ def _failure_record(spec: CellSpec, reason: str) -> dict[str, Any]:
     return {"status": "failed", "reason": reason, "metrics": None, "timings": None, "notes": {}}
 
 
-def run_one(spec: CellSpec, *, data_root: Path | None, device: str | None = None) -> dict[str, Any]:
+def run_one(spec: CellSpec, *, data_root: Path | None, device: str | None = None, outputs: CellOutputs | None = None,
+            results_dir: Path | None = None) -> dict[str, Any]:
     """One cell -> its record (``status`` ok or failed). Usage errors propagate; everything else is
-    caught, because a crashing plugin must not take the grid down."""
+    caught, because a crashing plugin must not take the grid down.
+
+    ``outputs`` (``run --save-models``, ``--log-samples``, ``--logger``; bench.artifacts) keeps files next to
+    the record in ``results_dir`` and names them in the record's ``artifacts``; without it the record is what
+    it always was."""
     from bench.loop import run_cell
 
+    artifacts: dict[str, Any] = {}
+    hooks: dict[str, Any] = {}
+    loggers = []
+    if outputs:
+        from bench.artifacts import save_outputs
+        from bench.loggers import open_loggers
+
+        loggers = open_loggers(outputs.loggers, results_dir, spec)
+        if loggers:
+            hooks["on_history"] = lambda entry: [logger.log_epoch(entry) for logger in loggers]
+        if outputs.save_model or outputs.log_samples:
+            def after_test(method, model, data, autocast, whole_train) -> None:
+                artifacts.update(save_outputs(results_dir, spec, outputs, method, model, data, autocast, whole_train))
+
+            hooks["after_test"] = after_test
     try:
-        body = {"status": "ok", "reason": None, **run_cell(spec, data_root=data_root, device=device)}
+        body = {"status": "ok", "reason": None, **run_cell(spec, data_root=data_root, device=device, **hooks)}
         body["notes"]["modalities"] = list(DATASETS.get(spec.dataset).info.modalities)
         # Methods whose per-modality columns are modalities trained alone say so; the tables then use
         # them as the reference for the same modality inside jointly trained models.
@@ -118,6 +141,11 @@ def run_one(spec: CellSpec, *, data_root: Path | None, device: str | None = None
     except Exception as exc:  # noqa: BLE001 - recorded with its traceback's last line
         last = traceback.format_exc().strip().splitlines()[-1]
         body = _failure_record(spec, f"{type(exc).__name__} in cell: {last}")
+    finally:
+        for logger in loggers:
+            logger.close()
+    if artifacts and body["status"] == "ok":
+        body["artifacts"] = artifacts
     return {"schema_version": 1, "key": spec.key, "spec": spec.to_dict(), **body, "environment": environment()}
 
 
@@ -129,24 +157,41 @@ class CellOutcome:
     problem: str | None = None  # a damaged record that was replaced
 
 
+def _reusable(path: Path, results_dir: Path, outputs: CellOutputs | None) -> dict[str, Any] | RecordProblem | None:
+    """The valid record at ``path`` when it can be reused (it has every file ``outputs`` asks for), else what
+    is wrong with it, or None (no record, or one without the requested files: the cell runs again)."""
+    if not path.exists():
+        return None
+    existing = read_record(path)
+    if isinstance(existing, dict) and outputs and (outputs.save_model or outputs.log_samples):
+        from bench.artifacts import has_outputs
+
+        return existing if has_outputs(results_dir, existing, outputs) else None
+    return existing
+
+
 def process_cell(spec: CellSpec, results_dir: Path, *, data_root: Path | None, overwrite: bool = False,
-                 device: str | None = None) -> CellOutcome:
-    """Skip a cell with a valid record, else claim it, run it and write its record."""
+                 device: str | None = None, outputs: CellOutputs | None = None) -> CellOutcome:
+    """Skip a cell with a valid record (that has the files ``outputs`` asks for), else claim it, run it and
+    write its record."""
     path = record_path(results_dir, spec)
     problem = None
-    if path.exists() and not overwrite:
-        existing = read_record(path)
-        if isinstance(existing, dict):
+    if not overwrite:
+        existing = _reusable(path, results_dir, outputs)
+        if reusable(existing):  # a failed record is retried
             return CellOutcome(spec.label, "cached")
-        problem = str(existing)
+        problem = None if existing is None or isinstance(existing, dict) else str(existing)
     claim = claim_cell(results_dir, spec)
     if claim is None:
         return CellOutcome(spec.label, "busy", problem=problem)
     try:
-        if not overwrite and path.exists() and isinstance(read_record(path), dict):
+        if not overwrite and reusable(_reusable(path, results_dir, outputs)):
             return CellOutcome(spec.label, "cached")  # another runner finished it while we were checking
-        record = run_one(spec, data_root=data_root, device=device)
-        write_record(results_dir, record)
+        record = run_one(spec, data_root=data_root, device=device, outputs=outputs, results_dir=results_dir)
+        written = write_record(results_dir, record)
     finally:
         claim.release()
-    return CellOutcome(spec.label, record["status"], record["reason"], problem)
+    reason = record["reason"]
+    if written != path:  # a failure never replaces an ok record (bench.store.write_record)
+        reason = f"{reason} (the earlier ok record is kept; this failure is in {written.name})"
+    return CellOutcome(spec.label, record["status"], reason, problem)

@@ -311,7 +311,8 @@ def cmd_run(args: argparse.Namespace) -> int:
         try:
             outcome = run_grid(plan.specs, results, data_root=_data_root(args.data_root), overwrite=args.overwrite,
                                device=args.device, jobs=args.jobs, threads=args.threads, progress=update,
-                               executor=args.executor, ray_address=args.ray_address, pool=pool)
+                               executor=args.executor, ray_address=args.ray_address, pool=pool,
+                               outputs=_outputs(args))
         except KeyboardInterrupt:
             bar.close()
             if pool is not None:
@@ -502,6 +503,65 @@ def cmd_export(args: argparse.Namespace) -> int:
     return 0
 
 
+def _outputs(args: argparse.Namespace):
+    """``--save-models``, ``--log-samples``, ``--logger``: what each cell keeps beside its record (bench.artifacts),
+    or None (the records are then exactly what they are without these options)."""
+    from bench.artifacts import CellOutputs
+    from bench.loggers import parse_loggers
+
+    outputs = CellOutputs(save_model=args.save_models, log_samples=args.log_samples, loggers=parse_loggers(args.logger))
+    return outputs or None
+
+
+def cmd_eval(args: argparse.Namespace) -> int:
+    """``bench eval``: score saved models (``run --save-models``) at other test-time missing rates or noise
+    without training; each result is a new record naming its source (``evaluated_from``, docs/records.md)."""
+    import fnmatch
+
+    import torch
+
+    from bench.artifacts import CellOutputs, evaluate_saved, evaluation_spec
+    from bench.loop import headline
+    from bench.store import iter_records, read_record, record_path, write_record
+
+    results = Path(args.results)
+    if not (results / "records").is_dir():
+        raise UsageError(f"{results} has no records/ folder; point --results at the results of a run --save-models")
+    rates = _rate_list(args.missing_rates)
+    bad = [r for r in rates if not 0.0 <= r < 1.0]
+    if bad:
+        raise UsageError(f"missing rate {bad[0]} is outside [0, 1); use values like 0,0.3,0.5")
+    levels = _noise_levels(args) if args.noise != "none" else ()
+    torch.set_num_threads(args.threads)
+
+    def chosen(name: str, selection: str) -> bool:
+        return any(part.strip() == "all" or fnmatch.fnmatchcase(name, part.strip()) for part in selection.split(","))
+
+    sources = [r for r in iter_records(results) if isinstance(r, dict) and r["status"] == "ok"
+               and "model" in (r.get("artifacts") or {}) and "evaluated_from" not in r
+               and chosen(r["spec"]["method"], args.methods) and chosen(r["spec"]["dataset"], args.datasets)]
+    if not sources:
+        raise UsageError(f"no record under {results} with --methods {args.methods} --datasets {args.datasets} has a "
+                         "saved model; run its cells with run --save-models first")
+    data_root = _data_root(args.data_root)
+    written = existed = 0
+    for source in sources:
+        for rate in rates:
+            spec = evaluation_spec(source, rate, args.noise, levels)
+            path = record_path(results, spec)
+            if not args.overwrite and path.exists() and isinstance(read_record(path), dict):
+                existed += 1
+                continue
+            record = evaluate_saved(results, source, rate, args.noise, levels, data_root=data_root,
+                                    device=args.device, outputs=CellOutputs(log_samples=args.log_samples))
+            write_record(results, record)
+            written += 1
+            name, value = headline(record["metrics"])
+            print(f"{spec.label} (saved model of {source['key']}): {name} {value:.4f}")
+    print(f"{written} evaluation records written, {existed} already there, from {len(sources)} saved models in {results}")
+    return 0
+
+
 def _ls_methods() -> None:
     from bench.registry import METHODS, default_method
 
@@ -663,6 +723,12 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--ray-address",
                      help="Ray cluster for --executor ray: 'auto' for a running one (default: start a local "
                           "instance); the results directory must be on a file system all nodes share")
+    run.add_argument("--save-models", action="store_true",
+                     help="keep each cell's selected weights next to its record (sha256-checked; for bench eval)")
+    run.add_argument("--log-samples", action="store_true",
+                     help="keep each cell's per-sample test predictions next to its record (<key>.samples.npz)")
+    run.add_argument("--logger", metavar="NAME[,NAME]",
+                     help="per-epoch loggers from the bench.loggers entry points: csv, tensorboard, ...")
     run.set_defaults(func=cmd_run)
     tune = sub.add_parser("tune", help="tune hyperparameters on validation data, the same budget per method")
     _add_grid_arguments(tune)
@@ -705,6 +771,21 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument("--format", choices=("parquet", "csv"), help="default: from the suffix of --out")
     export.add_argument("--out", required=True, help="file to write, e.g. records.parquet")
     export.set_defaults(func=cmd_export)
+    evaluate = sub.add_parser("eval", help="score saved models (run --save-models) at other test-time missing rates "
+                                           "or noise, without training")
+    evaluate.add_argument("--results", default=str(DEFAULT_RESULTS))
+    evaluate.add_argument("--methods", default="all", help="names, globs or 'all' (default: all)")
+    evaluate.add_argument("--datasets", default="all", help="names, globs or 'all' (default: all)")
+    evaluate.add_argument("--missing-rates", default="0,0.25,0.5", help="test-time missing rates in [0, 1)")
+    evaluate.add_argument("--noise", choices=("none", "gaussian", "salt_pepper"), default="none",
+                          help="also score on test data corrupted at each --noise-levels")
+    evaluate.add_argument("--noise-levels", default="0,5,10", help="noise levels in [0, 10] (default: 0,5,10)")
+    evaluate.add_argument("--log-samples", action="store_true", help="keep per-sample predictions of each evaluation")
+    evaluate.add_argument("--overwrite", action="store_true", help="recompute evaluation records that exist")
+    evaluate.add_argument("--data-root", help="folder with the real datasets (default: $BENCH_DATA)")
+    evaluate.add_argument("--device", help="torch device (default: cuda if available, else cpu)")
+    evaluate.add_argument("--threads", type=int, default=1, help="torch CPU threads")
+    evaluate.set_defaults(func=cmd_eval)
     return parser
 
 

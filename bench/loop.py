@@ -362,8 +362,8 @@ class _Fit:
 
 
 def _fit(method: Any, task: Task, data: CellData, holdout: MaskedSplit | None, spec: CellSpec, dev: torch.device,
-         autocast, on_epoch: EpochCallback | None = None, pretrained: Mapping[str, torch.nn.Module] | None = None
-         ) -> _Fit:
+         autocast, on_epoch: EpochCallback | None = None, pretrained: Mapping[str, torch.nn.Module] | None = None,
+         on_history: Callable[[dict[str, Any]], None] | None = None) -> _Fit:
     """Seed, build and train one model for ``spec.epochs`` epochs with ``method``'s hooks, keeping the weights of
     the best validation epoch. ``pretrained`` (models of the method's ``pretrain`` stages) goes to its
     ``adopt_pretrained`` hook before the optimizer is made."""
@@ -391,6 +391,8 @@ def _fit(method: Any, task: Task, data: CellData, holdout: MaskedSplit | None, s
         if train is not None:
             entry["train_samples"] = len(train)
         history.append(entry)
+        if on_history is not None:
+            on_history(entry)
         if on_epoch is not None:
             on_epoch(epoch, val)
         if val > best_val:  # ties keep the earlier epoch
@@ -432,10 +434,16 @@ def run_cell(
     device: str | None = None,
     on_epoch: EpochCallback | None = None,
     evaluate_test: bool = True,
+    on_history: Callable[[dict[str, Any]], None] | None = None,
+    after_test: Callable[..., None] | None = None,
 ) -> dict[str, Any]:
     """Train and evaluate one cell; returns the ``metrics``, ``timings`` and ``notes`` of its record.
 
-    ``evaluate_test=False`` (tuning trials) never touches the test split.
+    ``evaluate_test=False`` (tuning trials) never touches the test split. Two observers that change nothing in
+    the record (bench.cells uses them for ``run --logger``, ``--save-models`` and ``--log-samples``):
+    ``on_history(entry)`` after each epoch of the cell's own training with its history entry, and
+    ``after_test(method, model, data, autocast, whole_train)`` once, with the selected weights loaded, after the
+    test metrics (``whole_train``: the training split before any held-out part was carved, the noise scale's source).
     """
     method = build_method(spec)
     task = task_of(method)
@@ -446,7 +454,7 @@ def run_cell(
     data, holdout = _carve_holdout(method, data, spec.seed)
     autocast = autocast_for(spec.precision, dev)
     pretrained, pretrain_notes, pretrain_seconds = _pretrain(method, data, holdout, spec, dev, autocast)
-    fit = _fit(method, task, data, holdout, spec, dev, autocast, on_epoch, pretrained)
+    fit = _fit(method, task, data, holdout, spec, dev, autocast, on_epoch, pretrained, on_history)
     model, best_val, best_epoch, epochs_run, history = fit.model, fit.best_val, fit.best_epoch, fit.epochs_run, fit.history
     train_seconds = fit.seconds + pretrain_seconds
     if pretrain_notes:
@@ -465,6 +473,8 @@ def run_cell(
     if spec.noise != "none":
         metrics["noise"] = _noisy_test_scores(method, model, data, spec, autocast, task, whole_train)
     timings = {"train_seconds": round(train_seconds, 3), "test_seconds": round(time.perf_counter() - started, 3)}
+    if after_test is not None:
+        after_test(method, model, data, autocast, whole_train)
     notes = {**data.notes, **task.notes, "device": str(dev), "threads": torch.get_num_threads()}
     # The history sits beside the metrics, not in them: `bench verify` compares metrics, and records made
     # before the history existed stay verifiable.
