@@ -307,6 +307,13 @@ def cmd_run(args: argparse.Namespace) -> int:
 
         torch.set_num_threads(args.threads)
         results = Path(args.results)
+        if not args.overwrite:
+            from bench.store import failed_cells
+
+            retry = failed_cells(results, plan.specs)
+            if retry:
+                print(f"retrying {len(retry)} cells whose records say they failed (--overwrite recomputes every "
+                      "cell)", file=sys.stderr)
         bar, update = _progress_bar(len(plan.specs))
         try:
             outcome = run_grid(plan.specs, results, data_root=_data_root(args.data_root), overwrite=args.overwrite,

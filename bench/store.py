@@ -28,9 +28,12 @@ __all__ = [
     "atomic_write_bytes",
     "atomic_write_text",
     "claim_cell",
+    "failed_cells",
+    "failure_path",
     "iter_records",
     "read_record",
     "record_path",
+    "reusable",
     "seal",
     "write_record",
 ]
@@ -75,11 +78,52 @@ def seal(record: dict[str, Any]) -> dict[str, Any]:
     return {**record, "checksum": _checksum(record)}
 
 
+#: Suffix of a failed record kept beside the ok record it did not replace (not ``.json``: never tabulated).
+FAILED_SUFFIX = ".failed"
+
+
+def failure_path(path: Path) -> Path:
+    return Path(path).with_suffix(FAILED_SUFFIX)
+
+
 def write_record(results_dir: Path, record: dict[str, Any]) -> Path:
+    """Write a cell's record and return where it went.
+
+    A failed record never replaces a valid ok one (an ``--overwrite`` run whose cell then fails): the ok
+    record stays where it is and the failed one is written beside it, ``<key>.failed``, whose path is returned.
+    An ok record replaces anything and removes such a file.
+    """
     spec = CellSpec.from_dict(record["spec"])
     path = record_path(results_dir, spec)
-    atomic_write_text(path, json.dumps(seal(record), indent=1, sort_keys=True, allow_nan=False) + "\n")
+    text = json.dumps(seal(record), indent=1, sort_keys=True, allow_nan=False) + "\n"
+    if record.get("status") != "ok" and path.exists():
+        existing = read_record(path)
+        if isinstance(existing, dict) and existing.get("status") == "ok":
+            atomic_write_text(failure_path(path), text)
+            return failure_path(path)
+    atomic_write_text(path, text)
+    if record.get("status") == "ok":
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(failure_path(path))
     return path
+
+
+def reusable(record: dict[str, Any] | RecordProblem | None) -> bool:
+    """Whether a cell with this record (from :func:`read_record`) is done: a valid ok record. A failed one is
+    retried by the next plain run, a damaged one recomputed."""
+    return isinstance(record, dict) and record.get("status") == "ok"
+
+
+def failed_cells(results_dir: Path, specs: Iterator[CellSpec] | list[CellSpec]) -> list[CellSpec]:
+    """The specs whose record says the cell failed (a plain rerun retries them)."""
+    failed = []
+    for spec in specs:
+        path = record_path(results_dir, spec)
+        if path.exists():
+            record = read_record(path)
+            if isinstance(record, dict) and record.get("status") != "ok":
+                failed.append(spec)
+    return failed
 
 
 @dataclass(frozen=True)

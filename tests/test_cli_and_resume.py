@@ -171,3 +171,49 @@ def test_verify_fails_a_cell_that_reruns_differently(run_cli, tmp_path, monkeypa
     monkeypatch.setattr(bench.cells, "run_one", drifting_run_one)
     code, out, err = run_cli("verify", "--results", str(tmp_path), "--sample", "1", "--seed", "0")
     assert code == 1 and "NOT DETERMINISTIC" in out and len(calls) == 2 and "1 of 1 re-run cells differ" in err
+
+
+ONE_CELL = ("--methods", "late_fusion", "--datasets", "synthetic_2m", "--seeds", "0", "--missing-rates", "0",
+            "--epochs", "1")
+
+
+def _failing_cells(monkeypatch):
+    import bench.loop
+    from bench.errors import CellFailure
+
+    def fail(*args, **kwargs):
+        raise CellFailure("non-finite loss (nan) at epoch 0, batch 0")
+
+    monkeypatch.setattr(bench.loop, "run_cell", fail)
+
+
+def test_overwrite_whose_cell_fails_keeps_the_ok_record(run_cli, tmp_path, monkeypatch):
+    assert run_cli("run", *ONE_CELL, "--results", str(tmp_path))[0] == 0
+    (path,) = (tmp_path / "records").rglob("*.json")
+    good = path.read_text()
+    with monkeypatch.context() as patch:
+        _failing_cells(patch)
+        code, _, err = run_cli("run", *ONE_CELL, "--overwrite", "--results", str(tmp_path))
+    assert code == 1 and "the earlier ok record is kept" in err
+    assert path.read_text() == good  # not replaced by the failure
+    failure = json.loads(path.with_suffix(".failed").read_text())
+    assert failure["status"] == "failed" and "non-finite loss" in failure["reason"]
+    assert "failed (1)" not in (tmp_path / "leaderboard.md").read_text()
+    # a later ok run replaces the record and clears the failure beside it
+    code, out, _ = run_cli("run", *ONE_CELL, "--overwrite", "--results", str(tmp_path))
+    assert code == 0 and "1 cells trained" in out and not path.with_suffix(".failed").exists()
+
+
+def test_a_plain_rerun_retries_failed_cells_and_says_so(run_cli, tmp_path, monkeypatch):
+    with monkeypatch.context() as patch:
+        _failing_cells(patch)
+        assert run_cli("run", *ONE_CELL, "--results", str(tmp_path))[0] == 1
+    (path,) = (tmp_path / "records").rglob("*.json")
+    assert json.loads(path.read_text())["status"] == "failed"
+    code, out, err = run_cli("run", *ONE_CELL, "--results", str(tmp_path))
+    assert code == 0 and "1 cells trained, 0 reused" in out
+    assert [line for line in err.splitlines() if "retrying" in line] == [
+        "retrying 1 cells whose records say they failed (--overwrite recomputes every cell)"]
+    assert json.loads(path.read_text())["status"] == "ok"
+    code, out, err = run_cli("run", *ONE_CELL, "--results", str(tmp_path))
+    assert code == 0 and "nothing to train" in out and "retrying" not in err
