@@ -469,7 +469,8 @@ def cmd_verify(args: argparse.Namespace) -> int:
     data_root = _data_root(args.data_root)
     candidates = []
     for record in iter_records(Path(args.results)):
-        if isinstance(record, dict) and record["status"] == "ok":
+        # evaluation records (bench eval) trained nothing: their source record is the one to re-run
+        if isinstance(record, dict) and record["status"] == "ok" and "evaluated_from" not in record:
             dataset = record["spec"]["dataset"]
             if dataset in DATASETS.names() and DATASETS.get(dataset).available(data_root)[0]:
                 candidates.append(record)

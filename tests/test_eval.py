@@ -141,3 +141,10 @@ def test_eval_bad_input_is_one_line(saved, run_cli, argv, fragment):
 def test_save_models_with_ray_is_refused(tmp_path, run_cli):
     code, _, err = run_cli("run", *CELLS, "--results", str(tmp_path), "--save-models", "--executor", "ray")
     assert code == 2 and "local executor" in err
+
+
+def test_verify_re_runs_trained_records_only(saved, run_cli):
+    run_cli("eval", "--results", str(saved), "--missing-rates", "0.25")
+    code, out, err = run_cli("verify", "--results", str(saved), "--sample", "10", "--seed", "0")
+    assert code == 0, err
+    assert "re-running 2 of 2 re-runnable cells" in out
