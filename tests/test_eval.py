@@ -148,3 +148,17 @@ def test_verify_re_runs_trained_records_only(saved, run_cli):
     code, out, err = run_cli("verify", "--results", str(saved), "--sample", "10", "--seed", "0")
     assert code == 0, err
     assert "re-running 2 of 2 re-runnable cells" in out
+
+
+def test_eval_can_log_samples_under_noise(saved, run_cli):
+    code, _, err = run_cli("eval", "--results", str(saved), "--missing-rates", "0", "--noise", "salt_pepper",
+                           "--noise-levels", "0,10", "--log-samples")
+    assert code == 0, err
+    records = [json.loads(p.read_text()) for p in (saved / "records").rglob("*.json")]
+    noisy = [r for r in records if "evaluated_from" in r and r["spec"].get("noise") == "salt_pepper"]
+    assert len(noisy) == 2
+    for record in noisy:
+        samples = np.load(saved / "records" / "synthetic_2m" / "late_fusion" / record["artifacts"]["samples"]["file"])
+        assert np.mean(samples["predicted"] == samples["label"]) == pytest.approx(record["metrics"]["accuracy"])
+        level = record["metrics"]["noise"]["10"]["accuracy"]
+        assert np.mean(samples["noise.10.predicted"] == samples["label"]) == pytest.approx(level)
