@@ -5,7 +5,8 @@ A logger is a factory ``factory(results_dir, spec) -> logger`` (a class, typical
 gets (``epoch``, ``train_loss``, ``val_score`` and, where the method splits its model per modality,
 ``val_per_modality``), and ``close()``, called once when the cell ends (also when it failed). A factory may
 have a static ``check() -> str | None``, called when the run is planned: a one-line reason why the logger
-cannot run here (e.g. a missing package), or None. Loggers observe; they never change a record.
+cannot run here (e.g. a missing package), or None. Loggers observe; they never change a record, and they see
+the cells that train (a cell reused from its record logs nothing).
 
 Built in:
 
