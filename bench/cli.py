@@ -321,9 +321,11 @@ def cmd_run(args: argparse.Namespace) -> int:
                                executor=args.executor, ray_address=args.ray_address, pool=pool,
                                outputs=_outputs(args))
         except KeyboardInterrupt:
+            from bench.workers import stop_workers
+
             bar.close()
             if pool is not None:
-                pool.shutdown(wait=False, cancel_futures=True)
+                stop_workers(pool)  # running cells end now; they leave no record and are redone on resume
             print("\ninterrupted: finished cells are saved; run the same command again to resume", file=sys.stderr)
             return 130
         bar.close()
@@ -797,7 +799,47 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+class _Interrupts:
+    """SIGINT: the first raises KeyboardInterrupt (each command stops cleanly and exits 130); a second one,
+    while that clean-up runs, ends the process at once, without a traceback. Installed only where SIGINT has
+    Python's default handler (a shell that started bench with SIGINT ignored keeps it ignored)."""
+
+    def __init__(self) -> None:
+        self.count = 0
+
+    def __call__(self, signum: int, frame) -> None:
+        self.count += 1
+        if self.count == 1:
+            raise KeyboardInterrupt
+        os.write(2, b"\ninterrupted again: stopping now (finished cells are saved)\n")
+        os._exit(130)
+
+
+@contextlib.contextmanager
+def _interrupts():
+    import signal
+    import threading
+
+    if threading.current_thread() is not threading.main_thread() or \
+            signal.getsignal(signal.SIGINT) is not signal.default_int_handler:
+        yield
+        return
+    handler = _Interrupts()
+    previous = signal.signal(signal.SIGINT, handler)
+    try:
+        yield
+    finally:
+        # After an interrupt, the exit itself ignores further Ctrl-C: the interpreter's shutdown puts the default
+        # action back, which would end the process by the signal instead of with exit status 130.
+        signal.signal(signal.SIGINT, signal.SIG_IGN if handler.count else previous)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
+    with _interrupts():
+        return _main(argv)
+
+
+def _main(argv: Sequence[str] | None) -> int:
     try:
         args = build_parser().parse_args(argv)
         if getattr(args, "results", None) is not None:

@@ -23,7 +23,7 @@ from bench.masks import max_missing_rate
 from bench.protocol import DataDescription
 from bench.registry import DATASETS, METHODS, dataset_adapter, default_method
 from bench.spec import CellSpec
-from bench.workers import start_workers
+from bench.workers import start_workers, stop_workers
 
 __all__ = [
     "GridOutcome", "GridPlan", "GridRequest", "dataset_description", "expand", "not_applicable_reason",
@@ -378,8 +378,8 @@ def run_grid(
         try:
             for future in as_completed(futures):
                 done(futures[future], future.result())
-        except BaseException:
-            workers.shutdown(wait=False, cancel_futures=True)
+        except BaseException:  # Ctrl-C included: end the running cells too, not only the queued ones
+            stop_workers(workers)
             raise
     return outcome
 

@@ -155,16 +155,20 @@ def read_record(path: Path) -> dict[str, Any] | RecordProblem:
 
 
 def iter_records(results_dir: Path) -> Iterator[dict[str, Any] | RecordProblem]:
-    """Every record under ``results_dir`` in a deterministic order (problems included)."""
-    root = Path(results_dir) / "records"
-    if not root.is_dir():
-        return
-    for path in sorted(root.rglob("*.json")):
-        yield read_record(path)
+    """Every record under ``results_dir`` in a deterministic order (problems included): what
+    ``read_record`` gives for each of ``sorted(<results>/records/**/*.json)``, taken from the records index
+    for the files that have not changed since it was written (bench.record_index)."""
+    from bench.record_index import load
+
+    yield from load(results_dir, read_record)
 
 
 # --------------------------------------------------------------------------------------------------
 # Claims: two runners on one results directory compute each cell once.
+
+
+#: Claims this process holds, so that a worker ended by SIGTERM (bench.workers.stop_workers) gives them back.
+_HELD: set[Path] = set()
 
 
 @dataclass
@@ -172,8 +176,15 @@ class CellClaim:
     path: Path
 
     def release(self) -> None:
+        _HELD.discard(self.path)
         with contextlib.suppress(FileNotFoundError):
             os.unlink(self.path)
+
+
+def release_held_claims() -> None:
+    """Remove every lock this process holds (a worker that is being stopped)."""
+    for path in list(_HELD):
+        CellClaim(path).release()
 
 
 def _pid_alive(pid: int) -> bool:
@@ -212,6 +223,7 @@ def claim_cell(results_dir: Path, spec: CellSpec) -> CellClaim | None:
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(lock)  # stale: its owner died
             continue
+        _HELD.add(lock)
         with os.fdopen(fd, "w") as handle:
             handle.write(owner)
         return CellClaim(lock)

@@ -4,10 +4,27 @@ from __future__ import annotations
 
 from typing import Any
 
-__all__ = ["start_workers"]
+__all__ = ["start_workers", "stop_workers"]
+
+
+def _terminated(signum: int, frame: Any) -> None:
+    """SIGTERM from :func:`stop_workers`: give back the cells this worker holds (their records were not
+    written; a later run computes them) and exit at once."""
+    import os
+
+    from bench.store import release_held_claims
+
+    release_held_claims()
+    os._exit(128 + signum)
 
 
 def _worker_init(threads: int) -> None:
+    import signal
+
+    # Ctrl-C is the parent's to handle: it stops handing out cells and ends the workers (stop_workers). A
+    # worker that took the terminal's SIGINT itself would abandon its cell and start the next queued one.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, _terminated)
     import torch
 
     import bench.cells  # noqa: F401  (torch, the loop and the store, imported once per worker, up front)
@@ -38,3 +55,21 @@ def start_workers(jobs: int, threads: int) -> Any:
     for _ in range(jobs):
         pool.submit(_ready)
     return pool
+
+
+def stop_workers(pool: Any, timeout: float = 5.0) -> None:
+    """Stop a pool now (Ctrl-C): cancel the cells not started, end the running ones and wait for the workers
+    to exit. Finished cells keep their records; a running cell leaves none (records are written atomically)
+    and gives back its claim. ``shutdown(cancel_futures=True)`` alone would let the workers finish their
+    running cells and the ones already queued to them."""
+    # The pool's own process table: ProcessPoolExecutor has no public way to end a running call.
+    processes = list((getattr(pool, "_processes", None) or {}).values())
+    pool.shutdown(wait=False, cancel_futures=True)
+    for process in processes:
+        if process.is_alive():
+            process.terminate()
+    for process in processes:
+        process.join(timeout)
+        if process.is_alive():
+            process.kill()
+            process.join(timeout)

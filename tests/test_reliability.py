@@ -171,3 +171,51 @@ def test_noise_without_levels_scores_the_default_levels():
     args = build_parser().parse_args(["run", "--noise", "gaussian"])
     assert _request(args).noise_levels == (0.0, 5.0, 10.0)
     assert _request(build_parser().parse_args(["run"])).noise_levels == ()
+
+
+# --- Ctrl-C with worker processes ---------------------------------------------------------------------------
+
+#: Cells long enough (a few seconds each) that none is about to finish when the signal lands.
+SLOW = [*GRID[:-1], "150", "--jobs", "2"]
+
+
+def _interrupt(results: Path, times: int) -> tuple[subprocess.Popen, str, int, float]:
+    """Start a --jobs 2 run in its own process group, wait until both workers hold a cell (their claims), then
+    press Ctrl-C ``times`` times as a terminal does (SIGINT to the whole group).
+    -> (process, stderr, records then, seconds to exit)."""
+    proc = subprocess.Popen([sys.executable, "-m", "bench", "run", *SLOW, "--results", str(results)],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, preexec_fn=_default_sigint,
+                            start_new_session=True)
+    deadline = time.time() + 240
+    while len(list(results.rglob("*.lock"))) < 2 and time.time() < deadline:
+        time.sleep(0.05)
+    time.sleep(0.5)  # inside training, past the cells' set-up
+    assert proc.poll() is None, proc.communicate()
+    done = len(_records(results))
+    pressed = time.time()
+    for i in range(times):
+        if i:
+            time.sleep(0.3)
+        os.killpg(proc.pid, signal.SIGINT)
+    _, err = proc.communicate(timeout=60)
+    return proc, err, done, time.time() - pressed
+
+
+def test_ctrl_c_with_jobs_ends_running_cells_promptly(tmp_path):
+    proc, err, done, seconds = _interrupt(tmp_path, times=1)
+    assert proc.returncode == 130, err
+    assert "run the same command again to resume" in err and "Traceback" not in err
+    assert seconds < 20
+    # The two running cells were ended, not finished (the old shutdown let them and the queued ones train).
+    assert len(_records(tmp_path)) <= done + 1
+    assert all(isinstance(read_record(p), dict) for p in _records(tmp_path))
+    assert not list(tmp_path.rglob("*.lock"))  # the ended workers gave their cells back
+    time.sleep(2)
+    assert len(_records(tmp_path)) <= done + 1  # and no worker is still training in the background
+
+
+def test_a_second_ctrl_c_never_hangs_or_prints_a_traceback(tmp_path):
+    proc, err, done, seconds = _interrupt(tmp_path, times=2)
+    assert proc.returncode == 130, err
+    assert "Traceback" not in err and seconds < 20
+    assert all(isinstance(read_record(p), dict) for p in _records(tmp_path))
