@@ -113,6 +113,18 @@ def test_a_card_chooses_label_and_modalities(cwd):
     assert loaded.train.labels.tolist() == [1, 0, 1, 0]  # classes in sorted order of the training labels
 
 
+def test_feature_sequences_are_zero_padded_to_the_longest(cwd):
+    rows = {"seq": [[[1.0, 2.0]], [[3.0, 4.0], [5.0, 6.0]], [[7.0, 8.0]]], "label": [0, 1, 0]}
+    features = datasets.Features({"seq": datasets.List(datasets.List(datasets.Value("float32"))),
+                                  "label": datasets.ClassLabel(names=["a", "b"])})
+    split = datasets.Dataset.from_dict(rows, features=features)
+    datasets.DatasetDict({"train": split, "test": split.select([0])}).save_to_disk("seqs")
+    loaded = DATASETS.get("hf:seqs").load(None)
+    assert [(m.name, m.shape, m.kind) for m in loaded.modalities] == [("seq", (2, 2), "vector")]
+    assert loaded.train.inputs["seq"].tolist() == [[[1, 2], [0, 0]], [[3, 4], [5, 6]], [[7, 8], [0, 0]]]
+    assert loaded.test.inputs["seq"].shape == (1, 2, 2)
+
+
 def _wav(freq: float, rate: int = 8000, n: int = 4000) -> bytes:
     samples = (0.5 * np.sin(2 * np.pi * freq * np.arange(n) / rate) * 32767).astype("<i2")
     buffer = io.BytesIO()
