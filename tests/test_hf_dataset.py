@@ -41,6 +41,10 @@ def cwd(tmp_path, monkeypatch):
     datasets.enable_progress_bars()
     for name in [n for n in DATASETS.names() if n.startswith("hf:")]:
         DATASETS.unregister(name)
+    from bench import data
+
+    for key in [k for k in data._cache if k[0].startswith("hf:")]:  # the next test's folder of the same name
+        del data._cache[key]
 
 
 def _spec(name: str, rate: float = 0.0) -> CellSpec:
