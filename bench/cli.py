@@ -181,8 +181,10 @@ def cmd_validate(args: argparse.Namespace) -> int:
     return 0
 
 
-def _write_tables(results_dir: Path, *, check: bool = False) -> tuple[int, str]:
-    """Regenerate (or, with ``check``, compare) leaderboard.md, README.md and the plots of a results dir."""
+def _write_tables(results_dir: Path, *, check: bool = False) -> tuple[int, list[dict], list[Path]]:
+    """Regenerate (or, with ``check``, compare) leaderboard.md, README.md and the plots of a results dir.
+    -> (exit status, the valid records, the files written). ``check`` fails on stale files and on damaged
+    records (unreadable, truncated, or edited so that their checksum no longer matches: bench.store)."""
     from bench.leaderboard import leaderboard, results_readme
     from bench.plots import (
         cd_diagram_names,
@@ -214,27 +216,32 @@ def _write_tables(results_dir: Path, *, check: bool = False) -> tuple[int, str]:
              SCRIPT_FILE: regenerate_script(records)}
     if (results_dir / REPORTED_FILE).exists():
         pages[PAPERS_FILE] = papers_table(records, read_reported(results_dir / REPORTED_FILE))
+    if check and problems:
+        print(f"{len(problems)} damaged record(s) under {results_dir / 'records'} (first: {problems[0]}); the "
+              "tables would silently leave them out: restore them, or rerun their cells (python -m bench run "
+              "recomputes a damaged record)", file=sys.stderr)
+        return 1, records, []
     if check:
         stale = [name for name, content in pages.items()
                  if not (results_dir / name).exists() or (results_dir / name).read_text(encoding="utf-8") != content]
         if stale:
             print(f"{', '.join(str(results_dir / n) for n in stale)} differ from what {results_dir}/records "
                   f"generates; run: python -m bench table --results {results_dir}", file=sys.stderr)
-            return 1, text
+            return 1, records, []
         print(f"{', '.join(str(results_dir / n) for n in pages)} match their {len(records)} records")
-        return 0, text
+        return 0, records, []
     for name, content in pages.items():
         atomic_write_text(results_dir / name, content)
     plots_dir = results_dir / "plots"
     drawn = missing_rate_plots(plotted, plots_dir)
     if drawn is None:
         print("note: matplotlib is not installed, plots were not redrawn", file=sys.stderr)
-        return 0, text
+        return 0, records, [results_dir / name for name in pages]
     drawn += (dynamics_plots(plotted, plots_dir) or []) + (sweep_plots(plotted, plots_dir) or [])
     drawn += cd_diagrams(plotted, plots_dir) or []
     for stale in set(plots_dir.glob("*.png")) - set(drawn):
         stale.unlink()  # a plot of a setting that no longer has records
-    return 0, text
+    return 0, records, [results_dir / name for name in pages] + sorted(drawn)
 
 
 def cmd_table(args: argparse.Namespace) -> int:
@@ -242,9 +249,15 @@ def cmd_table(args: argparse.Namespace) -> int:
     if not results.is_dir():
         raise UsageError(f"--results {args.results!r}: no such directory; point it at a results directory "
                          "(one holding records/)")
-    status, text = _write_tables(results, check=args.check)
+    status, records, written = _write_tables(results, check=args.check)
     if not args.check:
-        print(text, end="")
+        # The short summary that run prints, and where the tables are; the full tables are in the files.
+        from bench.leaderboard import run_summary
+
+        print(run_summary(records), end="")
+        pages = [p for p in written if p.suffix != ".png"]
+        plots = len(written) - len(pages)
+        print(f"wrote {', '.join(str(p) for p in pages)}" + (f" and {plots} plots in {results / 'plots'}" if plots else ""))
     return status
 
 

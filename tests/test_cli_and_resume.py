@@ -217,3 +217,33 @@ def test_a_plain_rerun_retries_failed_cells_and_says_so(run_cli, tmp_path, monke
     assert json.loads(path.read_text())["status"] == "ok"
     code, out, err = run_cli("run", *ONE_CELL, "--results", str(tmp_path))
     assert code == 0 and "nothing to train" in out and "retrying" not in err
+
+
+def test_table_check_fails_on_a_damaged_record(run_cli, tmp_path):
+    run_cli("run", *FAST, "--results", str(tmp_path))
+    assert run_cli("table", "--results", str(tmp_path), "--check")[0] == 0
+    first, second = sorted((tmp_path / "records").rglob("*.json"))
+    good = first.read_text()
+    first.write_text(good[: len(good) // 2])  # truncated JSON
+    code, _, err = run_cli("table", "--results", str(tmp_path), "--check")
+    assert code == 1 and "1 damaged record(s)" in err and "unreadable record" in err
+    first.write_text(good)
+    record = json.loads(second.read_text())
+    record["metrics"]["accuracy"] = 0.999  # a hand-edited value: the stored digest of the body no longer matches
+    second.write_text(json.dumps(record, indent=1, sort_keys=True))
+    code, _, err = run_cli("table", "--results", str(tmp_path), "--check")
+    assert code == 1 and "checksum mismatch" in err
+
+
+def test_table_prints_the_short_summary_and_the_paths_it_wrote(run_cli, tmp_path):
+    run_cli("run", *FAST, "--results", str(tmp_path))
+    code, out, _ = run_cli("table", "--results", str(tmp_path))
+    assert code == 0
+    board = (tmp_path / "leaderboard.md").read_text()
+    assert len(out.splitlines()) < len(board.splitlines()) / 2  # not the whole leaderboard
+    from bench.leaderboard import run_summary
+    from bench.store import iter_records
+
+    assert out.startswith(run_summary(list(iter_records(tmp_path))))
+    (wrote,) = [line for line in out.splitlines() if line.startswith("wrote ")]
+    assert str(tmp_path / "leaderboard.md") in wrote and str(tmp_path / "regenerate.sh") in wrote

@@ -57,3 +57,45 @@ def test_the_script_is_valid_bash_and_runs_every_command(tmp_path):
     assert subprocess.run(["bash", "-n", str(path)]).returncode == 0
     assert 'python -m bench run --methods late_fusion --datasets synthetic_2m' in script
     assert script.rstrip().endswith('python -m bench table --results "$RESULTS"')
+
+
+def test_the_script_resumes_the_directory_it_was_generated_for(run_cli, tmp_path):
+    """Run from another folder with no RESULTS, the script works on the directory that holds it: every cell is
+    reused, and no `results` folder appears anywhere."""
+    import os
+    import sys
+
+    results = tmp_path / "somewhere" / "my-results"
+    common = ("--datasets", "synthetic_2m", "--seeds", "0", "--epochs", "1", "--missing-rates", "0")
+    assert run_cli("run", "--methods", "late_fusion", *common, "--results", str(results))[0] == 0
+    before = {p: p.read_text() for p in (results / "records").rglob("*.json")}
+    elsewhere = tmp_path / "cwd"
+    elsewhere.mkdir()
+    bindir = tmp_path / "bin"
+    bindir.mkdir()
+    (bindir / "python").write_text(f'#!/bin/sh\nexec "{sys.executable}" "$@"\n')  # `python` as the script calls it
+    (bindir / "python").chmod(0o755)
+    env = {**os.environ, "PATH": f"{bindir}{os.pathsep}{os.environ['PATH']}", "JOBS": "1"}
+    env.pop("RESULTS", None)
+    done = subprocess.run(["bash", str(results / "regenerate.sh")], cwd=elsewhere, env=env, capture_output=True,
+                          text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    assert "nothing to train: all 1 cells already have records in " + str(results) in done.stdout
+    assert {p: p.read_text() for p in (results / "records").rglob("*.json")} == before
+    assert not list(tmp_path.rglob("results"))
+
+
+def test_dataset_options_encoders_and_patience_reach_the_commands(run_cli, tmp_path):
+    first, second = tmp_path / "first", tmp_path / "second"
+    common = ("--methods", "late_fusion", "--seeds", "0", "--epochs", "1", "--missing-rates", "0")
+    assert run_cli("run", *common, "--datasets", "imbalance_2m", "--set", "data.coverage=0.9",
+                   "--results", str(first))[0] == 0
+    assert run_cli("run", *common, "--datasets", "synthetic_2m", "--patience", "3", "--set", "encoder.weak=vector",
+                   "--results", str(first))[0] == 0
+    records = [r for r in iter_records(first) if isinstance(r, dict)]
+    commands = regenerate_commands(records, run_extra=f" --results {second}")
+    assert any("--set data.coverage=0.9" in line for line in commands)
+    assert any("--patience 3" in line and "--set encoder.weak=vector" in line for line in commands)
+    for line in commands:
+        assert run_cli(*shlex.split(line)[3:])[0] == 0, line
+    assert _record_files(second) == _record_files(first)
