@@ -206,8 +206,9 @@ def holm(pvalues: Sequence[float]) -> list[float]:
 
 def config_id(spec: Mapping[str, Any]) -> str:
     """The method's configuration; dataset options are left out (the dataset version already separates
-    them), so one method keeps one row along a sweep of a dataset option."""
-    extra = {k: v for k, v in spec.get("extra", {}).items() if k != "dataset_options"}
+    them), so one method keeps one row along a sweep of a dataset option, and so is the source of a record
+    scored from a saved model (its setting already separates it: :func:`setting_key`)."""
+    extra = {k: v for k, v in spec.get("extra", {}).items() if k not in ("dataset_options", "evaluated_from")}
     body = {"hparams": spec["hparams"], "patience": spec.get("patience"), "extra": extra}
     return hashlib.sha256(canonical_json(body).encode()).hexdigest()[:6]
 
@@ -222,8 +223,13 @@ def tuning_label(source: str) -> str:
 
 
 def setting_key(spec: Mapping[str, Any]) -> tuple:
-    """What must be equal for two records to share a table."""
-    return tuple(spec[f] for f in SETTING_FIELDS) + (tuning_label(spec.get("hparams_source", "default")),)
+    """What must be equal for two records to share a table. Records that ``bench eval`` scored from saved
+    models (``extra.evaluated_from``) get tables of their own: their test conditions differ from the
+    training ones, a protocol no trained cell follows."""
+    tuning = tuning_label(spec.get("hparams_source", "default"))
+    if spec.get("extra", {}).get("evaluated_from"):
+        tuning += ", scored from saved models (bench eval)"
+    return tuple(spec[f] for f in SETTING_FIELDS) + (tuning,)
 
 
 def setting_title(setting: tuple) -> str:

@@ -292,3 +292,18 @@ def test_the_critical_difference_diagram_shows_the_friedman_ranking_of_the_table
     (path,) = cd_diagrams(records, tmp_path)
     assert path.name == name and f"{ranking['cd']:.2f}" in caption and path.read_bytes()[:4] == b"\x89PNG"
     assert cd_diagram_names(records[:12]) == []  # two datasets: no ranking, no diagram
+
+
+def test_records_scored_from_saved_models_get_their_own_table_with_plain_row_names():
+    trained = [_record("mla", seed, 0.7) for seed in (0, 1)] + [_record("late_fusion", seed, 0.6) for seed in (0, 1)]
+    evaluated = []
+    for r in trained:
+        e = _record(r["spec"]["method"], r["spec"]["seed"], 0.3, rate=0.5)
+        e["spec"]["extra"] = {"evaluated_from": r["key"]}
+        e["key"] += "eval"
+        evaluated.append(e)
+    text = leaderboard(trained + evaluated)
+    assert text.count("## toy") == 2 and "scored from saved models (bench eval)" in text
+    assert "(cfg " not in text  # the source key does not split a method into configurations
+    trained_section = text.split("scored from saved models")[0]
+    assert "30.00" not in trained_section  # evaluated accuracies never enter the trained cells' table
