@@ -27,7 +27,6 @@ import os
 import shutil
 import socket
 import tempfile
-import wave
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from fractions import Fraction
 from pathlib import Path
@@ -101,35 +100,66 @@ def describe_bad_file(path: Path, exc: BaseException | None = None) -> str:
 # Audio
 
 
+def _declared_frames(path: Path) -> int | None:
+    """Frames the ``data`` chunk of a RIFF/WAVE file declares (its size over the format's block size), read
+    from the chunk headers; None when the headers do not say (then nothing is checked against it)."""
+    with open(path, "rb") as handle:
+        head = handle.read(12)
+        if len(head) < 12 or head[:4] != b"RIFF" or head[8:12] != b"WAVE":
+            return None
+        block = 0
+        while True:
+            chunk = handle.read(8)
+            if len(chunk) < 8:
+                return None
+            size = int.from_bytes(chunk[4:], "little")
+            if chunk[:4] == b"fmt ":
+                fmt = handle.read(size)
+                block = int.from_bytes(fmt[12:14], "little") if len(fmt) >= 14 else 0
+                handle.seek(size % 2, os.SEEK_CUR)
+            elif chunk[:4] == b"data":
+                return size // block if block else None
+            else:
+                handle.seek(size + size % 2, os.SEEK_CUR)
+
+
 def read_wav(path: Path, *, fix: str) -> tuple[np.ndarray, int]:
-    """(channels, samples) float32 and the sample rate of a PCM WAV file.
+    """(channels, samples) float32 and the sample rate of a PCM or IEEE-float WAV file, read with
+    ``scipy.io.wavfile``, which also reads the extensible header (format tag 65534) that ffmpeg and sox write
+    for 24-bit and multichannel audio (the standard library's ``wave`` refuses it).
 
     Integer PCM is scaled as soundfile / ``torchaudio.load`` / ``librosa.load`` scale it: 16-bit by 1/32768,
-    8-bit (unsigned) as (x - 128)/128, 24- and 32-bit by 1/2**23 and 1/2**31.
+    8-bit (unsigned) as (x - 128)/128, 24- and 32-bit by 1/2**23 and 1/2**31 (scipy returns 24-bit samples
+    left-justified in int32, so both are the int32 value over 2**31); float WAV is returned as it is.
     """
+    import warnings
+
+    from scipy.io import wavfile
+
     try:
-        with wave.open(str(path), "rb") as handle:
-            channels, width, rate = handle.getnchannels(), handle.getsampwidth(), handle.getframerate()
-            frames = handle.getnframes()
-            data = handle.readframes(frames)
-    except (wave.Error, EOFError, OSError, ValueError) as exc:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", wavfile.WavFileWarning)  # e.g. an unknown extra chunk
+            rate, data = wavfile.read(str(path), mmap=False)
+        declared = _declared_frames(path)
+    except Exception as exc:  # noqa: BLE001 - scipy fails on a malformed header in several ways (one is UnboundLocalError)
         raise UsageError(f"cannot read {path} ({describe_bad_file(path, exc)}); {fix}") from None
+    data = data.reshape(len(data), -1)  # (frames, channels)
+    frames = data.shape[0]
     if frames == 0:
         raise UsageError(f"{path} holds no samples; {fix}")
-    if len(data) != width * channels * frames:
-        got = len(data) // max(1, width * channels)
-        raise UsageError(f"{path} is truncated ({got} of {frames} samples); {fix}")
-    if width == 1:
-        samples = (np.frombuffer(data, dtype=np.uint8).astype(np.float32) - 128.0) / 128.0
-    elif width == 2:
-        samples = np.frombuffer(data, dtype="<i2").astype(np.float32) / 32768.0
-    elif width == 3:
-        raw = np.frombuffer(data, dtype=np.uint8).reshape(-1, 3).astype(np.int32)
-        value = raw[:, 0] | (raw[:, 1] << 8) | (raw[:, 2] << 16)
-        samples = (np.where(value >= 1 << 23, value - (1 << 24), value) / float(1 << 23)).astype(np.float32)
+    if declared is not None and frames < declared:
+        raise UsageError(f"{path} is truncated ({frames} of {declared} samples); {fix}")
+    if data.dtype == np.uint8:
+        samples = (data.astype(np.float32) - 128.0) / 128.0
+    elif data.dtype == np.int16:
+        samples = data.astype(np.float32) / 32768.0
+    elif data.dtype == np.int32:
+        samples = (data.astype(np.float64) / float(1 << 31)).astype(np.float32)
+    elif data.dtype.kind == "f":
+        samples = data.astype(np.float32)
     else:
-        samples = (np.frombuffer(data, dtype="<i4").astype(np.float64) / float(1 << 31)).astype(np.float32)
-    return samples.reshape(-1, channels).T.copy(), rate
+        raise UsageError(f"cannot read {path} (unsupported sample type {data.dtype}); {fix}")
+    return samples.T.copy(), int(rate)
 
 
 def _declared_seconds(container: Any, stream: Any) -> float | None:

@@ -9,6 +9,7 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from bench.store import read_record
@@ -219,3 +220,51 @@ def test_a_second_ctrl_c_never_hangs_or_prints_a_traceback(tmp_path):
     assert proc.returncode == 130, err
     assert "Traceback" not in err and seconds < 20
     assert all(isinstance(read_record(p), dict) for p in _records(tmp_path))
+
+
+# --- WAV reading -------------------------------------------------------------------------------------------
+
+
+def _extensible_wav_24bit(path: Path, frames: list[tuple[int, int]], rate: int = 16000) -> None:
+    """A 24-bit stereo WAV with the extensible header (format tag 65534, PCM sub-format), as ffmpeg and sox
+    write 24-bit audio."""
+    import struct
+
+    pcm_guid = bytes.fromhex("0100000000001000800000aa00389b71")
+    fmt = struct.pack("<HHIIHHHHI", 0xFFFE, 2, rate, rate * 6, 6, 24, 22, 24, 0b11) + pcm_guid
+    data = b"".join(v.to_bytes(3, "little", signed=True) for frame in frames for v in frame)
+    body = b"WAVE" + b"fmt " + struct.pack("<I", len(fmt)) + fmt + b"data" + struct.pack("<I", len(data)) + data
+    path.write_bytes(b"RIFF" + struct.pack("<I", len(body)) + body)
+
+
+def test_read_wav_reads_a_24_bit_extensible_wav(tmp_path):
+    from bench.media import read_wav
+
+    path = tmp_path / "sox.wav"
+    frames = [(0, -1), (2**23 - 1, -(2**23)), (2**22, -(2**21)), (1, 123456)]
+    _extensible_wav_24bit(path, frames)
+    samples, rate = read_wav(path, fix="re-export it")
+    assert rate == 16000 and samples.shape == (2, 4) and samples.dtype == np.float32
+    expected = np.array(frames, dtype=np.float64).T / 2**23  # 24-bit PCM scaled by 1/2**23, as soundfile does
+    np.testing.assert_array_equal(samples, expected.astype(np.float32))
+
+
+def test_read_wav_still_reads_16_bit_pcm_and_rejects_a_truncated_one(tmp_path):
+    import wave
+
+    from bench.errors import UsageError
+    from bench.media import read_wav
+
+    path = tmp_path / "plain.wav"
+    values = np.array([0, 1, -1, 32767, -32768, 1000], dtype="<i2")
+    with wave.open(str(path), "wb") as handle:
+        handle.setnchannels(1)
+        handle.setsampwidth(2)
+        handle.setframerate(8000)
+        handle.writeframes(values.tobytes())
+    samples, rate = read_wav(path, fix="x")
+    assert rate == 8000
+    np.testing.assert_array_equal(samples[0], values.astype(np.float32) / 32768)
+    path.write_bytes(path.read_bytes()[:-4])
+    with pytest.raises(UsageError, match=r"is truncated \(4 of 6 samples\)"):
+        read_wav(path, fix="x")
