@@ -79,6 +79,8 @@ def regenerate_commands(records: Iterable[Mapping[str, Any]], *, tune_extra: str
     cells: dict[tuple, dict[str, tuple[set, set]]] = defaultdict(lambda: defaultdict(lambda: (set(), set())))
     for r in records:
         spec = r["spec"]
+        if spec.get("extra", {}).get("evaluated_from"):
+            continue  # scored from a saved model by `bench eval`: its source cell's command remakes the model
         seeds, rates = cells[_grid_key(spec)][spec["method"]]
         seeds.add(spec["seed"])
         rates.add(spec["missing_rate"])

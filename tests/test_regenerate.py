@@ -99,3 +99,11 @@ def test_dataset_options_encoders_and_patience_reach_the_commands(run_cli, tmp_p
     for line in commands:
         assert run_cli(*shlex.split(line)[3:])[0] == 0, line
     assert _record_files(second) == _record_files(first)
+
+
+def test_records_scored_from_saved_models_add_no_training_command():
+    spec = {"method": "mla", "dataset": "cub", "seed": 0, "missing_rate": 0.0, "epochs": 30, "batch_size": 64,
+            "missing_on": "all", "precision": "fp32", "hparams_source": "default"}
+    trained = {"spec": spec, "timings": {"train_seconds": 6.0, "test_seconds": 1.0}}
+    evaluated = {"spec": dict(spec, missing_rate=0.5, extra={"evaluated_from": "abc"}), "timings": {"test_seconds": 1.0}}
+    assert regenerate_commands([trained, evaluated]) == regenerate_commands([trained])
