@@ -27,7 +27,7 @@ class _Parser(argparse.ArgumentParser):
     """argparse that raises UsageError (one line, exit 2) instead of printing usage and exiting."""
 
     def error(self, message: str) -> None:  # type: ignore[override]
-        raise UsageError(f"{message} (see python -m bench {self.prog.split()[-1]} --help)")
+        raise UsageError(f"{message} (see python -m {self.prog} --help)")  # prog: "bench" or "bench run"
 
 
 #: Seeds go to torch.manual_seed and numpy's generators, which take integers in [0, 2**64).
@@ -164,10 +164,11 @@ def _plan(args: argparse.Namespace, *, tuned: bool | None = None):
     from bench.grid import expand
 
     plan = expand(_request(args, tuned=tuned))
-    for name, why in plan.skipped_datasets.items():
-        print(f"skipped dataset {name}: {why}", file=sys.stderr)
-    for warning in plan.warnings:
-        print(f"note: {warning}", file=sys.stderr)
+    if not getattr(args, "quiet", False):  # -q: errors and the final summary only
+        for name, why in plan.skipped_datasets.items():
+            print(f"skipped dataset {name}: {why}", file=sys.stderr)
+        for warning in plan.warnings:
+            print(f"note: {warning}", file=sys.stderr)
     return plan
 
 
@@ -261,13 +262,28 @@ def cmd_table(args: argparse.Namespace) -> int:
     return status
 
 
-def _progress_bar(total: int):
+class EpochProgress:
+    """The ``progress`` logger (``bench.loggers`` entry point) that ``run -v`` adds: one line per epoch of every
+    cell that trains, on stderr."""
+
+    def __init__(self, results_dir: Path, spec) -> None:
+        self.label, self.epochs = spec.label, spec.epochs
+
+    def log_epoch(self, entry: dict) -> None:
+        print(f"  {self.label} epoch {entry['epoch'] + 1}/{self.epochs}: train loss {entry['train_loss']:.4f}, "
+              f"validation {entry['val_score']:.4f}", file=sys.stderr, flush=True)
+
+    def close(self) -> None:
+        pass
+
+
+def _progress_bar(total: int, *, quiet: bool = False):
     from tqdm import tqdm
 
     # Always shown; where stderr is not a terminal (CI logs) it updates every 30 s instead of continuously.
     # ``delay``: nothing is drawn for the first second, so an early one-line error stays one line.
     bar = tqdm(total=total, unit="cell", file=sys.stderr, dynamic_ncols=True, delay=1.0,
-               mininterval=0.5 if sys.stderr.isatty() else 30.0)
+               mininterval=0.5 if sys.stderr.isatty() else 30.0, disable=quiet)
 
     def update(spec, status: str) -> None:
         bar.set_postfix_str(f"{spec.label} {status}", refresh=False)
@@ -302,6 +318,8 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     _set_data_workers(args)
     _warn_bf16(args)
+    if args.verbose:  # per-epoch lines, through the logger hook every executor runs
+        args.logger = ",".join(name for name in (args.logger, "progress") if name)
     if args.threads < 1 or args.jobs < 1:
         raise UsageError(f"--threads and --jobs must be >= 1, got --threads {args.threads} --jobs {args.jobs}")
     _check_device(args.device)
@@ -324,10 +342,10 @@ def cmd_run(args: argparse.Namespace) -> int:
             from bench.store import failed_cells
 
             retry = failed_cells(results, plan.specs)
-            if retry:
+            if retry and not args.quiet:
                 print(f"retrying {len(retry)} cells whose records say they failed (--overwrite recomputes every "
                       "cell)", file=sys.stderr)
-        bar, update = _progress_bar(len(plan.specs))
+        bar, update = _progress_bar(len(plan.specs), quiet=args.quiet)
         try:
             outcome = run_grid(plan.specs, results, data_root=_data_root(args.data_root), overwrite=args.overwrite,
                                device=args.device, jobs=args.jobs, threads=args.threads, progress=update,
@@ -723,10 +741,18 @@ def _add_cpu_kernels_argument(parser: argparse.ArgumentParser) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from bench import __version__
+
     parser = _Parser(prog="bench", description="Multimodal-learning benchmark harness.")
+    parser.add_argument("--version", action="version", version=f"bench {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
     run = sub.add_parser("run", help="train and evaluate the cells of a grid that have no record yet")
     _add_grid_arguments(run)
+    talk = run.add_mutually_exclusive_group()
+    talk.add_argument("-q", "--quiet", action="store_true",
+                      help="print only errors and the final summary (no progress bar, no notes)")
+    talk.add_argument("-v", "--verbose", action="store_true",
+                      help="also print one line per epoch of every cell that trains (train loss, validation score)")
     run.add_argument("--results", default=str(DEFAULT_RESULTS), help="results directory (default: results)")
     run.add_argument("--overwrite", action="store_true", help="recompute cells that already have records")
     run.add_argument("--device", help="torch device (default: cuda if available, else cpu)")
@@ -854,7 +880,9 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def _main(argv: Sequence[str] | None) -> int:
     try:
-        args = build_parser().parse_args(argv)
+        args, unknown = build_parser().parse_known_args(argv)
+        if unknown:  # reported here, where the subcommand whose --help lists the options is known
+            raise UsageError(f"unrecognized arguments: {' '.join(unknown)} (see python -m bench {args.command} --help)")
         if getattr(args, "results", None) is not None:
             _results_dir(args)
         if hasattr(args, "cpu_kernels"):

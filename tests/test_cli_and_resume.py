@@ -247,3 +247,32 @@ def test_table_prints_the_short_summary_and_the_paths_it_wrote(run_cli, tmp_path
     assert out.startswith(run_summary(list(iter_records(tmp_path))))
     (wrote,) = [line for line in out.splitlines() if line.startswith("wrote ")]
     assert str(tmp_path / "leaderboard.md") in wrote and str(tmp_path / "regenerate.sh") in wrote
+
+
+def test_version_and_the_help_hint_name_the_right_command(run_cli):
+    import subprocess
+    import sys
+
+    from bench import __version__
+
+    done = subprocess.run([sys.executable, "-m", "bench", "--version"], capture_output=True, text=True)
+    assert done.returncode == 0 and done.stdout.strip() == f"bench {__version__}"
+    code, _, err = run_cli("--nope")
+    assert code == 2 and "(see python -m bench --help)" in err
+    code, _, err = run_cli("run", "--nope")
+    assert code == 2 and "(see python -m bench run --help)" in err
+
+
+def test_quiet_prints_only_the_summary_and_verbose_every_epoch(run_cli, tmp_path):
+    grid = ("run", "--methods", "late_fusion,fusion_xattn", "--datasets", "synthetic_2m", "--seeds", "0",
+            "--missing-rates", "0", "--epochs", "2")
+    code, out, err = run_cli(*grid, "-q", "--results", str(tmp_path / "q"))
+    assert code == 0 and err == "", err  # no note about fusion_xattn, no progress bar
+    assert "1 cells trained" in out and "late_fusion" in out
+    code, out, err = run_cli(*grid, "--results", str(tmp_path / "plain"))
+    assert code == 0 and "note: fusion_xattn does not apply" in err and "epoch 1/2" not in err
+    code, out, err = run_cli(*grid, "-v", "--results", str(tmp_path / "v"))
+    lines = [line for line in err.splitlines() if "synthetic_2m/late_fusion/seed0/miss0 epoch" in line]
+    assert code == 0 and [line.split(" epoch ")[1].split(":")[0] for line in lines] == ["1/2", "2/2"]
+    assert all("train loss" in line and "validation 0." in line for line in lines)
+    assert run_cli(*grid, "-q", "-v", "--results", str(tmp_path / "both"))[0] == 2
