@@ -204,13 +204,14 @@ def test_overwrite_whose_cell_fails_keeps_the_ok_record(run_cli, tmp_path, monke
     assert code == 0 and "1 cells trained" in out and not path.with_suffix(".failed").exists()
 
 
-def test_a_plain_rerun_retries_failed_cells_and_says_so(run_cli, tmp_path, monkeypatch):
+@pytest.mark.parametrize("jobs", ["1", "2"])
+def test_a_plain_rerun_retries_failed_cells_and_says_so(run_cli, tmp_path, monkeypatch, jobs):
     with monkeypatch.context() as patch:
         _failing_cells(patch)
         assert run_cli("run", *ONE_CELL, "--results", str(tmp_path))[0] == 1
     (path,) = (tmp_path / "records").rglob("*.json")
     assert json.loads(path.read_text())["status"] == "failed"
-    code, out, err = run_cli("run", *ONE_CELL, "--results", str(tmp_path))
+    code, out, err = run_cli("run", *ONE_CELL, "--jobs", jobs, "--results", str(tmp_path))
     assert code == 0 and "1 cells trained, 0 reused" in out
     assert [line for line in err.splitlines() if "retrying" in line] == [
         "retrying 1 cells whose records say they failed (--overwrite recomputes every cell)"]
