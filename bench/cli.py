@@ -212,7 +212,7 @@ def _write_tables(results_dir: Path, *, check: bool = False) -> tuple[int, list[
     pages = {LEADERBOARD_FILE: text,
              "README.md": results_readme(records, plots=[(f"plots/{name}", caption) for name, caption in
                                                          plot_names(plotted) + sweep_plot_names(plotted)
-                                                         + cd_diagram_names(plotted)],
+                                                         + cd_diagram_names(records)],
                                          dynamics=[(f"plots/{n}", c) for n, c in dynamics_plot_names(plotted)]),
              SCRIPT_FILE: regenerate_script(records)}
     if (results_dir / REPORTED_FILE).exists():
@@ -239,7 +239,7 @@ def _write_tables(results_dir: Path, *, check: bool = False) -> tuple[int, list[
         print("note: matplotlib is not installed, plots were not redrawn", file=sys.stderr)
         return 0, records, [results_dir / name for name in pages]
     drawn += (dynamics_plots(plotted, plots_dir) or []) + (sweep_plots(plotted, plots_dir) or [])
-    drawn += cd_diagrams(plotted, plots_dir) or []
+    drawn += cd_diagrams(records, plots_dir) or []  # one per track and kind of hyperparameters
     for stale in set(plots_dir.glob("*.png")) - set(drawn):
         stale.unlink()  # a plot of a setting that no longer has records
     return 0, records, [results_dir / name for name in pages] + sorted(drawn)
