@@ -7,7 +7,6 @@ failed cell.
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import fnmatch
 import math
@@ -23,7 +22,8 @@ from bench.masks import max_missing_rate
 from bench.protocol import DataDescription
 from bench.registry import DATASETS, METHODS, dataset_adapter, default_method
 from bench.spec import CellSpec
-from bench.workers import start_workers, stop_workers
+from bench.store import read_record, record_path, reusable
+from bench.workers import run_cells
 
 __all__ = [
     "GridOutcome", "GridPlan", "GridRequest", "dataset_description", "expand", "not_applicable_reason",
@@ -343,8 +343,9 @@ def run_grid(
 ) -> GridOutcome:
     """Run every spec without a valid record (all of them with ``overwrite``).
 
-    ``jobs > 1`` runs cells in that many worker processes (``threads`` torch threads each; ``pool``: workers
-    already started by :func:`start_workers`, which the caller shuts down). Every cell is
+    ``jobs > 1`` runs that many cells at once, this process and ``jobs - 1`` worker processes (``threads`` torch
+    threads each; ``pool``: workers already started by :func:`bench.workers.start_workers`, which the caller
+    shuts down; see :func:`bench.workers.run_cells`). Every cell is
     seeded on its own, so the records are the same as a sequential run's. ``executor="ray"`` runs each
     cell as a Ray task instead (see ``bench.executors``; ``ray_address`` None starts a local instance).
     """
@@ -371,16 +372,16 @@ def run_grid(
         for spec in specs:
             done(spec, process_cell(spec, results_dir, **options))
         return outcome
-    from concurrent.futures import as_completed
-
-    with contextlib.nullcontext(pool) if pool is not None else start_workers(jobs, threads) as workers:
-        futures = {workers.submit(process_cell, spec, results_dir, **options): spec for spec in specs}
-        try:
-            for future in as_completed(futures):
-                done(futures[future], future.result())
-        except BaseException:  # Ctrl-C included: end the running cells too, not only the queued ones
-            stop_workers(workers)
-            raise
+    # Cells with a valid record are skipped here at once; the others run jobs at a time, this process being one
+    # of the runners (bench.workers.run_cells; Ctrl-C ends the workers' running cells too).
+    todo = []
+    for spec in specs:
+        path = record_path(results_dir, spec)
+        if not overwrite and path.exists() and reusable(read_record(path)):  # a failed record is retried
+            done(spec, CellOutcome(spec.label, "cached"))
+        else:
+            todo.append(spec)
+    run_cells(todo, process_cell, results_dir, jobs=jobs, threads=threads, pool=pool, done=done, **options)
     return outcome
 
 

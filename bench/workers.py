@@ -1,10 +1,18 @@
-"""Worker processes for ``run --jobs N``, startable before torch is imported in the calling process."""
+"""Worker processes for ``run --jobs N``, startable before torch is imported in the calling process.
+
+``--jobs N`` runs N cells at once: N - 1 spawned workers and the calling process itself (:func:`run_cells`).
+The caller starts on the first cell at once, while the workers are still importing torch (about 2-3 s each),
+and a worker is handed cells only once it is warm, so a grid of a few short cells never waits for workers
+that are slower to start than the cells are to train, and a grid of one cell starts none.
+"""
 
 from __future__ import annotations
 
+from collections import deque
+from collections.abc import Callable, Sequence
 from typing import Any
 
-__all__ = ["start_workers", "stop_workers"]
+__all__ = ["run_cells", "start_workers", "stop_workers"]
 
 
 def _terminated(signum: int, frame: Any) -> None:
@@ -36,11 +44,13 @@ def _worker_init(threads: int) -> None:
 
 
 def _ready() -> None:
-    """A no-op task: submitting one per worker makes the pool spawn all its workers now."""
+    """A no-op task: submitting one per worker makes the pool spawn all its workers now; its completion says
+    that a worker has finished starting (:func:`run_cells` hands cells only to warm workers)."""
 
 
 def start_workers(jobs: int, threads: int) -> Any:
-    """A pool of ``jobs`` spawned worker processes, started at once.
+    """A pool of ``jobs - 1`` spawned worker processes (at least one), started at once: with the calling
+    process, which runs cells too (:func:`run_cells`), ``jobs`` cells run at once.
 
     Spawning a worker costs an interpreter start and the torch import (about 2 s here). Starting the pool
     before the grid is planned lets that overlap with the planning, which imports torch too; ``run_grid``
@@ -51,10 +61,60 @@ def start_workers(jobs: int, threads: int) -> Any:
 
     # spawn, not fork: a forked child of a process that has used OpenMP threads can hang.
     context = multiprocessing.get_context("spawn")
-    pool = ProcessPoolExecutor(jobs, mp_context=context, initializer=_worker_init, initargs=(threads,))
-    for _ in range(jobs):
-        pool.submit(_ready)
+    workers = max(jobs - 1, 1)
+    pool = ProcessPoolExecutor(workers, mp_context=context, initializer=_worker_init, initargs=(threads,))
+    pool.bench_ready = [pool.submit(_ready) for _ in range(workers)]
     return pool
+
+
+def run_cells(specs: Sequence[Any], run: Callable[..., Any], *args: Any, jobs: int, threads: int, pool: Any = None,
+              done: Callable[[Any, Any], None], **kwargs: Any) -> None:
+    """``done(spec, run(spec, *args, **kwargs))`` for every spec, ``jobs`` at a time: this process and the
+    ``jobs - 1`` workers of ``pool`` (started here when None; ``run`` must then be picklable).
+
+    This process takes the next cell whenever it is free; each warm worker holds at most two cells (one
+    training, one waiting), so neither side idles while the other has cells queued, and a cold worker holds
+    none; workers still starting when the last cell is done are stopped, not waited for. One cell or fewer:
+    no worker is used (a pool that was started is stopped at once). Any exception
+    (Ctrl-C included) ends the workers' running cells too (:func:`stop_workers`) and propagates."""
+    from concurrent.futures import FIRST_COMPLETED, wait
+
+    pending = deque(specs)
+    if jobs <= 1 or len(pending) <= 1:
+        if pool is not None:
+            stop_workers(pool)  # still importing torch, most likely: not worth waiting for
+        for spec in pending:
+            done(spec, run(spec, *args, **kwargs))
+        return
+    own = pool is None
+    workers = start_workers(jobs, threads) if own else pool
+    ready = getattr(workers, "bench_ready", None)
+    running: dict[Any, Any] = {}
+
+    def collect(finished) -> None:
+        for future in finished:
+            done(running.pop(future), future.result())
+
+    try:
+        while pending or running:
+            collect([f for f in running if f.done()])
+            warm = sum(f.done() for f in ready) if ready is not None else jobs - 1
+            while pending and len(running) < 2 * warm:
+                spec = pending.popleft()
+                running[workers.submit(run, spec, *args, **kwargs)] = spec
+            if pending:
+                spec = pending.popleft()
+                done(spec, run(spec, *args, **kwargs))
+            elif running:
+                collect(wait(running, return_when=FIRST_COMPLETED)[0])
+        if ready is not None and not all(f.done() for f in ready):
+            stop_workers(workers)  # every cell is done and a worker is still starting: do not wait for it
+    except BaseException:
+        stop_workers(workers)
+        raise
+    finally:
+        if own:
+            workers.shutdown(wait=True)
 
 
 def stop_workers(pool: Any, timeout: float = 5.0) -> None:
