@@ -1,4 +1,5 @@
-"""``bench run --executor ray``: the records of a local run, resume, no Ray processes left behind.
+"""``bench run --executor ray``: the records of a local run, on a local instance and on a 2-node cluster, resume,
+no Ray processes left behind.
 
 Needs Ray (``pip install 'bench-mml[ray]'``); without it the subprocess test skips. Starting a local Ray
 instance costs several seconds (about 7 s on a busy 2-core machine), plus torch imports in its workers.
@@ -79,3 +80,38 @@ def test_executor_ray_without_ray_installed_is_a_usage_error(monkeypatch, run_cl
     assert code == 2
     assert err.strip().splitlines() == ["error: --executor ray needs Ray: pip install 'bench-mml[ray]'"]
     assert not (tmp_path / "records").exists()
+
+
+def start_cluster(nodes: int):
+    """A Ray cluster of ``nodes`` nodes on this machine, one CPU each (``ray.cluster_utils.Cluster``)."""
+    from ray.cluster_utils import Cluster
+
+    cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 1, "include_dashboard": False})
+    for _ in range(nodes - 1):
+        cluster.add_node(num_cpus=1)
+    cluster.wait_for_nodes()
+    return cluster
+
+
+def test_a_two_node_cluster_gives_the_records_of_the_local_executor(tmp_path, monkeypatch):
+    pytest.importorskip("ray", reason="Ray is not installed: pip install 'bench-mml[ray]'")
+    monkeypatch.setenv("RAY_USAGE_STATS_ENABLED", "0")
+    local = _run(tmp_path / "local")
+    assert local.returncode == 0, local.stderr
+    cluster = start_cluster(2)
+    try:
+        import ray
+
+        ray.init(address=cluster.address)
+        try:
+            alive = [node for node in ray.nodes() if node["Alive"]]
+            assert len(alive) == 2 and sum(node["Resources"].get("CPU", 0) for node in alive) == 2
+        finally:
+            ray.shutdown()
+        on_cluster = _run(tmp_path / "cluster", "--executor", "ray", "--ray-address", cluster.address)
+        assert on_cluster.returncode == 0, on_cluster.stderr
+        assert f"{CELLS} cells trained, 0 reused" in on_cluster.stdout
+    finally:
+        cluster.shutdown()
+    assert _metrics(tmp_path / "cluster") == _metrics(tmp_path / "local")
+    assert not list((tmp_path / "cluster").rglob("*.lock"))
