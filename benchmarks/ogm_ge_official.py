@@ -1,8 +1,10 @@
-"""One OGM-GE training epoch on CREMA-D-layout data: bench against the official code, on CPU.
+"""One OGM-GE training epoch on CREMA-D-layout data: bench against the official code, on CPU (or, with
+``--device cuda``, on a GPU).
 
     python benchmarks/ogm_ge_official.py [--train-clips 128] [--threads 1,2] [--repeats 1]
         [--official DIR [--official-site DIR] [--official-workers 32]] [--channels-last] [--json OUT]
     python benchmarks/ogm_ge_official.py --dry-run        # 2 clips, bench's part only, one step (a smoke test)
+    python benchmarks/ogm_ge_official.py --device cuda [--precision bf16] ...   # on a GPU (benchmarks/gpu_check.sh)
 
 **Data.** A CREMA-D-layout dataset is written to a temporary folder with the encoders of
 ``tests/media_fixtures.py`` (PyAV's FFmpeg, ``wave``): ``AudioWAV/<clip>.wav`` (16 kHz mono 16-bit),
@@ -180,22 +182,24 @@ def prepare_bench(layout: Layout) -> float:
     return time.perf_counter() - started
 
 
-def bench_epoch(data_root: Path, threads: int, *, channels_last: bool = False) -> dict:
-    """Time one ``ogm_ge`` training epoch of the harness on ``cremad`` (prepared in ``$BENCH_CACHE``)."""
+def bench_epoch(data_root: Path, threads: int, *, channels_last: bool = False, device: str = "cpu",
+                precision: str = "fp32") -> dict:
+    """Time one ``ogm_ge`` training epoch of the harness on ``cremad`` (prepared in ``$BENCH_CACHE``), on
+    ``device`` (``--device``), fp32 or under bf16 autocast (``--precision``)."""
     import torch
 
     torch.set_num_threads(threads)
     from bench.backbones import _ResNet18
     from bench.data import cell_data
     from bench.grid import GridRequest, expand
-    from bench.loop import _make_optimizer, _train_epoch, build_method, seed_everything
+    from bench.loop import _make_optimizer, _train_epoch, autocast_for, build_method, seed_everything
 
     started = time.perf_counter()
     request = GridRequest(methods="ogm_ge", datasets="cremad", seeds=(0,), missing_rates=(0.0,), epochs=1,
-                          batch_size=BATCH_SIZE, data_root=data_root)
+                          batch_size=BATCH_SIZE, data_root=data_root, precision=precision)
     (spec,) = expand(request).specs
     method = build_method(spec)
-    data = cell_data(spec, data_root=data_root, zero_fill=type(method).zero_fill_missing, device=torch.device("cpu"))
+    data = cell_data(spec, data_root=data_root, zero_fill=type(method).zero_fill_missing, device=torch.device(device))
     load_seconds = time.perf_counter() - started
     seed_everything(spec.seed)
     model = method.build(data.description)
@@ -204,17 +208,24 @@ def bench_epoch(data_root: Path, threads: int, *, channels_last: bool = False) -
             if isinstance(encoder, _ResNet18):
                 encoder.channels_last = True
                 encoder.cnn = encoder.cnn.to(memory_format=torch.channels_last)
+    model = model.to(device)
     optimizer = _make_optimizer(method, model)
     generator = torch.Generator().manual_seed(spec.seed)
     started = time.perf_counter()
-    steps, _ = _train_epoch(method, model, optimizer, data, spec, 0, generator, 0)
-    return {"code": "bench" + (" channels-last" if channels_last else ""), "threads": torch.get_num_threads(),
+    steps, _ = _train_epoch(method, model, optimizer, data, spec, 0, generator, 0,
+                            autocast=autocast_for(precision, torch.device(device)))
+    if device.startswith("cuda"):
+        torch.cuda.synchronize()
+    return {"code": "bench" + (" channels-last" if channels_last else "") + (f" {precision}" if precision != "fp32" else ""),
+            "device": device, "threads": torch.get_num_threads(),
             "epoch_seconds": time.perf_counter() - started, "clips": len(data.train), "steps": steps,
             "load_seconds": load_seconds}
 
 
-def bench_epoch_subprocess(layout: Layout, cache: Path, threads: int, channels_last: bool) -> dict:
-    command = [sys.executable, __file__, "--bench-epoch", str(layout.root), "--threads", str(threads)]
+def bench_epoch_subprocess(layout: Layout, cache: Path, threads: int, channels_last: bool, device: str = "cpu",
+                           precision: str = "fp32") -> dict:
+    command = [sys.executable, __file__, "--bench-epoch", str(layout.root), "--threads", str(threads),
+               "--device", device, "--precision", precision]
     env = {**os.environ, "BENCH_CACHE": str(cache)}
     return _run_timed(command + (["--channels-last"] if channels_last else []), cwd=REPO, env=env)
 
@@ -299,9 +310,10 @@ print("@TAG@" + json.dumps({"epoch_seconds": timed["epoch"][0], "data_wait_secon
 '''.replace("@TAG@", TIMING_TAG)
 
 
-def patched_main(text: str, workers: int | None) -> str:
-    """The official ``main.py`` with :data:`MAIN_PY_EDITS` (and ``num_workers`` when ``workers`` is given)."""
-    edits = list(MAIN_PY_EDITS)
+def patched_main(text: str, workers: int | None, device: str = "cpu") -> str:
+    """The official ``main.py`` with :data:`MAIN_PY_EDITS` (and ``num_workers`` when ``workers`` is given); on
+    a CUDA ``device`` the official code keeps its own ``cuda:0`` (only the worker count may change)."""
+    edits = list(MAIN_PY_EDITS) if not device.startswith("cuda") else []
     if workers is not None:
         edits.append(("num_workers=32", f"num_workers={workers}"))
     for old, new in edits:
@@ -313,7 +325,8 @@ def patched_main(text: str, workers: int | None) -> str:
     return text
 
 
-def prepare_official(official: Path, work: Path, layout: Layout, workers: int | None) -> tuple[Path, Path, float]:
+def prepare_official(official: Path, work: Path, layout: Layout, workers: int | None,
+                     device: str = "cpu") -> tuple[Path, Path, float]:
     """Copy the official code into ``work``, adapt it (see the module docstring), write its split lists and
     frames. Returns (code copy, frames root, seconds of the frame extraction)."""
     if not (official / "main.py").is_file() or not (official / "dataset" / "CramedDataset.py").is_file():
@@ -321,7 +334,7 @@ def prepare_official(official: Path, work: Path, layout: Layout, workers: int | 
     code = work / "OGM-GE_CVPR2022"
     shutil.copytree(official, code, ignore=shutil.ignore_patterns(".git"))
     main_py = code / "main.py"
-    main_py.write_text(patched_main(main_py.read_text(), workers))
+    main_py.write_text(patched_main(main_py.read_text(), workers, device))
     (code / "_time_official_epoch.py").write_text(DRIVER)
     write_split(code / "data" / "CREMAD" / "train.csv", layout.trained)
     write_split(code / "data" / "CREMAD" / "test.csv", layout.test)
@@ -423,6 +436,10 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument("--official-python", default=sys.executable, help="the interpreter of the official run")
     p.add_argument("--official-workers", type=int, help="replace main.py's num_workers=32 (default: keep it)")
     p.add_argument("--channels-last", action="store_true", help="also time bench with channels-last ResNets")
+    p.add_argument("--device", default="cpu", help="cpu (default) or cuda[:N]: bench's epoch there, and the "
+                                                   "official code on its own cuda:0 (unedited) when cuda")
+    p.add_argument("--precision", choices=("fp32", "bf16"), default="fp32",
+                   help="bench's epoch in fp32 or under bf16 autocast (the official code has no bf16: fp32)")
     p.add_argument("--json", type=Path, help="write the runs to this file")
     p.add_argument("--dry-run", action="store_true", help="2 clips, bench only, in this process (a smoke test)")
     p.add_argument("--bench-epoch", type=Path, help=argparse.SUPPRESS)  # internal: one epoch in a child process
@@ -444,7 +461,8 @@ def dry_run(work: Path) -> dict:
 def main(argv: Sequence[str] | None = None) -> None:
     args = parse_args(argv)
     if args.bench_epoch is not None:
-        print(TIMING_TAG + json.dumps(bench_epoch(args.bench_epoch, args.threads[0], channels_last=args.channels_last)))
+        print(TIMING_TAG + json.dumps(bench_epoch(args.bench_epoch, args.threads[0], channels_last=args.channels_last,
+                                                  device=args.device, precision=args.precision)))
         return
     import torch
 
@@ -470,7 +488,7 @@ def measure(args: argparse.Namespace, work: Path) -> None:
           f"{prepare_seconds / clips:.3f} s/clip", flush=True)
     official = None
     if args.official is not None:
-        official = prepare_official(args.official.resolve(), work, layout, args.official_workers)
+        official = prepare_official(args.official.resolve(), work, layout, args.official_workers, args.device)
         print(f"official frame extraction (JPEGs): {official[2]:.1f} s for "
               f"{len(layout.trained) + len(layout.test)} clips", flush=True)
     variants = [False, True] if args.channels_last else [False]
@@ -483,12 +501,14 @@ def measure(args: argparse.Namespace, work: Path) -> None:
                     runs.append(official_epoch(official[0], official[1], layout, threads, args.official_site,
                                                args.official_python))
                 elif code == "bench":
-                    runs += [bench_epoch_subprocess(layout, cache, threads, cl) for cl in variants]
+                    runs += [bench_epoch_subprocess(layout, cache, threads, cl, args.device, args.precision)
+                             for cl in variants]
                 else:
                     continue
                 print("\n".join(per_clip_lines(runs[-(len(variants) if code == "bench" else 1):])), flush=True)
     flops = flops_per_clip()
-    report = ["", f"one OGM-GE epoch, batch {BATCH_SIZE}, fp32, CPU ({os.cpu_count()} cores, busy: other jobs running)"]
+    where = f"CPU ({os.cpu_count()} cores, busy: other jobs running)" if args.device == "cpu" else args.device
+    report = ["", f"one OGM-GE epoch, batch {BATCH_SIZE}, bench {args.precision} (official fp32), {where}"]
     report += per_clip_lines(runs) + ratio_lines(runs)
     best = min(r["epoch_seconds"] / r["clips"] for r in runs)
     report.append(f"  model: {flops / 1e9:.1f} GFLOP per clip (forward + backward); the fastest run did "

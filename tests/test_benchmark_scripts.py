@@ -62,3 +62,28 @@ def test_official_main_edits_are_exact(ogm_bench):
     assert "num_workers=2" in ogm_bench.patched_main(text, workers=2)
     with pytest.raises(SystemExit, match="343dc1d"):
         ogm_bench.patched_main("device = torch.device('cuda:1')\n", workers=None)
+
+
+def test_gpu_check_parses_and_without_a_gpu_says_so_in_one_line():
+    import subprocess
+
+    import torch
+
+    script = REPO / "benchmarks" / "gpu_check.sh"
+    assert subprocess.run(["bash", "-n", str(script)], capture_output=True).returncode == 0
+    if torch.cuda.is_available():
+        pytest.skip("a GPU is present: run benchmarks/gpu_check.sh itself")
+    done = subprocess.run(["bash", str(script)], capture_output=True, text=True, env={"PYTHON": sys.executable,
+                                                                                      "PATH": "/usr/bin:/bin"})
+    assert done.returncode == 2 and done.stdout == ""
+    assert done.stderr.strip().splitlines() == [
+        "gpu_check: no CUDA GPU here (torch.cuda.is_available() is False); run it on a machine with one"]
+
+
+def test_loop_overhead_runs_on_the_cpu_device(tmp_path):
+    import subprocess
+
+    done = subprocess.run([sys.executable, str(REPO / "benchmarks" / "loop_overhead.py"), "--epochs", "2",
+                           "--device", "cpu"], capture_output=True, text=True, cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    assert "ratio" in done.stdout and "cpu" in done.stdout.splitlines()[-1]
