@@ -20,6 +20,11 @@ Requirements on a real cluster:
 - claims are per host: a lock left by a worker on a node that died is not taken over automatically
   (see ``bench.store.claim_cell``); delete it by hand.
 
+CPU kernels: a task runs the kernel setting of the submitting process (native, or the AVX2 pin of
+``--cpu-kernels avx2`` / ``BENCH_CPU_KERNELS=avx2``; bench.kernels): with the pin, its variables are given to
+the tasks as Ray ``runtime_env`` environment variables, which Ray sets before the worker process starts, i.e.
+before torch loads. Every record names the kernels it ran with.
+
 Tasks request no GPU unless ``--device cuda...`` is given, and Ray hides the GPUs from such tasks, so
 the default device resolves to the CPU inside Ray workers. ``--jobs`` is not used: Ray runs as many
 cells at once as the cluster has CPUs (a local instance: this machine's cores).
@@ -34,6 +39,7 @@ from pathlib import Path
 
 from bench.cells import CellOutcome, process_cell
 from bench.errors import UsageError
+from bench.kernels import kernel_env
 from bench.spec import CellSpec
 from bench.store import read_record, record_path
 
@@ -115,7 +121,9 @@ def run_cells_on_ray(
         ray.init(address=address, **({"include_dashboard": False} if address is None else {}))
     try:
         gpus = 1 if device is not None and device.startswith("cuda") else 0
-        task = ray.remote(num_cpus=1, num_gpus=gpus, max_retries=0)(_ray_cell)
+        pinned = kernel_env()  # native kernels: nothing to set; a pin must reach the workers before torch loads
+        runtime = {"runtime_env": {"env_vars": {**pinned, "BENCH_CPU_KERNELS": "native"}}} if pinned else {}
+        task = ray.remote(num_cpus=1, num_gpus=gpus, max_retries=0, **runtime)(_ray_cell)
         env = {name: os.environ[name] for name in FORWARDED_ENVIRONMENT if name in os.environ}
         pending = {task.remote(spec, str(results_dir), threads, options, env): spec for spec in todo}
         try:

@@ -115,3 +115,14 @@ def test_a_two_node_cluster_gives_the_records_of_the_local_executor(tmp_path, mo
         cluster.shutdown()
     assert _metrics(tmp_path / "cluster") == _metrics(tmp_path / "local")
     assert not list((tmp_path / "cluster").rglob("*.lock"))
+
+
+def test_a_pinned_run_on_ray_records_the_pin(tmp_path, monkeypatch):
+    pytest.importorskip("ray", reason="Ray is not installed: pip install 'bench-mml[ray]'")
+    if sys.platform != "linux" or os.uname().machine not in ("x86_64", "amd64"):
+        pytest.skip("the AVX2 pin is for x86")
+    on_ray = _run(tmp_path, "--executor", "ray", "--cpu-kernels", "avx2")
+    assert on_ray.returncode == 0, on_ray.stderr
+    environments = [json.loads(p.read_text())["environment"] for p in (tmp_path / "records").rglob("*.json")]
+    assert len(environments) == CELLS
+    assert all(e["cpu_kernels"] == "AVX2" and e["cpu_kernel_env"]["ONEDNN_MAX_CPU_ISA"] == "AVX2" for e in environments)
