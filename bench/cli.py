@@ -110,7 +110,9 @@ def _data_root(value: str | None) -> Path | None:
 
 
 def _add_grid_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--methods", default="all", help="names, globs (ogm*) or 'all' (default: all)")
+    p.add_argument("--methods", default="classification",
+                   help="names, globs (ogm*), a task family (classification, retrieval) or 'all' "
+                        "(default: classification)")
     p.add_argument("--datasets", default="imbalance*", help="names, globs or 'all' (default: imbalance*)")
     p.add_argument("--seeds", default="0,1,2", help="comma-separated integers (default: 0,1,2)")
     p.add_argument("--missing-rates", default="0,0.25,0.5", help="comma-separated rates in [0, 1)")

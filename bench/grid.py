@@ -33,7 +33,7 @@ __all__ = [
 
 @dataclass(frozen=True)
 class GridRequest:
-    methods: str = "all"
+    methods: str = "classification"
     datasets: str = "imbalance*"
     seeds: tuple[int, ...] = (0, 1, 2)
     missing_rates: tuple[float, ...] = (0.0, 0.25, 0.5)

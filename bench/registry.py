@@ -129,7 +129,9 @@ class Registry:
     def select(self, selection: str | Iterable[str]) -> list[str]:
         """Expand ``all``, comma lists and globs (``ogm*``) into registered names, in the order given.
 
-        ``all`` and globs skip broken plugins (``bench ls`` shows them); naming one explicitly fails.
+        ``all`` and globs skip broken plugins (``bench ls`` shows them); naming one explicitly fails. A part
+        that names a task family (``classification``, ``retrieval``) and no registered entry selects every
+        entry whose class attribute ``task`` is that family (methods: :class:`bench.hparams.MethodConfig`).
         """
         parts = selection.split(",") if isinstance(selection, str) else list(selection)
         parts = [p.strip() for p in parts if p.strip()]
@@ -137,7 +139,13 @@ class Registry:
             raise UsageError(f"empty {self.kind} selection; give names, globs or 'all'")
         chosen: list[str] = []
         for part in parts:
-            if part == "all" or any(ch in part for ch in "*?["):
+            if part in TASK_FAMILIES and part not in self.names():
+                matches = [n for n in self.names() if self.error(n) is None
+                           and _task_family(self.get(n)) == part]
+                if not matches:
+                    raise UsageError(f"no {self.kind} of the {part} family is installed. Available: "
+                                     f"{', '.join(self.names())}")
+            elif part == "all" or any(ch in part for ch in "*?["):
                 pattern = "*" if part == "all" else part
                 matches = [n for n in self.names() if fnmatch.fnmatchcase(n, pattern) and self.error(n) is None]
                 if not matches:
@@ -148,6 +156,15 @@ class Registry:
             chosen.extend(m for m in matches if m not in chosen)
         return chosen
 
+
+def _task_family(obj: Any) -> str:
+    """The ``task`` class attribute of a registered class, or of the class a :func:`variant` presets."""
+    cls = getattr(obj, "func", obj)  # functools.partial keeps the class in .func
+    return getattr(cls, "task", "classification")
+
+
+#: Selection words for a task family (``--methods classification``); see :meth:`Registry.select`.
+TASK_FAMILIES = ("classification", "retrieval")
 
 METHODS = Registry("method", "bench.methods")
 DATASETS = Registry("dataset", "bench.datasets", prefix_group="bench.dataset_prefixes")

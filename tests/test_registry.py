@@ -57,3 +57,14 @@ def test_broken_plugin_is_listed_and_fails_only_when_selected():
 
 def test_builtins_come_from_entry_points():
     assert METHODS.origin("late_fusion").startswith("bench-mml")
+
+
+def test_a_task_family_selects_its_methods_variants_included():
+    from bench.registry import METHODS
+
+    retrieval = METHODS.select("retrieval")
+    classification = METHODS.select("classification")
+    assert "align_clip" in retrieval and "align_unialign_r_2m" in retrieval  # variants resolve to their class
+    assert "late_fusion" in classification and "mla_no_hgm" in classification
+    assert not set(retrieval) & set(classification)
+    assert sorted(retrieval + classification) == sorted(METHODS.select("all"))
