@@ -88,8 +88,7 @@ def _walk(root: Path) -> list[tuple[tuple[str, ...], str, os.DirEntry]]:
 
 def _read_index(path: Path, code: str) -> dict[str, Any]:
     try:
-        with open(path, "rb") as handle:
-            index = marshal.load(handle)
+        index = marshal.loads(path.read_bytes())  # marshal.load(file) reads in small pieces: 6x slower
     except (OSError, EOFError, ValueError, TypeError):
         return {}
     if not isinstance(index, dict) or index.get("code") != code or not isinstance(index.get("files"), dict):
