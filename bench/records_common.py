@@ -270,13 +270,21 @@ def drop_capped_duplicates(records: Iterable[Mapping[str, Any]]) -> list[Record]
         spec = {k: v for k, v in r["spec"].items() if k != "missing_rate"}
         return canonical_json([spec, round(effective_rate(r), 9)])
 
+    def at_cap(r: Mapping[str, Any]) -> bool:
+        m = _num_modalities(r)
+        return bool(m) and float(r["spec"]["missing_rate"]) >= (m - 1) / m
+
+    # Only records at or above the cap can share realised masks (below it the rate is the masks'), so only
+    # they need an identity: the tables call this on every record several times.
     chosen: dict[str, Record] = {}
-    for r in sorted(records, key=lambda r: (float(r["spec"]["missing_rate"]), r.get("key", ""))):
+    for r in sorted(filter(at_cap, records), key=lambda r: (float(r["spec"]["missing_rate"]), r.get("key", ""))):
         chosen.setdefault(identity(r), r)  # the lowest nominal rate, i.e. the uncapped one, wins
     kept = {id(r) for r in chosen.values()}
     out = []
     for r in records:
-        if id(r) in kept:
+        if not at_cap(r):
+            out.append(r)
+        elif id(r) in kept:
             if effective_rate(r) != r["spec"]["missing_rate"]:
                 r = {**r, "spec": {**r["spec"], "missing_rate": effective_rate(r)}}
             out.append(r)
