@@ -163,6 +163,9 @@ def rank_across_datasets(sections: Mapping[tuple, list[dict[str, Any]]],
     rankings = []
     for tuning, chosen in sorted(by_tuning.items()):
         per_block = {dataset: dict(block_scores(sections[setting])) for dataset, setting in sorted(chosen.items())}
+        # A dataset with fewer than 3 rows (e.g. a costly one run for two methods) would shrink the common
+        # rows below what a ranking needs: it is left out of the ranking, not the other way round.
+        per_block = {dataset: scores for dataset, scores in per_block.items() if len(scores) >= 3}
         common = sorted(set.intersection(*(set(v) for v in per_block.values()))) if per_block else []
         if len(per_block) < 3 or len(common) < 3:
             continue
