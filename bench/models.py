@@ -11,7 +11,7 @@ from collections.abc import Callable, Mapping
 import torch
 from torch import nn
 
-from bench.protocol import DataDescription, ModalitySpec
+from bench.protocol import DataDescription, ModalitySpec, Prediction
 
 __all__ = [
     "ENCODER_FACTORIES",
@@ -22,6 +22,7 @@ __all__ = [
     "MLPEncoder",
     "PerModalityClassifiers",
     "SlicedFusionNet",
+    "sliced_prediction",
     "SumHead",
     "build_encoders",
     "encode",
@@ -197,6 +198,13 @@ class SumHead(nn.Module):
         training with the full bias; the full bias is kept here so the per-modality
         logits add up to exactly the fused logits."""
         return {name: head(features[name]) for name, head in self.heads.items()}
+
+
+def sliced_prediction(model: nn.Module, inputs: Mapping[str, torch.Tensor]) -> Prediction:
+    """``Method.predict`` of a joint model whose ``forward`` gives (fused logits, features) and whose
+    ``head.sliced(features)`` the per-modality logits (:class:`SlicedFusionNet`, ``bench.fusion.FusionNet``)."""
+    logits, features = model(inputs)
+    return Prediction(logits, model.head.sliced(features))
 
 
 class SlicedFusionNet(nn.Module):

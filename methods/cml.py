@@ -33,7 +33,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from bench.hparams import MethodConfig
-from bench.models import SlicedFusionNet
+from bench.models import SlicedFusionNet, sliced_prediction
 from bench.protocol import Batch, DataDescription, LossOut, Prediction, StepContext
 
 __all__ = ["CML", "confidence", "confidence_penalty", "removal_logits"]
@@ -119,8 +119,7 @@ class CML(MethodConfig):
         return LossOut(ce + self.lam * penalty, {"penalty": penalty.detach()})
 
     def predict(self, model: nn.Module, batch: Batch) -> Prediction:
-        logits, features = model(batch.inputs)
-        return Prediction(logits, model.head.sliced(features))
+        return sliced_prediction(model, batch.inputs)
 
     @staticmethod
     def search_space(trial: Any) -> dict[str, Any]:

@@ -42,7 +42,7 @@ from torch import nn
 
 from bench.hparams import MethodConfig
 from bench.methods.umt import present_cross_entropy
-from bench.models import SlicedFusionNet
+from bench.models import SlicedFusionNet, sliced_prediction
 from bench.protocol import Batch, DataDescription, EpochContext, LossOut, Prediction, StepContext
 
 __all__ = ["HISTORY", "InfoReg", "InfoRegNet", "WINDOW_THRESHOLD", "regulation", "window_k"]
@@ -175,8 +175,7 @@ class InfoReg(MethodConfig):
                         f.add_(w.grad * w.grad)
 
     def predict(self, model: nn.Module, batch: Batch) -> Prediction:
-        logits, features = model(batch.inputs)
-        return Prediction(logits, model.head.sliced(features))
+        return sliced_prediction(model, batch.inputs)
 
     @staticmethod
     def search_space(trial: Any) -> dict[str, Any]:

@@ -10,7 +10,7 @@ from torch import nn
 
 from bench.fusion import FusionNet, fusion_not_applicable
 from bench.hparams import MethodConfig
-from bench.models import SlicedFusionNet
+from bench.models import SlicedFusionNet, sliced_prediction
 from bench.protocol import Batch, DataDescription, LossOut, Prediction, StepContext
 from bench.registry import variant
 
@@ -49,8 +49,7 @@ class LateFusion(MethodConfig):
         return LossOut(F.cross_entropy(logits, batch.label), {"features": features, "logits": logits})
 
     def predict(self, model: nn.Module, batch: Batch) -> Prediction:
-        logits, features = model(batch.inputs)
-        return Prediction(logits, model.head.sliced(features))
+        return sliced_prediction(model, batch.inputs)
 
     @staticmethod
     def search_space(trial: Any) -> dict[str, Any]:

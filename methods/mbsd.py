@@ -36,7 +36,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from bench.hparams import MethodConfig, check_epoch_window
-from bench.models import SlicedFusionNet
+from bench.models import SlicedFusionNet, sliced_prediction
 from bench.protocol import Batch, DataDescription, LossOut, Prediction, StepContext
 
 __all__ = ["MBSD", "agreement_terms", "confidence_gap_weights"]
@@ -119,8 +119,7 @@ class MBSD(MethodConfig):
         return LossOut(fused + unimodal + rs + kl, {"rs": rs.detach(), "kl": kl.detach()})
 
     def predict(self, model: nn.Module, batch: Batch) -> Prediction:
-        logits, features = model(batch.inputs)
-        return Prediction(logits, model.head.sliced(features))
+        return sliced_prediction(model, batch.inputs)
 
     @staticmethod
     def search_space(trial: Any) -> dict[str, Any]:

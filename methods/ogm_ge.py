@@ -18,7 +18,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from bench.hparams import MethodConfig, check_epoch_window
-from bench.models import SlicedFusionNet
+from bench.models import SlicedFusionNet, sliced_prediction
 from bench.protocol import Batch, DataDescription, LossOut, Prediction, StepContext
 from bench.registry import variant
 
@@ -189,8 +189,7 @@ class OGMGE(MethodConfig):
                     p.grad = modulate_gradient(p.grad, k, self.noise)
 
     def predict(self, model: nn.Module, batch: Batch) -> Prediction:
-        logits, features = model(batch.inputs)
-        return Prediction(logits, model.head.sliced(features))
+        return sliced_prediction(model, batch.inputs)
 
     @staticmethod
     def search_space(trial: Any) -> dict[str, Any]:

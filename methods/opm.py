@@ -40,7 +40,7 @@ from torch import nn
 
 from bench.hparams import MethodConfig, check_epoch_window
 from bench.methods.ogm_ge import true_class_scores
-from bench.models import SlicedFusionNet
+from bench.models import SlicedFusionNet, sliced_prediction
 from bench.protocol import Batch, DataDescription, LossOut, Prediction, StepContext
 
 __all__ = ["OPM", "drop_features", "drop_probabilities", "expected_drop_fraction"]
@@ -143,8 +143,7 @@ class OPM(MethodConfig):
         return LossOut(F.cross_entropy(fused, batch.label[rows]), {"dropped": True, "q": q, "keep": keep})
 
     def predict(self, model: nn.Module, batch: Batch) -> Prediction:
-        logits, features = model(batch.inputs)
-        return Prediction(logits, model.head.sliced(features))
+        return sliced_prediction(model, batch.inputs)
 
     @staticmethod
     def search_space(trial: Any) -> dict[str, Any]:

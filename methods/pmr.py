@@ -46,7 +46,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from bench.hparams import MethodConfig, check_epoch_window
-from bench.models import SlicedFusionNet
+from bench.models import SlicedFusionNet, sliced_prediction
 from bench.protocol import Batch, DataDescription, EpochContext, LossOut, Prediction, StepContext
 
 __all__ = [
@@ -225,8 +225,7 @@ class PMR(MethodConfig):
                               "coefficients": dict(zip(names, coefficients))})
 
     def predict(self, model: nn.Module, batch: Batch) -> Prediction:
-        logits, features = model(batch.inputs)
-        return Prediction(logits, model.head.sliced(features))
+        return sliced_prediction(model, batch.inputs)
 
     @staticmethod
     def search_space(trial: Any) -> dict[str, Any]:

@@ -45,7 +45,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from bench.hparams import MethodConfig
-from bench.models import SlicedFusionNet
+from bench.models import SlicedFusionNet, sliced_prediction
 from bench.protocol import Batch, DataDescription, EpochContext, LossOut, Prediction, StepContext
 
 __all__ = ["Relearning", "RelearningNet", "kmeans", "minmax_scale", "purity", "reinit_strength", "soft_reinit"]
@@ -214,8 +214,7 @@ class Relearning(MethodConfig):
         return LossOut(F.cross_entropy(logits, batch.label))
 
     def predict(self, model: nn.Module, batch: Batch) -> Prediction:
-        logits, features = model(batch.inputs)
-        return Prediction(logits, model.head.sliced(features))
+        return sliced_prediction(model, batch.inputs)
 
     @staticmethod
     def search_space(trial: Any) -> dict[str, Any]:

@@ -43,7 +43,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from bench.hparams import MethodConfig
-from bench.models import PerModalityClassifiers, SlicedFusionNet
+from bench.models import PerModalityClassifiers, SlicedFusionNet, sliced_prediction
 from bench.protocol import Batch, DataDescription, LossOut, Prediction, StepContext
 
 __all__ = ["UMT", "UMTNet", "UnimodalTeacher", "distillation_loss", "present_cross_entropy"]
@@ -182,8 +182,7 @@ class UMT(MethodConfig):
         return LossOut(ce + self.distill_weight * distill, {"ce": ce.detach(), "distill": distill.detach()})
 
     def predict(self, model: nn.Module, batch: Batch) -> Prediction:
-        logits, features = model(batch.inputs)
-        return Prediction(logits, model.head.sliced(features))
+        return sliced_prediction(model, batch.inputs)
 
     @staticmethod
     def search_space(trial: Any) -> dict[str, Any]:
