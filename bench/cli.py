@@ -446,84 +446,33 @@ def cmd_tune(args: argparse.Namespace) -> int:
     return 0
 
 
-def _verify_sample(candidates: list[dict], here: tuple, size: int, seed: int) -> list[dict]:
-    """Half the sample (rounded up) from records made on this CPU, which promise identical bits; the rest
-    from all others, so that the check also covers the records made elsewhere."""
-    from bench.cells import recorded_numerics
-
-    on_this_cpu, others = [], []
-    for record in candidates:
-        made = recorded_numerics(record)  # kernels aside: each record re-runs under its own (bench.kernels)
-        same = made is not None and (made[0], made[2], made[3]) == (here[0], here[2], here[3])
-        (on_this_cpu if same else others).append(record)
-    rng = random.Random(seed)
-    rng.shuffle(on_this_cpu)
-    rng.shuffle(others)
-    first = min((size + 1) // 2, len(on_this_cpu))
-    sample = on_this_cpu[:first] + others[:size - first]
-    return sample + on_this_cpu[first:first + size - len(sample)]
-
-
-def _verify_one(record: dict, here: tuple, data_root: Path | None) -> tuple[str, str]:
-    """Re-run one recorded cell -> (verdict, detail). Verdicts: same; DIFFERENT (made on this CPU, so the
-    bits had to match); NOT DETERMINISTIC (two re-runs here disagree); other-cpu (made on another or an
-    unrecorded CPU, and re-runs identically here). The cell re-runs under the kernel setting the record
-    names (bench.kernels.rerun: in a child process when it is not this process's)."""
-    from bench.cells import numerics, recorded_numerics
-    from bench.kernels import rerun
-    from bench.loop import headline
-
-    fresh = rerun(record, data_root=data_root, threads=here[3])[0]
-    if fresh["status"] == "ok" and fresh["metrics"] == record["metrics"]:
-        return "same", ""
-    if fresh["status"] != "ok":
-        return "DIFFERENT", f"failed: {fresh['reason']}"
-    detail = f"-> {headline(fresh['metrics'])[1]}"
-    if recorded_numerics(record) == numerics(fresh["environment"], here[3]):
-        return "DIFFERENT", detail
-    again = rerun(record, data_root=data_root, threads=here[3])[0]
-    if again["metrics"] != fresh["metrics"]:
-        return "NOT DETERMINISTIC", f"{detail}, then -> {headline(again['metrics'])[1]}"
-    made_on = record["environment"].get("cpu", "an unrecorded CPU")
-    return "other-cpu", f"{detail} (made on {made_on}; identical on two re-runs here)"
-
-
 def cmd_verify(args: argparse.Namespace) -> int:
-    """Re-run a random sample of recorded cells (reproducibility). A record made on this CPU, kernels, torch
-    and thread count must come back bit-identical; one made elsewhere must at least re-run identically twice
-    here, and must match too under ``--strict`` (see bench.cells.cpu_identity for why CPUs differ)."""
+    """Re-run a random sample of recorded cells (reproducibility; the rules are in :mod:`bench.verify`)."""
     import torch
 
     from bench.cells import environment, numerics
     from bench.loop import headline
-    from bench.registry import DATASETS
     from bench.spec import CellSpec
-    from bench.store import iter_records
+    from bench.verify import FAILING, pick_sample, rerunnable_records, verify_record
 
     torch.set_num_threads(args.threads)
     data_root = _data_root(args.data_root)
-    candidates = []
-    for record in iter_records(Path(args.results)):
-        # evaluation records (bench eval) trained nothing: their source record is the one to re-run
-        if isinstance(record, dict) and record["status"] == "ok" and "evaluated_from" not in record:
-            dataset = record["spec"]["dataset"]
-            if dataset in DATASETS.names() and DATASETS.get(dataset).available(data_root)[0]:
-                candidates.append(record)
+    candidates = rerunnable_records(Path(args.results), data_root)
     if not candidates:
         raise UsageError(f"no recorded cell under {args.results} can be re-run here (missing data?)")
     here = numerics(environment(), args.threads)
     seed = args.seed if args.seed is not None else random.SystemRandom().randrange(2**31)
-    sample = _verify_sample(candidates, here, args.sample, seed)
+    sample = pick_sample(candidates, here, args.sample, seed)
     print(f"re-running {len(sample)} of {len(candidates)} re-runnable cells (sample seed {seed}) on {here[0]}, "
           f"kernels {here[1]}")
     verdicts = []
     for record in sample:
-        verdict, detail = _verify_one(record, here, data_root)
+        verdict, detail = verify_record(record, here, data_root)
         verdicts.append(verdict)
         score_name, score = headline(record["metrics"])  # accuracy, or mean R@1 for retrieval cells
         label = CellSpec.from_dict(record["spec"]).label
         print(f"  {verdict}  {label}  {score_name} {score} {detail}".rstrip())
-    failed = sum(v in ("DIFFERENT", "NOT DETERMINISTIC") for v in verdicts)
+    failed = sum(v in FAILING for v in verdicts)
     elsewhere = verdicts.count("other-cpu")
     if elsewhere:
         print(f"{elsewhere} of {len(sample)} cells were recorded on another or an unrecorded CPU and differ "

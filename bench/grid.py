@@ -20,7 +20,7 @@ from bench.errors import UsageError
 from bench.hparams import resolve_hparams
 from bench.masks import max_missing_rate
 from bench.protocol import DataDescription
-from bench.registry import DATASETS, METHODS, dataset_adapter, default_method
+from bench.registry import DATASETS, METHODS, dataset_adapter, default_method, method_config
 from bench.spec import CellSpec
 from bench.store import read_record, record_path, reusable
 from bench.workers import run_cells
@@ -240,10 +240,35 @@ def _realised_rates(dataset: str, num_modalities: int, rates: Sequence[float], w
     return realised
 
 
+@dataclass
+class Selection:
+    """What a request resolves to before any cell is built: the methods and available datasets, the encoder
+    and dataset options chosen with ``--set``, and every (method, dataset) pair's hyperparameters and source."""
+
+    methods: list[str]
+    datasets: list[str]
+    encoders: dict[str, str]
+    dataset_options: dict[str, dict]
+    hparams: dict[tuple[str, str], tuple[dict | None, str]]
+
+
 def expand(request: GridRequest) -> GridPlan:
     """All cell specs of the request; raises one UsageError listing every problem found."""
-    errors: list[str] = []
     plan = GridPlan([])
+    selection = resolve_selection(request, plan)
+    build_cells(selection, request, plan)
+    return plan
+
+
+def _raise_all(errors: list[str]) -> None:
+    if errors:
+        raise UsageError(errors[0] if len(errors) == 1 else f"{len(errors)} problems: " + " | ".join(errors))
+
+
+def resolve_selection(request: GridRequest, plan: GridPlan) -> Selection:
+    """Check the request and resolve its selections; every problem found goes into one UsageError. Datasets
+    left out because they are unavailable are noted in ``plan.skipped_datasets``."""
+    errors: list[str] = []
     overrides = []
     try:
         overrides = parse_overrides(request.overrides)
@@ -253,56 +278,67 @@ def expand(request: GridRequest) -> GridPlan:
     for pattern, _, _ in overrides:
         if pattern not in _NOT_METHODS and methods and not any(fnmatch.fnmatchcase(m, pattern) for m in methods):
             errors.append(f"--set targets {pattern!r}, which matches no selected method ({', '.join(methods)})")
-    explicit = not any(part.strip() == "all" or any(c in part for c in "*?[") for part in request.datasets.split(","))
+    explicit = not any(part.strip() == "all" or any(c in part for c in "*?[")
+                       for part in request.datasets.split(","))
     datasets = _datasets_available(_select(DATASETS, request.datasets, errors), request, explicit, plan, errors)
     if not datasets and not errors:
-        errors.append("no selected dataset is available: " + "; ".join(f"{k}: {v}" for k, v in plan.skipped_datasets.items()))
-    for rate in request.missing_rates:
-        if not 0.0 <= rate < 1.0:
-            errors.append(f"missing rate {rate} is outside [0, 1); use values like 0,0.3,0.5")
-    if (request.noise == "none") != (not request.noise_levels):
-        errors.append("--noise and --noise-levels go together: give a noise kind to score noise levels")
-    for name, value in (("epochs", request.epochs), ("batch size", request.batch_size), ("patience", request.patience)):
-        if value is not None and value < 1:
-            errors.append(f"{name} must be >= 1, got {value}")
-    from bench.tune import TUNING_SEEDS
-
-    if set(request.seeds) & set(TUNING_SEEDS):
-        errors.append(f"seeds {sorted(set(request.seeds) & set(TUNING_SEEDS))} are reserved for tuning; evaluate on others")
+        errors.append("no selected dataset is available: "
+                      + "; ".join(f"{k}: {v}" for k, v in plan.skipped_datasets.items()))
+    errors += _request_value_problems(request)
     encoders = _encoder_choices(overrides, datasets, errors)
     dataset_options = _dataset_options(overrides, datasets, errors)
     overrides = [o for o in overrides if o[0] not in _NOT_METHODS]
-    resolved = {(m, d): _method_hparams(m, d, request, overrides, errors, encoders, dataset_options.get(d))
-                for m in methods for d in datasets}
-    if errors:
-        raise UsageError(errors[0] if len(errors) == 1 else f"{len(errors)} problems: " + " | ".join(errors))
-    for d in datasets:
-        options = dataset_options.get(d, {})
+    hparams = {(m, d): _method_hparams(m, d, request, overrides, errors, encoders, dataset_options.get(d))
+               for m in methods for d in datasets}
+    _raise_all(errors)
+    return Selection(methods, datasets, encoders, dataset_options, hparams)
+
+
+def _request_value_problems(request: GridRequest) -> list[str]:
+    """The request's plain values out of range: rates, noise flags, epochs, batch size, patience, seeds."""
+    problems = [f"missing rate {rate} is outside [0, 1); use values like 0,0.3,0.5"
+                for rate in request.missing_rates if not 0.0 <= rate < 1.0]
+    if (request.noise == "none") != (not request.noise_levels):
+        problems.append("--noise and --noise-levels go together: give a noise kind to score noise levels")
+    for name, value in (("epochs", request.epochs), ("batch size", request.batch_size),
+                        ("patience", request.patience)):
+        if value is not None and value < 1:
+            problems.append(f"{name} must be >= 1, got {value}")
+    from bench.tune import TUNING_SEEDS
+
+    reserved = sorted(set(request.seeds) & set(TUNING_SEEDS))
+    if reserved:
+        problems.append(f"seeds {reserved} are reserved for tuning; evaluate on others")
+    return problems
+
+
+def build_cells(selection: Selection, request: GridRequest, plan: GridPlan) -> None:
+    """Append one spec per (method, dataset, seed, realised missing rate) to ``plan``; a method whose
+    ``applicable`` hook declines a dataset gets no cells there, and a note."""
+    for d in selection.datasets:
+        options = selection.dataset_options.get(d, {})
         info = dataset_adapter(d, options).info  # its version names the options
         rates = _realised_rates(d, len(info.modalities), request.missing_rates, plan.warnings)
-        chosen = {name: kind for name, kind in encoders.items() if name in info.modalities}
+        chosen = {name: kind for name, kind in selection.encoders.items() if name in info.modalities}
         extra = {key: value for key, value in (("encoders", chosen), ("dataset_options", options)) if value}
-        for m in methods:
-            hparams, source = resolved[(m, d)]
-            reason = not_applicable_reason(resolve_hparams(default_method(m), hparams), d, request.data_root, chosen,
-                                           options)
+        for m in selection.methods:
+            hparams, source = selection.hparams[(m, d)]
+            reason = not_applicable_reason(method_config(m, hparams), d, request.data_root, chosen, options)
             if reason is not None:
                 plan.not_applicable[(m, d)] = reason
                 plan.warnings.append(f"{m} does not apply to {d}, its cells are skipped: {reason}")
                 continue
-            for seed in request.seeds:
-                for rate in rates:
-                    plan.specs.append(
-                        CellSpec(
-                            method=m, hparams=hparams, dataset=d, dataset_version=info.version, seed=seed,
-                            missing_rate=float(rate), epochs=request.epochs or info.default_epochs,
-                            batch_size=request.batch_size or info.default_batch_size,
-                            missing_on=request.missing_on, patience=request.patience, hparams_source=source,
-                            precision=request.precision, noise=request.noise,
-                            noise_levels=request.noise_levels, extra=extra,
-                        )
-                    )
-    return plan
+            plan.specs += [
+                CellSpec(
+                    method=m, hparams=hparams, dataset=d, dataset_version=info.version, seed=seed,
+                    missing_rate=float(rate), epochs=request.epochs or info.default_epochs,
+                    batch_size=request.batch_size or info.default_batch_size,
+                    missing_on=request.missing_on, patience=request.patience, hparams_source=source,
+                    precision=request.precision, noise=request.noise,
+                    noise_levels=request.noise_levels, extra=extra,
+                )
+                for seed in request.seeds for rate in rates
+            ]
 
 
 @dataclass

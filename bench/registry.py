@@ -18,7 +18,7 @@ from typing import Any
 
 from bench.errors import UsageError
 
-__all__ = ["DATASETS", "METHODS", "Registry", "dataset_adapter", "variant"]
+__all__ = ["DATASETS", "METHODS", "Registry", "dataset_adapter", "default_method", "method_config", "variant"]
 
 
 @dataclass
@@ -202,3 +202,11 @@ def default_method(name: str) -> Any:
         return factory()
     except (TypeError, ValueError) as exc:
         raise UsageError(f"method {name!r} cannot be built with its defaults: {exc}") from None
+
+
+def method_config(name: str, params: Mapping[str, Any] | None = None) -> Any:
+    """The registered method's configuration with ``params`` applied over its defaults (checked and coerced by
+    :func:`bench.hparams.resolve_hparams`): the one place a method name and hyperparameters become a config."""
+    from bench.hparams import resolve_hparams
+
+    return resolve_hparams(default_method(name), dict(params or {}))

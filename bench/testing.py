@@ -31,7 +31,7 @@ from bench.errors import UsageError
 from bench.hparams import field_names, resolve_hparams
 from bench.loop import build_method, headline, run_cell, seed_everything, task_of
 from bench.protocol import DatasetInfo, LoadedData, LossOut, ModalitySpec, SplitData, StepContext
-from bench.registry import DATASETS, default_method
+from bench.registry import DATASETS, default_method, method_config
 from bench.spec import CellSpec
 
 __all__ = [
@@ -106,7 +106,7 @@ def tiny_spec(method: str, *, dataset: str = "_tiny_2m", seed: int = 0, missing_
               epochs: int = 2, overrides: dict[str, Any] | None = None) -> CellSpec:
     """A cell on a registered tiny dataset, with the method's default (or overridden) hyperparameters."""
     _ensure_tiny_registered()
-    config = resolve_hparams(default_method(method), overrides or {})
+    config = method_config(method, overrides)
     return CellSpec(method=method, hparams=dataclasses.asdict(config), dataset=dataset, dataset_version="1",
                     seed=seed, missing_rate=missing_rate, epochs=epochs, batch_size=16)
 

@@ -25,8 +25,7 @@ from typing import Any
 
 from bench import PROTOCOL_VERSION
 from bench.errors import CellFailure, UsageError
-from bench.hparams import resolve_hparams
-from bench.registry import DATASETS, dataset_adapter, default_method
+from bench.registry import DATASETS, dataset_adapter, default_method, method_config
 from bench.spec import CellSpec
 from bench.store import atomic_write_text
 
@@ -67,7 +66,7 @@ def study_name(method: str, dataset: str, epochs: int, *, precision: str = "fp32
 def fixed_values(method: str, overrides: dict[str, Any]) -> dict[str, Any]:
     """``--set METHOD.PARAM=VALUE`` values of one method, typed as its config fields (a bad one is a
     UsageError): what every trial keeps fixed, and part of the study's name."""
-    config = resolve_hparams(default_method(method), overrides)
+    config = method_config(method, overrides)
     return {name: getattr(config, name) for name in sorted(overrides)}
 
 
@@ -114,7 +113,7 @@ class _Setting:
 
 
 def _trial_spec(method: str, dataset: str, params: dict[str, Any], setting: _Setting, *, seed: int) -> CellSpec:
-    config = resolve_hparams(default_method(method), {**params, **setting.fixed})
+    config = method_config(method, {**params, **setting.fixed})
     extra = {key: value for key, value in (("encoders", setting.encoders), ("dataset_options", setting.options))
              if value}
     return CellSpec(method=method, hparams=dataclasses.asdict(config), dataset=dataset,
@@ -223,7 +222,7 @@ def tune_one(method: str, dataset: str, *, trials: int, results_dir: Path, stora
         raise UsageError(f"study {name!r} has no completed trial; look at the failed trials in its storage")
     best = max(complete, key=lambda t: (t.value, -t.number))
     params = {**best.params, **setting.fixed}  # what the best trial's cell ran with
-    config = resolve_hparams(default_method(method), params)
+    config = method_config(method, params)
     summary = {
         "method": method, "dataset": dataset, "study": name, "trials": trials,
         "finished_trials": len(study.get_trials(states=finished)), "best_value": best.value,
