@@ -36,7 +36,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from bench.hparams import MethodConfig, check_epoch_window
-from bench.models import SlicedFusionNet, encode
+from bench.nn import SlicedFusionNet, encode
 from bench.protocol import Batch, DataDescription, LossOut, Prediction, StepContext
 
 __all__ = [

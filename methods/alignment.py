@@ -1,7 +1,7 @@
 """Representation-alignment objectives: one shared embedding space for M modalities, scored by retrieval.
 
 Every objective here is a method whose ``task`` is ``"retrieval"``: it embeds each modality with the
-modality's default encoder (:func:`bench.models.build_encoders`) and a linear projection to ``embed_dim``,
+modality's default encoder (:func:`bench.nn.encoders.build_encoders`) and a linear projection to ``embed_dim``,
 L2-normalises, and ``predict`` returns the embeddings; the loop scores Recall@K, median rank, the modality
 gap, alignment and uniformity (:mod:`bench.retrieval`) and selects the epoch on validation mean Recall@1.
 
@@ -58,7 +58,7 @@ from torch import nn
 
 from bench.errors import UsageError
 from bench.hparams import MethodConfig
-from bench.models import build_encoders
+from bench.nn import build_encoders
 from bench.protocol import Batch, DataDescription, LossOut, Prediction, StepContext
 from bench.registry import variant
 from bench.retrieval import alignment, squared_distances, uniformity

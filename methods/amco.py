@@ -37,7 +37,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from bench.hparams import MethodConfig, check_epoch_window
-from bench.models import SlicedFusionNet
+from bench.nn import SlicedFusionNet
 from bench.protocol import Batch, DataDescription, LossOut, Prediction, StepContext
 
 __all__ = ["AMCo", "dependent_modalities", "mask_ratio"]

@@ -33,7 +33,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from bench.hparams import MethodConfig
-from bench.models import SlicedFusionNet, sliced_prediction
+from bench.nn import SlicedFusionNet, sliced_prediction
 from bench.protocol import Batch, DataDescription, LossOut, Prediction, StepContext
 
 __all__ = ["CML", "confidence", "confidence_penalty", "removal_logits"]

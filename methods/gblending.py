@@ -43,7 +43,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from bench.hparams import MethodConfig
-from bench.models import FusionWithUnimodalHeads
+from bench.nn import FusionWithUnimodalHeads
 from bench.protocol import Batch, DataDescription, EpochContext, LossOut, Prediction, StepContext
 
 __all__ = ["FUSED", "GBlending", "GBlendingNet", "blend_weights", "head_losses", "ogr_terms"]
@@ -114,7 +114,7 @@ class GBlending(MethodConfig):
     """G-Blending: multi-head model trained with L = sum_k w_k CE(z_k, y), w re-estimated every super-epoch.
 
     Heads: one Linear per modality on its encoder's features and the fused head (concat), see
-    :class:`~bench.models.FusionWithUnimodalHeads`. Inference: the fused head; the per-modality columns are
+    :class:`~bench.nn.classifiers.FusionWithUnimodalHeads`. Inference: the fused head; the per-modality columns are
     the unimodal heads. The schedule and the estimate are described in the module docstring.
 
     Fields:

@@ -46,7 +46,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from bench.hparams import MethodConfig
-from bench.models import MLPEncoder, build_encoders
+from bench.nn import MLPEncoder, build_encoders
 from bench.protocol import Batch, DataDescription, LossOut, Prediction, StepContext
 
 __all__ = ["MMTM", "Greedy", "GreedyNet", "bdr_difference", "next_curation_state", "relative_grad_sums"]

@@ -42,7 +42,7 @@ from torch import nn
 
 from bench.hparams import MethodConfig
 from bench.methods.umt import present_cross_entropy
-from bench.models import SlicedFusionNet, sliced_prediction
+from bench.nn import SlicedFusionNet, sliced_prediction
 from bench.protocol import Batch, DataDescription, EpochContext, LossOut, Prediction, StepContext
 
 __all__ = ["HISTORY", "InfoReg", "InfoRegNet", "WINDOW_THRESHOLD", "regulation", "window_k"]

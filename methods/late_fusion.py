@@ -8,9 +8,8 @@ from typing import Any, Literal
 import torch.nn.functional as F
 from torch import nn
 
-from bench.fusion import FusionNet, fusion_not_applicable
 from bench.hparams import MethodConfig
-from bench.models import SlicedFusionNet, sliced_prediction
+from bench.nn import FusionNet, SlicedFusionNet, fusion_not_applicable, sliced_prediction
 from bench.protocol import Batch, DataDescription, LossOut, Prediction, StepContext
 from bench.registry import variant
 
@@ -25,7 +24,7 @@ class LateFusion(MethodConfig):
     inside the jointly trained model by slicing the head (concat: W_m h_m + b/M, as OGM-GE ``main.py``
     does for its audio/visual columns; sum: each modality's own head).
 
-    The other heads of :mod:`bench.fusion` (each cites its paper there): ``"gated"`` (Kiela et al., AAAI
+    The other heads of :mod:`bench.nn.fusion` (each cites its paper there): ``"gated"`` (Kiela et al., AAAI
     2018), ``"film"`` (Perez et al., AAAI 2018), ``"gmu"`` (Arevalo et al., ICLR-W 2017), ``"tensor"``
     (TFN, Zadeh et al., EMNLP 2017), ``"lmf"`` (Liu et al., ACL 2018) and ``"xattn"`` (MulT-style
     cross-attention, Tsai et al., ACL 2019, over the encoders' sequences; not applicable where a modality

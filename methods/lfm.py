@@ -42,7 +42,7 @@ from torch import nn
 
 from bench.hparams import MethodConfig
 from bench.methods.ume import ensemble
-from bench.models import PerModalityClassifiers
+from bench.nn import PerModalityClassifiers
 from bench.protocol import Batch, DataDescription, LossOut, Prediction, StepContext
 
 __all__ = ["ALPHA1_COEFFICIENTS", "FITTED_EPOCHS", "LFM", "fitted_weights", "gap_divergence"]

@@ -34,7 +34,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from bench.hparams import MethodConfig
-from bench.models import build_encoders
+from bench.nn import build_encoders
 from bench.protocol import Batch, DataDescription, LossOut, Prediction, StepContext
 from bench.registry import variant
 

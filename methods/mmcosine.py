@@ -32,7 +32,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from bench.hparams import MethodConfig
-from bench.models import build_encoders, encode
+from bench.nn import build_encoders, encode
 from bench.protocol import Batch, DataDescription, LossOut, Prediction, StepContext
 
 __all__ = ["CosineHead", "MMCosine", "cosine_logits"]

@@ -25,7 +25,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from bench.hparams import MethodConfig
-from bench.models import FusionWithUnimodalHeads
+from bench.nn import FusionWithUnimodalHeads
 from bench.protocol import Batch, DataDescription, LossOut, Prediction, StepContext
 
 __all__ = ["MMPareto", "integrated_gradient", "min_norm_weights", "pareto_weights", "rescale"]

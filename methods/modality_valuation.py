@@ -45,7 +45,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from bench.hparams import MethodConfig
-from bench.models import SlicedFusionNet
+from bench.nn import SlicedFusionNet
 from bench.protocol import Batch, DataDescription, EpochContext, LossOut, Prediction, StepContext
 
 __all__ = ["ModalityValuation", "copies_for", "resample_plan", "shapley_values", "subset_logits"]

@@ -18,7 +18,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from bench.hparams import MethodConfig, check_epoch_window
-from bench.models import SlicedFusionNet, sliced_prediction
+from bench.nn import SlicedFusionNet, sliced_prediction
 from bench.protocol import Batch, DataDescription, LossOut, Prediction, StepContext
 from bench.registry import variant
 

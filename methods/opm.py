@@ -40,7 +40,7 @@ from torch import nn
 
 from bench.hparams import MethodConfig, check_epoch_window
 from bench.methods.ogm_ge import true_class_scores
-from bench.models import SlicedFusionNet, sliced_prediction
+from bench.nn import SlicedFusionNet, sliced_prediction
 from bench.protocol import Batch, DataDescription, LossOut, Prediction, StepContext
 
 __all__ = ["OPM", "drop_features", "drop_probabilities", "expected_drop_fraction"]

@@ -46,7 +46,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from bench.hparams import MethodConfig, check_epoch_window
-from bench.models import SlicedFusionNet, sliced_prediction
+from bench.nn import SlicedFusionNet, sliced_prediction
 from bench.protocol import Batch, DataDescription, EpochContext, LossOut, Prediction, StepContext
 
 __all__ = [

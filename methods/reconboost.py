@@ -50,7 +50,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from bench.hparams import MethodConfig
-from bench.models import build_encoders
+from bench.nn import build_encoders
 from bench.protocol import Batch, DataDescription, EpochContext, LossOut, Prediction, StepContext
 
 __all__ = ["ReconBoost", "ReconBoostNet", "boosting_loss", "phase_of"]

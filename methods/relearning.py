@@ -45,7 +45,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from bench.hparams import MethodConfig
-from bench.models import SlicedFusionNet, sliced_prediction
+from bench.nn import SlicedFusionNet, sliced_prediction
 from bench.protocol import Batch, DataDescription, EpochContext, LossOut, Prediction, StepContext
 
 __all__ = ["Relearning", "RelearningNet", "kmeans", "minmax_scale", "purity", "reinit_strength", "soft_reinit"]

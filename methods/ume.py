@@ -5,7 +5,7 @@ The paper's alternative to UMT for tasks whose paired (cross-modal) features mat
 uni-modal model per modality, independently, and ensemble their predictions at test time, so no modality is
 lazy because none is trained jointly with another.
 
-Here: one encoder and Linear head per modality (:class:`bench.models.PerModalityClassifiers`), trained with
+Here: one encoder and Linear head per modality (:class:`bench.nn.classifiers.PerModalityClassifiers`), trained with
 the sum of the per-modality cross-entropies. The parameters are disjoint, so each model gets exactly the
 gradient of training alone (SGD momentum, weight decay and Adam act per parameter). The ensemble's
 prediction is the mean of the uni-modal outputs over the modalities present in the sample:
@@ -31,7 +31,7 @@ from torch import nn
 
 from bench.hparams import MethodConfig
 from bench.methods.umt import present_cross_entropy
-from bench.models import PerModalityClassifiers
+from bench.nn import PerModalityClassifiers
 from bench.protocol import Batch, DataDescription, LossOut, Prediction, StepContext
 
 __all__ = ["UME", "ensemble"]

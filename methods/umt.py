@@ -43,7 +43,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from bench.hparams import MethodConfig
-from bench.models import PerModalityClassifiers, SlicedFusionNet, sliced_prediction
+from bench.nn import PerModalityClassifiers, SlicedFusionNet, sliced_prediction
 from bench.protocol import Batch, DataDescription, LossOut, Prediction, StepContext
 
 __all__ = ["UMT", "UMTNet", "UnimodalTeacher", "distillation_loss", "present_cross_entropy"]

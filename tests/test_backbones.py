@@ -1,5 +1,5 @@
-"""The media encoders of bench/backbones.py: shapes, the official frame pooling, offline text loading, and
-that gradients reach them when built through bench.models. Skipped without the media / text extras."""
+"""The media encoders of bench/nn/backbones.py: shapes, the official frame pooling, offline text loading, and
+that gradients reach them when built through bench.nn.encoders. Skipped without the media / text extras."""
 
 from __future__ import annotations
 
@@ -9,14 +9,14 @@ import sys
 import pytest
 import torch
 
-from bench.models import ENCODER_FACTORIES, build_encoders
+from bench.nn.encoders import ENCODER_FACTORIES, build_encoders
 from bench.protocol import DataDescription, ModalitySpec
 
 timm = pytest.importorskip("timm")
 
 
 def test_import_models_stays_light():
-    code = "import sys, bench.models; print('timm' in sys.modules, 'transformers' in sys.modules)"
+    code = "import sys, bench.nn, bench.models; print('timm' in sys.modules, 'transformers' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.split() == ["False", "False"]
     assert {"spectrogram_resnet18", "frames_resnet18", "tokens"} <= set(ENCODER_FACTORIES)
@@ -24,7 +24,7 @@ def test_import_models_stays_light():
 
 @pytest.mark.parametrize("channels_last", [False, True])
 def test_resnet_shapes(channels_last):
-    from bench.backbones import ResNet18Audio, ResNet18Frames
+    from bench.nn.backbones import ResNet18Audio, ResNet18Frames
 
     torch.manual_seed(0)
     audio = ResNet18Audio(channels_last=channels_last)
@@ -39,7 +39,7 @@ def test_resnet_shapes(channels_last):
 
 
 def test_frames_pool_equals_per_frame_average():
-    from bench.backbones import ResNet18Frames
+    from bench.nn.backbones import ResNet18Frames
 
     torch.manual_seed(0)
     encoder = ResNet18Frames().eval()  # running BN statistics: per-frame and folded runs see the same BN
@@ -56,7 +56,7 @@ def test_frames_pool_equals_per_frame_average():
 
 
 def test_channels_last_matches_default_layout():
-    from bench.backbones import ResNet18Audio
+    from bench.nn.backbones import ResNet18Audio
 
     torch.manual_seed(0)
     plain = ResNet18Audio().eval()
@@ -74,14 +74,14 @@ def text_stack():
     mp = pytest.MonkeyPatch()
     mp.setenv("HF_HUB_OFFLINE", "1")
     mp.setenv("TRANSFORMERS_OFFLINE", "1")
-    from bench.backbones import TextEncoder, load_tokenizer
+    from bench.nn.backbones import TextEncoder, load_tokenizer
 
     yield TextEncoder(), load_tokenizer()
     mp.undo()
 
 
 def test_text_encoder_offline_minilm(text_stack):
-    from bench.backbones import tokenize
+    from bench.nn.backbones import tokenize
 
     encoder, tokenizer = text_stack
     assert encoder.out_dim == 384
@@ -99,8 +99,8 @@ def test_text_encoder_offline_minilm(text_stack):
 
 
 def test_unknown_text_dir_is_a_usage_error(tmp_path):
-    from bench.backbones import TextEncoder
     from bench.errors import UsageError
+    from bench.nn.backbones import TextEncoder
 
     with pytest.raises(UsageError, match="local model directory"):
         TextEncoder(tmp_path)
@@ -108,7 +108,7 @@ def test_unknown_text_dir_is_a_usage_error(tmp_path):
 
 def test_gradients_reach_every_resnet_parameter(text_stack, monkeypatch):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    from bench.backbones import tokenize
+    from bench.nn.backbones import tokenize
 
     torch.manual_seed(0)
     description = DataDescription(

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import pytest
 
-from bench import models
 from bench.errors import UsageError
 from bench.grid import GridRequest, expand
 from bench.loop import run_cell
+from bench.nn import encoders
 
 
 def _request(*overrides: str) -> GridRequest:
@@ -20,9 +20,9 @@ def test_the_choice_is_part_of_the_cell_and_reaches_the_model(monkeypatch):
 
     def recording_mlp(spec):
         built.append(spec.name)
-        return models.ENCODER_FACTORIES["vector"](spec)
+        return encoders.ENCODER_FACTORIES["vector"](spec)
 
-    monkeypatch.setitem(models.ENCODER_FACTORIES, "recording_mlp", recording_mlp)
+    monkeypatch.setitem(encoders.ENCODER_FACTORIES, "recording_mlp", recording_mlp)
     default = expand(_request()).specs[0]
     chosen = expand(_request("encoder.weak=recording_mlp")).specs[0]
     assert "encoders" not in default.extra and chosen.extra == {"encoders": {"weak": "recording_mlp"}}

@@ -1,4 +1,4 @@
-"""Fusion heads (bench/fusion.py): shapes for two and three modalities, each formula against a plain-torch
+"""Fusion heads (bench/nn/fusion.py): shapes for two and three modalities, each formula against a plain-torch
 computation from the head's own weights, the sliced heads' sums, sequences of the conv encoder, the
 applicability hook through the grid, the CLI and the tables, and one training epoch per head."""
 
@@ -14,23 +14,26 @@ import torch
 import torch.nn.functional as F
 
 from bench.errors import UsageError
-from bench.fusion import (
+from bench.grid import GridRequest, expand
+from bench.leaderboard import leaderboard
+from bench.loop import run_cell
+from bench.methods.late_fusion import LateFusion
+from bench.nn.classifiers import SlicedFusionNet
+from bench.nn.encoders import ConvEncoder, sequence_length
+from bench.nn.fusion import (
     FUSION_HEADS,
+    ConcatHead,
     CrossAttentionHead,
     FiLMHead,
     FusionNet,
     GatedHead,
     GMUHead,
     LowRankFusionHead,
+    SumHead,
     TensorFusionHead,
     sinusoidal_positions,
     tensor_fusion_width,
 )
-from bench.grid import GridRequest, expand
-from bench.leaderboard import leaderboard
-from bench.loop import run_cell
-from bench.methods.late_fusion import LateFusion
-from bench.models import ConcatHead, ConvEncoder, SlicedFusionNet, SumHead, sequence_length
 from bench.protocol import DataDescription, ModalitySpec
 from bench.registry import default_method
 from bench.testing import tiny_spec

@@ -127,7 +127,7 @@ class _ResampleSpy:
     zero_fill_missing = True
 
     def build(self, description):
-        from bench.models import SlicedFusionNet
+        from bench.nn import SlicedFusionNet
         return SlicedFusionNet(description, "concat")
 
     def resample(self, model, epoch):

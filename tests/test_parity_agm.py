@@ -20,7 +20,7 @@ from bench.methods.agm import (
     scale_gradient,
     shapley_responses,
 )
-from bench.models import encode
+from bench.nn import encode
 from bench.protocol import Batch, DataDescription, ModalitySpec, StepContext
 from bench.registry import DATASETS, METHODS, default_method
 from bench.testing import one_epoch_record

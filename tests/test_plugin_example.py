@@ -42,3 +42,21 @@ def test_installed_plugin_is_listed_run_and_conformant(plugin_env, tmp_path):
         env=plugin_env, cwd=tmp_path, capture_output=True, text=True,
     )
     assert check.returncode == 0, check.stderr
+
+
+def test_the_old_module_paths_still_import_the_same_objects():
+    """Plugins written before bench.nn (this example imported bench.models) keep working: the old paths are
+    aliases of the new modules, so a kind registered or a head looked up through either is the same."""
+    import bench.backbones
+    import bench.fusion
+    import bench.models
+    import bench.nn.backbones
+    import bench.nn.classifiers
+    import bench.nn.encoders
+    import bench.nn.fusion
+
+    assert bench.fusion is bench.nn.fusion and bench.backbones is bench.nn.backbones
+    new_homes = (bench.nn.encoders, bench.nn.fusion, bench.nn.classifiers)
+    for name in bench.models.__all__:
+        assert any(getattr(home, name, None) is getattr(bench.models, name) for home in new_homes), name
+    assert bench.models.ENCODER_FACTORIES is bench.nn.ENCODER_FACTORIES

@@ -14,7 +14,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from bench.hparams import MethodConfig
-from bench.models import PerModalityClassifiers
+from bench.nn import PerModalityClassifiers
 from bench.protocol import Batch, DataDescription, LossOut, Prediction, StepContext
 
 
