@@ -6,8 +6,8 @@ import json
 
 import pytest
 
-from bench.plots import dynamics_curves, dynamics_plot_names, dynamics_plots
-from bench.records_common import setting_key
+from bench.tables.common import setting_key
+from bench.tables.plots import dynamics_curves, dynamics_plot_names, dynamics_plots
 from tests.test_leaderboard import _record
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"

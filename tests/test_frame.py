@@ -10,7 +10,7 @@ import pytest
 
 import bench
 from bench.cli import main
-from bench.frame import BASE_COLUMNS, load_history
+from bench.tables.frame import BASE_COLUMNS, load_history
 
 CELLS = ("--methods", "late_fusion", "--datasets", "synthetic_2m", "--seeds", "0", "--missing-rates", "0,0.5",
          "--epochs", "2")

@@ -6,7 +6,7 @@ import math
 
 import pytest
 
-from bench.leaderboard import holm, leaderboard, paired_t_pvalue
+from bench.tables.leaderboard import holm, leaderboard, paired_t_pvalue
 
 
 def _record(method, seed, acc, *, rate=0.0, status="ok", epochs=10, lr=0.001, per=None, hparams=None, source="default"):
@@ -130,7 +130,7 @@ def test_capped_missing_rates_show_the_realised_fraction():
 
 
 def test_plots_never_mix_settings(tmp_path):
-    from bench.plots import missing_rate_plots, plot_names
+    from bench.tables.plots import missing_rate_plots, plot_names
 
     rows = [_record("mla", 0, 0.7), _record("mla", 0, 0.5, rate=0.5),
             _record("mla", 0, 0.8, source="tuned:s:5-trials"), _record("mla", 0, 0.6, rate=0.5, source="tuned:s:5-trials")]
@@ -144,7 +144,7 @@ def test_plots_never_mix_settings(tmp_path):
 def test_the_results_page_names_significant_rows_with_their_holm_p():
     """mla beats late_fusion by 10 +- 1 points on 4 matched cells (p << 0.05 after Holm over 2 rows); qmf's
     differences average 0, so it is counted as not significantly different."""
-    from bench.leaderboard import results_readme
+    from bench.tables.leaderboard import results_readme
 
     rows = []
     for seed, (lf, mla, qmf) in enumerate([(0.60, 0.70, 0.62), (0.61, 0.72, 0.59), (0.62, 0.71, 0.63),
@@ -158,7 +158,7 @@ def test_the_results_page_names_significant_rows_with_their_holm_p():
 
 
 def test_the_results_page_says_which_cpus_made_the_records():
-    from bench.leaderboard import results_readme
+    from bench.tables.leaderboard import results_readme
 
     rows = [_record("late_fusion", seed, 0.6) for seed in range(4)]
     for row, cpu in zip(rows, ["GenuineIntel 6/167 avx2", "GenuineIntel 6/167 avx2", "AuthenticAMD 23/49 avx2"]):
@@ -196,7 +196,7 @@ def test_fewer_than_three_seeds_make_no_claim():
     table = text.split("Paired t-tests")[1]
     qmf = next(line for line in table.splitlines() if line.startswith("| qmf |"))
     assert "n/a (< 3 seeds)" in qmf and "*" not in qmf
-    from bench.leaderboard import results_readme
+    from bench.tables.leaderboard import results_readme
 
     (line,) = [s for s in results_readme(rows).splitlines() if s.startswith("- **toy**")]
     assert "significantly" not in line.replace("not significantly", "") and "without a claim" in line
@@ -216,7 +216,7 @@ def test_zero_variance_differences_make_no_claim():
 def test_the_confidence_interval_is_the_t_interval_of_the_seed_differences():
     from scipy import stats
 
-    from bench.records_common import Comparison
+    from bench.tables.common import Comparison
 
     c = Comparison((0.01, 0.03, 0.02), p=0.1)
     half = stats.t.ppf(0.975, 2) * 0.01 / math.sqrt(3)
@@ -254,7 +254,7 @@ def test_a_bayes_ceiling_is_an_unranked_reference_row_counted_once_per_seed_and_
 
 
 def test_the_knob_sweep_gives_each_method_its_gap_to_the_ceiling_at_every_value(tmp_path):
-    from bench.plots import sweep_plot_names, sweep_plots
+    from bench.tables.plots import sweep_plot_names, sweep_plots
 
     records = []
     for coverage, ceiling in ((0.5, 0.90), (0.9, 0.96)):
@@ -275,8 +275,8 @@ def test_the_knob_sweep_gives_each_method_its_gap_to_the_ceiling_at_every_value(
 
 
 def test_the_critical_difference_diagram_shows_the_friedman_ranking_of_the_table(tmp_path):
-    from bench.leaderboard import classification_sections, cross_dataset_rankings
-    from bench.plots import cd_diagram_names, cd_diagrams
+    from bench.tables.leaderboard import classification_sections, cross_dataset_rankings
+    from bench.tables.plots import cd_diagram_names, cd_diagrams
 
     records = []
     for d, dataset in enumerate(("a", "b", "c")):

@@ -5,8 +5,8 @@ from __future__ import annotations
 import shlex
 import subprocess
 
-from bench.regenerate import recorded_hours, regenerate_commands, regenerate_script
 from bench.store import iter_records
+from bench.tables.regenerate import recorded_hours, regenerate_commands, regenerate_script
 
 
 def _record_files(results):

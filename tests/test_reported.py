@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from bench.errors import UsageError
-from bench.reported import COLUMNS, REPORTED_FILE, papers_table, read_reported
+from bench.tables.papers import COLUMNS, REPORTED_FILE, papers_table, read_reported
 
 REPO = Path(__file__).resolve().parents[1]
 ROW = "d,late_fusion,Baseline,accuracy,65.50,Some paper Table 1,their protocol"

@@ -1,0 +1,360 @@
+"""What every table of records shares: settings, row labels, record accessors and the paired statistics.
+
+Pure functions of record dictionaries (no I/O, no torch), used by the classification leaderboards
+(:mod:`bench.tables.leaderboard`), the retrieval ones (:mod:`bench.tables.retrieval`), the plots and the
+reported-numbers table.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+import statistics
+from collections import defaultdict
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from bench.spec import canonical_json
+
+__all__ = [
+    "ALPHA", "MIN_SEEDS", "SETTING_FIELDS", "Comparison", "compare_paired", "config_id", "drop_capped_duplicates",
+    "effective_rate", "friedman_nemenyi", "holm", "rank_across_datasets", "ranking_markdown", "is_ok", "is_retrieval_record", "markdown_table", "metric", "noise_kind",
+    "paired_t_pvalue", "per_seed_differences", "row_labels", "setting_key", "setting_title", "split_by_task",
+    "summarize",
+]
+
+Record = dict[str, Any]
+
+SETTING_FIELDS = ("dataset", "dataset_version", "protocol", "epochs", "batch_size", "missing_on", "precision")
+ALPHA = 0.05
+#: A paired comparison over fewer seeds makes no significance claim: the seed is the unit of replication,
+#: and two seeds give one degree of freedom, where one lucky test sample decides the verdict.
+MIN_SEEDS = 3
+
+
+# --------------------------------------------------------------------------------------------------
+# Statistics
+
+
+def summarize(values: Sequence[float]) -> tuple[float, float, int]:
+    """(mean, sample std, n); std is 0 for a single value."""
+    n = len(values)
+    if n == 0:
+        return math.nan, math.nan, 0
+    return statistics.fmean(values), (statistics.stdev(values) if n > 1 else 0.0), n
+
+
+def paired_t_pvalue(differences: Sequence[float]) -> float:
+    """Two-sided p-value of the paired t-test (H0: mean difference 0); nan with fewer than 2 pairs and when
+    every difference is the same (zero variance: the t statistic is undefined, so there is no claim to make)."""
+    n = len(differences)
+    if n < 2:
+        return math.nan
+    mean, std, _ = summarize(differences)
+    if std == 0:
+        return math.nan
+    from scipy import stats
+
+    return float(2 * stats.t.sf(abs(mean / (std / math.sqrt(n))), df=n - 1))
+
+
+@dataclass(frozen=True)
+class Comparison:
+    """One paired comparison of two rows, over seeds: the mean difference, its 95% t confidence interval,
+    the two-sided p (Holm-adjusted where the caller adjusts) and whether a significance claim may be made."""
+
+    differences: tuple[float, ...]  # one per seed
+    p: float
+
+    @property
+    def n(self) -> int:
+        return len(self.differences)
+
+    @property
+    def mean(self) -> float:
+        return statistics.fmean(self.differences)
+
+    @property
+    def claim(self) -> bool:
+        """False with fewer than MIN_SEEDS seeds or zero-variance differences: then no verdict at all."""
+        return self.n >= MIN_SEEDS and not math.isnan(self.p)
+
+    @property
+    def significant(self) -> bool:
+        return self.claim and self.p < ALPHA
+
+    def interval(self) -> tuple[float, float]:
+        """95% t interval of the mean difference; (nan, nan) below two seeds."""
+        if self.n < 2:
+            return math.nan, math.nan
+        from scipy import stats
+
+        half = stats.t.ppf(0.975, self.n - 1) * statistics.stdev(self.differences) / math.sqrt(self.n)
+        return self.mean - half, self.mean + half
+
+    def describe(self, scale: float = 100.0, digits: int = 2) -> str:
+        """``+1.23 [0.40, 2.06] (n=5 seeds)``: the mean difference and its 95% interval, in percentage points."""
+        low, high = self.interval()
+        interval = "" if math.isnan(low) else f" [{scale * low:+.{digits}f}, {scale * high:+.{digits}f}]"
+        return f"{scale * self.mean:+.{digits}f}{interval} (n={self.n} seed{'s' if self.n != 1 else ''})"
+
+    def p_text(self) -> str:
+        if self.n < MIN_SEEDS:
+            return f"n/a (< {MIN_SEEDS} seeds)"
+        if math.isnan(self.p):
+            return "n/a (no variance)"
+        return f"{self.p:.3g}{' *' if self.p < ALPHA else ''}"
+
+
+def per_seed_differences(a: Mapping[tuple[int, float], float], b: Mapping[tuple[int, float], float]) -> list[float]:
+    """Row a minus row b, one number per seed: the mean over the missing rates both rows have for that seed.
+
+    Cells of one seed share its initialisation and (nested) masks, so they are not independent replicates;
+    pooling them would count one seed several times. ``a`` and ``b`` map (seed, effective rate) -> value."""
+    by_seed: dict[int, list[float]] = defaultdict(list)
+    for key in sorted(set(a) & set(b)):
+        by_seed[key[0]].append(a[key] - b[key])
+    return [statistics.fmean(values) for _, values in sorted(by_seed.items())]
+
+
+def compare_paired(pairs: Sequence[tuple[Mapping, Mapping]]) -> list[Comparison]:
+    """Per-seed paired t-tests of each (row, reference) value map, Holm-adjusted together."""
+    diffs = [per_seed_differences(a, b) for a, b in pairs]
+    adjusted = holm([paired_t_pvalue(d) if len(d) >= MIN_SEEDS else math.nan for d in diffs])
+    return [Comparison(tuple(d), p) for d, p in zip(diffs, adjusted)]
+
+
+def friedman_nemenyi(scores: Mapping[str, Sequence[float]]) -> tuple[dict[str, float], float, float, float]:
+    """Demsar (JMLR 2006), section 3.2.2: ``scores[method]`` holds one number per block (dataset), higher is
+    better. Returns (average rank per method, 1 = best, ties averaged; Friedman chi-square; its p-value;
+    the Nemenyi critical difference at alpha 0.05, q_alpha * sqrt(k (k + 1) / (6 N)), with q_alpha the
+    studentized range quantile over sqrt 2, e.g. 2.569 for k = 4 as in Demsar's Table 5)."""
+    from scipy import stats
+
+    methods = sorted(scores)
+    k, n = len(methods), len(next(iter(scores.values())))
+    ranks: dict[str, list[float]] = defaultdict(list)
+    for block in range(n):
+        block_ranks = stats.rankdata([-scores[m][block] for m in methods])
+        for m, rank in zip(methods, block_ranks):
+            ranks[m].append(float(rank))
+    average = {m: statistics.fmean(ranks[m]) for m in methods}
+    chi2 = 12 * n / (k * (k + 1)) * (sum(r * r for r in average.values()) - k * (k + 1) ** 2 / 4)
+    p = float(stats.chi2.sf(chi2, k - 1))
+    q_alpha = float(stats.studentized_range.ppf(1 - ALPHA, k, 1e6)) / math.sqrt(2)
+    return average, chi2, p, q_alpha * math.sqrt(k * (k + 1) / (6 * n))
+
+
+def rank_across_datasets(sections: Mapping[tuple, list[dict[str, Any]]],
+                         block_scores: Callable[[list[dict[str, Any]]], Mapping[str, float]],
+                         track: str) -> list[dict[str, Any]]:
+    """The Friedman test on each row's rank across datasets, with the Nemenyi critical difference (Demsar
+    2006), for one track of tables (``classification`` or ``retrieval``).
+
+    One block per dataset within one kind of hyperparameters (default or tuned), so a dataset is never
+    counted twice (where it has several settings, the one with the most records); ``block_scores`` maps a
+    setting's records to one score per row label (higher is better); rows present on every block. One dict
+    per kind of hyperparameters with at least 3 datasets and 3 common rows: ``track``, ``tuning``,
+    ``datasets``, ``average`` (label -> average rank, 1 = best), ``chi2``, ``p``, ``cd``."""
+    by_tuning: dict[str, dict[str, tuple]] = defaultdict(dict)
+    for setting, _records in sorted(sections.items(), key=lambda kv: (-len(kv[1]), tuple(str(v) for v in kv[0]))):
+        by_tuning[setting[-1]].setdefault(setting[0], setting)
+    rankings = []
+    for tuning, chosen in sorted(by_tuning.items()):
+        per_block = {dataset: dict(block_scores(sections[setting])) for dataset, setting in sorted(chosen.items())}
+        # A dataset with fewer than 3 rows (e.g. a costly one run for two methods) would shrink the common
+        # rows below what a ranking needs: it is left out of the ranking, not the other way round.
+        per_block = {dataset: scores for dataset, scores in per_block.items() if len(scores) >= 3}
+        common = sorted(set.intersection(*(set(v) for v in per_block.values()))) if per_block else []
+        if len(per_block) < 3 or len(common) < 3:
+            continue
+        datasets = sorted(per_block)
+        average, chi2, p, cd = friedman_nemenyi({m: [per_block[d][m] for d in datasets] for m in common})
+        rankings.append({"track": track, "tuning": tuning, "datasets": datasets, "average": average, "chi2": chi2,
+                         "p": p, "cd": cd})
+    return rankings
+
+
+def ranking_markdown(ranking: Mapping[str, Any], title: str, score: str) -> list[str]:
+    """One cross-dataset ranking (:func:`rank_across_datasets`) as a titled table; ``score`` says what
+    was ranked."""
+    average, cd, p, datasets = ranking["average"], ranking["cd"], ranking["p"], ranking["datasets"]
+    best = min(average.values())
+    body = [[m, f"{average[m]:.2f}", "yes" if average[m] - best <= cd else "no"]
+            for m in sorted(average, key=lambda m: (average[m], m))]
+    return [f"## {title}: {ranking['tuning']}", "",
+            f"Friedman test over {len(datasets)} datasets ({', '.join(datasets)}) and {len(average)} methods "
+            f"present on all of them, ranking {score}: "
+            f"chi-square = {ranking['chi2']:.2f}, p = {p:.3g}. Nemenyi critical difference at {ALPHA}: "
+            f"{cd:.2f} ranks (Demšar, JMLR 2006); 'within CD of the best' = not significantly worse than the "
+            f"best-ranked method" + ("" if p < ALPHA else ", though the Friedman test itself does not reject "
+            "equal ranks") + ":", ""] + markdown_table(["method", "average rank", "within CD of the best"], body) + [""]
+
+
+def holm(pvalues: Sequence[float]) -> list[float]:
+    """Holm-Bonferroni adjusted p-values (nan stays nan), in the input order."""
+    order = sorted((p, i) for i, p in enumerate(pvalues) if not math.isnan(p))
+    adjusted = [math.nan] * len(pvalues)
+    running = 0.0
+    for rank, (p, i) in enumerate(order):
+        running = max(running, min(1.0, (len(order) - rank) * p))
+        adjusted[i] = running
+    return adjusted
+
+
+# --------------------------------------------------------------------------------------------------
+# Grouping
+
+
+def config_id(spec: Mapping[str, Any]) -> str:
+    """The method's configuration; dataset options are left out (the dataset version already separates
+    them), so one method keeps one row along a sweep of a dataset option, and so is the source of a record
+    scored from a saved model (its setting already separates it: :func:`setting_key`)."""
+    extra = {k: v for k, v in spec.get("extra", {}).items() if k not in ("dataset_options", "evaluated_from")}
+    body = {"hparams": spec["hparams"], "patience": spec.get("patience"), "extra": extra}
+    return hashlib.sha256(canonical_json(body).encode()).hexdigest()[:6]
+
+
+def tuning_label(source: str) -> str:
+    kind = source.split(":", 1)[0].split("+", 1)[0]
+    if kind == "tuned":
+        budget = source.rsplit(":", 1)[-1].replace("+set", "").replace("-", " ")
+        return f"hyperparameters tuned on validation ({budget} per method and dataset)"
+    return {"default": "paper-default hyperparameters (untuned)", "set": "hyperparameters set by hand (--set)"}.get(
+        kind, f"hyperparameters from {source}")
+
+
+def setting_key(spec: Mapping[str, Any]) -> tuple:
+    """What must be equal for two records to share a table. Records that ``bench eval`` scored from saved
+    models (``extra.evaluated_from``) get tables of their own: their test conditions differ from the
+    training ones, a protocol no trained cell follows."""
+    tuning = tuning_label(spec.get("hparams_source", "default"))
+    if spec.get("extra", {}).get("evaluated_from"):
+        tuning += ", scored from saved models (bench eval)"
+    return tuple(spec[f] for f in SETTING_FIELDS) + (tuning,)
+
+
+def setting_title(setting: tuple) -> str:
+    values = dict(zip(SETTING_FIELDS + ("tuning",), setting))
+    return f"{values['dataset']}: {values['tuning']}, {values['epochs']} epochs, {values['precision']}"
+
+
+def row_labels(records: list[dict[str, Any]]) -> list[str]:
+    configs: dict[str, set[str]] = defaultdict(set)
+    for r in records:
+        configs[r["spec"]["method"]].add(config_id(r["spec"]))
+    return [
+        r["spec"]["method"] if len(configs[r["spec"]["method"]]) == 1 else f"{r['spec']['method']} (cfg {config_id(r['spec'])})"
+        for r in records
+    ]
+
+
+def _num_modalities(r: Mapping[str, Any]) -> int | None:
+    names = (r.get("notes") or {}).get("modalities") or ((r.get("notes") or {}).get("retrieval") or {}).get("modalities")
+    return len(names) if names else None
+
+
+def effective_rate(r: Mapping[str, Any]) -> float:
+    """The missing rate whose masks the record realised: above (M-1)/M every sample keeps exactly one of M
+    modalities (bench.masks), so e.g. 0.7 on two modalities gives the masks of 0.5, cell for cell."""
+    rate = float(r["spec"]["missing_rate"])
+    m = _num_modalities(r)
+    return min(rate, (m - 1) / m) if m else rate
+
+
+def drop_capped_duplicates(records: Iterable[Mapping[str, Any]]) -> list[Record]:
+    """One record per realised cell: a record whose nominal rate was capped to the masks of another rate is
+    dropped when that other record exists (same spec otherwise), else kept and read at its effective rate.
+    Tables that counted both would pool one cell twice."""
+    records = [dict(r) for r in records]
+
+    def identity(r: Mapping[str, Any]) -> str:
+        spec = {k: v for k, v in r["spec"].items() if k != "missing_rate"}
+        return canonical_json([spec, round(effective_rate(r), 9)])
+
+    def at_cap(r: Mapping[str, Any]) -> bool:
+        m = _num_modalities(r)
+        return bool(m) and float(r["spec"]["missing_rate"]) >= (m - 1) / m
+
+    # Only records at or above the cap can share realised masks (below it the rate is the masks'), so only
+    # they need an identity: the tables call this on every record several times.
+    chosen: dict[str, Record] = {}
+    for r in sorted(filter(at_cap, records), key=lambda r: (float(r["spec"]["missing_rate"]), r.get("key", ""))):
+        chosen.setdefault(identity(r), r)  # the lowest nominal rate, i.e. the uncapped one, wins
+    kept = {id(r) for r in chosen.values()}
+    out = []
+    for r in records:
+        if not at_cap(r):
+            out.append(r)
+        elif id(r) in kept:
+            if effective_rate(r) != r["spec"]["missing_rate"]:
+                r = {**r, "spec": {**r["spec"], "missing_rate": effective_rate(r)}}
+            out.append(r)
+    return out
+
+
+def is_ok(r: Mapping[str, Any]) -> bool:
+    return r.get("status") == "ok"
+
+
+def metric(r: Mapping[str, Any], name: str) -> Any:
+    return (r.get("metrics") or {}).get(name)
+
+
+# --------------------------------------------------------------------------------------------------
+# Formatting
+
+
+def markdown_table(header: list[str], body: list[list[str]]) -> list[str]:
+    return ["| " + " | ".join(header) + " |", "|" + "|".join(["---"] * len(header)) + "|"] + [
+        "| " + " | ".join(row) + " |" for row in body
+    ]
+
+
+def noise_kind(r: Mapping[str, Any]) -> str:
+    """The record's test-time noise kind; "none" for cells without the noise axis (and older records)."""
+    return r["spec"].get("noise", "none")
+
+
+def is_retrieval_record(record: Mapping[str, Any]) -> bool:
+    return (record.get("notes") or {}).get("task") == "retrieval"
+
+
+def split_by_task(records: Iterable[Mapping[str, Any]]) -> tuple[list[Record], list[Record]]:
+    """(classification records, retrieval records), keeping the input order."""
+    records = [dict(r) for r in records]
+    retrieval_methods = {r["spec"]["method"] for r in records if is_retrieval_record(r)}
+    chosen = [is_retrieval_record(r) or (not is_ok(r) and r["spec"]["method"] in retrieval_methods) for r in records]
+    return [r for r, c in zip(records, chosen) if not c], [r for r, c in zip(records, chosen) if c]
+
+
+
+
+def ceiling_sweeps(records: Iterable[Mapping[str, Any]]) -> dict[tuple, dict[str, dict[float, list[float]]]]:
+    """Gap to the Bayes ceiling against a dataset option (e.g. the imbalance knob): (dataset, option, tuning,
+    epochs, precision) -> row label -> option value -> per-seed ``bayes_accuracy - accuracy``.
+
+    From ok classification records without missing modalities or noise whose notes carry the option values
+    (``dataset_options``) and ``bayes_accuracy``; only options with at least two values recorded. Rows are
+    labelled by method and configuration (``config_id``) within one sweep, like the tables' rows."""
+    sweeps: dict[tuple, dict[str, dict[float, list[float]]]] = defaultdict(lambda: defaultdict(lambda: defaultdict(list)))
+    for r in records:
+        notes = r.get("notes") or {}
+        spec = r["spec"]
+        if (r.get("status") != "ok" or "bayes_accuracy" not in notes or not notes.get("dataset_options")
+                or spec["missing_rate"] != 0 or noise_kind(r) != "none" or "accuracy" not in (r.get("metrics") or {})):
+            continue
+        for option, value in notes["dataset_options"].items():
+            key = (spec["dataset"], option, tuning_label(spec.get("hparams_source", "default")), spec["epochs"],
+                   spec["precision"])
+            label = f"{spec['method']} (cfg {config_id(spec)})"
+            sweeps[key][label][float(value)].append(notes["bayes_accuracy"] - r["metrics"]["accuracy"])
+    out = {}
+    for key, rows in sweeps.items():
+        if len({v for points in rows.values() for v in points}) >= 2:
+            methods = {label.split(" (cfg ")[0] for label in rows}
+            # One configuration per method: plain method names; several: keep the configuration id.
+            plain = len(methods) == len(rows)
+            out[key] = {(label.split(" (cfg ")[0] if plain else label): dict(points) for label, points in rows.items()}
+    return out

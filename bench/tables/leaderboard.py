@@ -1,0 +1,645 @@
+"""Leaderboards as a pure function of records: no I/O, no torch, deterministic output.
+
+Records are grouped into *settings* (dataset and its version, protocol, epochs, batch size, which splits
+are masked, precision, and where the hyperparameters came from): numbers from different settings never
+share a table. Within a setting, a row is a method with one set of hyperparameters; a method run with
+several sets gets one row per set, labelled by a short hash, so nothing is silently averaged across
+configurations.
+
+Per setting (the layout of the MLA paper's tables): accuracy of each modality inside the jointly trained
+model, multimodal accuracy and macro-F1 (Table 1); the same modality trained alone as a reference, where a
+method provides it; accuracy per missing rate with the normalised area under the accuracy-vs-rate curve
+(Table 2); ablations, i.e. rows of one method family that differ in a few hyperparameters (Table 3); and
+paired t-tests against the baseline and against the best row, one difference per seed (its mean over the
+matched missing rates), with 95% intervals, Holm-corrected, and no claim below three seeds. Across datasets:
+the Friedman test with the Nemenyi critical difference (Demsar, JMLR 2006).
+"""
+
+from __future__ import annotations
+
+import statistics
+from collections import Counter, defaultdict
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
+
+from bench.spec import canonical_json
+from bench.tables.common import (
+    ALPHA,
+    MIN_SEEDS,
+    SETTING_FIELDS,
+    Comparison,
+    ceiling_sweeps,
+    compare_paired,
+    drop_capped_duplicates,
+    holm,
+    is_ok,
+    markdown_table,
+    metric,
+    noise_kind,
+    paired_t_pvalue,
+    rank_across_datasets,
+    ranking_markdown,
+    row_labels,
+    setting_key,
+    setting_title,
+    split_by_task,
+    summarize,
+)
+from bench.tables.regenerate import SCRIPT_FILE, recorded_hours, regenerate_commands
+from bench.tables.retrieval import retrieval_sections
+
+__all__ = ["holm", "leaderboard", "paired_t_pvalue", "results_readme", "run_summary", "setting_key", "setting_title",
+           "summarize"]
+
+class _Cell:
+    def __init__(self) -> None:
+        self.values: list[float] = []
+        self.failed = 0
+        self.not_applicable = False  # e.g. per-modality accuracy of a head that cannot be split: "n/a"
+
+    @property
+    def mean(self) -> float:
+        return summarize(self.values)[0]
+
+
+def _fmt(cell: _Cell, rank: int | None) -> str:
+    if not cell.values:
+        return f"failed ({cell.failed})" if cell.failed else "n/a" if cell.not_applicable else ""
+    mean, std, n = summarize(cell.values)
+    text = f"{100 * mean:.2f} ± {100 * std:.2f} (n={n})"
+    text = f"**{text}**" if rank == 1 else f"<u>{text}</u>" if rank == 2 else text
+    return text + (f" ⚠ {cell.failed} failed" if cell.failed else "")
+
+
+def _ranks(rows: Mapping[str, Mapping[str, _Cell]], column: str) -> dict[str, int]:
+    """1 for the best mean, 2 for the second (ties share a rank); empty when fewer than two rows compete."""
+    competing = {label: cells[column].mean for label, cells in rows.items() if column in cells and cells[column].values}
+    if len(competing) < 2:
+        return {}
+    distinct = sorted(set(competing.values()), reverse=True)
+    return {label: distinct.index(mean) + 1 for label, mean in competing.items()}
+
+
+def _ranked_table(header: list[str], rows: dict[str, dict[str, _Cell]], columns: list[str],
+                  reference: dict[str, _Cell] | None = None) -> list[str]:
+    """Rows ranked per column; ``reference`` (column -> cell), when given, is a last, unranked row: a ceiling
+    known from the data's generator, not a method."""
+    ranks = {col: _ranks(rows, col) for col in columns}
+    body = []
+    for label in sorted(rows):
+        body.append([label] + [
+            _fmt(rows[label][col], ranks[col].get(label)) if col in rows[label] else "" for col in columns
+        ])
+    if reference:
+        body.append([f"*{REFERENCE_ROW}*"] + [_fmt(reference[col], None) if col in reference else "" for col in columns])
+    return markdown_table(header, body)
+
+
+#: The reference row's label: records whose notes carry ``bayes_accuracy`` (a generated dataset's exact oracle).
+REFERENCE_ROW = "Bayes ceiling (exact oracle, not a method)"
+
+
+def _bayes_by_seed(records) -> dict[tuple[int, float], Mapping[str, Any]]:
+    """(seed, missing rate) -> the notes of one record there: every method of a seed shares the masks, hence
+    the ceiling, so each (seed, rate) counts once however many methods ran."""
+    return {(r["spec"]["seed"], r["spec"]["missing_rate"]): r["notes"] for r in records
+            if is_ok(r) and "bayes_accuracy" in r.get("notes", {})}
+
+
+def _reference_cells(records, modalities) -> dict[str, _Cell]:
+    """The ceiling per column of the main table: each modality alone, and all of them."""
+    cells: dict[str, _Cell] = defaultdict(_Cell)
+    for notes in _bayes_by_seed(records).values():
+        cells["multimodal"].values.append(notes["bayes_accuracy"])
+        for m in modalities:
+            if m in notes.get("bayes_accuracy_alone", {}):
+                cells[m].values.append(notes["bayes_accuracy_alone"][m])
+    return dict(cells)
+
+
+def _add(rows: dict[str, dict[str, _Cell]], label: str, column: str, record: Mapping[str, Any], value: Any) -> None:
+    cell = rows[label].setdefault(column, _Cell())
+    if not is_ok(record):
+        cell.failed += 1
+    elif value is not None:
+        cell.values.append(float(value))
+
+
+def _modalities(records: list[dict[str, Any]]) -> list[str]:
+    for r in records:
+        if r.get("notes", {}).get("modalities"):
+            return list(r["notes"]["modalities"])
+    return []
+
+
+# --------------------------------------------------------------------------------------------------
+# Tables of one setting
+
+
+def _main_table(records, labels, modalities) -> list[str]:
+    rows: dict[str, dict[str, _Cell]] = defaultdict(dict)
+    for r, label in zip(records, labels):
+        per_mod = metric(r, "per_modality_accuracy") or {}
+        for m in modalities:
+            if not is_ok(r) or m in per_mod:
+                _add(rows, label, m, r, per_mod.get(m))
+            elif metric(r, "per_modality_accuracy") is None:  # a model that cannot be split per modality
+                rows[label].setdefault(m, _Cell()).not_applicable = True
+        _add(rows, label, "multimodal", r, metric(r, "accuracy"))
+        _add(rows, label, "macro-F1", r, metric(r, "macro_f1"))
+    header = ["method"] + [f"{m} (in joint model)" for m in modalities] + ["multimodal acc", "macro-F1"]
+    table = _ranked_table(header, rows, modalities + ["multimodal", "macro-F1"], _reference_cells(records, modalities))
+    return ["No missing modalities (**best**, <u>second</u>):", ""] + table + [""]
+
+
+def _laziness(records, labels) -> dict[str, dict[str, list[float]]]:
+    """label -> modality -> per-seed differences: inside the joint model minus trained alone."""
+    alone: dict[tuple[str, int], list[float]] = defaultdict(list)
+    for r in records:
+        if is_ok(r) and r.get("notes", {}).get("per_modality_trained_alone"):
+            for m, acc in (metric(r, "per_modality_accuracy") or {}).items():
+                alone[(m, r["spec"]["seed"])].append(acc)
+    rows: dict[str, dict[str, list[float]]] = defaultdict(lambda: defaultdict(list))
+    for r, label in zip(records, labels):
+        if not is_ok(r) or r.get("notes", {}).get("per_modality_trained_alone"):
+            continue
+        for m, acc in (metric(r, "per_modality_accuracy") or {}).items():
+            if alone.get((m, r["spec"]["seed"])):
+                rows[label][m].append(acc - statistics.fmean(alone[(m, r["spec"]["seed"])]))
+    return rows
+
+
+def _laziness_table(records, labels, modalities) -> list[str]:
+    """Each modality inside a jointly trained model minus the same modality trained alone, paired by seed.
+
+    The reference rows are those whose records say ``per_modality_trained_alone``; negative numbers mean
+    the joint model under-trains that modality (modality laziness)."""
+    rows = _laziness(records, labels)
+    if not rows:
+        return []
+    body = []
+    for label in sorted(rows):
+        cells = []
+        for m in modalities:
+            mean, std, n = summarize(rows[label][m])
+            cells.append("" if n == 0 else f"{100 * mean:+.2f} ± {100 * std:.2f} (n={n})")
+        body.append([label] + cells)
+    intro = ("Per-modality accuracy inside the joint model minus the same modality trained alone "
+             "(percentage points, paired by seed; negative = the modality is under-trained):")
+    return [intro, ""] + markdown_table(["method"] + modalities, body) + [""]
+
+
+def _curve_auc(points: Mapping[float, float]) -> float:
+    """Trapezoid area under accuracy-vs-rate, divided by the rate range (MultiBench-style robustness)."""
+    rates = sorted(points)
+    area = sum((b - a) * (points[a] + points[b]) / 2 for a, b in zip(rates, rates[1:]))
+    return area / (rates[-1] - rates[0])
+
+
+def _rate_header(records, rate: float) -> str:
+    """``rate r``, plus the realised test fraction when the one-modality-kept rule capped it."""
+    realized = [r["notes"]["missing_fraction_test"] for r in records
+                if r["spec"]["missing_rate"] == rate and "missing_fraction_test" in r.get("notes", {})]
+    if realized and abs(statistics.fmean(realized) - rate) > 0.01:
+        return f"rate {rate:g} (realised {statistics.fmean(realized):.2g})"
+    return f"rate {rate:g}"
+
+
+def _missing_rate_table(records, labels) -> list[str]:
+    rates = sorted({r["spec"]["missing_rate"] for r in records})
+    if len(rates) < 2:
+        return []
+    rows: dict[str, dict[str, _Cell]] = defaultdict(dict)
+    curves: dict[tuple[str, int], dict[float, float]] = defaultdict(dict)
+    for r, label in zip(records, labels):
+        _add(rows, label, f"{r['spec']['missing_rate']:g}", r, metric(r, "accuracy"))
+        if is_ok(r):
+            curves[(label, r["spec"]["seed"])][r["spec"]["missing_rate"]] = metric(r, "accuracy")
+    for (label, _), points in sorted(curves.items()):
+        if len(points) == len(rates):
+            rows[label].setdefault("AUC", _Cell()).values.append(_curve_auc(points))
+    columns = [f"{rate:g}" for rate in rates] + ["AUC"]
+    header = ["method"] + [_rate_header(records, rate) for rate in rates] + [f"AUC over {rates[0]:g}-{rates[-1]:g}"]
+    return ["Multimodal accuracy by missing rate (AUC: area under the curve divided by the rate range, per seed):",
+            ""] + _ranked_table(header, rows, columns, _reference_by_rate(records, rates)) + [""]
+
+
+def _reference_by_rate(records, rates) -> dict[str, _Cell]:
+    """The ceiling at each missing rate (the oracle under the same masks) and its AUC, per seed."""
+    cells: dict[str, _Cell] = defaultdict(_Cell)
+    curves: dict[int, dict[float, float]] = defaultdict(dict)
+    for (seed, rate), notes in sorted(_bayes_by_seed(records).items()):
+        cells[f"{rate:g}"].values.append(notes["bayes_accuracy"])
+        curves[seed][rate] = notes["bayes_accuracy"]
+    for points in curves.values():
+        if len(points) == len(rates):
+            cells["AUC"].values.append(_curve_auc(points))
+    return dict(cells)
+
+
+def _ablation_tables(records, labels) -> list[str]:
+    """Rows whose hyperparameters have the same field names (one method family, e.g. MLA and its variants)
+    and differ in a few of them: the differing fields become columns, as in the MLA paper's Table 3."""
+    families: dict[tuple[str, ...], dict[str, dict[str, Any]]] = defaultdict(dict)
+    for r, label in zip(records, labels):
+        families[tuple(sorted(r["spec"]["hparams"]))][label] = r["spec"]["hparams"]
+    lines = []
+    for _, members in sorted(families.items(), key=lambda kv: sorted(kv[1])):
+        if len(members) < 2:
+            continue
+        fields = sorted(f for f in next(iter(members.values())) if len({canonical_json(h[f]) for h in members.values()}) > 1)
+        if not fields or len(fields) > 4:
+            continue
+        rows: dict[str, dict[str, _Cell]] = defaultdict(dict)
+        for r, label in zip(records, labels):
+            if label in members:
+                column = "multimodal" if r["spec"]["missing_rate"] == 0 else "missing"
+                _add(rows, label, column, r, metric(r, "accuracy"))
+        body = []
+        ranks = {c: _ranks(rows, c) for c in ("multimodal", "missing")}
+        for label in sorted(members):
+            cells = [str(members[label][f]) for f in fields]
+            for c in ("multimodal", "missing"):
+                cells.append(_fmt(rows[label][c], ranks[c].get(label)) if c in rows[label] else "")
+            body.append([label] + cells)
+        header = ["row"] + fields + ["multimodal acc (no missing)", "multimodal acc (all missing rates > 0)"]
+        lines += [f"Ablation of the {'/'.join(sorted(members))} family:", ""] + markdown_table(header, body) + [""]
+    return lines
+
+
+def _cells(records, labels, label: str) -> dict[tuple[int, float], float]:
+    """(seed, missing rate) -> accuracy of one row: the cells whose masks a paired comparison matches."""
+    return {(r["spec"]["seed"], r["spec"]["missing_rate"]): metric(r, "accuracy")
+            for r, lab in zip(records, labels) if lab == label and is_ok(r)}
+
+
+def _seed_means(records, labels, label: str) -> list[float]:
+    """The row's accuracy averaged over its missing rates, one number per seed (each seed weighs the same)."""
+    by_seed: dict[int, list[float]] = defaultdict(list)
+    for (seed, _), value in _cells(records, labels, label).items():
+        by_seed[seed].append(value)
+    return [statistics.fmean(v) for _, v in sorted(by_seed.items())]
+
+
+def _against(records, labels, reference: str, others: Sequence[str]) -> dict[str, Comparison]:
+    """label -> paired comparison with ``reference`` (one difference per seed, Holm-adjusted over ``others``);
+    rows without matched cells (and the reference itself) are left out."""
+    rows = [label for label in others if label != reference]
+    base = _cells(records, labels, reference)
+    compared = compare_paired([(_cells(records, labels, label), base) for label in rows])
+    return {label: c for label, c in zip(rows, compared) if c.n}
+
+
+def _best_row(records, labels) -> str | None:
+    means = {label: _seed_means(records, labels, label) for label in sorted(set(labels))}
+    means = {label: v for label, v in means.items() if v}
+    return max(sorted(means), key=lambda label: statistics.fmean(means[label])) if means else None
+
+
+def _significance_table(records, labels, baseline: str) -> list[str]:
+    okay = sorted({label for r, label in zip(records, labels) if is_ok(r)})
+    if len(okay) < 2:
+        return []
+    best = _best_row(records, labels)
+    versus_base = _against(records, labels, baseline, okay) if baseline in okay else {}
+    versus_best = _against(records, labels, best, okay)
+
+    def column(label, versus):
+        return [versus[label].describe(), versus[label].p_text()] if label in versus else ["", ""]
+
+    body = []
+    for label in okay:
+        c = versus_best.get(label)
+        verdict = ("best" if label == best else "no claim" if c is None or not c.claim
+                   else "worse than best" if c.significant else "≈ best")
+        body.append([label] + column(label, versus_base) + column(label, versus_best) + [verdict])
+    header = ["method", f"Δ acc vs {baseline} (pp) [95% CI]", "p (Holm)", f"Δ acc vs {best} (pp) [95% CI]",
+              "p (Holm)", "verdict"]
+    intro = (f"Paired t-tests with the seed as the unit: per seed, the accuracy difference averaged over the missing "
+             f"rates both rows have (same seed and rate, hence the same masks); one difference per seed, so n is "
+             f"the number of seeds. Holm-corrected within each column; * = p < {ALPHA}; fewer than {MIN_SEEDS} seeds "
+             f"or identical differences on every seed make no claim; '≈ best' = not significantly worse than the "
+             f"best row (the highest mean of per-seed means):")
+    return [intro, ""] + markdown_table(header, body) + [""]
+
+
+def _setting_section(setting: tuple, records: list[dict[str, Any]], baseline: str) -> list[str]:
+    values = dict(zip(SETTING_FIELDS + ("tuning",), setting))
+    masked = "train, validation and test" if values["missing_on"] == "all" else "validation and test only"
+    lines = [
+        f"## {values['dataset']}",
+        "",
+        f"Protocol v{values['protocol']} · dataset version {values['dataset_version']} · {values['tuning']} · "
+        f"{values['epochs']} epochs · batch {values['batch_size']} · {values['precision']} · missing modalities on "
+        f"{masked} · selection on validation, scores on the full test split · accuracy in %, mean ± std over seeds.",
+        "",
+    ]
+    labels = row_labels(records)
+    modalities = _modalities(records)
+    complete = [i for i, r in enumerate(records) if r["spec"]["missing_rate"] == 0]
+    if complete:
+        sub_records, sub_labels = [records[i] for i in complete], [labels[i] for i in complete]
+        lines += _main_table(sub_records, sub_labels, modalities)
+        lines += _laziness_table(sub_records, sub_labels, modalities)
+    lines += _missing_rate_table(records, labels)
+    lines += _ablation_tables(records, labels)
+    lines += _significance_table(records, labels, baseline)
+    return lines
+
+
+def _clean_accuracy(records: list[dict[str, Any]]) -> dict[str, float]:
+    """Per row: the mean over seeds of multimodal accuracy without missing modalities."""
+    clean = [(r, lab) for r, lab in zip(records, row_labels(records)) if r["spec"]["missing_rate"] == 0]
+    means = {lab: _seed_means([r for r, _ in clean], [lab_ for _, lab_ in clean], lab) for _, lab in clean}
+    return {lab: statistics.fmean(v) for lab, v in means.items() if v}
+
+
+def cross_dataset_rankings(sections: Mapping[tuple, list[dict[str, Any]]]) -> list[dict[str, Any]]:
+    """The classification track's ranking across datasets (:func:`rank_across_datasets`) on the seed-mean
+    multimodal accuracy without missing modalities."""
+    return rank_across_datasets(sections, _clean_accuracy, "classification")
+
+
+def classification_sections(records: Iterable[Mapping[str, Any]]) -> dict[tuple, list[dict[str, Any]]]:
+    """The leaderboard's settings of classification records without noise, capped-rate twins dropped."""
+    records = [r for r in split_by_task(drop_capped_duplicates(records))[0] if noise_kind(r) == "none"]
+    return dict(_by_setting(records))
+
+
+def _average_rank(sections: Mapping[tuple, list[dict[str, Any]]]) -> list[str]:
+    lines: list[str] = []
+    for ranking in cross_dataset_rankings(sections):
+        lines += ranking_markdown(ranking, "Ranking across datasets",
+                                  "the seed-mean multimodal accuracy without missing modalities")
+    return lines
+
+
+def _noise_section(setting: tuple, kind: str, records: list[dict[str, Any]]) -> list[str]:
+    """Accuracy of the selected model on test data corrupted at each level (bench.noise), as the MLA paper's
+    Table 2 does for missing rates, with the normalised area under the accuracy-vs-level curve per seed."""
+    values = dict(zip(SETTING_FIELDS + ("tuning",), setting))
+    rows: dict[str, dict[str, _Cell]] = defaultdict(dict)
+    curves: dict[tuple[str, int, float], dict[float, float]] = defaultdict(dict)
+    levels: set[float] = set()
+    for r, label in zip(records, row_labels(records)):
+        label = label if r["spec"]["missing_rate"] == 0 else f"{label} @ missing {r['spec']['missing_rate']:g}"
+        for level_text, scores in (metric(r, "noise") or {}).items():
+            level = float(level_text)
+            levels.add(level)
+            _add(rows, label, f"{level:g}", r, scores["accuracy"])
+            curves[(label, r["spec"]["seed"], r["spec"]["missing_rate"])][level] = scores["accuracy"]
+        if not is_ok(r):
+            _add(rows, label, "AUC", r, None)
+    ordered = sorted(levels)
+    if len(ordered) >= 2:
+        for (label, _, _), points in sorted(curves.items()):
+            if len(points) == len(ordered):
+                rows[label].setdefault("AUC", _Cell()).values.append(_curve_auc(points))
+    columns = [f"{level:g}" for level in ordered] + (["AUC"] if len(ordered) >= 2 else [])
+    header = ["method"] + [f"level {c}" for c in columns[:len(ordered)]] + (
+        [f"AUC over {ordered[0]:g}-{ordered[-1]:g}"] if len(ordered) >= 2 else [])
+    return [
+        f"## {values['dataset']}: test-time {kind.replace('_', ' ')} noise",
+        "",
+        f"Protocol v{values['protocol']} · {values['tuning']} · {values['epochs']} epochs · {values['precision']} · "
+        "trained and selected on clean data; each modality of a test sample corrupted with probability 0.5 at the "
+        "level shown (`bench.noise`), the same corrupted samples for every method · accuracy in %, mean ± std "
+        "over seeds (**best**, <u>second</u>):",
+        "",
+    ] + _ranked_table(header, rows, columns) + [""]
+
+
+def leaderboard(records: Iterable[Mapping[str, Any]], *, baseline: str = "late_fusion") -> str:
+    """Markdown leaderboards, one section per dataset setting, from cell records."""
+    records = drop_capped_duplicates(records)
+    classification, retrieval = split_by_task(records)  # retrieval records get their own tables, at the end
+    noisy: dict[tuple, list[dict[str, Any]]] = defaultdict(list)
+    for r in classification:
+        if noise_kind(r) != "none":
+            noisy[(setting_key(r["spec"]), noise_kind(r))].append(r)
+    all_records = records
+    sections = dict(_by_setting(r for r in classification if noise_kind(r) == "none"))
+    ok = sum(is_ok(r) for r in all_records)
+    lines = [
+        "# Leaderboard",
+        "",
+        f"Generated by `python -m bench table` from {len(all_records)} cell records ({ok} ok, "
+        f"{len(all_records) - ok} failed). Do not edit by hand.",
+        "",
+    ]
+    for setting, ordered in sections.items():
+        lines += _setting_section(setting, ordered, baseline)
+    for (setting, kind) in sorted(noisy, key=lambda k: tuple(str(v) for v in k)):
+        ordered = sorted(noisy[(setting, kind)], key=lambda r: (r["spec"]["method"], r["spec"]["seed"],
+                                                                 r["spec"]["missing_rate"], r["key"]))
+        lines += _noise_section(setting, kind, ordered)
+    lines += _sweep_sections(classification)
+    lines += _average_rank(sections)
+    lines += retrieval_sections(retrieval)
+    return "\n".join(lines).rstrip() + "\n"
+
+
+def _sweep_sections(records) -> list[str]:
+    """Per dataset option swept (e.g. the imbalance knob): each method's gap to the Bayes ceiling, in points,
+    mean ± std over seeds, at every value recorded (no missing modalities)."""
+    lines = []
+    for (dataset, option, tuning, epochs, precision), rows in sorted(ceiling_sweeps(records).items(),
+                                                                       key=lambda kv: tuple(map(str, kv[0]))):
+        values = sorted({v for points in rows.values() for v in points})
+        body = []
+        for label in sorted(rows):
+            cells = []
+            for v in values:
+                mean, std, n = summarize(rows[label].get(v, []))
+                cells.append("" if n == 0 else f"{100 * mean:.2f} ± {100 * std:.2f} (n={n})")
+            body.append([label] + cells)
+        lines += [f"## {dataset}: gap to the Bayes ceiling against `{option}`", "",
+                  f"{tuning} · {epochs} epochs · {precision} · no missing modalities · Bayes accuracy minus test "
+                  f"accuracy in points (smaller is better), mean ± std over seeds; set with `--set data.{option}=...`.",
+                  ""] + markdown_table(["method"] + [f"{option} = {v:g}" for v in values], body) + [""]
+    return lines
+
+
+def _section_summary(setting: tuple, records: list[dict[str, Any]], baseline: str) -> list[str]:
+    """Who is best without missing modalities, by how much, and which rows differ significantly from the
+    baseline over all matched (seed, missing rate) cells, with the Holm correction of the full table."""
+    records = split_by_task(records)[0]  # accuracy summaries: classification records only
+    values = dict(zip(SETTING_FIELDS + ("tuning",), setting))
+    labels = row_labels(records)
+    clean = {label: [] for label in labels}
+    for r, label in zip(records, labels):
+        if is_ok(r) and r["spec"]["missing_rate"] == 0:
+            clean[label].append(metric(r, "accuracy"))
+    ranked = sorted((statistics.fmean(v), label) for label, v in clean.items() if v)[::-1]
+    if not ranked:
+        return []
+    (best_acc, best), rest = ranked[0], ranked[1:]
+    options = next((r["notes"]["dataset_options"] for r in records if (r.get("notes") or {}).get("dataset_options")), {})
+    knobs = "".join(f", {name} = {value:g}" if isinstance(value, float) else f", {name} = {value}"
+                    for name, value in sorted(options.items()))
+    line = f"- **{values['dataset']}**{knobs} ({values['tuning']}, {values['epochs']} epochs, {values['precision']}): " \
+           f"best without missing modalities is `{best}` at {100 * best_acc:.2f}%"
+    if rest:
+        gap = 100 * (best_acc - rest[0][0])
+        line += f", tied with `{rest[0][1]}`" if gap < 0.005 else f", {gap:.2f} points ahead of `{rest[0][1]}`"
+    ceiling = [notes["bayes_accuracy"] for (_, rate), notes in _bayes_by_seed(records).items() if rate == 0]
+    if ceiling:
+        line += (f", {100 * (statistics.fmean(ceiling) - best_acc):.2f} points below the Bayes ceiling "
+                 f"({100 * statistics.fmean(ceiling):.2f}%)")
+        if baseline in clean and clean[baseline]:
+            line += f"; `{baseline}` is {100 * (statistics.fmean(ceiling) - statistics.fmean(clean[baseline])):.2f} below it"
+    complete = [i for i, r in enumerate(records) if r["spec"]["missing_rate"] == 0]
+    lazy = _laziness([records[i] for i in complete], [labels[i] for i in complete]).get(baseline, {})
+    if lazy:
+        weakest = min(sorted(lazy), key=lambda m: statistics.fmean(lazy[m]))
+        line += (f"; inside `{baseline}` the `{weakest}` modality is {-100 * statistics.fmean(lazy[weakest]):.2f} "
+                 f"points below the same modality trained alone (paired by seed, n={len(lazy[weakest])})")
+    okay = sorted({label for r, label in zip(records, labels) if is_ok(r)})
+    if baseline not in okay:
+        return [line + "."]
+    versus = _against(records, labels, baseline, okay)
+    if not versus:  # no row shares a (seed, missing rate) cell with the baseline
+        return [line + "."]
+    better = [label for label, c in versus.items() if c.significant and c.mean > 0]
+    worse = [label for label, c in versus.items() if c.significant and c.mean < 0]
+    unclaimed = [label for label, c in versus.items() if not c.claim]
+
+    def listed(chosen):
+        return ", ".join(f"`{label}` {versus[label].describe()} (p = {versus[label].p:.2g})"
+                         for label in sorted(chosen, key=lambda label: -abs(versus[label].mean)))
+
+    line += (f". Against `{baseline}` (paired t over seeds, each seed's difference averaged over its missing rates, "
+             f"95% CI, Holm-corrected over {len(versus)} rows): ")
+    parts = []
+    if better:
+        parts.append(f"significantly better {listed(better)}")
+    if worse:
+        parts.append(f"significantly worse {listed(worse)}")
+    others = len(versus) - len(better) - len(worse) - len(unclaimed)
+    if others:
+        parts.append(f"{'the other ' if parts else ''}{others} not significantly different")
+    if unclaimed:
+        parts.append(f"{len(unclaimed)} without a claim (fewer than {MIN_SEEDS} seeds or no variance)")
+    return [line + "; ".join(parts) + "."]
+
+
+def _noise_summary(records: list[dict[str, Any]]) -> list[str]:
+    """One line per (setting, noise kind): the row whose accuracy falls least over the noise levels (AUC)."""
+    groups: dict[tuple, list[dict[str, Any]]] = defaultdict(list)
+    for r in records:
+        if r["spec"]["missing_rate"] == 0:
+            groups[(setting_key(r["spec"]), noise_kind(r))].append(r)
+    lines = []
+    for (setting, kind), group in sorted(groups.items(), key=lambda kv: tuple(str(v) for v in kv[0])):
+        aucs: dict[str, list[float]] = defaultdict(list)
+        for r, label in zip(group, row_labels(group)):
+            points = {float(k): v["accuracy"] for k, v in (metric(r, "noise") or {}).items()}
+            if is_ok(r) and len(points) >= 2:
+                aucs[label].append(_curve_auc(points))
+        if aucs:
+            best = max(sorted(aucs), key=lambda label: statistics.fmean(aucs[label]))
+            lines.append(f"- **{setting[0]}** under test-time {kind.replace('_', ' ')} noise: most robust is "
+                         f"`{best}` (normalised AUC of accuracy over the noise levels "
+                         f"{100 * statistics.fmean(aucs[best]):.2f}%).")
+    return lines
+
+
+def _machines_paragraph(records: Sequence[Mapping[str, Any]]) -> list[str]:
+    """Which CPUs the records come from: a cell is bit-identical only when re-run on the same CPU model
+    (bench.cells.cpu_identity), so a reader re-running one cell elsewhere should expect other digits."""
+    cpus = Counter(r.get("environment", {}).get("cpu") for r in records)
+    unnamed = cpus.pop(None, 0)
+    named = "; ".join(f"`{cpu}` ({n})" for cpu, n in sorted(cpus.items()))
+    text = (f"Machines: {len(records)} records, {unnamed} of them made before records named their CPU"
+            + (f", the others on {named}" if named else "") + ". A cell re-run on another CPU model can give other "
+            "digits (float summation order; the top-level README has the measurement): `python -m bench verify` "
+            "requires identical bits only on the CPU a record names. Compare methods by their seed means, as the "
+            "tables do.")
+    return [text, ""]
+
+
+def run_summary(records: Iterable[Mapping[str, Any]], *, baseline: str = "late_fusion") -> str:
+    """What ``bench run`` prints at the end: per setting, who wins and which rows differ significantly from
+    the baseline (one line each, as at the top of the results page); the full tables are in the files."""
+    records = [r for r in drop_capped_duplicates(records) if noise_kind(r) == "none"]
+    classification, retrieval = split_by_task(records)
+    lines = []
+    for setting, group in _by_setting(classification):
+        lines += _section_summary(setting, group, baseline)
+    for setting, group in _by_setting(retrieval):
+        lines += _retrieval_summary(setting, group)
+    return "\n".join(lines) + ("\n" if lines else "")
+
+
+def _by_setting(records) -> list[tuple[tuple, list[dict[str, Any]]]]:
+    groups: dict[tuple, list[dict[str, Any]]] = defaultdict(list)
+    for r in records:
+        groups[setting_key(r["spec"])].append(r)
+    return [(setting, sorted(groups[setting], key=lambda r: (r["spec"]["method"], r["spec"]["seed"],
+                                                             r["spec"]["missing_rate"], r["key"])))
+            for setting in sorted(groups, key=lambda s: tuple(str(v) for v in s))]
+
+
+def _retrieval_summary(setting: tuple, records: list[dict[str, Any]]) -> list[str]:
+    """The objective with the best mean R@1 (all directions) without missing modalities."""
+    values = dict(zip(SETTING_FIELDS + ("tuning",), setting))
+    scores: dict[str, list[float]] = defaultdict(list)
+    for r, label in zip(records, row_labels(records)):
+        if is_ok(r) and r["spec"]["missing_rate"] == 0:
+            scores[label].append(r["metrics"]["retrieval"]["mean"]["R@1"])
+    if not scores:
+        return []
+    best = max(sorted(scores), key=lambda label: statistics.fmean(scores[label]))
+    return [f"- **{values['dataset']}** · retrieval ({values['tuning']}, {values['epochs']} epochs): best mean R@1 "
+            f"without missing modalities is `{best}` at {100 * statistics.fmean(scores[best]):.2f}% "
+            f"(of {len(scores)} objectives)."]
+
+
+def results_readme(records: Iterable[Mapping[str, Any]], *, baseline: str = "late_fusion",
+                   plots: Sequence[tuple[str, str]] = (), dynamics: Sequence[tuple[str, str]] = ()) -> str:
+    """The results page: who wins where and by how much, then links to the full tables and plots (``plots``:
+    accuracy against missing rate, ``dynamics``: per-modality validation accuracy by epoch; (path, caption))."""
+    records = drop_capped_duplicates(records)
+    every = records
+    noisy = [r for r in split_by_task(records)[0] if noise_kind(r) != "none"]  # accuracy under noise
+    records = [r for r in records if noise_kind(r) == "none"]
+    groups: dict[tuple, list[dict[str, Any]]] = defaultdict(list)
+    for r in records:
+        groups[setting_key(r["spec"])].append(r)
+    lines = [
+        "# Results",
+        "",
+        "Generated by `python -m bench table` from the records in `records/`; do not edit by hand. Every number",
+        "traces to one JSON record per cell (its spec, metrics, timings and environment). The full tables,",
+        "with per-modality accuracy, the missing-rate curves, ablations and significance tests, are in",
+        "[leaderboard.md](leaderboard.md); numbers reported in papers, with their sources, are next to ours in",
+        "[papers.md](papers.md) where `reported_in_papers.csv` lists them.",
+        "",
+        "## Who wins where",
+        "",
+    ]
+    # Settings with a known ceiling (a generated benchmark's Bayes oracle) lead: they are where the tables
+    # can say how much of the reachable accuracy each method leaves.
+    for setting in sorted(groups, key=lambda s: (not _bayes_by_seed(groups[s]), tuple(str(v) for v in s))):
+        lines += _section_summary(setting, groups[setting], baseline)
+    lines += _noise_summary(noisy)
+    cells, cell_hours, tuning_hours = recorded_hours(every)
+    lines += ["", "## Regenerate", "",
+              f"`bash results/{SCRIPT_FILE}` runs every command below (real datasets read from `$BENCH_DATA`; "
+              f"`RESULTS=DIR` writes to a fresh directory instead of resuming this one). By the records, the "
+              f"{cells} cells took {cell_hours:.1f} hours of single-thread compute and tuning about "
+              f"{tuning_hours:.1f} hours more (estimated): about {(cell_hours + tuning_hours) / 2:.1f} hours with "
+              f"`--jobs 2` on 2 cores.", "", "```bash"]
+    lines += regenerate_commands(every)
+    lines += ["python -m bench table          # tables, this page, the plots and the script, from the records",
+              "python -m bench table --check  # what CI runs: fails if these files are stale", "```", ""]
+    lines += _machines_paragraph(every)
+    if plots:
+        lines += ["## Accuracy against missing rate and against dataset options", ""]
+        for path, caption in plots:
+            lines += [f"{caption}", "", f"![{caption}]({path})", ""]
+    if dynamics:
+        lines += ["## Training dynamics", ""]
+        for path, caption in dynamics:
+            lines += [f"{caption}", "", f"![{caption}]({path})", ""]
+    return "\n".join(lines).rstrip() + "\n"
