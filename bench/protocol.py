@@ -1,72 +1,39 @@
-"""The two plugin contracts: what a method and a dataset adapter provide, and what the loop hands them.
+"""The two plugin contracts: what a method and a dataset adapter provide, and what the harness hands them.
 
-A *method* is a frozen dataclass of hyperparameters (see :class:`bench.hparams.MethodConfig`) with
-these hooks, each called by the one training loop in :mod:`bench.loop`:
+A *method* is a frozen dataclass of hyperparameters, in practice a subclass of
+:class:`bench.hparams.MethodConfig` (the shared optimisation fields and the defaults of the optional class
+attributes). Its whole contract is declared here, once:
 
-``build(description) -> nn.Module``
-    Once per cell, from the dataset's description (modalities, shapes, classes, training-set size).
-``loss(model, batch, ctx) -> LossOut | Iterator[LossOut]``
-    Every training batch. A plain return is one optimizer step. A *generator* is one optimizer step per
-    yielded ``LossOut``: the loop runs backward, ``after_backward`` and ``optimizer.step()`` before it
-    resumes the generator, so the next loss sees the updated weights (MLA's alternating unimodal steps).
-``after_backward(model, out, ctx) -> None`` (optional)
-    After ``loss.backward()`` and before ``optimizer.step()``: the place to rewrite gradients
-    (OGM-GE's modulation, MLA's head-gradient projection). ``out`` is the ``LossOut`` just backpropagated.
-``start_epoch(model, epoch) -> None`` (optional)
-    Before each epoch's training, epoch 0 included, with the model in eval mode and no gradients;
-    ``epoch`` is an :class:`EpochContext` whose ``batches("train")`` iterates the training split unshuffled
-    (PMR's class prototypes). A method with a field ``holdout_fraction`` > 0 trains on the rest of the
-    training split: the loop carves that fraction of it (stratified, seeded with the cell seed, masks kept)
-    and only ``batches("holdout")`` sees it (G-Blending's overfitting-to-generalization ratio). The
-    validation and test splits are never handed to a hook.
-``resample(model, epoch) -> (rows, keep) | None`` (optional)
-    After ``start_epoch``, same arguments and mode: the samples this epoch trains on instead of the training
-    split. ``rows`` (R,) int64 are positions in the training split (repeats allowed), ``keep`` (R, M) bool
-    says which modalities each of them keeps: a removed modality is treated as missing (mask False, input
-    zero-filled). None trains on the training split unchanged. ``batch.index`` of such an epoch is the
-    position in the resampled list. (Modality valuation's re-sampling of low-contribution modalities.)
-``pretrain(description) -> Mapping[str, Method]`` and ``adopt_pretrained(model, models)`` (optional, together)
-    Methods the loop trains first, one after the other, each exactly as a cell of its own would be on this
-    cell's data and budget (same seed, epochs, batch size, patience, selection on validation, its own
-    hooks); their selected models, by name, go to ``adopt_pretrained`` right after this method's
-    ``build`` and before its optimizer is made (UMT's uni-modal teachers). Parameters frozen there stay
-    out of the optimizer. The record notes each stage's selected epoch and validation score under
-    ``notes["pretrained"]``, and its training time counts in ``train_seconds``.
-``no_weight_decay(model) -> Iterable[str]`` (optional)
-    Once, when the optimizer is made: names (as in ``model.named_parameters()``) of trainable parameters
-    that take no weight decay; the loop puts them in a parameter group with ``weight_decay=0`` (CLIP's and
-    ImageBind's learnable temperatures, as open_clip does). Without the hook, or with no names, the
-    optimizer is built exactly as before (one group); a name that is not a trainable parameter fails the cell.
-``legacy_hparams`` (optional class attribute, a mapping field -> value)
-    A stored spec lists every field, so a field missing from it was added later: ``build_method`` gives it
-    this value instead of the default, the behaviour records made before the field existed had. A new
-    default then reaches new cells while ``bench verify`` re-runs committed records as they were made.
-``predict(model, batch) -> Prediction``
-    Evaluation: fused logits plus, where the method can split its model per modality, one logit tensor
-    per modality (the "audio/visual" columns of the papers). Methods whose class attribute ``task`` is
-    ``"retrieval"`` give ``embeddings`` instead (one L2-normalised tensor per modality; :mod:`bench.retrieval`).
-``search_space(trial) -> dict`` (static)
-    Optuna define-by-run suggestions over the dataclass's own fields.
-``applicable(description) -> str | None`` (optional)
-    None when the method (with these hyperparameters) can run on the described data, else a one-line
-    reason (e.g. cross-attention fusion on modalities without sequences). The grid skips such cells with
-    one note per (method, dataset) instead of failing, ``bench validate`` reports them the same way, and
-    the conformance suite skips those tiny datasets. Without the hook a method applies everywhere.
+* :class:`Method`: the members every method has (``build``, ``loss``, ``predict``, ``search_space``, the
+  optimiser fields and ``zero_fill_missing``). It is ``runtime_checkable``, so ``isinstance(m, Method)``
+  tells whether ``m`` has them all.
+* :class:`OptionalHooks`: every hook and class attribute the harness looks up with ``getattr`` (a method
+  defines none, some or all of them), each with its signature, when the harness calls it and what it must
+  return.
+* :func:`method_contract_problems`: what the conformance suite (tests/test_conformance.py) reports for a
+  method that misses a required member or defines an optional hook with the wrong arity.
+
+Every hook is called by the one training loop, :mod:`bench.loop`, where a one-line comment names it at its
+call site; ``applicable`` is also asked by the grid (:mod:`bench.grid`) and ``bench validate``, and
+``pretrain``, ``adopt_pretrained`` and ``per_modality_trained_alone`` also by the record's assembly
+(:mod:`bench.cells`, :mod:`bench.artifacts`). A method never sees the validation or test split; it sees
+batches, :class:`StepContext` and, in the epoch hooks, :class:`EpochContext`.
 
 A *dataset adapter* has an ``info`` (:class:`DatasetInfo`), ``available(data_root)`` and
 ``load(data_root) -> LoadedData``; adapters of media data may add ``status(data_root)`` (missing / raw
 found / prepared, shown by ``bench data``) and ``prepare(data_root, progress)`` (decode once into the cache
-of :mod:`bench.cache`, run by ``bench data prepare``). Methods and datasets never import each other; they meet in a cell
-through :class:`DataDescription`.
+of :mod:`bench.media`, run by ``bench data prepare``). Methods and datasets never import each other; they
+meet in a cell through :class:`DataDescription`.
 """
 
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable, Iterator, Mapping
+import inspect
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol, runtime_checkable
+from typing import Any, ClassVar, Protocol, runtime_checkable
 
 import torch
 from torch import nn
@@ -81,9 +48,11 @@ __all__ = [
     "LossOut",
     "Method",
     "ModalitySpec",
+    "OptionalHooks",
     "Prediction",
     "SplitData",
     "StepContext",
+    "method_contract_problems",
 ]
 
 
@@ -174,18 +143,203 @@ class Prediction:
 
 @runtime_checkable
 class Method(Protocol):
-    """The required hooks (see the module docstring). Optional ones, looked up with ``getattr``:
-    ``after_backward(model, out, ctx)`` and ``applicable(description) -> str | None`` (None = the method
-    runs on this data; else a one-line reason, and the grid skips its cells there with a note)."""
+    """The members every method has; :class:`bench.hparams.MethodConfig` supplies the data members.
 
-    def build(self, description: DataDescription) -> nn.Module: ...
+    ``isinstance(method, Method)`` checks that each is present (not its signature: see
+    :func:`method_contract_problems`). The optional hooks are :class:`OptionalHooks`.
+    """
 
-    def loss(self, model: nn.Module, batch: Batch, ctx: StepContext) -> LossOut | Iterator[LossOut]: ...
+    #: Optimiser fields read by the loop when it makes the optimiser and the StepLR schedule (``bench.loop``):
+    #: ``optimizer`` is ``"sgd"`` (with ``momentum``), ``"adam"`` or ``"adamw"``.
+    lr: float
+    weight_decay: float
+    momentum: float
+    optimizer: str
+    lr_step: int
+    lr_gamma: float
+    #: Class attribute: True when the loop zero-fills the inputs of missing modalities before the method sees
+    #: a batch (``Batch.mask`` says which are missing either way); False hands the inputs over as loaded.
+    zero_fill_missing: ClassVar[bool]
 
-    def predict(self, model: nn.Module, batch: Batch) -> Prediction: ...
+    def build(self, description: DataDescription) -> nn.Module:
+        """Once per cell (and once per ``pretrain`` stage), right after seeding with the cell seed: the model,
+        from the dataset's description (modalities, shapes, classes, training-set size)."""
+        ...
 
-    @staticmethod
-    def search_space(trial: Any) -> dict[str, Any]: ...
+    def loss(self, model: nn.Module, batch: Batch, ctx: StepContext) -> LossOut | Iterator[LossOut]:
+        """Every training batch, in train mode, forward under the cell's autocast. A plain return is one
+        optimiser step. A *generator* is one optimiser step per yielded ``LossOut``: the loop runs backward,
+        ``after_backward`` and ``optimizer.step()`` before it resumes the generator, so the next loss sees
+        the updated weights (MLA's alternating unimodal steps). A non-finite loss fails the cell."""
+        ...
+
+    def predict(self, model: nn.Module, batch: Batch) -> Prediction:
+        """Evaluation of every validation and test batch, in eval mode without gradients: fused logits
+        plus, where the method can split its model per modality, one logit tensor per modality (the
+        "audio/visual" columns of the papers). A method whose ``task`` is ``"retrieval"`` gives
+        ``embeddings`` instead (one L2-normalised tensor per modality; :mod:`bench.retrieval`)."""
+        ...
+
+    @classmethod
+    def search_space(cls, trial: Any) -> dict[str, Any]:
+        """Called on the class by ``bench tune``, once per Optuna trial: field -> suggested value, drawn
+        with the trial's ``suggest_*`` calls (define-by-run) over the dataclass's own fields. A static
+        method with one argument serves as well. :class:`bench.hparams.MethodConfig` gives lr and weight
+        decay plus the fields of its ``searched`` class attribute."""
+        ...
+
+
+class OptionalHooks(Protocol):
+    """Every optional member of a method, looked up by the harness with ``getattr`` (or with a default).
+
+    A method defines only the ones it needs; without one, the harness behaves as the docstring of each says.
+    Not ``runtime_checkable`` as a whole (no method has them all); :func:`method_contract_problems` checks the
+    arity of each one a method defines against the signature declared here.
+    """
+
+    #: ``"classification"`` (``predict`` gives logits; accuracy selects the epoch) or ``"retrieval"``
+    #: (``predict`` gives embeddings; mean Recall@1 selects it). Read by the loop (``bench.loop.TASKS``), the
+    #: registry's task families and ``bench ls``. Default ``"classification"``.
+    task: ClassVar[str]
+    #: A field in (0, 1): the loop carves that fraction of the training split (stratified, seeded with the
+    #: cell seed, masks kept) before training; the model trains on the rest and only ``batches("holdout")``
+    #: of the epoch hooks sees it (G-Blending's overfitting-to-generalization ratio). Default 0: no hold-out.
+    holdout_fraction: float
+    #: Field -> value for fields added after records were made: a stored spec lists every field, so a field
+    #: missing from it takes this value in ``bench.loop.build_method`` instead of its default (the behaviour
+    #: of the records made before the field existed; ``bench verify`` re-runs them as they were made).
+    legacy_hparams: ClassVar[Mapping[str, Any]]
+    #: True when the per-modality columns are modalities *trained alone* (the unimodal baselines): the cell
+    #: notes it in ``notes["per_modality_trained_alone"]`` and the tables use those columns as the reference
+    #: for the same modality inside jointly trained models. Default False.
+    per_modality_trained_alone: ClassVar[bool]
+
+    def applicable(self, description: DataDescription) -> str | None:
+        """When the grid plans cells (and ``bench validate``): None when the method, with these
+        hyperparameters, can run on the described data, else a one-line reason (cross-attention fusion on
+        modalities without sequences). The grid skips such cells with one note per (method, dataset), and
+        the conformance suite skips such tiny datasets. Without the hook a method applies everywhere."""
+        ...
+
+    def after_backward(self, model: nn.Module, out: LossOut, ctx: StepContext) -> None:
+        """After every ``loss.backward()`` and before ``optimizer.step()``: the place to rewrite gradients
+        (OGM-GE's modulation, MLA's head-gradient projection). ``out`` is the ``LossOut`` just
+        backpropagated, ``out.extras`` whatever ``loss`` put there."""
+        ...
+
+    def start_epoch(self, model: nn.Module, epoch: EpochContext) -> None:
+        """Before each epoch's training, epoch 0 included, with the model in eval mode, no gradients and the
+        cell's autocast: ``epoch.batches("train")`` iterates the training split unshuffled (PMR's class
+        prototypes), ``epoch.batches("holdout")`` the held-out part where ``holdout_fraction`` > 0. State
+        the method keeps goes on the model (the method is a frozen config)."""
+        ...
+
+    def resample(self, model: nn.Module, epoch: EpochContext) -> tuple[torch.Tensor, torch.Tensor] | None:
+        """After ``start_epoch``, same arguments and mode: the samples this epoch trains on instead of the
+        training split. ``rows`` (R,) int64 are positions in the training split (repeats allowed), ``keep``
+        (R, M) bool says which modalities each keeps: a removed modality is treated as missing (mask False,
+        input zero-filled unless ``zero_fill_missing`` is False). None trains on the training split
+        unchanged. ``batch.index`` in such an epoch is the position in the resampled list (modality
+        valuation's re-sampling of low-contribution modalities)."""
+        ...
+
+    def pretrain(self, description: DataDescription) -> Mapping[str, Method]:
+        """Before the cell's own training (and when ``bench eval`` rebuilds a saved model): name -> method
+        of the stages the loop trains first, one after the other, each exactly as a cell of its own on this
+        cell's data and budget (same seed, epochs, batch size, patience, selection on validation, its own
+        hooks). The record notes each stage's selected epoch and validation score under
+        ``notes["pretrained"]``; their training time counts in ``train_seconds`` (UMT's uni-modal teachers).
+        Needs ``adopt_pretrained``."""
+        ...
+
+    def adopt_pretrained(self, model: nn.Module, models: Mapping[str, nn.Module]) -> None:
+        """Right after this method's ``build`` and before its optimiser is made, with the selected models
+        of the ``pretrain`` stages by name: copy or attach them into ``model``. Parameters frozen here
+        (``requires_grad = False``) stay out of the optimiser."""
+        ...
+
+    def no_weight_decay(self, model: nn.Module) -> Iterable[str]:
+        """Once, when the optimiser is made: names (as in ``model.named_parameters()``) of trainable
+        parameters that take no weight decay; the loop puts them in a parameter group with
+        ``weight_decay=0`` (CLIP's and ImageBind's learnable temperatures, as open_clip does). No names (or
+        no hook) builds the optimiser as one group; a name that is not a trainable parameter fails the
+        cell."""
+        ...
+
+
+def _declared_members(protocol: type) -> dict[str, inspect.Signature | None]:
+    """Name -> the declared signature without ``self``/``cls`` (None for a data member) of a Protocol here."""
+    annotated = vars(protocol).get("__annotations__", {})
+    members: dict[str, inspect.Signature | None] = {name: None for name in annotated}
+    for name, value in vars(protocol).items():
+        function = value.__func__ if isinstance(value, (classmethod, staticmethod)) else value
+        if name.startswith("_") or not inspect.isfunction(function):
+            continue
+        parameters = list(inspect.signature(function).parameters.values())
+        if not isinstance(value, staticmethod):
+            parameters = parameters[1:]
+        members[name] = inspect.Signature(parameters)
+    return members
+
+
+#: Required members: name -> declared signature (None: a data member). From :class:`Method`.
+REQUIRED_MEMBERS = _declared_members(Method)
+#: Optional hooks and class attributes: name -> declared signature (None: a data member). From
+#: :class:`OptionalHooks`.
+OPTIONAL_HOOKS = _declared_members(OptionalHooks)
+#: The hooks looked up on the method's class rather than on the instance (``bench tune``).
+_CALLED_ON_THE_CLASS = ("search_space",)
+
+
+def _arity_problem(method: Any, name: str, declared: inspect.Signature) -> str | None:
+    """None when the method's ``name`` can be called with the declared positional arguments, else why not."""
+    owner = type(method) if name in _CALLED_ON_THE_CLASS else method
+    hook = getattr(owner, name)
+    call = f"{name}({', '.join(declared.parameters)})"
+    if not callable(hook):
+        return f"{type(method).__name__}.{name} must be callable as {call}, got {type(hook).__name__}"
+    try:
+        signature = inspect.signature(hook)
+    except (TypeError, ValueError):  # a builtin without a signature: nothing to check
+        return None
+    try:
+        signature.bind(*declared.parameters)
+    except TypeError as exc:
+        return f"{type(method).__name__}.{name}{signature} cannot be called as {call} ({exc})"
+    return None
+
+
+def method_contract_problems(method: Any) -> list[str]:
+    """What breaks the method contract, one line each (empty when the method follows it): a required member
+    of :class:`Method` missing; a required or optional hook of the wrong arity; ``pretrain`` without
+    ``adopt_pretrained``; an optional class attribute of the wrong type."""
+    problems = [f"{type(method).__name__} has no {name} (required by bench.protocol.Method)"
+                for name in REQUIRED_MEMBERS if not hasattr(method, name)]
+    if not problems and not isinstance(method, Method):
+        problems.append(f"{type(method).__name__} is not a bench.protocol.Method")
+    declared = {**REQUIRED_MEMBERS, **OPTIONAL_HOOKS}
+    for name, signature in declared.items():
+        if signature is not None and hasattr(method, name):
+            problems.append(_arity_problem(method, name, signature))
+    if hasattr(method, "pretrain") and not hasattr(method, "adopt_pretrained"):
+        problems.append(f"{type(method).__name__} has pretrain but no adopt_pretrained to receive the stages")
+    problems.extend(_attribute_problems(method))
+    return [problem for problem in problems if problem]
+
+
+def _attribute_problems(method: Any) -> list[str]:
+    cls, problems = type(method), []
+    for name in ("zero_fill_missing", "per_modality_trained_alone"):
+        if hasattr(cls, name) and not isinstance(getattr(cls, name), bool):
+            problems.append(f"{cls.__name__}.{name} must be a bool, got {getattr(cls, name)!r}")
+    if hasattr(cls, "task") and not isinstance(cls.task, str):
+        problems.append(f"{cls.__name__}.task must be a task name, got {cls.task!r}")
+    if hasattr(cls, "legacy_hparams") and not isinstance(cls.legacy_hparams, Mapping):
+        problems.append(f"{cls.__name__}.legacy_hparams must be a mapping field -> value")
+    fraction = getattr(method, "holdout_fraction", 0.0)
+    if isinstance(fraction, bool) or not isinstance(fraction, (int, float)) or not 0 <= fraction < 1:
+        problems.append(f"{cls.__name__}.holdout_fraction must be a number in [0, 1), got {fraction!r}")
+    return problems
 
 
 # --------------------------------------------------------------------------------------------------
