@@ -3,6 +3,9 @@
 Per cell: seed everything, build the method's model, train for ``spec.epochs`` epochs with the method's
 hooks, score the validation split after every epoch, keep the weights of the best *validation* epoch
 (never test), then evaluate those weights once on the full test split and check the sample count.
+
+The method's members are declared in :mod:`bench.protocol` (``Method``, the required ones, and
+``OptionalHooks``); each optional hook is named by a one-line comment where it is looked up here.
 """
 
 from __future__ import annotations
@@ -62,12 +65,14 @@ def build_method(spec: CellSpec) -> Any:
     behaviour of records made before the field existed, so that ``bench verify`` re-runs them as they were
     made), else its default."""
     default = default_method(spec.method)
+    # Optional class attribute legacy_hparams: values of the fields newer than the spec.
     legacy = {k: v for k, v in getattr(type(default), "legacy_hparams", {}).items() if k not in spec.hparams}
     return resolve_hparams(default, {**legacy, **spec.hparams})
 
 
 def _make_optimizer(method: Any, model: torch.nn.Module) -> torch.optim.Optimizer:
     params = [p for p in model.parameters() if p.requires_grad]
+    # Optional hook no_weight_decay(model) -> names of trainable parameters that take weight_decay=0.
     no_decay = getattr(method, "no_weight_decay", None)
     excluded = set(no_decay(model)) if no_decay is not None else set()
     if excluded:  # two parameter groups; without the hook (or with no names) the optimizer is built as it always was
@@ -146,6 +151,7 @@ TASKS: dict[str, Task] = {
 
 
 def task_of(method: Any) -> Task:
+    # Optional class attribute task: "classification" (the default) or "retrieval", a key of TASKS.
     kind = getattr(type(method), "task", "classification")
     if kind not in TASKS:
         raise UsageError(f"{type(method).__name__} declares task {kind!r}; known tasks: {', '.join(sorted(TASKS))}")
@@ -217,6 +223,7 @@ def _train_epoch(method: Any, model, optimizer, data: CellData, spec: CellSpec, 
     ``train`` replaces the cell's training split for this epoch (a method's ``resample`` hook)."""
     model.train()
     train = data.train if train is None else train
+    # Optional hook after_backward(model, out, ctx): rewrites gradients between backward and the step.
     after_backward = getattr(method, "after_backward", None)
     batches_per_epoch = len(batch_starts(len(train), spec.batch_size, training=True))
     on_cpu = train.labels.device.type == "cpu"
@@ -274,6 +281,7 @@ def _holdout_rows(labels: torch.Tensor, fraction: float, seed: int) -> np.ndarra
 def _carve_holdout(method: Any, data: CellData, seed: int) -> tuple[CellData, MaskedSplit | None]:
     """A method with ``holdout_fraction`` > 0 trains on the rest of the training split; the held-out part
     (stratified, seeded with the cell seed, masks kept) is only visible to its ``start_epoch`` hook."""
+    # Optional field holdout_fraction in (0, 1): the share of train only the epoch hooks see.
     fraction = float(getattr(method, "holdout_fraction", 0.0) or 0.0)
     if fraction <= 0:
         return data, None
@@ -302,6 +310,7 @@ def _start_epoch(method: Any, model, data: CellData, holdout: MaskedSplit | None
                  autocast=contextlib.nullcontext) -> None:
     """The optional ``start_epoch`` hook, before each epoch's training (epoch 0 included): eval mode, no
     gradients, unshuffled batches of the training split and, where carved, of the held-out part."""
+    # Optional hook start_epoch(model, epoch: EpochContext) -> None, before each epoch's training.
     hook = getattr(method, "start_epoch", None)
     if hook is None:
         return
@@ -330,6 +339,7 @@ def _resample(method: Any, model, data: CellData, holdout: MaskedSplit | None, s
               autocast=contextlib.nullcontext) -> MaskedSplit | None:
     """The optional ``resample`` hook, after ``start_epoch``: the epoch's training split as (rows, keep), or None
     for the cell's training split unchanged."""
+    # Optional hook resample(model, epoch: EpochContext) -> (rows, keep) | None, after start_epoch.
     hook = getattr(method, "resample", None)
     if hook is None:
         return None
@@ -371,6 +381,7 @@ def _fit(method: Any, task: Task, data: CellData, holdout: MaskedSplit | None, s
     seed_everything(spec.seed)
     model = method.build(data.description).to(dev)
     if pretrained:
+        # Optional hook adopt_pretrained(model, models), required with pretrain: the stages' models go in.
         method.adopt_pretrained(model, pretrained)
     optimizer = _make_optimizer(method, model)
     scheduler = torch.optim.lr_scheduler.StepLR(optimizer, step_size=method.lr_step, gamma=method.lr_gamma)
@@ -413,6 +424,7 @@ def _pretrain(method: Any, data: CellData, holdout: MaskedSplit | None, spec: Ce
     """The stages of the optional ``pretrain`` hook, each trained in turn exactly like a cell of its own on this
     cell's data and budget (seed, epochs, batch size, patience, selection on validation): their selected
     models, a note per stage, and the seconds they took."""
+    # Optional hook pretrain(description) -> {name: method}: stages trained first, each like a cell.
     hook = getattr(method, "pretrain", None)
     if hook is None:
         return {}, {}, 0.0
@@ -448,6 +460,7 @@ def run_cell(
     method = build_method(spec)
     task = task_of(method)
     dev = choose_device(device)
+    # Class attribute zero_fill_missing (required; MethodConfig: True): zero-fill missing inputs.
     data = cell_data(spec, data_root=data_root, zero_fill=type(method).zero_fill_missing, device=dev)
     num_classes = data.description.num_classes
     whole_train = data.train  # the test-noise scale's source, before a method's held-out part is carved
