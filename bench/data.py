@@ -5,7 +5,7 @@ from __future__ import annotations
 import dataclasses
 import os
 import threading
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -20,8 +20,9 @@ from bench.registry import dataset_adapter
 from bench.spec import CellSpec, canonical_json
 
 __all__ = [
-    "CellData", "MaskedSplit", "batch_starts", "carve_validation", "cell_data", "data_workers",
-    "iterate_batches", "load_dataset", "validation_rows", "with_encoders",
+    "CellData", "DatasetSummary", "MaskedSplit", "batch_starts", "carve_validation", "carved_train_size",
+    "cell_data", "data_workers", "iterate_batches", "label_counts", "load_dataset", "stratified_rows", "validation_rows",
+    "with_encoders",
 ]
 
 #: Fraction of train carved into a validation split when a dataset ships none, and the seed of that cut.
@@ -55,20 +56,70 @@ def load_dataset(name: str, data_root: Path | None, options: Mapping[str, Any] |
         return _cache[key]
 
 
-def validation_rows(labels: torch.Tensor, *, fraction: float = VAL_FRACTION, seed: int = VAL_SEED):
-    """(train rows, validation rows) of a stratified cut: ``fraction`` of every class (at least one sample)
-    goes to validation."""
-    labels_np = labels.numpy()
+def stratified_rows(labels: np.ndarray, fraction: float, seed: int, *, at_least_one: bool = True) -> np.ndarray:
+    """Sorted rows of a stratified, seeded cut: ``round(fraction * n)`` of each class of ``n`` samples, taken
+    from one ``default_rng(seed)`` permutation per class in label order. With ``at_least_one`` every class of
+    two or more samples gives at least one row (and a class of one sample none).
+
+    The one stratified cut of bench: the validation split carved from train (:func:`validation_rows`), the
+    methods' held-out part of train (``holdout_fraction``) and the test split of datasets shipped unsplit
+    (``datasets/multiview.py``, ``at_least_one=False``); records depend on its exact rows.
+    """
+    labels = np.asarray(labels)
     rng = np.random.default_rng(seed)
-    val_rows: list[np.ndarray] = []
-    for cls in np.unique(labels_np):
-        rows = np.flatnonzero(labels_np == cls)
-        take = max(1, int(round(fraction * len(rows)))) if len(rows) > 1 else 0
-        val_rows.append(rng.permutation(rows)[:take])
-    val_idx = np.sort(np.concatenate(val_rows)) if val_rows else np.array([], dtype=np.int64)
+    chosen: list[np.ndarray] = []
+    for cls in np.unique(labels):
+        rows = rng.permutation(np.flatnonzero(labels == cls))
+        chosen.append(rows[: _stratified_take(len(rows), fraction, at_least_one)])
+    return np.sort(np.concatenate(chosen)) if chosen else np.array([], dtype=np.int64)
+
+
+def _stratified_take(count: int, fraction: float, at_least_one: bool) -> int:
+    if not at_least_one:
+        return int(round(fraction * count))
+    return max(1, int(round(fraction * count))) if count > 1 else 0
+
+
+def validation_rows(labels: torch.Tensor, *, fraction: float = VAL_FRACTION, seed: int = VAL_SEED):
+    """(train rows, validation rows) of a stratified cut (:func:`stratified_rows`): ``fraction`` of every
+    class (at least one sample) goes to validation."""
+    labels_np = labels.numpy()
+    val_idx = stratified_rows(labels_np, fraction, seed)
     keep = np.ones(len(labels_np), dtype=bool)
     keep[val_idx] = False
     return torch.from_numpy(np.flatnonzero(keep)), torch.from_numpy(val_idx)
+
+
+def carved_train_size(label_counts: Mapping[int, int], *, fraction: float = VAL_FRACTION) -> int:
+    """How many training rows :func:`validation_rows` leaves of a split with these per-class counts."""
+    return sum(n - _stratified_take(n, fraction, True) for n in label_counts.values())
+
+
+def label_counts(labels: Iterable[int] | np.ndarray) -> dict[int, int]:
+    """``{label: count}`` of a split's labels, in label order (what :class:`DatasetSummary` holds)."""
+    values, counts = np.unique(np.asarray(labels, dtype=np.int64), return_counts=True)
+    return {int(v): int(c) for v, c in zip(values, counts)}
+
+
+@dataclass(frozen=True)
+class DatasetSummary:
+    """What an adapter's ``describe(data_root)`` returns: what ``load`` would give, without loading.
+
+    ``modalities`` as ``LoadedData.modalities``; ``train_label_counts`` ``{label: count}`` of the shipped
+    training split; ``shipped_val`` whether ``load`` gives a validation split (else the harness carves one,
+    and the training rows left depend on the per-class counts).
+    """
+
+    modalities: tuple[ModalitySpec, ...]
+    train_label_counts: Mapping[int, int]
+    shipped_val: bool
+
+    @property
+    def num_train(self) -> int:
+        """The rows the harness trains on: the shipped training split, less the carved validation split."""
+        if self.shipped_val:
+            return sum(self.train_label_counts.values())
+        return carved_train_size(self.train_label_counts)
 
 
 def carve_validation(train: SplitData, *, fraction: float = VAL_FRACTION, seed: int = VAL_SEED):

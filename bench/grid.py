@@ -145,16 +145,26 @@ def _datasets_available(names: list[str], request: GridRequest, explicit: bool, 
 def dataset_description(name: str, data_root: Path | None, encoders: Mapping[str, str] | None = None,
                         options: Mapping[str, Any] | None = None) -> DataDescription:
     """What ``Method.build`` will be told about a dataset's cells (the training split after a validation
-    split is carved, the encoder kinds chosen with ``--set encoder.<modality>=<kind>``), from the data loaded
-    once per process."""
+    split is carved, the encoder kinds chosen with ``--set encoder.<modality>=<kind>``): from the adapter's
+    ``describe(data_root)`` when it has one and it can tell (nothing is loaded or prepared, so ``bench
+    validate`` stays cheap), else from the data loaded once per process."""
     from bench.data import load_dataset, validation_rows, with_encoders
 
-    loaded = load_dataset(name, data_root, options)
-    num_train = len(loaded.train)
-    if loaded.val is None:  # count the carved training rows from the labels alone, copying no inputs
-        num_train = len(validation_rows(loaded.train.labels)[0])
-    modalities = with_encoders(loaded.modalities, encoders or {})
-    return DataDescription(modalities, DATASETS.get(name).info.num_classes, num_train)
+    adapter = dataset_adapter(name, options)
+    summary = None
+    if getattr(adapter, "describe", None) is not None:
+        ok, why = adapter.available(data_root)
+        if not ok:
+            raise UsageError(f"dataset {name!r} is not available: {why}")
+        summary = adapter.describe(data_root)
+    if summary is not None:
+        modalities, num_train = summary.modalities, summary.num_train
+    else:
+        loaded = load_dataset(name, data_root, options)
+        modalities, num_train = loaded.modalities, len(loaded.train)
+        if loaded.val is None:  # count the carved training rows from the labels alone, copying no inputs
+            num_train = len(validation_rows(loaded.train.labels)[0])
+    return DataDescription(with_encoders(modalities, encoders or {}), adapter.info.num_classes, num_train)
 
 
 def _encoder_choices(overrides: list[tuple[str, str, str]], datasets: list[str], errors: list[str]) -> dict[str, str]:

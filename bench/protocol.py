@@ -427,6 +427,16 @@ class DatasetAdapter(Protocol):
     * ``reference_notes(test, present) -> dict``: numbers known from the data's generator for the masked
       test split (``present``: (N, M) bool, modality order of ``info.modalities``), e.g.
       ``bayes_accuracy``; they go into the record's notes and the tables show them as reference rows.
+    * ``describe(data_root) -> bench.data.DatasetSummary | None``: what ``load`` would give, without loading:
+      the modalities (exactly ``LoadedData.modalities``), the ``{label: count}`` of the training split and
+      whether a validation split is shipped (without one, the training rows left after the harness's
+      carve depend on the per-class counts: :func:`bench.data.carved_train_size`). Called by
+      :func:`bench.grid.dataset_description` (``bench validate`` and the methods' ``applicable`` checks)
+      only after ``available`` said True; it must not decode media nor build a cache, and returns None when
+      it cannot tell cheaply (the harness then loads). :class:`bench.media.PreparedDataset` provides it
+      for cached adapters (from the cache's array headers, or from the split lists before preparation).
+    * ``status(data_root) -> (state, detail)`` and ``prepare(data_root, progress)``: adapters with a
+      prepared cache (see :class:`bench.media.PreparedDataset`); ``bench data`` and ``bench data prepare``.
     """
 
     info: DatasetInfo

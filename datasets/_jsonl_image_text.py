@@ -1,9 +1,6 @@
-"""Shared pieces of the prepared media adapters (``food101``, ``mvsa``, ``iemocap``, ``mosei``).
+"""Image and text pieces of the prepared adapters (``food101``, ``mvsa``, ``iemocap``); their cache lifecycle
+is :class:`bench.media.prepared.PreparedDataset`'s, as for every cached adapter.
 
-* :class:`PreparedDataset`: ``available``, ``status``, ``prepare`` and ``load`` on top of :mod:`bench.cache` for an
-  adapter that says which raw files it reads, with which options, and how to build its arrays. Large arrays are
-  built on disk (:class:`Scratch`), so preparing Food-101 does not need the whole decoded dataset in memory,
-  and ``load`` returns tensors over the cache's memory-mapped files (copy-on-write: nothing writes to the cache).
 * :func:`read_rgb`: one image decoded with PIL and resized as QMF's ``get_transforms``
   (``text-image-classification/src/data/helpers.py``: ``Resize(256)`` then ``CenterCrop(224)``), kept uint8.
 * :func:`read_jsonl`, :func:`class_names`: QMF's ``{train,dev,test}.jsonl`` rows and class order.
@@ -17,34 +14,22 @@ Every error about the user's files is a :class:`~bench.errors.UsageError` of one
 from __future__ import annotations
 
 import json
-import os
-import shutil
-import socket
-import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
-import torch
 
-from bench.cache import (
-    Progress,
-    cache_dir,
-    file_fingerprint,
-    prepare_cached,
-    read_manifest,
-    read_prepared,
-)
+from bench.data import DatasetSummary, label_counts
 from bench.errors import UsageError
-from bench.protocol import DatasetInfo, LoadedData, ModalitySpec, SplitData
+from bench.media.cache import Progress, file_fingerprint
+from bench.media.prepared import PreparedDataset, ScratchArrays
+from bench.protocol import DatasetInfo, ModalitySpec
 
 __all__ = [
     "IMAGE_SUFFIXES",
     "JsonlImageText",
-    "PreparedDataset",
-    "Scratch",
     "class_names",
     "read_jsonl",
     "read_rgb",
@@ -68,159 +53,6 @@ def reason(exc: BaseException) -> str:
     """``Type: first line`` of an exception, for one-line messages."""
     text = str(exc).splitlines()[0] if str(exc) else "corrupt"
     return f"{type(exc).__name__}: {text}"
-
-
-# --------------------------------------------------------------------------------------------------
-# Building arrays on disk
-
-
-class Scratch:
-    """Arrays being built, as ``.npy`` files memory-mapped in a temporary folder beside the cache directory.
-
-    The folder is named as :func:`bench.cache.write_prepared` names its own temporaries
-    (``.<cache dir>.tmp-<host>-<pid>-...``), so one left by a killed preparation is removed by the next one,
-    and it is removed on any exit of the ``with`` block.
-    """
-
-    def __init__(self, final: Path) -> None:
-        self.final = Path(final)
-        self.folder: Path | None = None
-
-    def __enter__(self) -> Scratch:
-        prefix = f".{self.final.name}.tmp-{socket.gethostname()}-{os.getpid()}-scratch-"
-        try:
-            self.final.parent.mkdir(parents=True, exist_ok=True)
-            self.folder = Path(tempfile.mkdtemp(prefix=prefix, dir=self.final.parent))
-        except OSError as exc:
-            raise UsageError(f"cannot create the cache folder {self.final.parent} ({exc.strerror or exc}); "
-                             "set BENCH_CACHE to a writable folder") from None
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        if self.folder is not None:
-            shutil.rmtree(self.folder, ignore_errors=True)
-
-    def array(self, name: str, shape: tuple[int, ...], dtype: Any) -> np.ndarray:
-        assert self.folder is not None, "Scratch.array outside its with block"
-        return np.lib.format.open_memmap(self.folder / f"{name}.npy", mode="w+", dtype=dtype, shape=shape)
-
-
-# --------------------------------------------------------------------------------------------------
-# The cache-backed adapter
-
-
-def _copy_on_write(array: np.ndarray) -> np.ndarray:
-    """The same file mapped copy-on-write: tensors over it are writable (torch warns on read-only arrays) and a
-    stray in-place write changes this process's pages only, never the cache."""
-    filename = getattr(array, "filename", None)
-    return np.load(filename, mmap_mode="c", allow_pickle=False) if filename else array
-
-
-class PreparedDataset:
-    """``available`` / ``status`` / ``prepare`` / ``load`` over :mod:`bench.cache`.
-
-    A subclass (a frozen dataclass with an ``info`` field) provides ``_missing(root)`` (a cheap check: what is
-    absent, or None), ``_sources(root)`` (every raw file the arrays depend on; a UsageError naming a missing
-    one), ``_options()`` (the preprocessing parameters), ``_kinds()`` (modality -> encoder kind) and
-    ``_build(root, scratch, progress)`` returning ``(arrays, manifest)`` with arrays named ``<split>_<modality>``
-    and ``<split>_label`` for the splits ``train``, ``test`` and optionally ``val``. The cache key is the options
-    plus the names and sizes of the sources (:func:`bench.cache.file_fingerprint`).
-    """
-
-    info: DatasetInfo
-
-    # -- provided by subclasses -------------------------------------------------------------------
-    def _missing(self, root: Path) -> str | None:
-        raise NotImplementedError
-
-    def _sources(self, root: Path) -> list[Path]:
-        raise NotImplementedError
-
-    def _options(self) -> dict[str, Any]:
-        raise NotImplementedError
-
-    def _kinds(self) -> dict[str, str]:
-        raise NotImplementedError
-
-    def _build(self, root: Path, scratch: Scratch, progress: Progress | None
-               ) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
-        raise NotImplementedError
-
-    # -- where things are -------------------------------------------------------------------------
-    def _why_missing(self, data_root: Path | None) -> str | None:
-        if data_root is None:
-            return (f"no data root; set BENCH_DATA or --data-root to the folder holding {self.info.layout} "
-                    f"(download: {self.info.homepage})")
-        return self._missing(Path(data_root))
-
-    def _key(self, root: Path) -> dict[str, Any]:
-        return {"options": self._options(), "source": file_fingerprint(root, self._sources(root))}
-
-    def cache_path(self, data_root: Path) -> Path:
-        return cache_dir(self.info.name, self.info.version, self._key(Path(data_root)))
-
-    def available(self, data_root: Path | None) -> tuple[bool, str]:
-        why = self._why_missing(data_root)
-        return (False, why) if why else (True, "")
-
-    def status(self, data_root: Path | None) -> tuple[str, str]:
-        why = self._why_missing(data_root)
-        if why:
-            return "missing", why
-        try:
-            directory = self.cache_path(Path(data_root))
-        except UsageError as exc:
-            return "missing", str(exc)
-        if directory.is_dir():
-            try:
-                sizes = read_manifest(directory)["split_sizes"]
-                counts = " / ".join(f"{sizes[s]:,} {s}" for s in ("train", "val", "test") if s in sizes)
-                return "prepared", f"cache {directory} ({counts})"
-            except (OSError, ValueError, KeyError, TypeError, AttributeError):
-                return "raw found", (f"cache {directory} is damaged; delete it and run "
-                                     f"python -m bench data prepare {self.info.name}")
-        return "raw found", (f"not prepared yet: python -m bench data prepare {self.info.name} (or the first run) "
-                             f"caches it in {directory}")
-
-    # -- preparing and loading --------------------------------------------------------------------
-    def prepare(self, data_root: Path | None, progress: Progress | None = None) -> Path:
-        """Decode and preprocess into the cache unless already there; returns the cache directory."""
-        why = self._why_missing(data_root)
-        if why:
-            raise UsageError(f"dataset {self.info.name!r} is not available: {why}")
-        root = Path(data_root)
-        key = self._key(root)
-        directory = cache_dir(self.info.name, self.info.version, key)
-        if read_prepared(directory) is None:
-            with Scratch(directory) as scratch:
-                def build() -> tuple[dict[str, np.ndarray], dict[str, Any]]:
-                    arrays, manifest = self._build(root, scratch, progress)
-                    sizes = {s: int(len(arrays[f"{s}_label"])) for s in ("train", "val", "test")
-                             if f"{s}_label" in arrays}
-                    return arrays, {"dataset": self.info.name, "version": self.info.version, "key": key,
-                                    "split_sizes": sizes, **manifest}
-
-                prepare_cached(directory, build)
-        return directory
-
-    def _check_prepared(self, directory: Path) -> None:
-        """Called by ``load`` with the prepared cache: a subclass's last checks against its options."""
-
-    def load(self, data_root: Path | None) -> LoadedData:
-        directory = self.prepare(data_root)
-        self._check_prepared(directory)
-        arrays = read_prepared(directory)
-        assert arrays is not None
-        kinds = self._kinds()
-        splits = {}
-        for split in ("train", "val", "test"):
-            if f"{split}_label" not in arrays:
-                continue
-            inputs = {m: torch.from_numpy(_copy_on_write(arrays[f"{split}_{m}"])) for m in self.info.modalities}
-            splits[split] = SplitData(inputs, torch.from_numpy(np.array(arrays[f"{split}_label"], dtype=np.int64)))
-        modalities = tuple(ModalitySpec(m, tuple(arrays[f"train_{m}"].shape[1:]), kinds[m])
-                           for m in self.info.modalities)
-        return LoadedData(modalities, train=splits["train"], test=splits["test"], val=splits.get("val"))
 
 
 # --------------------------------------------------------------------------------------------------
@@ -421,7 +253,16 @@ class JsonlImageText(PreparedDataset):
             labels[split] = np.array([index[r["label"]] for r in split_rows], dtype=np.int64)
         return classes, labels
 
-    def _build(self, root: Path, scratch: Scratch, progress: Progress | None
+    def modalities(self, shapes: object = None) -> tuple[ModalitySpec, ...]:
+        shapes = {"image": (3, self.image_size, self.image_size), "text": (2, self.max_tokens)}
+        return super().modalities(shapes)
+
+    def _describe_raw(self, root: Path) -> DatasetSummary:
+        """train.jsonl's labels, indexed as ``_build`` indexes them; dev.jsonl is the validation split."""
+        _, labels = self._labels(root, self._rows(root))
+        return DatasetSummary(self.modalities(), label_counts(labels["train"]), shipped_val=True)
+
+    def _build(self, root: Path, scratch: ScratchArrays, progress: Progress | None
                ) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
         rows = self._rows(root)
         classes, labels = self._labels(root, rows)
@@ -432,13 +273,13 @@ class JsonlImageText(PreparedDataset):
         truncated = {}
         for split, split_rows in rows.items():
             n = len(split_rows)
-            images = scratch.array(f"{split}_image", (n, 3, self.image_size, self.image_size), np.uint8)
+            images = scratch.new(f"{split}_image", (n, 3, self.image_size, self.image_size), np.uint8)
             for i, row in enumerate(split_rows):
                 images[i] = read_rgb(self._image_path(root, split, i + 1, row), self.resize, self.image_size)
                 done += 1
                 if progress is not None:
                     progress(done, total)
-            tokens = scratch.array(f"{split}_text", (n, 2, self.max_tokens), np.int64)
+            tokens = scratch.new(f"{split}_text", (n, 2, self.max_tokens), np.int64)
             truncated[split] = tokenize_texts(tokenizer, [r["text"] for r in split_rows], self.max_tokens, tokens)
             done += 1
             if progress is not None:

@@ -39,8 +39,8 @@ holding at most 25% of the variance (3 on MNIST). ``avmnist_multibench`` (``data
 follows that generator; this variant keeps its own reconstruction so that its committed records stay valid.
 Numbers on this dataset are therefore not comparable with published AV-MNIST numbers.
 
-Decoding and preprocessing run once, into a cache (:mod:`bench.cache`): ``python -m bench data prepare
-avmnist`` or the first ``load``. Anything shipped from it keeps CC BY-SA (MNIST 3.0, FSDD 4.0).
+Decoding and preprocessing run once, into a cache (:class:`bench.media.PreparedDataset`): ``python -m bench
+data prepare avmnist`` or the first ``load``. Anything shipped from it keeps CC BY-SA (MNIST 3.0, FSDD 4.0).
 """
 
 from __future__ import annotations
@@ -57,9 +57,11 @@ from typing import Any
 import numpy as np
 import torch
 
-from bench.cache import Progress, cache_dir, file_fingerprint, prepare_cached, read_manifest, read_prepared
+from bench.data import DatasetSummary, label_counts
 from bench.errors import UsageError
-from bench.protocol import DatasetInfo, LoadedData, ModalitySpec, SplitData
+from bench.media.cache import Progress, file_fingerprint
+from bench.media.prepared import PreparedDataset, ScratchArrays
+from bench.protocol import DatasetInfo, ModalitySpec
 
 __all__ = ["AVMNIST", "AVMNISTDataset", "AudioParams", "log_mel", "mel_filterbank", "read_idx", "read_wav"]
 
@@ -234,7 +236,7 @@ INFO = DatasetInfo(
 
 
 @dataclass(frozen=True)
-class AVMNISTDataset:
+class AVMNISTDataset(PreparedDataset):
     """AV-MNIST-style pairs from MNIST + FSDD (see the module docstring). Options change the cache key but not
     ``info.version``: register a variant under its own name or version."""
 
@@ -243,19 +245,23 @@ class AVMNISTDataset:
     pca_energy_removed: float = 0.75
     pair_seed: int = 0
 
+    #: In-memory copies (about 40 MB): the committed records were made from in-memory tensors.
+    copy_into_memory = True
+
     def __post_init__(self) -> None:
         if not 0.0 <= self.pca_energy_removed < 1.0:
             raise ValueError(f"pca_energy_removed must be in [0, 1), got {self.pca_energy_removed}")
 
     # -- where things are -------------------------------------------------------------------------
-    def _missing(self, data_root: Path | None) -> str | None:
-        if data_root is None:
-            return (f"no data root; set BENCH_DATA or --data-root to a folder with mnist/raw/*.gz and "
-                    f"{RECORDINGS}/*.wav ({self.info.homepage})")
+    def _no_data_root(self) -> str:
+        return (f"no data root; set BENCH_DATA or --data-root to a folder with mnist/raw/*.gz and "
+                f"{RECORDINGS}/*.wav ({self.info.homepage})")
+
+    def _missing(self, root: Path) -> str | None:
         for relative in MNIST_FILES.values():
-            if not (Path(data_root) / relative).is_file():
-                return f"{Path(data_root) / relative} not found; expected {self.info.layout} (MNIST: http://yann.lecun.com/exdb/mnist/)"
-        recordings = Path(data_root) / RECORDINGS
+            if not (root / relative).is_file():
+                return f"{root / relative} not found; expected {self.info.layout} (MNIST: http://yann.lecun.com/exdb/mnist/)"
+        recordings = root / RECORDINGS
         if not recordings.is_dir() or not any(recordings.glob("*.wav")):
             return (f"no .wav files in {recordings}; expected {RECORDINGS}/{{digit}}_{{speaker}}_{{index}}.wav "
                     "(FSDD: https://github.com/Jakobovski/free-spoken-digit-dataset)")
@@ -272,39 +278,27 @@ class AVMNISTDataset:
             out.append((path, int(match.group(1)), int(match.group(3)) in TEST_INDICES))
         return out
 
-    def _key(self, data_root: Path) -> dict[str, Any]:
-        files = [Path(data_root) / p for p in MNIST_FILES.values()] + [p for p, _, _ in self._recordings(data_root)]
+    def _key(self, root: Path) -> dict[str, Any]:
+        files = [root / p for p in MNIST_FILES.values()] + [p for p, _, _ in self._recordings(root)]
         return {"audio": asdict(self.audio), "pca_energy_removed": self.pca_energy_removed,
-                "pair_seed": self.pair_seed, "source": file_fingerprint(Path(data_root), files)}
+                "pair_seed": self.pair_seed, "source": file_fingerprint(root, files)}
 
-    def cache_path(self, data_root: Path) -> Path:
-        return cache_dir(self.info.name, self.info.version, self._key(data_root))
+    def _describe_cache(self, manifest: dict[str, Any]) -> str:
+        sizes = manifest["split_sizes"]
+        return f"{sizes['train']:,} train / {sizes['test']:,} test pairs"
 
-    def available(self, data_root: Path | None) -> tuple[bool, str]:
-        why = self._missing(data_root)
-        return (False, why) if why else (True, "")
+    def modalities(self, shapes: object = None) -> tuple[ModalitySpec, ModalitySpec]:
+        return (ModalitySpec("audio", (1, self.audio.n_mels, self.audio.frames), kind="spectrogram"),
+                ModalitySpec("image", (1, 28, 28), kind="image"))
 
-    def status(self, data_root: Path | None) -> tuple[str, str]:
-        why = self._missing(data_root)
-        if why:
-            return "missing", why
-        try:
-            directory = self.cache_path(data_root)
-        except UsageError as exc:
-            return "missing", str(exc)
-        if directory.is_dir():
-            try:
-                sizes = read_manifest(directory)["split_sizes"]
-                return "prepared", f"cache {directory} ({sizes['train']:,} train / {sizes['test']:,} test pairs)"
-            except (OSError, ValueError, KeyError, TypeError):
-                return "raw found", (f"cache {directory} is damaged; delete it and run "
-                                    f"python -m bench data prepare {self.info.name}")
-        return "raw found", f"not prepared yet: python -m bench data prepare {self.info.name} (or the first run) caches it in {directory}"
+    def _describe_raw(self, root: Path) -> DatasetSummary:
+        """Every training recording is one training pair, labelled with the digit of its file name."""
+        digits = [digit for _, digit, is_test in self._recordings(root) if not is_test]
+        return DatasetSummary(self.modalities(), label_counts(digits), shipped_val=False)
 
-    # -- preparing and loading --------------------------------------------------------------------
-    def _build(self, data_root: Path, key: dict[str, Any], progress: Progress | None
+    # -- preparing --------------------------------------------------------------------------------
+    def _build(self, root: Path, scratch: ScratchArrays, progress: Progress | None
                ) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
-        root = Path(data_root)
         mnist = {name: read_idx(root / rel, 2049 if name.endswith("labels") else 2051) for name, rel in MNIST_FILES.items()}
         for split in ("train", "test"):
             if len(mnist[f"{split}_images"]) != len(mnist[f"{split}_labels"]):
@@ -359,38 +353,10 @@ class AVMNISTDataset:
             arrays[f"{split}_audio"] = ((arrays[f"{split}_audio"] - mean) / std).astype(np.float32)[:, None]
             arrays[f"{split}_image"] = images[split].astype(np.float32)[:, None]
         manifest = {
-            "dataset": self.info.name, "version": self.info.version, "key": key,
-            "split_sizes": {s: int(len(arrays[f"{s}_label"])) for s in ("train", "test")},
             "audio_standardisation": {"mean": mean, "std": std}, "pca": notes,
             "recordings": {s: [p.name for p, _, t in recordings if t == (s == "test")] for s in ("train", "test")},
         }
         return arrays, manifest
-
-    def prepare(self, data_root: Path | None, progress: Progress | None = None) -> Path:
-        """Decode and preprocess into the cache unless already there; returns the cache directory."""
-        why = self._missing(data_root)
-        if why:
-            raise UsageError(f"dataset {self.info.name!r} is not available: {why}")
-        key = self._key(data_root)
-        directory = cache_dir(self.info.name, self.info.version, key)
-        prepare_cached(directory, lambda: self._build(data_root, key, progress))
-        return directory
-
-    def load(self, data_root: Path | None) -> LoadedData:
-        directory = self.prepare(data_root)
-        arrays = read_prepared(directory)
-        assert arrays is not None
-        # Copies: LoadedData holds in-memory tensors, and a read-only mmap must never be written through.
-        splits = {
-            s: SplitData({m: torch.from_numpy(np.array(arrays[f"{s}_{m}"])) for m in self.info.modalities},
-                         torch.from_numpy(np.array(arrays[f"{s}_label"])))
-            for s in ("train", "test")
-        }
-        modalities = (
-            ModalitySpec("audio", (1, self.audio.n_mels, self.audio.frames), kind="spectrogram"),
-            ModalitySpec("image", (1, 28, 28), kind="image"),
-        )
-        return LoadedData(modalities, train=splits["train"], test=splits["test"])
 
 
 AVMNIST = AVMNISTDataset()

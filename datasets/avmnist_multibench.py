@@ -73,7 +73,7 @@ another size (tests) the valid part is ``N * 5,000 // 60,000`` of the N training
   scikit-learn 1.9's to 1.5e-12 pixel units, checked during development).
 * *Precision.* Inputs are stored as float32 (MultiBench's loader holds float64 arrays).
 
-**Cache and cost.** Decoding runs once, into the cache of :mod:`bench.cache` (``python -m bench data prepare
+**Cache and cost.** Decoding runs once, into the cache of :mod:`bench.media.cache` (``python -m bench data prepare
 avmnist_multibench`` or the first ``load``): only the 2,000 distinct recordings are rendered, then the 70,000
 pairs are written as float32 through disk-backed scratch arrays, so the build never holds them in memory. The
 cache takes 3.73 GB (70,000 x (12,544 + 784) x 4 bytes); the 55,000 training pairs (2.93 GB) exceed
@@ -96,7 +96,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from bench.cache import Progress, file_fingerprint, read_prepared
+from bench.data import DatasetSummary, label_counts
 from bench.datasets.avmnist import (
     _NAME,
     _REDOWNLOAD,
@@ -108,8 +108,9 @@ from bench.datasets.avmnist import (
     read_wav,
 )
 from bench.errors import UsageError
-from bench.media import CachedMediaAdapter, ScratchArrays, mapped_tensors
-from bench.protocol import DatasetInfo, LoadedData, ModalitySpec, SplitData
+from bench.media.cache import Progress, file_fingerprint
+from bench.media.prepared import PreparedDataset, ScratchArrays
+from bench.protocol import DatasetInfo, ModalitySpec
 
 __all__ = [
     "AVMNIST_MULTIBENCH",
@@ -257,7 +258,7 @@ INFO = DatasetInfo(
 
 
 @dataclass(frozen=True)
-class AVMNISTMultiBench(CachedMediaAdapter):
+class AVMNISTMultiBench(PreparedDataset):
     """MultiBench's AV-MNIST rebuilt from MNIST + FSDD (see the module docstring). ``speakers`` and
     ``energy_kept`` change the cache key but not ``info.version``: register a variant under its own name."""
 
@@ -285,12 +286,15 @@ class AVMNISTMultiBench(CachedMediaAdapter):
                 pools[pool].append((path, int(match.group(1))))
         return pools
 
-    def _missing(self, data_root: Path | None) -> str | None:
-        why = AVMNIST._missing(data_root)  # the same MNIST and FSDD files
+    def _no_data_root(self) -> str:
+        return AVMNIST._no_data_root()
+
+    def _missing(self, root: Path) -> str | None:
+        why = AVMNIST._missing(root)  # the same MNIST and FSDD files
         if why:
             return why
-        folder = Path(data_root) / RECORDINGS
-        pools = self._pools(data_root)
+        folder = root / RECORDINGS
+        pools = self._pools(root)
         for pool, wanted in (("train", "0-39"), ("test", "40-49")):
             digits = {digit for _, digit in pools[pool]}
             absent = sorted(set(range(self.info.num_classes)) - digits)
@@ -299,8 +303,7 @@ class AVMNISTMultiBench(CachedMediaAdapter):
                         f"in {folder}; copy FSDD's recordings there (https://github.com/Jakobovski/free-spoken-digit-dataset)")
         return None
 
-    def _key(self, data_root: Path) -> dict[str, Any]:
-        root = Path(data_root)
+    def _key(self, root: Path) -> dict[str, Any]:
         files = [root / p for p in MNIST_FILES.values()] + [p for rows in self._pools(root).values() for p, _ in rows]
         return {"speakers": list(self.speakers), "energy_kept": self.energy_kept,
                 "source": file_fingerprint(root, files)}
@@ -309,14 +312,19 @@ class AVMNISTMultiBench(CachedMediaAdapter):
         sizes = manifest["split_sizes"]
         return f"{sizes['train']:,} train / {sizes['val']:,} valid / {sizes['test']:,} test pairs"
 
-    # -- preparing and loading --------------------------------------------------------------------
-    def modalities(self) -> tuple[ModalitySpec, ModalitySpec]:
+    def modalities(self, shapes: object = None) -> tuple[ModalitySpec, ModalitySpec]:
         return (ModalitySpec("image", (1, 28, 28), kind="image"),
                 ModalitySpec("audio", (1, SIDE, SIDE), kind="spectrogram"))
 
-    def _build(self, data_root: Path, key: dict[str, Any], progress: Progress | None, scratch: ScratchArrays
+    def _describe_raw(self, root: Path) -> DatasetSummary:
+        """The training pairs are the first rows of the MNIST training file (its 60,000 labels, no images)."""
+        labels = read_idx(root / MNIST_FILES["train_labels"], 2049)
+        cut = len(labels) - valid_size(len(labels))
+        return DatasetSummary(self.modalities(), label_counts(labels[:max(cut, 0)]), shipped_val=True)
+
+    # -- preparing --------------------------------------------------------------------------------
+    def _build(self, root: Path, scratch: ScratchArrays, progress: Progress | None
                ) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
-        root = Path(data_root)
         mnist = {name: read_idx(root / rel, 2049 if name.endswith("labels") else 2051) for name, rel in MNIST_FILES.items()}
         for part in ("train", "test"):
             if len(mnist[f"{part}_images"]) != len(mnist[f"{part}_labels"]):
@@ -376,25 +384,11 @@ class AVMNISTMultiBench(CachedMediaAdapter):
             arrays[f"{split}_clip"] = picks  # index into the manifest's clip list of the split's audio pool
         advance(steps)
         manifest = {
-            "dataset": self.info.name, "version": self.info.version, "key": key,
-            "split_sizes": {s: int(len(arrays[f"{s}_label"])) for s in SPLITS},
             "audio_pool": {split: part for split, (part, _) in rows_of.items()},
             "pca": pca_notes,
             "clips": {pool: [p.name for p, _ in rows] for pool, rows in pools.items()},
         }
         return arrays, manifest
-
-    def load(self, data_root: Path | None) -> LoadedData:
-        directory = self.prepare(data_root)
-        arrays = read_prepared(directory)
-        assert arrays is not None
-        modalities = self.modalities()
-        names = [f"{s}_{m.name}" for s in SPLITS for m in modalities]
-        inputs = mapped_tensors(directory, names)  # copy-on-write memory maps; large splits are streamed
-        splits = {s: SplitData({m.name: inputs[f"{s}_{m.name}"] for m in modalities},
-                               torch.from_numpy(np.array(arrays[f"{s}_label"], dtype=np.int64)))
-                  for s in SPLITS}
-        return LoadedData(modalities, train=splits["train"], test=splits["test"], val=splits["val"])
 
 
 AVMNIST_MULTIBENCH = AVMNISTMultiBench()

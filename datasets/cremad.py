@@ -65,11 +65,10 @@ from typing import Any, Literal
 
 import numpy as np
 
-from bench.cache import Progress, cache_root, file_fingerprint
+from bench.data import DatasetSummary, label_counts
 from bench.errors import UsageError
-from bench.media import (
-    CachedMediaAdapter,
-    ScratchArrays,
+from bench.media.cache import Progress, cache_root, file_fingerprint
+from bench.media.decode import (
     clip_fbank,
     log_stft,
     read_wav,
@@ -78,6 +77,7 @@ from bench.media import (
     tile_to,
     verify_sha256,
 )
+from bench.media.prepared import PreparedDataset, ScratchArrays
 from bench.protocol import DatasetInfo, ModalitySpec
 
 __all__ = ["CREMAD", "CREMAD_MLA", "CremaD", "mla_fbank", "ogm_ge_spectrogram"]
@@ -192,7 +192,7 @@ def _read_manifest_tsv(path: Path) -> dict[str, tuple[str, int]]:
 
 
 @dataclass(frozen=True)
-class CremaD(CachedMediaAdapter):
+class CremaD(PreparedDataset):
     """CREMA-D under one protocol (see the module docstring). ``image_size`` and ``fbank_frames`` (MLA
     protocol) default to the official 224 and 1,024; other values make a smaller variant for quick experiments
     and tests. Options are part of the cache key; register a variant under its own name."""
@@ -221,10 +221,11 @@ class CremaD(CachedMediaAdapter):
         sub, suffix = MEDIA[modality]
         return folder / sub / f"{clip}{suffix}"
 
-    def _missing(self, data_root: Path | None) -> str | None:
-        if data_root is None:
-            return f"no data root; set BENCH_DATA or --data-root to the folder holding {FOLDER}/ ({HOMEPAGE})"
-        folder = Path(data_root) / FOLDER
+    def _no_data_root(self) -> str:
+        return f"no data root; set BENCH_DATA or --data-root to the folder holding {FOLDER}/ ({HOMEPAGE})"
+
+    def _missing(self, root: Path) -> str | None:
+        folder = root / FOLDER
         for path in self._split_paths(folder).values():
             if not path.is_file():
                 return f"{path} not found; copy {SPLIT_SOURCES[self.protocol]} there"
@@ -258,14 +259,14 @@ class CremaD(CachedMediaAdapter):
                              f"{sorted(shared)[0]}; copy the split files again from {SPLIT_SOURCES[self.protocol]}")
         return splits
 
-    def _key(self, data_root: Path) -> dict[str, Any]:
-        folder = Path(data_root) / FOLDER
+    def _key(self, root: Path) -> dict[str, Any]:
+        folder = root / FOLDER
         clips = self._clips(folder)
         media = [self._media_path(folder, clip, m) for rows in clips.values() for clip, _ in rows for m in MEDIA]
         lists = hashlib.sha256(b"".join(p.read_bytes() for p in self._split_paths(folder).values())).hexdigest()
         return {"protocol": self.protocol, "image_size": self.image_size, "frames": FRAMES[self.protocol],
                 "fbank_frames": self.fbank_frames if self.protocol == "mla" else None,
-                "split_lists": lists[:16], "media": file_fingerprint(Path(data_root), media)}
+                "split_lists": lists[:16], "media": file_fingerprint(root, media)}
 
     def _describe_cache(self, manifest: dict[str, Any]) -> str:
         sizes = manifest["split_sizes"]
@@ -304,9 +305,9 @@ class CremaD(CachedMediaAdapter):
                              "to use your own re-encoded copy unverified")
         return "SHA-256 verified"
 
-    def _build(self, data_root: Path, key: dict[str, Any], progress: Progress | None, scratch: ScratchArrays
+    def _build(self, root: Path, scratch: ScratchArrays, progress: Progress | None
                ) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
-        folder = Path(data_root) / FOLDER
+        folder = root / FOLDER
         clips = self._clips(folder)
         count = sum(len(rows) for rows in clips.values())
         checks = 2 * count if self.verifies() else 0
@@ -333,16 +334,19 @@ class CremaD(CachedMediaAdapter):
                 advance(done)
             arrays[f"{split}_audio"], arrays[f"{split}_visual"] = audio, visual
             arrays[f"{split}_label"] = np.array([label for _, label in rows], dtype=np.int64)
-        manifest = {"dataset": self.info.name, "version": self.info.version, "key": key,
-                    "protocol": self.protocol, "classes": list(CLASSES[self.protocol]), "verification": verification,
-                    "split_sizes": {s: len(rows) for s, rows in clips.items()},
+        manifest = {"protocol": self.protocol, "classes": list(CLASSES[self.protocol]), "verification": verification,
                     "clips": {s: [clip for clip, _ in rows] for s, rows in clips.items()}}
         return arrays, manifest
 
-    def modalities(self) -> tuple[ModalitySpec, ModalitySpec]:
+    def modalities(self, shapes: object = None) -> tuple[ModalitySpec, ModalitySpec]:
         size = self.image_size
         return (ModalitySpec("audio", (1, *self.audio_shape()), kind="spectrogram_resnet18"),
                 ModalitySpec("visual", (3, FRAMES[self.protocol], size, size), kind="frames_resnet18"))
+
+    def _describe_raw(self, root: Path) -> DatasetSummary:
+        """Every clip of the train list is a training sample, with the list's label."""
+        train = self._clips(root / FOLDER)["train"]
+        return DatasetSummary(self.modalities(), label_counts([label for _, label in train]), shipped_val=False)
 
 
 CREMAD = CremaD(_info("ogm_ge"), "ogm_ge")

@@ -19,7 +19,7 @@ The folder is either
 * ``Image`` -> ``image`` (C, H, W) in [0, 1], resized to ``image_size`` (default 32) in mode ``image_mode``
   (default ``L`` when every training image is grey, else ``RGB``);
 * ``Audio`` (PCM WAV) -> ``spectrogram`` (1, ``audio_frames``, ``n_mels``): the Kaldi log-mel filterbank of
-  :func:`bench.media.kaldi_fbank` (25 ms windows, 10 ms hop), zero-padded or cut to ``audio_frames``
+  :func:`bench.media.decode.kaldi_fbank` (25 ms windows, 10 ms hop), zero-padded or cut to ``audio_frames``
   (default 100: one second);
 * a string column -> ``tokens`` (2, ``max_tokens``), tokenised with the project's text encoder tokenizer
   (the shipped all-MiniLM-L6-v2 unless ``text_model`` names a local model directory), as for ``food101``.
@@ -305,7 +305,7 @@ class HFFolder:
 
     def _audio(self, column: str) -> dict[str, np.ndarray]:
         import datasets
-        from bench.media import kaldi_fbank, pad_or_cut, read_wav
+        from bench.media.decode import kaldi_fbank, pad_or_cut, read_wav
 
         frames, mels = int(self.card["audio_frames"]), int(self.card["n_mels"])
         out = {}

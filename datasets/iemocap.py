@@ -42,7 +42,7 @@ file is an error naming it, unless ``skip_missing=True`` (MLA's behaviour), whic
 utterances in the cache manifest. The cache holds about 3.2 GB for MLA's 4,425 utterances (per utterance a
 512 KiB fbank, a 192 KiB image and 4 KiB of tokens).
 
-Preparation runs once into the cache (:mod:`bench.cache`): ``python -m bench data prepare iemocap`` or the first
+Preparation runs once into the cache (:mod:`bench.media.cache`): ``python -m bench data prepare iemocap`` or the first
 ``load``. **Licence**: the IEMOCAP release form: research use, no redistribution.
 """
 
@@ -55,17 +55,11 @@ from typing import Any
 
 import numpy as np
 
-from bench.cache import Progress, read_manifest
-from bench.datasets._jsonl_image_text import (
-    IMAGE_SUFFIXES,
-    PreparedDataset,
-    Scratch,
-    read_rgb,
-    reason,
-    text_kind,
-    text_model_dir,
-)
+from bench.data import DatasetSummary, label_counts
+from bench.datasets._jsonl_image_text import IMAGE_SUFFIXES, read_rgb, reason, text_kind, text_model_dir
 from bench.errors import UsageError
+from bench.media.cache import Progress, read_manifest
+from bench.media.prepared import PreparedDataset, ScratchArrays
 from bench.protocol import DatasetInfo
 
 __all__ = ["CLASSES", "IEMOCAP", "INFO", "IemocapDataset", "Utterance"]
@@ -246,8 +240,19 @@ class IemocapDataset(PreparedDataset):
             raise UsageError(f"{utterance.token} holds negative token ids; {_RESTORE}")
         return np.stack([ids.astype(np.int64), 1 - padding.astype(np.int64)])
 
+    def _describe_raw(self, root: Path) -> DatasetSummary:
+        """The lists' labels of the utterances whose files are present; the shapes from the ``.npy`` headers of
+        the first training utterance (no image is decoded)."""
+        kept, _ = self._utterances(root)
+        first = kept["train"][0]
+        fbank = np.load(first.audio, mmap_mode="r", allow_pickle=False).shape
+        tokens = np.load(first.token, mmap_mode="r", allow_pickle=False).size
+        shapes = {"audio": (1, *fbank), "visual": (3, self.image_size, self.image_size), "text": (2, tokens)}
+        labels = [u.label for u in kept["train"]]
+        return DatasetSummary(self.modalities(shapes), label_counts(labels), shipped_val=False)
+
     # -- building ---------------------------------------------------------------------------------
-    def _build(self, root: Path, scratch: Scratch, progress: Progress | None
+    def _build(self, root: Path, scratch: ScratchArrays, progress: Progress | None
                ) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
         kept, skipped = self._utterances(root)
         first = kept["train"][0]
@@ -258,9 +263,9 @@ class IemocapDataset(PreparedDataset):
         arrays: dict[str, np.ndarray] = {}
         for split, utterances in kept.items():
             n = len(utterances)
-            audio = scratch.array(f"{split}_audio", (n, 1, *fbank_shape), np.float32)
-            visual = scratch.array(f"{split}_visual", (n, 3, self.image_size, self.image_size), np.uint8)
-            text = scratch.array(f"{split}_text", (n, 2, token_length), np.int64)
+            audio = scratch.new(f"{split}_audio", (n, 1, *fbank_shape), np.float32)
+            visual = scratch.new(f"{split}_visual", (n, 3, self.image_size, self.image_size), np.uint8)
+            text = scratch.new(f"{split}_text", (n, 2, token_length), np.int64)
             for i, utterance in enumerate(utterances):
                 audio[i, 0] = self._fbank(utterance.audio, fbank_shape)
                 visual[i] = read_rgb(utterance.middle_image, self.image_size, self.image_size)

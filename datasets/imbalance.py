@@ -42,6 +42,7 @@ from typing import Any, ClassVar
 import numpy as np
 import torch
 
+from bench.data import DatasetSummary, label_counts
 from bench.datasets.synthetic import embedded_info
 from bench.protocol import DatasetInfo, LoadedData, ModalitySpec, SplitData
 
@@ -108,6 +109,15 @@ class ImbalanceDataset:
     def available(self, data_root: Path | None) -> tuple[bool, str]:
         return True, ""
 
+    def describe(self, data_root: Path | None) -> DatasetSummary:
+        """What ``load`` gives, from the labels alone (the first draw of :meth:`sample`'s generator)."""
+        rng = np.random.default_rng([self.seed, 1])
+        train = rng.integers(0, self.info.num_classes, size=sum(self.sizes))[: self.sizes[0]]
+        return DatasetSummary(self._modalities(), label_counts(train), shipped_val=True)
+
+    def _modalities(self) -> tuple[ModalitySpec, ...]:
+        return tuple(ModalitySpec(name, (self.dim,)) for name in self.info.modalities)
+
     def load(self, data_root: Path | None) -> LoadedData:
         x, labels = self.sample(sum(self.sizes), np.random.default_rng([self.seed, 1]))
         inputs = {k: torch.from_numpy(v.astype(np.float32)) for k, v in x.items()}
@@ -117,8 +127,7 @@ class ImbalanceDataset:
             SplitData({k: v[a:b] for k, v in inputs.items()}, y[a:b])
             for a, b in zip(bounds[:-1], bounds[1:])
         ]
-        modalities = tuple(ModalitySpec(name, (self.dim,)) for name in self.info.modalities)
-        return LoadedData(modalities, train=splits[0], val=splits[1], test=splits[2])
+        return LoadedData(self._modalities(), train=splits[0], val=splits[1], test=splits[2])
 
     # -- exact Bayes oracle ------------------------------------------------------------------------
     def _log_likelihoods(self, inputs: dict[str, np.ndarray]) -> np.ndarray:

@@ -43,16 +43,11 @@ from typing import Any
 
 import numpy as np
 
-from bench.cache import Progress, file_fingerprint
+from bench.data import DatasetSummary, label_counts
 from bench.errors import UsageError
-from bench.media import (
-    CachedMediaAdapter,
-    MissingStream,
-    ScratchArrays,
-    clip_fbank,
-    decode_audio,
-    sampled_frames,
-)
+from bench.media.cache import Progress, file_fingerprint
+from bench.media.decode import MissingStream, clip_fbank, decode_audio, sampled_frames
+from bench.media.prepared import PreparedDataset, ScratchArrays
 from bench.protocol import DatasetInfo, ModalitySpec
 
 __all__ = ["KINETICS_SOUNDS", "KineticsSounds", "ogm_ge_fbank"]
@@ -129,7 +124,7 @@ def _index_videos(folder: Path) -> dict[str, Path]:
 
 
 @dataclass(frozen=True)
-class KineticsSounds(CachedMediaAdapter):
+class KineticsSounds(PreparedDataset):
     """Kinetics-Sounds in OGM-GE's protocol (see the module docstring). ``frames``, ``image_size`` and
     ``fbank_frames`` default to the official 3, 224 and 1,024; other values make a smaller variant for quick
     experiments and tests. Options are part of the cache key; register a variant under its own name."""
@@ -168,9 +163,10 @@ class KineticsSounds(CachedMediaAdapter):
             absent += [clip for clip, _ in rows if clip not in videos]
         return present, absent
 
-    def _missing(self, data_root: Path | None) -> str | None:
-        if data_root is None:
-            return f"no data root; set BENCH_DATA or --data-root to the folder holding {LISTS['train']} and {VIDEOS}/"
+    def _no_data_root(self) -> str:
+        return f"no data root; set BENCH_DATA or --data-root to the folder holding {LISTS['train']} and {VIDEOS}/"
+
+    def _missing(self, data_root: Path) -> str | None:
         for rel in LISTS.values():
             if not (Path(data_root) / rel).is_file():
                 return f"{Path(data_root) / rel} not found; copy OGM-GE's data/KineticSound/my_{{train,test}}.txt ({OGM_GE_REPO}) there"
@@ -206,7 +202,7 @@ class KineticsSounds(CachedMediaAdapter):
         frames = sampled_frames(path, self.frames, self.image_size, fix=_REDOWNLOAD)
         return ogm_ge_fbank(samples, SAMPLE_RATE, length=self.fbank_frames), frames
 
-    def _build(self, data_root: Path, key: dict[str, Any], progress: Progress | None, scratch: ScratchArrays
+    def _build(self, data_root: Path, scratch: ScratchArrays, progress: Progress | None
                ) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
         present, absent = self._present(data_root)
         dropped = {clip: "no video" for clip in absent}
@@ -238,15 +234,22 @@ class KineticsSounds(CachedMediaAdapter):
                                  "or an audio track)")
             arrays[f"{split}_audio"], arrays[f"{split}_visual"] = audio[: len(labels)], visual[: len(labels)]
             arrays[f"{split}_label"] = np.array(labels, dtype=np.int64)
-        manifest = {"dataset": self.info.name, "version": self.info.version, "key": key,
-                    "split_sizes": {s: len(ids) for s, ids in kept_ids.items()}, "clips": kept_ids,
-                    "dropped": dropped}
+        manifest = {"clips": kept_ids, "dropped": dropped}
         return arrays, manifest
 
-    def modalities(self) -> tuple[ModalitySpec, ModalitySpec]:
+    def modalities(self, shapes: object = None) -> tuple[ModalitySpec, ModalitySpec]:
         size = self.image_size
         return (ModalitySpec("audio", (1, self.fbank_frames, 128), kind="spectrogram_resnet18"),
                 ModalitySpec("visual", (3, self.frames, size, size), kind="frames_resnet18"))
+
+    def _describe_raw(self, data_root: Path) -> DatasetSummary | None:
+        """The listed training clips with a video; None when absent clips are skipped, since which clips lack
+        an audio track is only known by decoding them."""
+        if self.skips_missing():
+            return None
+        present, _ = self._present(data_root)
+        labels = [label for _, label, _ in present["train"]]
+        return DatasetSummary(self.modalities(), label_counts(labels), shipped_val=False)
 
 
 KINETICS_SOUNDS = KineticsSounds()

@@ -30,7 +30,7 @@ root and, by default, with an unpickler that accepts nothing but numpy arrays, d
 MultiBench pickle holds); a file that asks for anything else is refused with its name. A variant with
 ``trust_pickle=True`` uses plain ``pickle.load`` for a file you made or trust.
 
-Preparation runs once into the cache (:mod:`bench.cache`): ``python -m bench data prepare mosei`` or the first
+Preparation runs once into the cache (:mod:`bench.media.cache`): ``python -m bench data prepare mosei`` or the first
 ``load``. **Licence**: CMU-MOSEI's terms (CMU-MultimodalSDK): research use; MultiBench's processed pickle is
 not redistributed with bench.
 """
@@ -44,9 +44,10 @@ from typing import Any
 
 import numpy as np
 
-from bench.cache import Progress
-from bench.datasets._jsonl_image_text import PreparedDataset, Scratch, reason
+from bench.datasets._jsonl_image_text import reason
 from bench.errors import UsageError
+from bench.media.cache import Progress
+from bench.media.prepared import PreparedDataset, ScratchArrays
 from bench.protocol import DatasetInfo
 
 __all__ = ["INFO", "MOSEI", "MoseiDataset", "binary_labels", "read_feature_pickle"]
@@ -192,7 +193,7 @@ class MoseiDataset(PreparedDataset):
                 x[bad] = 0.0
         return negative_infinity, others
 
-    def _build(self, root: Path, scratch: Scratch, progress: Progress | None
+    def _build(self, root: Path, scratch: ScratchArrays, progress: Progress | None
                ) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
         path = self._path(root)
         data = read_feature_pickle(path, trust=self.trust_pickle)

@@ -24,6 +24,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from bench.data import stratified_rows
 from bench.errors import UsageError
 from bench.protocol import DatasetInfo, LoadedData, ModalitySpec, SplitData
 
@@ -73,12 +74,8 @@ def _read_presplit_file(path: Path, num_views: int) -> _Arrays:
 
 
 def _stratified_split(labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    rng = np.random.default_rng(SPLIT_SEED)
-    test_rows = []
-    for cls in np.unique(labels):
-        rows = rng.permutation(np.flatnonzero(labels == cls))
-        test_rows.append(rows[: int(round(TEST_FRACTION * len(rows)))])
-    test = np.sort(np.concatenate(test_rows))
+    """(train rows, test rows): ``TEST_FRACTION`` of every class, rounded (a class may give none)."""
+    test = stratified_rows(labels, TEST_FRACTION, SPLIT_SEED, at_least_one=False)
     train = np.setdiff1d(np.arange(len(labels)), test)
     return train, test
 

@@ -24,6 +24,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from bench.data import DatasetSummary, label_counts
 from bench.protocol import DatasetInfo, LoadedData, ModalitySpec, SplitData
 
 __all__ = ["SYNTHETIC_2M", "SYNTHETIC_3M", "SyntheticDataset"]
@@ -43,10 +44,22 @@ class SyntheticDataset:
     def available(self, data_root: Path | None) -> tuple[bool, str]:
         return True, ""
 
+    def _labels(self, rng: np.random.Generator) -> np.ndarray:
+        """The first draw of the generator: every sample's label (train, validation, test in order)."""
+        return rng.integers(0, self.info.num_classes, size=sum(self.sizes))
+
+    def _modalities(self) -> tuple[ModalitySpec, ...]:
+        return tuple(ModalitySpec(name, (self.dim,)) for name in self.info.modalities)
+
+    def describe(self, data_root: Path | None) -> DatasetSummary:
+        """What ``load`` gives, from the labels alone (the generator's first draw)."""
+        train = self._labels(np.random.default_rng(self.seed))[: self.sizes[0]]
+        return DatasetSummary(self._modalities(), label_counts(train), shipped_val=True)
+
     def load(self, data_root: Path | None) -> LoadedData:
         rng = np.random.default_rng(self.seed)
         c, n = self.info.num_classes, sum(self.sizes)
-        labels = rng.integers(0, c, size=n)
+        labels = self._labels(rng)
         inputs = {}
         for m, name in enumerate(self.info.modalities):
             prototypes = rng.standard_normal((c, self.dim))
@@ -61,8 +74,7 @@ class SyntheticDataset:
             SplitData({k: v[a:b] for k, v in inputs.items()}, y[a:b])
             for a, b in zip(bounds[:-1], bounds[1:])
         ]
-        modalities = tuple(ModalitySpec(name, (self.dim,)) for name in self.info.modalities)
-        return LoadedData(modalities, train=splits[0], val=splits[1], test=splits[2])
+        return LoadedData(self._modalities(), train=splits[0], val=splits[1], test=splits[2])
 
 
 def embedded_info(name: str, modalities: tuple[str, ...], description: str, *, version: str = "2",

@@ -148,7 +148,7 @@ def test_truncated_idx_gz_is_one_line_naming_the_file(tiny_root):
 
 @pytest.mark.parametrize("where", ["decoding", "writing"])
 def test_interrupted_preparation_leaves_no_cache(tiny_root, monkeypatch, where):
-    import bench.cache
+    import bench.media.cache
 
     def interrupt(*args, **kwargs):
         raise KeyboardInterrupt  # as if the user pressed Ctrl-C half-way
@@ -164,7 +164,7 @@ def test_interrupted_preparation_leaves_no_cache(tiny_root, monkeypatch, where):
                 interrupt()
             return real_save(*args, **kwargs)
 
-        monkeypatch.setattr(bench.cache.np, "save", save_then_interrupt)
+        monkeypatch.setattr(bench.media.cache.np, "save", save_then_interrupt)
     with pytest.raises(KeyboardInterrupt):
         avmnist.AVMNIST.load(tiny_root)
     if where == "writing":

@@ -15,8 +15,8 @@ from media_fixtures import tone, write_wav
 from test_avmnist import _write_idx
 
 import bench.datasets.avmnist_multibench as amb
-from bench.cache import read_prepared
 from bench.loop import run_cell
+from bench.media.cache import read_prepared
 from bench.testing import tiny_spec
 
 SPEAKERS = (*amb.MFAS_SPEAKERS, "george")  # george joined FSDD after the generator was written: left out by default

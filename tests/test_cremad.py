@@ -25,7 +25,7 @@ from media_fixtures import (
 )
 
 import bench.datasets.cremad as cremad
-import bench.media as media
+import bench.media.decode as media
 from bench.errors import UsageError
 from bench.loop import run_cell
 from bench.registry import DATASETS
@@ -235,7 +235,7 @@ def test_each_media_file_is_hashed_once(tiny, monkeypatch):
 
 @pytest.mark.parametrize("where", ["decoding", "writing"])
 def test_interrupted_preparation_leaves_no_cache(tiny, monkeypatch, where):
-    import bench.cache
+    import bench.media.cache
 
     calls = [0]
 
@@ -251,7 +251,7 @@ def test_interrupted_preparation_leaves_no_cache(tiny, monkeypatch, where):
     if where == "decoding":
         monkeypatch.setattr(cremad, "sampled_frames", interrupt_third(cremad.sampled_frames))
     else:
-        monkeypatch.setattr(bench.cache.np, "save", interrupt_third(np.save))
+        monkeypatch.setattr(bench.media.cache.np, "save", interrupt_third(np.save))
     variant = small(cremad.CREMAD)
     with pytest.raises(KeyboardInterrupt):
         variant.load(tiny.root)

@@ -150,7 +150,7 @@ def _png(value: int) -> bytes:
 
 def test_image_audio_and_text_columns(cwd):
     from bench.datasets._jsonl_image_text import load_text_tokenizer
-    from bench.media import kaldi_fbank, pad_or_cut
+    from bench.media.decode import kaldi_fbank, pad_or_cut
 
     try:
         tokenizer = load_text_tokenizer(None)

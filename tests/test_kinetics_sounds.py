@@ -13,7 +13,7 @@ import torch
 from media_fixtures import frame_colour, plain_kaldi_fbank, write_tiny_kinetics_sounds, write_video
 
 import bench.datasets.kinetics_sounds as ks
-import bench.media as media
+import bench.media.decode as media
 from bench.errors import UsageError
 from bench.loop import run_cell
 from bench.registry import DATASETS

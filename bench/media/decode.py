@@ -11,10 +11,9 @@
 * **Frames.** :func:`frames_per_second` keeps the first frame of every second, as the official frame extraction
   does; :func:`pick_frames` is the official loaders' choice of frames among those; :func:`rgb_frame` resizes as
   ``torchvision.transforms.Resize`` does on a PIL image.
-* **Checksums and big arrays.** :func:`verify_sha256` hashes each file once (a memo keyed by size and mtime);
-  :class:`ScratchArrays` builds arrays larger than memory on disk next to the cache being prepared;
-  :func:`loaded_from_cache` opens a prepared cache as copy-on-write memory-mapped tensors, and
-  :func:`cache_state` answers ``bench data`` for it.
+* **Checksums.** :func:`verify_sha256` hashes each file once (a memo keyed by size and mtime).
+
+Preparing these features once into a cache, and loading it, is :mod:`bench.media.prepared`'s part.
 """
 
 from __future__ import annotations
@@ -24,10 +23,7 @@ import hashlib
 import json
 import math
 import os
-import shutil
-import socket
-import tempfile
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from fractions import Fraction
 from pathlib import Path
 from typing import Any
@@ -35,25 +31,18 @@ from typing import Any
 import numpy as np
 import torch
 
-from bench.cache import Progress, cache_dir, prepare_cached, read_manifest, read_prepared
 from bench.errors import UsageError
-from bench.protocol import LoadedData, ModalitySpec, SplitData
 from bench.store import atomic_write_text
 
 __all__ = [
-    "CachedMediaAdapter",
     "MissingStream",
-    "ScratchArrays",
-    "cache_state",
     "clip_fbank",
     "decode_audio",
     "describe_bad_file",
     "frames_per_second",
     "kaldi_fbank",
     "kaldi_mel_banks",
-    "loaded_from_cache",
     "log_stft",
-    "mapped_tensors",
     "pad_or_cut",
     "pick_frames",
     "read_wav",
@@ -512,113 +501,3 @@ def verify_sha256(expected: Mapping[Path, tuple[str, int]], memo: Path,
             with contextlib.suppress(OSError):
                 atomic_write_text(memo, json.dumps({"schema": 1, "files": known}, sort_keys=True) + "\n")
     return problems
-
-
-# --------------------------------------------------------------------------------------------------
-# Arrays larger than memory
-
-
-class ScratchArrays:
-    """Arrays built on disk (``.npy`` memory maps) in a temporary folder next to a cache being prepared.
-
-    A preparation fills these clip by clip and hands them to :func:`bench.cache.write_prepared`, which streams
-    them into the cache, so preparing a dataset never holds its decoded arrays in memory. The folder is named
-    like the cache's own temporary folders (``.<cache>.tmp-<host>-<pid>-...``), so when a killed preparation
-    leaves it behind, the next preparation removes it; ``close`` (or leaving the ``with`` block) removes it.
-    """
-
-    def __init__(self, final: Path) -> None:
-        self.final = Path(final)
-        self.folder: Path | None = None
-
-    def new(self, name: str, shape: tuple[int, ...], dtype: Any) -> np.ndarray:
-        if self.folder is None:
-            self.final.parent.mkdir(parents=True, exist_ok=True)
-            prefix = f".{self.final.name}.tmp-{socket.gethostname()}-{os.getpid()}-scratch-"
-            self.folder = Path(tempfile.mkdtemp(prefix=prefix, dir=self.final.parent))
-        return np.lib.format.open_memmap(self.folder / f"{name}.npy", mode="w+", dtype=dtype, shape=shape)
-
-    def close(self) -> None:
-        if self.folder is not None:
-            shutil.rmtree(self.folder, ignore_errors=True)
-            self.folder = None
-
-    def __enter__(self) -> ScratchArrays:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
-
-
-def cache_state(directory: Path, dataset: str, describe: Callable[[dict[str, Any]], str]) -> tuple[str, str]:
-    """``bench data``'s (state, detail) for an adapter whose raw files are present: ``prepared`` with
-    ``describe(manifest)``, or ``raw found`` with the command that prepares it."""
-    if Path(directory).is_dir():
-        try:
-            return "prepared", f"cache {directory} ({describe(read_manifest(directory))})"
-        except (OSError, ValueError, KeyError, TypeError):
-            return "raw found", (f"cache {directory} is damaged; delete it and run "
-                                 f"python -m bench data prepare {dataset}")
-    return "raw found", (f"not prepared yet: python -m bench data prepare {dataset} (or the first run) caches it "
-                         f"in {directory}")
-
-
-class CachedMediaAdapter:
-    """What the adapters that decode media into a prepared cache share: where their cache lives, whether they
-    can load, preparing and loading that cache, and ``bench data``'s state line. A subclass provides ``info``,
-    ``modalities()``, ``_key(data_root)`` (the cache key), ``_missing(data_root)`` (why it cannot load, ""
-    when everything is there), ``_build(data_root, key, progress, scratch)`` (the arrays and manifest, big
-    arrays written through the :class:`ScratchArrays`) and ``_describe_cache(manifest)`` (one line about a
-    prepared cache)."""
-
-    def cache_path(self, data_root: Path) -> Path:
-        return cache_dir(self.info.name, self.info.version, self._key(data_root))
-
-    def available(self, data_root: Path | None) -> tuple[bool, str]:
-        try:
-            why = self._missing(data_root)
-        except UsageError as exc:  # e.g. a split list that cannot be parsed
-            why = str(exc)
-        return (False, why) if why else (True, "")
-
-    def status(self, data_root: Path | None) -> tuple[str, str]:
-        ok, why = self.available(data_root)
-        if not ok:
-            return "missing", why
-        return cache_state(self.cache_path(data_root), self.info.name, self._describe_cache)
-
-    def prepare(self, data_root: Path | None, progress: Progress | None = None) -> Path:
-        """Decode and preprocess into the cache unless already there; returns the cache directory."""
-        ok, why = self.available(data_root)
-        if not ok:
-            raise UsageError(f"dataset {self.info.name!r} is not available: {why}")
-        key = self._key(data_root)
-        directory = cache_dir(self.info.name, self.info.version, key)
-        with ScratchArrays(directory) as scratch:
-            prepare_cached(directory, lambda: self._build(data_root, key, progress, scratch))
-        return directory
-
-    def load(self, data_root: Path | None) -> LoadedData:
-        return loaded_from_cache(self.prepare(data_root), self.modalities())
-
-
-def loaded_from_cache(directory: Path, modalities: tuple[ModalitySpec, ...]) -> LoadedData:
-    """Train and test splits of a prepared cache holding ``<split>_<modality>`` and ``<split>_label`` arrays,
-    the inputs memory-mapped (:func:`mapped_tensors`), the labels in memory as int64."""
-    arrays = read_prepared(directory)
-    if arrays is None:
-        raise UsageError(f"no prepared cache at {directory}; run python -m bench data prepare")
-    splits = {}
-    for split in ("train", "test"):
-        inputs = mapped_tensors(directory, [f"{split}_{m.name}" for m in modalities])
-        labels = torch.from_numpy(np.array(arrays[f"{split}_label"], dtype=np.int64))
-        splits[split] = SplitData({m.name: inputs[f"{split}_{m.name}"] for m in modalities}, labels)
-    return LoadedData(modalities, train=splits["train"], test=splits["test"])
-
-
-def mapped_tensors(directory: Path, names: Iterable[str]) -> dict[str, torch.Tensor]:
-    """Tensors over a prepared cache's ``<name>.npy`` files, memory-mapped copy-on-write: pages are read when
-    used and shared between processes, and a write (bench never writes inputs in place) would stay private to
-    this process instead of reaching the cache. Call after :func:`bench.cache.read_prepared` checked the files."""
-    return {name: torch.from_numpy(np.load(Path(directory) / f"{name}.npy", mmap_mode="c", allow_pickle=False))
-            for name in names}
