@@ -1,4 +1,5 @@
-"""Hyperparameters: the shared optimisation fields every method inherits, and typed ``--set`` parsing."""
+"""Hyperparameters: the shared optimisation fields every method inherits, the ranges ``bench tune`` searches,
+and typed ``--set`` parsing."""
 
 from __future__ import annotations
 
@@ -10,7 +11,21 @@ from typing import Any, ClassVar, Literal
 
 from bench.errors import UsageError
 
-__all__ = ["MethodConfig", "check_epoch_window", "coerce_value", "field_names", "resolve_hparams"]
+__all__ = [
+    "SHARED_SEARCH_RANGES",
+    "Choice",
+    "IntRange",
+    "LogUniform",
+    "MethodConfig",
+    "SearchRanges",
+    "Uniform",
+    "check_epoch_window",
+    "check_open_fraction",
+    "coerce_value",
+    "field_names",
+    "resolve_hparams",
+    "suggest",
+]
 
 
 def check_epoch_window(start: int, end: int) -> None:
@@ -18,6 +33,74 @@ def check_epoch_window(start: int, end: int) -> None:
     if not 0 <= start <= end:
         raise ValueError(f"need 0 <= modulation_start <= modulation_end, got modulation_start={start}, "
                          f"modulation_end={end}")
+
+
+def check_open_fraction(name: str, value: float) -> None:
+    """A share of something (the held-out part of the training split) must lie strictly between 0 and 1."""
+    if not 0 < value < 1:
+        raise ValueError(f"{name} must be in (0, 1), got {name}={value}")
+
+
+# --------------------------------------------------------------------------------------------------
+# Search ranges: what `bench tune` suggests for a field, as Optuna's define-by-run ``trial.suggest_*`` calls
+
+
+@dataclass(frozen=True)
+class LogUniform:
+    """A float drawn log-uniformly from [low, high]."""
+
+    low: float
+    high: float
+
+    def suggest(self, trial: Any, name: str) -> float:
+        return trial.suggest_float(name, self.low, self.high, log=True)
+
+
+@dataclass(frozen=True)
+class Uniform:
+    """A float drawn uniformly from [low, high]."""
+
+    low: float
+    high: float
+
+    def suggest(self, trial: Any, name: str) -> float:
+        return trial.suggest_float(name, self.low, self.high)
+
+
+@dataclass(frozen=True)
+class IntRange:
+    """An integer drawn uniformly from [low, high], both included."""
+
+    low: int
+    high: int
+
+    def suggest(self, trial: Any, name: str) -> int:
+        return trial.suggest_int(name, self.low, self.high)
+
+
+class Choice:
+    """One of a few values: ``Choice(10, 20, 1000)``."""
+
+    def __init__(self, *options: Any) -> None:
+        self.options = options
+
+    def __repr__(self) -> str:
+        return f"Choice{self.options!r}"
+
+    def suggest(self, trial: Any, name: str) -> Any:
+        return trial.suggest_categorical(name, list(self.options))
+
+
+#: Field name -> its range, in the order the trial suggests them.
+SearchRanges = Mapping[str, LogUniform | Uniform | IntRange | Choice]
+
+#: lr and weight decay, log-uniform around the official values (1e-3, 1e-4); every method searches them first.
+SHARED_SEARCH_RANGES: SearchRanges = {"lr": LogUniform(1e-4, 1e-1), "weight_decay": LogUniform(1e-5, 1e-3)}
+
+
+def suggest(trial: Any, ranges: SearchRanges) -> dict[str, Any]:
+    """Field -> the trial's suggestion for each range, suggested in the mapping's order."""
+    return {name: choice.suggest(trial, name) for name, choice in ranges.items()}
 
 
 @dataclass(frozen=True)
@@ -29,6 +112,10 @@ class MethodConfig:
     (Cecile-hi/Multimodal-Learning-with-Alternating-Unimodal-Adaptation ``main.py``; the OGM-GE repo's
     ``main.py`` uses the same). Epochs and batch size belong to the cell, not to the method, so that every
     method of a table trains on the same budget.
+
+    A subclass adds its own fields and the hooks of :class:`bench.protocol.Method` (``build``, ``loss``,
+    ``predict``) and of :class:`bench.protocol.OptionalHooks` it needs; the class attributes below are the
+    defaults of the contract's optional ones. ``search_ranges`` names the subclass's own searched fields.
     """
 
     lr: float = 1e-3
@@ -44,6 +131,13 @@ class MethodConfig:
     #: logits; accuracy selects the epoch) or ``"retrieval"`` (``predict`` gives per-modality embeddings;
     #: mean Recall@1 selects the epoch; see :mod:`bench.retrieval`).
     task: ClassVar[str] = "classification"
+    #: True only for methods whose per-modality columns are modalities trained alone (the unimodal baselines).
+    per_modality_trained_alone: ClassVar[bool] = False
+    #: Field -> value that a stored spec without the field re-runs with (bench.protocol.OptionalHooks).
+    legacy_hparams: ClassVar[Mapping[str, Any]] = {}
+    #: ``bench tune``'s ranges for the method's own fields, suggested after :data:`SHARED_SEARCH_RANGES`:
+    #: ``{"alpha": LogUniform(0.05, 3.0), "modulation_end": Choice(30, 50, 1000)}``.
+    search_ranges: ClassVar[SearchRanges] = {}
 
     def __post_init__(self) -> None:
         _check_types(self)
@@ -58,13 +152,10 @@ class MethodConfig:
         if not 0 < self.lr_gamma <= 1:
             raise ValueError(f"lr_gamma must be in (0, 1], got lr_gamma={self.lr_gamma}")
 
-    @staticmethod
-    def search_space(trial: Any) -> dict[str, Any]:
-        """Log-uniform lr and weight decay around the official values."""
-        return {
-            "lr": trial.suggest_float("lr", 1e-4, 1e-1, log=True),
-            "weight_decay": trial.suggest_float("weight_decay", 1e-5, 1e-3, log=True),
-        }
+    @classmethod
+    def search_space(cls, trial: Any) -> dict[str, Any]:
+        """Log-uniform lr and weight decay around the official values, then the class's ``search_ranges``."""
+        return suggest(trial, {**SHARED_SEARCH_RANGES, **cls.search_ranges})
 
 
 def field_names(config_cls: type) -> tuple[str, ...]:

@@ -29,13 +29,13 @@ import itertools
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import ClassVar, Literal
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from bench.hparams import MethodConfig, check_epoch_window
+from bench.hparams import Choice, LogUniform, MethodConfig, SearchRanges, check_epoch_window
 from bench.nn import SlicedFusionNet, encode
 from bench.protocol import Batch, DataDescription, LossOut, Prediction, StepContext
 
@@ -218,14 +218,11 @@ class AGM(MethodConfig):
         logits, _ = model(batch.inputs)
         return Prediction(logits, self.responses(model, batch.inputs))
 
-    @staticmethod
-    def search_space(trial: Any) -> dict[str, Any]:
-        """alpha log-uniform [0.05, 5] (0.1 to 2.5 across released setups) and the window's end."""
-        return {
-            **MethodConfig.search_space(trial),
-            "alpha": trial.suggest_float("alpha", 0.05, 5.0, log=True),
-            "modulation_end": trial.suggest_categorical("modulation_end", [10, 20, 1000]),
-        }
+    #: alpha log-uniform [0.05, 5] (0.1 to 2.5 across released setups) and the window's end.
+    search_ranges: ClassVar[SearchRanges] = {
+        "alpha": LogUniform(0.05, 5.0),
+        "modulation_end": Choice(10, 20, 1000),
+    }
 
 
 def _head_weight_grad(model: nn.Module) -> torch.Tensor | None:

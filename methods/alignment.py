@@ -57,7 +57,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from bench.errors import UsageError
-from bench.hparams import MethodConfig
+from bench.hparams import LogUniform, MethodConfig, SearchRanges
 from bench.nn import build_encoders
 from bench.protocol import Batch, DataDescription, LossOut, Prediction, StepContext
 from bench.registry import variant
@@ -326,10 +326,6 @@ class _AlignmentObjective(MethodConfig):
     def predict(self, model: nn.Module, batch: Batch) -> Prediction:
         return Prediction(None, embeddings=model(batch.inputs))
 
-    @staticmethod
-    def search_space(trial: Any) -> dict[str, Any]:
-        return MethodConfig.search_space(trial)
-
     # -- what each objective defines ----------------------------------------------------------------
     def logit_scale_pairs(self, names: Sequence[str]) -> list[str]:
         return []
@@ -458,9 +454,7 @@ class AlignUniform(_AlignmentObjective):
         unif = _mean(_uniformity_terms(views, self.t))
         return {"align": _scaled(self.align_weight, align), "uniform": _scaled(self.unif_weight, unif)}
 
-    @staticmethod
-    def search_space(trial: Any) -> dict[str, Any]:
-        return {**MethodConfig.search_space(trial), "unif_weight": trial.suggest_float("unif_weight", 0.1, 10.0, log=True)}
+    search_ranges: ClassVar[SearchRanges] = {"unif_weight": LogUniform(0.1, 10.0)}
 
 
 def _check_loss_weights(config: Any) -> None:
@@ -566,9 +560,7 @@ class UniAlignR(_AlignmentObjective):
             return uniformity(torch.cat(rows), self.t) if rows else None
         return _mean(_uniformity_terms(views, self.t))
 
-    @staticmethod
-    def search_space(trial: Any) -> dict[str, Any]:
-        return {**MethodConfig.search_space(trial), "unif_weight": trial.suggest_float("unif_weight", 0.1, 10.0, log=True)}
+    search_ranges: ClassVar[SearchRanges] = {"unif_weight": LogUniform(0.1, 10.0)}
 
 
 ALIGN_UNIALIGN_R_2M = variant(UniAlignR, modalities="2")

@@ -30,13 +30,13 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import ClassVar
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from bench.hparams import MethodConfig, check_epoch_window
+from bench.hparams import LogUniform, MethodConfig, SearchRanges, Uniform, check_epoch_window
 from bench.nn import SlicedFusionNet
 from bench.protocol import Batch, DataDescription, LossOut, Prediction, StepContext
 
@@ -133,12 +133,9 @@ class AMCo(MethodConfig):
         fused, sliced = model.masked(features, None)
         return Prediction(fused, sliced)
 
-    @staticmethod
-    def search_space(trial: Any) -> dict[str, Any]:
-        """sigma in [0.3, 0.8] (around the released 0.5; an even split gives each modality 1/M) and eps log-uniform
-        in [0.1, 3] (how fast the curriculum reaches a full mask)."""
-        return {
-            **MethodConfig.search_space(trial),
-            "sigma": trial.suggest_float("sigma", 0.3, 0.8),
-            "eps": trial.suggest_float("eps", 0.1, 3.0, log=True),
-        }
+    #: sigma in [0.3, 0.8] (around the released 0.5; an even split gives each modality 1/M) and eps log-uniform
+    #: in [0.1, 3] (how fast the curriculum reaches a full mask).
+    search_ranges: ClassVar[SearchRanges] = {
+        "sigma": Uniform(0.3, 0.8),
+        "eps": LogUniform(0.1, 3.0),
+    }

@@ -26,13 +26,13 @@ Each step (M modalities, removal order a random permutation drawn once per epoch
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import ClassVar, Literal
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from bench.hparams import MethodConfig
+from bench.hparams import LogUniform, MethodConfig, SearchRanges
 from bench.nn import SlicedFusionNet, sliced_prediction
 from bench.protocol import Batch, DataDescription, LossOut, Prediction, StepContext
 
@@ -121,10 +121,5 @@ class CML(MethodConfig):
     def predict(self, model: nn.Module, batch: Batch) -> Prediction:
         return sliced_prediction(model, batch.inputs)
 
-    @staticmethod
-    def search_space(trial: Any) -> dict[str, Any]:
-        """lr, weight decay and lam log-uniform in [0.01, 1] (around the released 0.1)."""
-        return {
-            **MethodConfig.search_space(trial),
-            "lam": trial.suggest_float("lam", 0.01, 1.0, log=True),
-        }
+    #: lr, weight decay and lam log-uniform in [0.01, 1] (around the released 0.1).
+    search_ranges: ClassVar[SearchRanges] = {"lam": LogUniform(0.01, 1.0)}

@@ -36,13 +36,13 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import ClassVar, Literal
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from bench.hparams import MethodConfig
+from bench.hparams import Choice, MethodConfig, SearchRanges, check_open_fraction
 from bench.nn import FusionWithUnimodalHeads
 from bench.protocol import Batch, DataDescription, EpochContext, LossOut, Prediction, StepContext
 
@@ -138,8 +138,7 @@ class GBlending(MethodConfig):
             raise ValueError(f"super_epoch must be >= 1, got super_epoch={self.super_epoch}")
         if self.first_super_epoch < 1:
             raise ValueError(f"first_super_epoch must be >= 1, got first_super_epoch={self.first_super_epoch}")
-        if not 0 < self.holdout_fraction < 1:
-            raise ValueError(f"holdout_fraction must be in (0, 1), got holdout_fraction={self.holdout_fraction}")
+        check_open_fraction("holdout_fraction", self.holdout_fraction)
 
     def build(self, description: DataDescription) -> nn.Module:
         return GBlendingNet(description, self.fusion)
@@ -173,11 +172,8 @@ class GBlending(MethodConfig):
         logits, features = model(batch.inputs)
         return Prediction(logits, model.unimodal_logits(features))
 
-    @staticmethod
-    def search_space(trial: Any) -> dict[str, Any]:
-        """lr, weight decay and the schedule (the held-out share is part of the protocol, not searched)."""
-        return {
-            **MethodConfig.search_space(trial),
-            "super_epoch": trial.suggest_categorical("super_epoch", [2, 5, 10]),
-            "first_super_epoch": trial.suggest_categorical("first_super_epoch", [2, 5, 10]),
-        }
+    #: lr, weight decay and the schedule (the held-out share is part of the protocol, not searched).
+    search_ranges: ClassVar[SearchRanges] = {
+        "super_epoch": Choice(2, 5, 10),
+        "first_super_epoch": Choice(2, 5, 10),
+    }

@@ -39,13 +39,13 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import ClassVar, Literal
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from bench.hparams import MethodConfig
+from bench.hparams import Choice, LogUniform, MethodConfig, SearchRanges
 from bench.nn import MLPEncoder, build_encoders
 from bench.protocol import Batch, DataDescription, LossOut, Prediction, StepContext
 
@@ -243,13 +243,10 @@ class Greedy(MethodConfig):
         model.curation = curation
         return Prediction(torch.stack(list(logits.values())).mean(0), logits)
 
-    @staticmethod
-    def search_space(trial: Any) -> dict[str, Any]:
-        """epsilon log-uniform in [1e-3, 1e-1] (BalanceBenchmark's and the official value inside), the window and
-        the first epoch."""
-        return {
-            **MethodConfig.search_space(trial),
-            "epsilon": trial.suggest_float("epsilon", 1e-3, 1e-1, log=True),
-            "window": trial.suggest_categorical("window", [1, 5, 10, 20]),
-            "starting_epoch": trial.suggest_categorical("starting_epoch", [0, 2]),
-        }
+    #: epsilon log-uniform in [1e-3, 1e-1] (BalanceBenchmark's and the official value inside), the window and
+    #: the first epoch.
+    search_ranges: ClassVar[SearchRanges] = {
+        "epsilon": LogUniform(1e-3, 1e-1),
+        "window": Choice(1, 5, 10, 20),
+        "starting_epoch": Choice(0, 2),
+    }

@@ -34,13 +34,13 @@ Flags and choices:
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import ClassVar, Literal
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from bench.hparams import MethodConfig
+from bench.hparams import LogUniform, MethodConfig, SearchRanges
 from bench.methods.umt import present_cross_entropy
 from bench.nn import SlicedFusionNet, sliced_prediction
 from bench.protocol import Batch, DataDescription, EpochContext, LossOut, Prediction, StepContext
@@ -177,11 +177,8 @@ class InfoReg(MethodConfig):
     def predict(self, model: nn.Module, batch: Batch) -> Prediction:
         return sliced_prediction(model, batch.inputs)
 
-    @staticmethod
-    def search_space(trial: Any) -> dict[str, Any]:
-        """lr, weight decay and the two regulation coefficients."""
-        return {
-            **MethodConfig.search_space(trial),
-            "beta_first": trial.suggest_float("beta_first", 0.05, 2.0, log=True),
-            "beta_other": trial.suggest_float("beta_other", 0.05, 2.0, log=True),
-        }
+    #: lr, weight decay and the two regulation coefficients.
+    search_ranges: ClassVar[SearchRanges] = {
+        "beta_first": LogUniform(0.05, 2.0),
+        "beta_other": LogUniform(0.05, 2.0),
+    }

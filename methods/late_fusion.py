@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Literal
 
 import torch.nn.functional as F
 from torch import nn
@@ -49,10 +49,6 @@ class LateFusion(MethodConfig):
 
     def predict(self, model: nn.Module, batch: Batch) -> Prediction:
         return sliced_prediction(model, batch.inputs)
-
-    @staticmethod
-    def search_space(trial: Any) -> dict[str, Any]:
-        return MethodConfig.search_space(trial)
 
 
 LATE_FUSION_SUM = variant(LateFusion, fusion="sum")

@@ -34,13 +34,13 @@ from __future__ import annotations
 
 import itertools
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import ClassVar, Literal
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from bench.hparams import MethodConfig
+from bench.hparams import Choice, MethodConfig, SearchRanges
 from bench.methods.ume import ensemble
 from bench.nn import PerModalityClassifiers
 from bench.protocol import Batch, DataDescription, LossOut, Prediction, StepContext
@@ -108,10 +108,7 @@ class LFM(MethodConfig):
         logits = model(batch.inputs)
         return Prediction(ensemble(logits, batch.mask, "logits"), logits)
 
-    @staticmethod
-    def search_space(trial: Any) -> dict[str, Any]:
-        return {
-            **MethodConfig.search_space(trial),
-            "schedule": trial.suggest_categorical("schedule", ["epoch", "rescaled"]),
-            "divergence": trial.suggest_categorical("divergence", ["official", "js"]),
-        }
+    search_ranges: ClassVar[SearchRanges] = {
+        "schedule": Choice("epoch", "rescaled"),
+        "divergence": Choice("official", "js"),
+    }

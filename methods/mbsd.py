@@ -29,7 +29,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from itertools import combinations
-from typing import Any, Literal
+from typing import Literal
 
 import torch
 import torch.nn.functional as F
@@ -121,7 +121,4 @@ class MBSD(MethodConfig):
     def predict(self, model: nn.Module, batch: Batch) -> Prediction:
         return sliced_prediction(model, batch.inputs)
 
-    @staticmethod
-    def search_space(trial: Any) -> dict[str, Any]:
-        """The trainer has no loss weights to tune: lr and weight decay only (the flags are variants, not knobs)."""
-        return MethodConfig.search_space(trial)
+    # The trainer has no loss weights to tune: lr and weight decay only (the flags are variants, not knobs).

@@ -27,13 +27,13 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import ClassVar, Literal
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from bench.hparams import MethodConfig
+from bench.hparams import Choice, MethodConfig, SearchRanges
 from bench.nn import build_encoders
 from bench.protocol import Batch, DataDescription, LossOut, Prediction, StepContext
 from bench.registry import variant
@@ -244,14 +244,9 @@ class MLA(MethodConfig):
         logits = list(per_modality.values())
         return Prediction(fuse_logits(logits, self.fusion_weights(logits)), per_modality)
 
-    @staticmethod
-    def search_space(trial: Any) -> dict[str, Any]:
-        """lr and weight decay, and the training order. ``hgm`` and ``fusion`` are not searched:
-        they define the registered ablation rows (``mla_no_hgm``, ``mla_no_df``, ``mla_no_hgm_no_df``)."""
-        return {
-            **MethodConfig.search_space(trial),
-            "order": trial.suggest_categorical("order", ["dataset", "reversed"]),
-        }
+    #: lr and weight decay, and the training order. ``hgm`` and ``fusion`` are not searched:
+    #: they define the registered ablation rows (``mla_no_hgm``, ``mla_no_df``, ``mla_no_hgm_no_df``).
+    search_ranges: ClassVar[SearchRanges] = {"order": Choice("dataset", "reversed")}
 
 
 MLA_NO_HGM = variant(MLA, hgm="none")

@@ -25,13 +25,13 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import ClassVar
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from bench.hparams import MethodConfig
+from bench.hparams import LogUniform, MethodConfig, SearchRanges
 from bench.nn import build_encoders, encode
 from bench.protocol import Batch, DataDescription, LossOut, Prediction, StepContext
 
@@ -111,10 +111,5 @@ class MMCosine(MethodConfig):
         per_modality = model.head.sliced(features)
         return Prediction(torch.stack(list(per_modality.values())).sum(0), per_modality)
 
-    @staticmethod
-    def search_space(trial: Any) -> dict[str, Any]:
-        """lr, weight decay and the scale s log-uniform in [5, 50] (around the released 15)."""
-        return {
-            **MethodConfig.search_space(trial),
-            "scaling": trial.suggest_float("scaling", 5.0, 50.0, log=True),
-        }
+    #: lr, weight decay and the scale s log-uniform in [5, 50] (around the released 15).
+    search_ranges: ClassVar[SearchRanges] = {"scaling": LogUniform(5.0, 50.0)}

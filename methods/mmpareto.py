@@ -18,13 +18,13 @@ Where the re-implementations differ from the released code (kept as the released
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import ClassVar, Literal
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from bench.hparams import MethodConfig
+from bench.hparams import MethodConfig, SearchRanges, Uniform
 from bench.nn import FusionWithUnimodalHeads
 from bench.protocol import Batch, DataDescription, LossOut, Prediction, StepContext
 
@@ -153,10 +153,5 @@ class MMPareto(MethodConfig):
         logits, features = model(batch.inputs)
         return Prediction(logits, model.unimodal_logits(features))
 
-    @staticmethod
-    def search_space(trial: Any) -> dict[str, Any]:
-        """lr, weight decay and the magnitude factor (1 = no enhancement, up to 2)."""
-        return {
-            **MethodConfig.search_space(trial),
-            "gamma": trial.suggest_float("gamma", 1.0, 2.0),
-        }
+    #: lr, weight decay and the magnitude factor (1 = no enhancement, up to 2).
+    search_ranges: ClassVar[SearchRanges] = {"gamma": Uniform(1.0, 2.0)}

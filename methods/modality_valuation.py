@@ -38,13 +38,13 @@ from __future__ import annotations
 import itertools
 import math
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import ClassVar, Literal
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from bench.hparams import MethodConfig
+from bench.hparams import IntRange, MethodConfig, SearchRanges
 from bench.nn import SlicedFusionNet
 from bench.protocol import Batch, DataDescription, EpochContext, LossOut, Prediction, StepContext
 
@@ -168,10 +168,5 @@ class ModalityValuation(MethodConfig):
         kept = {name: h * batch.mask[:, m : m + 1].to(h.dtype) for m, (name, h) in enumerate(features.items())}
         return Prediction(logits, model.head.sliced(kept))
 
-    @staticmethod
-    def search_space(trial: Any) -> dict[str, Any]:
-        """lr, weight decay and the warm-up length."""
-        return {
-            **MethodConfig.search_space(trial),
-            "warmup": trial.suggest_int("warmup", 1, 10),
-        }
+    #: lr, weight decay and the warm-up length.
+    search_ranges: ClassVar[SearchRanges] = {"warmup": IntRange(1, 10)}

@@ -11,13 +11,13 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import ClassVar, Literal
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from bench.hparams import MethodConfig, check_epoch_window
+from bench.hparams import Choice, LogUniform, MethodConfig, SearchRanges, check_epoch_window
 from bench.nn import SlicedFusionNet, sliced_prediction
 from bench.protocol import Batch, DataDescription, LossOut, Prediction, StepContext
 from bench.registry import variant
@@ -191,19 +191,15 @@ class OGMGE(MethodConfig):
     def predict(self, model: nn.Module, batch: Batch) -> Prediction:
         return sliced_prediction(model, batch.inputs)
 
-    @staticmethod
-    def search_space(trial: Any) -> dict[str, Any]:
-        """alpha log-uniform [0.05, 3] (0.1 to 2.6 across official setups) and the window.
-
-        ``noise`` is not searched: OGM and OGM-GE are separate registered rows. ``modulation_end = 1000``
-        stands for "every epoch" (no budget here is that long).
-        """
-        return {
-            **MethodConfig.search_space(trial),
-            "alpha": trial.suggest_float("alpha", 0.05, 3.0, log=True),
-            "modulation_start": trial.suggest_categorical("modulation_start", [0, 10]),
-            "modulation_end": trial.suggest_categorical("modulation_end", [30, 50, 70, 1000]),
-        }
+    #: alpha log-uniform [0.05, 3] (0.1 to 2.6 across official setups) and the window.
+    #:
+    #: ``noise`` is not searched: OGM and OGM-GE are separate registered rows. ``modulation_end = 1000``
+    #: stands for "every epoch" (no budget here is that long).
+    search_ranges: ClassVar[SearchRanges] = {
+        "alpha": LogUniform(0.05, 3.0),
+        "modulation_start": Choice(0, 10),
+        "modulation_end": Choice(30, 50, 70, 1000),
+    }
 
 
 #: Plain OGM: the same modulation without the Gaussian noise.

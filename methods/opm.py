@@ -32,13 +32,13 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import ClassVar, Literal
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from bench.hparams import MethodConfig, check_epoch_window
+from bench.hparams import Choice, MethodConfig, SearchRanges, Uniform, check_epoch_window
 from bench.methods.ogm_ge import true_class_scores
 from bench.nn import SlicedFusionNet, sliced_prediction
 from bench.protocol import Batch, DataDescription, LossOut, Prediction, StepContext
@@ -145,13 +145,10 @@ class OPM(MethodConfig):
     def predict(self, model: nn.Module, batch: Batch) -> Prediction:
         return sliced_prediction(model, batch.inputs)
 
-    @staticmethod
-    def search_space(trial: Any) -> dict[str, Any]:
-        """q_base in [0.1, 0.6], lam in [0, 0.6] (so q stays below 1), p_exe in [0.3, 1], and the warm-up."""
-        return {
-            **MethodConfig.search_space(trial),
-            "q_base": trial.suggest_float("q_base", 0.1, 0.6),
-            "lam": trial.suggest_float("lam", 0.0, 0.6),
-            "p_exe": trial.suggest_float("p_exe", 0.3, 1.0),
-            "modulation_start": trial.suggest_categorical("modulation_start", [0, 3, 6]),
-        }
+    #: q_base in [0.1, 0.6], lam in [0, 0.6] (so q stays below 1), p_exe in [0.3, 1], and the warm-up.
+    search_ranges: ClassVar[SearchRanges] = {
+        "q_base": Uniform(0.1, 0.6),
+        "lam": Uniform(0.0, 0.6),
+        "p_exe": Uniform(0.3, 1.0),
+        "modulation_start": Choice(0, 3, 6),
+    }

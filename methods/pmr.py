@@ -39,13 +39,13 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import ClassVar, Literal
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from bench.hparams import MethodConfig, check_epoch_window
+from bench.hparams import Choice, LogUniform, MethodConfig, SearchRanges, check_epoch_window
 from bench.nn import SlicedFusionNet, sliced_prediction
 from bench.protocol import Batch, DataDescription, EpochContext, LossOut, Prediction, StepContext
 
@@ -227,12 +227,9 @@ class PMR(MethodConfig):
     def predict(self, model: nn.Module, batch: Batch) -> Prediction:
         return sliced_prediction(model, batch.inputs)
 
-    @staticmethod
-    def search_space(trial: Any) -> dict[str, Any]:
-        """alpha log-uniform [0.05, 2] (0.6 and 1 in the code bases), the prototype momentum and mu."""
-        return {
-            **MethodConfig.search_space(trial),
-            "alpha": trial.suggest_float("alpha", 0.05, 2.0, log=True),
-            "momentum": trial.suggest_categorical("momentum", [0.0, 0.2, 0.5]),
-            "mu": trial.suggest_categorical("mu", [0.0, 0.01, 0.1]),
-        }
+    #: alpha log-uniform [0.05, 2] (0.6 and 1 in the code bases), the prototype momentum and mu.
+    search_ranges: ClassVar[SearchRanges] = {
+        "alpha": LogUniform(0.05, 2.0),
+        "momentum": Choice(0.0, 0.2, 0.5),
+        "mu": Choice(0.0, 0.01, 0.1),
+    }

@@ -13,13 +13,13 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import ClassVar
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from bench.hparams import MethodConfig
+from bench.hparams import Choice, LogUniform, MethodConfig, SearchRanges
 from bench.nn import PerModalityClassifiers
 from bench.protocol import Batch, DataDescription, LossOut, Prediction, StepContext
 
@@ -183,13 +183,10 @@ class QMF(MethodConfig):
         fused = fuse_by_confidence(list(logits.values()), self.confidences(list(logits.values())))
         return Prediction(fused, logits)
 
-    @staticmethod
-    def search_space(trial: Any) -> dict[str, Any]:
-        """rank weight log-uniform [0.01, 1], the confidence scale, and the two code variants."""
-        return {
-            **MethodConfig.search_space(trial),
-            "rank_weight": trial.suggest_float("rank_weight", 0.01, 1.0, log=True),
-            "temperature": trial.suggest_categorical("temperature", [1.0, 5.0, 10.0, 20.0]),
-            "fused_ce": trial.suggest_categorical("fused_ce", [True, False]),
-            "detach_weights": trial.suggest_categorical("detach_weights", [True, False]),
-        }
+    #: rank weight log-uniform [0.01, 1], the confidence scale, and the two code variants.
+    search_ranges: ClassVar[SearchRanges] = {
+        "rank_weight": LogUniform(0.01, 1.0),
+        "temperature": Choice(1.0, 5.0, 10.0, 20.0),
+        "fused_ce": Choice(True, False),
+        "detach_weights": Choice(True, False),
+    }

@@ -43,13 +43,13 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import ClassVar
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from bench.hparams import MethodConfig
+from bench.hparams import Choice, MethodConfig, SearchRanges, Uniform
 from bench.nn import build_encoders
 from bench.protocol import Batch, DataDescription, EpochContext, LossOut, Prediction, StepContext
 
@@ -179,13 +179,10 @@ class ReconBoost(MethodConfig):
         members = model.joined if bool(model.joined.any()) else torch.ones_like(model.joined)
         return Prediction(model.ensemble(logits, batch.mask, members), logits)
 
-    @staticmethod
-    def search_space(trial: Any) -> dict[str, Any]:
-        """lr, weight decay, the stage lengths and the two loss weights."""
-        return {
-            **MethodConfig.search_space(trial),
-            "epochs_per_stage": trial.suggest_categorical("epochs_per_stage", [1, 2, 4]),
-            "correct_epochs": trial.suggest_categorical("correct_epochs", [1, 2, 4]),
-            "weight1": trial.suggest_float("weight1", 1.0, 10.0),
-            "weight2": trial.suggest_float("weight2", 0.0, 5.0),
-        }
+    #: lr, weight decay, the stage lengths and the two loss weights.
+    search_ranges: ClassVar[SearchRanges] = {
+        "epochs_per_stage": Choice(1, 2, 4),
+        "correct_epochs": Choice(1, 2, 4),
+        "weight1": Uniform(1.0, 10.0),
+        "weight2": Uniform(0.0, 5.0),
+    }

@@ -38,13 +38,13 @@ Differences from the paper and the official code:
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import ClassVar, Literal
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from bench.hparams import MethodConfig
+from bench.hparams import Choice, LogUniform, MethodConfig, SearchRanges, check_open_fraction
 from bench.nn import SlicedFusionNet, sliced_prediction
 from bench.protocol import Batch, DataDescription, EpochContext, LossOut, Prediction, StepContext
 
@@ -173,8 +173,7 @@ class Relearning(MethodConfig):
             raise ValueError(f"reinit_epoch must be >= 1, got reinit_epoch={self.reinit_epoch}")
         if self.reinit_num < 0:
             raise ValueError(f"reinit_num must be >= 0, got reinit_num={self.reinit_num}")
-        if not 0 < self.holdout_fraction < 1:
-            raise ValueError(f"holdout_fraction must be in (0, 1), got holdout_fraction={self.holdout_fraction}")
+        check_open_fraction("holdout_fraction", self.holdout_fraction)
 
     def build(self, description: DataDescription) -> nn.Module:
         return RelearningNet(description, self.fusion)
@@ -216,11 +215,8 @@ class Relearning(MethodConfig):
     def predict(self, model: nn.Module, batch: Batch) -> Prediction:
         return sliced_prediction(model, batch.inputs)
 
-    @staticmethod
-    def search_space(trial: Any) -> dict[str, Any]:
-        """lr, weight decay, lambda and the re-initialisation period."""
-        return {
-            **MethodConfig.search_space(trial),
-            "move_lambda": trial.suggest_float("move_lambda", 0.5, 10.0, log=True),
-            "reinit_epoch": trial.suggest_categorical("reinit_epoch", [2, 5, 10, 20]),
-        }
+    #: lr, weight decay, lambda and the re-initialisation period.
+    search_ranges: ClassVar[SearchRanges] = {
+        "move_lambda": LogUniform(0.5, 10.0),
+        "reinit_epoch": Choice(2, 5, 10, 20),
+    }

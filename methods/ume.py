@@ -23,13 +23,13 @@ in training, out of that modality's cross-entropy. The per-modality columns are 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import ClassVar, Literal
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from bench.hparams import MethodConfig
+from bench.hparams import Choice, MethodConfig, SearchRanges
 from bench.methods.umt import present_cross_entropy
 from bench.nn import PerModalityClassifiers
 from bench.protocol import Batch, DataDescription, LossOut, Prediction, StepContext
@@ -67,9 +67,4 @@ class UME(MethodConfig):
         logits = model(batch.inputs)
         return Prediction(ensemble(logits, batch.mask, self.combine), logits)
 
-    @staticmethod
-    def search_space(trial: Any) -> dict[str, Any]:
-        return {
-            **MethodConfig.search_space(trial),
-            "combine": trial.suggest_categorical("combine", ["logits", "probabilities"]),
-        }
+    search_ranges: ClassVar[SearchRanges] = {"combine": Choice("logits", "probabilities")}

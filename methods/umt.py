@@ -36,13 +36,13 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import ClassVar, Literal
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from bench.hparams import MethodConfig
+from bench.hparams import LogUniform, MethodConfig, SearchRanges
 from bench.nn import PerModalityClassifiers, SlicedFusionNet, sliced_prediction
 from bench.protocol import Batch, DataDescription, LossOut, Prediction, StepContext
 
@@ -107,10 +107,6 @@ class UnimodalTeacher(MethodConfig):
     def predict(self, model: nn.Module, batch: Batch) -> Prediction:
         logits = model(batch.inputs)[self.modality]
         return Prediction(logits, {self.modality: logits})
-
-    @staticmethod
-    def search_space(trial: Any) -> dict[str, Any]:
-        return MethodConfig.search_space(trial)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -184,10 +180,5 @@ class UMT(MethodConfig):
     def predict(self, model: nn.Module, batch: Batch) -> Prediction:
         return sliced_prediction(model, batch.inputs)
 
-    @staticmethod
-    def search_space(trial: Any) -> dict[str, Any]:
-        """lr, weight decay and the distillation weight (log-uniform around BalanceBenchmark's 10)."""
-        return {
-            **MethodConfig.search_space(trial),
-            "distill_weight": trial.suggest_float("distill_weight", 0.1, 100.0, log=True),
-        }
+    #: lr, weight decay and the distillation weight (log-uniform around BalanceBenchmark's 10).
+    search_ranges: ClassVar[SearchRanges] = {"distill_weight": LogUniform(0.1, 100.0)}

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, ClassVar
+from typing import ClassVar
 
 import torch
 import torch.nn.functional as F
@@ -39,7 +39,3 @@ class Unimodal(MethodConfig):
         logits = model(batch.inputs)
         fused = torch.stack([F.log_softmax(z, dim=1) for z in logits.values()]).sum(0)
         return Prediction(fused, logits)
-
-    @staticmethod
-    def search_space(trial: Any) -> dict[str, Any]:
-        return MethodConfig.search_space(trial)
