@@ -19,8 +19,10 @@ __all__ = [
     "MethodConfig",
     "SearchRanges",
     "Uniform",
+    "check_at_least",
     "check_epoch_window",
-    "check_open_fraction",
+    "check_fraction",
+    "check_positive",
     "coerce_value",
     "field_names",
     "resolve_hparams",
@@ -35,10 +37,26 @@ def check_epoch_window(start: int, end: int) -> None:
                          f"modulation_end={end}")
 
 
-def check_open_fraction(name: str, value: float) -> None:
-    """A share of something (the held-out part of the training split) must lie strictly between 0 and 1."""
-    if not 0 < value < 1:
-        raise ValueError(f"{name} must be in (0, 1), got {name}={value}")
+def check_positive(config: Any, *names: str) -> None:
+    """Each named field of ``config`` must be > 0 (a NaN fails too); the error names the first that is not."""
+    for name in names:
+        if not getattr(config, name) > 0:
+            raise ValueError(f"{name} must be > 0, got {name}={getattr(config, name)}")
+
+
+def check_at_least(config: Any, minimum: int, *names: str) -> None:
+    """Each named field of ``config`` must be >= ``minimum``; the error names the first that is not. (A NaN
+    passes, as the comparison is false; :func:`check_positive` is the check that rejects it.)"""
+    for name in names:
+        if getattr(config, name) < minimum:
+            raise ValueError(f"{name} must be >= {minimum}, got {name}={getattr(config, name)}")
+
+
+def check_fraction(config: Any, *names: str) -> None:
+    """Each named field of ``config`` must lie strictly between 0 and 1 (a share, a probability threshold)."""
+    for name in names:
+        if not 0 < getattr(config, name) < 1:
+            raise ValueError(f"{name} must be in (0, 1), got {name}={getattr(config, name)}")
 
 
 # --------------------------------------------------------------------------------------------------
@@ -141,10 +159,8 @@ class MethodConfig:
 
     def __post_init__(self) -> None:
         _check_types(self)
-        if not self.lr > 0:
-            raise ValueError(f"lr must be > 0, got lr={self.lr}")
-        if self.weight_decay < 0:
-            raise ValueError(f"weight_decay must be >= 0, got weight_decay={self.weight_decay}")
+        check_positive(self, "lr")
+        check_at_least(self, 0, "weight_decay")
         if not 0 <= self.momentum < 1:
             raise ValueError(f"momentum must be in [0, 1), got momentum={self.momentum}")
         if self.lr_step < 1:

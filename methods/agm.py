@@ -35,7 +35,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from bench.hparams import Choice, LogUniform, MethodConfig, SearchRanges, check_epoch_window
+from bench.hparams import Choice, LogUniform, MethodConfig, SearchRanges, check_epoch_window, check_positive
 from bench.nn import SlicedFusionNet, encode
 from bench.protocol import Batch, DataDescription, LossOut, Prediction, StepContext
 
@@ -178,8 +178,7 @@ class AGM(MethodConfig):
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        if not self.alpha > 0:
-            raise ValueError(f"alpha must be > 0, got alpha={self.alpha}")
+        check_positive(self, "alpha")
         check_epoch_window(self.modulation_start, self.modulation_end)
 
     def build(self, description: DataDescription) -> nn.Module:

@@ -57,7 +57,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from bench.errors import UsageError
-from bench.hparams import LogUniform, MethodConfig, SearchRanges
+from bench.hparams import LogUniform, MethodConfig, SearchRanges, check_at_least, check_positive
 from bench.nn import build_encoders
 from bench.protocol import Batch, DataDescription, LossOut, Prediction, StepContext
 from bench.registry import variant
@@ -283,8 +283,7 @@ class _AlignmentObjective(MethodConfig):
     def __post_init__(self) -> None:
         super().__post_init__()
         _check_modalities_syntax(self.modalities)
-        if self.embed_dim < 1:
-            raise ValueError(f"embed_dim must be >= 1, got embed_dim={self.embed_dim}")
+        check_at_least(self, 1, "embed_dim")
 
     # -- hooks ------------------------------------------------------------------------------------
     def applicable(self, description: DataDescription) -> str | None:
@@ -458,13 +457,8 @@ class AlignUniform(_AlignmentObjective):
 
 
 def _check_loss_weights(config: Any) -> None:
-    for name in ("align_weight", "unif_weight"):
-        if getattr(config, name) < 0:
-            raise ValueError(f"{name} must be >= 0, got {name}={getattr(config, name)}")
-    if not config.alpha > 0:
-        raise ValueError(f"alpha must be > 0, got alpha={config.alpha}")
-    if not config.t > 0:
-        raise ValueError(f"t must be > 0, got t={config.t}")
+    check_at_least(config, 0, "align_weight", "unif_weight")
+    check_positive(config, "alpha", "t")
 
 
 def _scaled(weight: float, value: torch.Tensor | None) -> torch.Tensor | None:
@@ -512,8 +506,7 @@ class UniAlignR(_AlignmentObjective):
         if self.holder_weight < 0 or not self.holder_sigma > 0:
             raise ValueError(f"holder_weight must be >= 0 and holder_sigma > 0, got {self.holder_weight}, "
                              f"{self.holder_sigma}")
-        if self.infonce_weight < 0:
-            raise ValueError(f"infonce_weight must be >= 0, got infonce_weight={self.infonce_weight}")
+        check_at_least(self, 0, "infonce_weight")
 
     def logit_scale_pairs(self, names: Sequence[str]) -> list[str]:
         if self.add_infonce == "pairwise":

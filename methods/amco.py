@@ -36,7 +36,15 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from bench.hparams import LogUniform, MethodConfig, SearchRanges, Uniform, check_epoch_window
+from bench.hparams import (
+    LogUniform,
+    MethodConfig,
+    SearchRanges,
+    Uniform,
+    check_epoch_window,
+    check_fraction,
+    check_positive,
+)
 from bench.nn import SlicedFusionNet
 from bench.protocol import Batch, DataDescription, LossOut, Prediction, StepContext
 
@@ -104,10 +112,8 @@ class AMCo(MethodConfig):
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        if not 0 < self.sigma < 1:
-            raise ValueError(f"sigma must be in (0, 1), got sigma={self.sigma}")
-        if not self.eps > 0:
-            raise ValueError(f"eps must be > 0, got eps={self.eps}")
+        check_fraction(self, "sigma")
+        check_positive(self, "eps")
         check_epoch_window(self.modulation_start, self.modulation_end)
 
     def build(self, description: DataDescription) -> nn.Module:

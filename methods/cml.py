@@ -32,7 +32,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from bench.hparams import LogUniform, MethodConfig, SearchRanges
+from bench.hparams import LogUniform, MethodConfig, SearchRanges, check_at_least
 from bench.nn import SlicedFusionNet, sliced_prediction
 from bench.protocol import Batch, DataDescription, LossOut, Prediction, StepContext
 
@@ -93,8 +93,7 @@ class CML(MethodConfig):
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        if self.lam < 0:
-            raise ValueError(f"lam must be >= 0, got lam={self.lam}")
+        check_at_least(self, 0, "lam")
 
     def build(self, description: DataDescription) -> nn.Module:
         model = SlicedFusionNet(description, "concat")

@@ -42,7 +42,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from bench.hparams import Choice, MethodConfig, SearchRanges, check_open_fraction
+from bench.hparams import Choice, MethodConfig, SearchRanges, check_at_least, check_fraction
 from bench.nn import FusionWithUnimodalHeads
 from bench.protocol import Batch, DataDescription, EpochContext, LossOut, Prediction, StepContext
 
@@ -134,11 +134,8 @@ class GBlending(MethodConfig):
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        if self.super_epoch < 1:
-            raise ValueError(f"super_epoch must be >= 1, got super_epoch={self.super_epoch}")
-        if self.first_super_epoch < 1:
-            raise ValueError(f"first_super_epoch must be >= 1, got first_super_epoch={self.first_super_epoch}")
-        check_open_fraction("holdout_fraction", self.holdout_fraction)
+        check_at_least(self, 1, "super_epoch", "first_super_epoch")
+        check_fraction(self, "holdout_fraction")
 
     def build(self, description: DataDescription) -> nn.Module:
         return GBlendingNet(description, self.fusion)

@@ -45,7 +45,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from bench.hparams import Choice, LogUniform, MethodConfig, SearchRanges
+from bench.hparams import Choice, LogUniform, MethodConfig, SearchRanges, check_at_least, check_positive
 from bench.nn import MLPEncoder, build_encoders
 from bench.protocol import Batch, DataDescription, LossOut, Prediction, StepContext
 
@@ -190,12 +190,10 @@ class Greedy(MethodConfig):
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        if not self.epsilon > 0:
-            raise ValueError(f"epsilon must be > 0, got epsilon={self.epsilon}")
+        check_positive(self, "epsilon")
         if self.window < 1:
             raise ValueError(f"window must be >= 1 step, got window={self.window}")
-        if self.starting_epoch < 0:
-            raise ValueError(f"starting_epoch must be >= 0, got starting_epoch={self.starting_epoch}")
+        check_at_least(self, 0, "starting_epoch")
 
     def applicable(self, description: DataDescription) -> str | None:
         if len(description.modalities) != 2:

@@ -31,7 +31,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from bench.hparams import LogUniform, MethodConfig, SearchRanges
+from bench.hparams import LogUniform, MethodConfig, SearchRanges, check_positive
 from bench.nn import build_encoders, encode
 from bench.protocol import Batch, DataDescription, LossOut, Prediction, StepContext
 
@@ -96,8 +96,7 @@ class MMCosine(MethodConfig):
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        if not self.scaling > 0:
-            raise ValueError(f"scaling must be > 0, got scaling={self.scaling}")
+        check_positive(self, "scaling")
 
     def build(self, description: DataDescription) -> nn.Module:
         return CosineFusionNet(description, self.scaling)

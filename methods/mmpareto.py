@@ -24,7 +24,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from bench.hparams import MethodConfig, SearchRanges, Uniform
+from bench.hparams import MethodConfig, SearchRanges, Uniform, check_positive
 from bench.nn import FusionWithUnimodalHeads
 from bench.protocol import Batch, DataDescription, LossOut, Prediction, StepContext
 
@@ -119,8 +119,7 @@ class MMPareto(MethodConfig):
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        if not self.gamma > 0:
-            raise ValueError(f"gamma must be > 0, got gamma={self.gamma}")
+        check_positive(self, "gamma")
 
     def build(self, description: DataDescription) -> nn.Module:
         return FusionWithUnimodalHeads(description, self.fusion)

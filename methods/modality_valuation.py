@@ -44,7 +44,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from bench.hparams import IntRange, MethodConfig, SearchRanges
+from bench.hparams import IntRange, MethodConfig, SearchRanges, check_at_least
 from bench.nn import SlicedFusionNet
 from bench.protocol import Batch, DataDescription, EpochContext, LossOut, Prediction, StepContext
 
@@ -128,8 +128,7 @@ class ModalityValuation(MethodConfig):
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        if self.warmup < 0:
-            raise ValueError(f"warmup must be >= 0, got warmup={self.warmup}")
+        check_at_least(self, 0, "warmup")
 
     def build(self, description: DataDescription) -> nn.Module:
         return SlicedFusionNet(description, self.fusion)

@@ -17,7 +17,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from bench.hparams import Choice, LogUniform, MethodConfig, SearchRanges, check_epoch_window
+from bench.hparams import Choice, LogUniform, MethodConfig, SearchRanges, check_epoch_window, check_positive
 from bench.nn import SlicedFusionNet, sliced_prediction
 from bench.protocol import Batch, DataDescription, LossOut, Prediction, StepContext
 from bench.registry import variant
@@ -159,8 +159,7 @@ class OGMGE(MethodConfig):
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        if not self.alpha > 0:
-            raise ValueError(f"alpha must be > 0, got alpha={self.alpha}")
+        check_positive(self, "alpha")
         check_epoch_window(self.modulation_start, self.modulation_end)
 
     def build(self, description: DataDescription) -> nn.Module:

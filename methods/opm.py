@@ -38,7 +38,15 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from bench.hparams import Choice, MethodConfig, SearchRanges, Uniform, check_epoch_window
+from bench.hparams import (
+    Choice,
+    MethodConfig,
+    SearchRanges,
+    Uniform,
+    check_at_least,
+    check_epoch_window,
+    check_fraction,
+)
 from bench.methods.ogm_ge import true_class_scores
 from bench.nn import SlicedFusionNet, sliced_prediction
 from bench.protocol import Batch, DataDescription, LossOut, Prediction, StepContext
@@ -110,10 +118,8 @@ class OPM(MethodConfig):
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        if not 0 < self.q_base < 1:
-            raise ValueError(f"q_base must be in (0, 1), got q_base={self.q_base}")
-        if self.lam < 0:
-            raise ValueError(f"lam must be >= 0, got lam={self.lam}")
+        check_fraction(self, "q_base")
+        check_at_least(self, 0, "lam")
         if not 0 <= self.p_exe <= 1:
             raise ValueError(f"p_exe must be in [0, 1], got p_exe={self.p_exe}")
         if self.q_base * (1 + self.lam) >= 1:

@@ -45,7 +45,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from bench.hparams import Choice, LogUniform, MethodConfig, SearchRanges, check_epoch_window
+from bench.hparams import Choice, LogUniform, MethodConfig, SearchRanges, check_at_least, check_epoch_window
 from bench.nn import SlicedFusionNet, sliced_prediction
 from bench.protocol import Batch, DataDescription, EpochContext, LossOut, Prediction, StepContext
 
@@ -170,14 +170,10 @@ class PMR(MethodConfig):
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        if self.alpha < 0:
-            raise ValueError(f"alpha must be >= 0, got alpha={self.alpha}")
+        check_at_least(self, 0, "alpha")
         if not 0 <= self.momentum < 1:
             raise ValueError(f"momentum must be in [0, 1), got momentum={self.momentum}")
-        if self.mu < 0:
-            raise ValueError(f"mu must be >= 0, got mu={self.mu}")
-        if self.entropy_epochs < 0:
-            raise ValueError(f"entropy_epochs must be >= 0, got entropy_epochs={self.entropy_epochs}")
+        check_at_least(self, 0, "mu", "entropy_epochs")
         check_epoch_window(self.modulation_start, self.modulation_end)
 
     def build(self, description: DataDescription) -> nn.Module:

@@ -19,7 +19,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from bench.hparams import Choice, LogUniform, MethodConfig, SearchRanges
+from bench.hparams import Choice, LogUniform, MethodConfig, SearchRanges, check_at_least, check_positive
 from bench.nn import PerModalityClassifiers
 from bench.protocol import Batch, DataDescription, LossOut, Prediction, StepContext
 
@@ -144,10 +144,8 @@ class QMF(MethodConfig):
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        if not self.temperature > 0:
-            raise ValueError(f"temperature must be > 0, got temperature={self.temperature}")
-        if self.rank_weight < 0:
-            raise ValueError(f"rank_weight must be >= 0, got rank_weight={self.rank_weight}")
+        check_positive(self, "temperature")
+        check_at_least(self, 0, "rank_weight")
 
     def build(self, description: DataDescription) -> nn.Module:
         return QMFNet(description)

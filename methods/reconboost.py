@@ -49,7 +49,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from bench.hparams import Choice, MethodConfig, SearchRanges, Uniform
+from bench.hparams import Choice, MethodConfig, SearchRanges, Uniform, check_at_least
 from bench.nn import build_encoders
 from bench.protocol import Batch, DataDescription, EpochContext, LossOut, Prediction, StepContext
 
@@ -133,10 +133,8 @@ class ReconBoost(MethodConfig):
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        if self.epochs_per_stage < 1:
-            raise ValueError(f"epochs_per_stage must be >= 1, got epochs_per_stage={self.epochs_per_stage}")
-        if self.correct_epochs < 0:
-            raise ValueError(f"correct_epochs must be >= 0, got correct_epochs={self.correct_epochs}")
+        check_at_least(self, 1, "epochs_per_stage")
+        check_at_least(self, 0, "correct_epochs")
         if self.weight1 < 0 or self.weight2 < 0:
             raise ValueError(f"weight1 and weight2 must be >= 0, got weight1={self.weight1}, weight2={self.weight2}")
 

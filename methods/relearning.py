@@ -44,7 +44,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from bench.hparams import Choice, LogUniform, MethodConfig, SearchRanges, check_open_fraction
+from bench.hparams import Choice, LogUniform, MethodConfig, SearchRanges, check_at_least, check_fraction
 from bench.nn import SlicedFusionNet, sliced_prediction
 from bench.protocol import Batch, DataDescription, EpochContext, LossOut, Prediction, StepContext
 
@@ -167,13 +167,10 @@ class Relearning(MethodConfig):
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        if self.move_lambda < 0:
-            raise ValueError(f"move_lambda must be >= 0, got move_lambda={self.move_lambda}")
-        if self.reinit_epoch < 1:
-            raise ValueError(f"reinit_epoch must be >= 1, got reinit_epoch={self.reinit_epoch}")
-        if self.reinit_num < 0:
-            raise ValueError(f"reinit_num must be >= 0, got reinit_num={self.reinit_num}")
-        check_open_fraction("holdout_fraction", self.holdout_fraction)
+        check_at_least(self, 0, "move_lambda")
+        check_at_least(self, 1, "reinit_epoch")
+        check_at_least(self, 0, "reinit_num")
+        check_fraction(self, "holdout_fraction")
 
     def build(self, description: DataDescription) -> nn.Module:
         return RelearningNet(description, self.fusion)

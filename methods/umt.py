@@ -42,7 +42,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from bench.hparams import LogUniform, MethodConfig, SearchRanges
+from bench.hparams import LogUniform, MethodConfig, SearchRanges, check_at_least
 from bench.nn import PerModalityClassifiers, SlicedFusionNet, sliced_prediction
 from bench.protocol import Batch, DataDescription, LossOut, Prediction, StepContext
 
@@ -153,8 +153,7 @@ class UMT(MethodConfig):
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        if self.distill_weight < 0:
-            raise ValueError(f"distill_weight must be >= 0, got distill_weight={self.distill_weight}")
+        check_at_least(self, 0, "distill_weight")
 
     def teacher(self, modality: str) -> UnimodalTeacher:
         shared = {f.name: getattr(self, f.name) for f in dataclasses.fields(MethodConfig)}
