@@ -29,8 +29,9 @@ from typing import Any
 import numpy as np
 
 from bench.errors import UsageError
+from bench.record import Record
 from bench.spec import CellSpec
-from bench.store import atomic_write_bytes, record_path
+from bench.store import atomic_write_bytes, new_record, record_path
 
 __all__ = ["CellOutputs", "evaluate_saved", "has_outputs", "load_model", "model_state_bytes", "sample_arrays"]
 
@@ -87,11 +88,12 @@ def _verified_bytes(results_dir: Path, record: Mapping[str, Any], what: str) -> 
 
 def has_outputs(results_dir: Path, record: Mapping[str, Any], outputs: CellOutputs) -> bool:
     """Whether a valid record already has the files ``outputs`` asks for (else the cell is run again)."""
-    if record.get("status") != "ok":
+    record = Record.of(record)
+    if not record.ok:
         return True  # a failed cell has nothing to save; it is not retried for that
     wanted = [name for name, on in (("model", outputs.save_model), ("samples", outputs.log_samples)) if on]
     for what in wanted:
-        if what == "samples" and record.get("notes", {}).get("task") == "retrieval":
+        if what == "samples" and record.is_retrieval:
             continue  # retrieval methods predict embeddings, not classes: no per-sample file
         try:
             _verified_bytes(results_dir, record, what)
@@ -190,7 +192,7 @@ def evaluation_spec(source: Mapping[str, Any], missing_rate: float, noise: str,
 
 def evaluate_saved(results_dir: Path, source: Mapping[str, Any], missing_rate: float, noise: str,
                    noise_levels: tuple[float, ...], *, data_root: Path | None, device: str | None = None,
-                   outputs: CellOutputs | None = None) -> dict[str, Any]:
+                   outputs: CellOutputs | None = None) -> Record:
     """Score the saved model of ``source`` on the test split masked at ``missing_rate`` (and corrupted with
     ``noise`` at each level) without training; returns the new record (not yet written).
 
@@ -201,7 +203,7 @@ def evaluate_saved(results_dir: Path, source: Mapping[str, Any], missing_rate: f
     """
     import torch
 
-    from bench.cells import environment
+    from bench.cells import dataset_notes, environment
     from bench.data import cell_data
     from bench.loop import (
         _carve_holdout,
@@ -212,7 +214,6 @@ def evaluate_saved(results_dir: Path, source: Mapping[str, Any], missing_rate: f
         seed_everything,
         task_of,
     )
-    from bench.registry import DATASETS, default_method
 
     state = load_model(results_dir, source)
     trained = CellSpec.from_dict(source["spec"])
@@ -240,21 +241,15 @@ def evaluate_saved(results_dir: Path, source: Mapping[str, Any], missing_rate: f
     metrics = {**task.record_metrics(scores), **kept, "num_test_samples": scores.count}
     if spec.noise != "none":
         metrics["noise"] = _noisy_test_scores(method, model, data, spec, autocast, task, whole_train)
+    timings = {"train_seconds": 0.0, "test_seconds": round(time.perf_counter() - started, 3)}
     notes = {**source["notes"], "missing_fraction_test": tested.notes["missing_fraction_test"],
-             "device": str(dev), "threads": torch.get_num_threads()}
-    notes["modalities"] = list(DATASETS.get(spec.dataset).info.modalities)
-    notes["per_modality_trained_alone"] = bool(getattr(type(default_method(spec.method)), "per_modality_trained_alone",
-                                                       False))
-    record: dict[str, Any] = {
-        "schema_version": 1, "key": spec.key, "spec": spec.to_dict(), "status": "ok", "reason": None,
-        "metrics": metrics, "timings": {"train_seconds": 0.0, "test_seconds": round(time.perf_counter() - started, 3)},
-        "notes": notes, "history": [],
-        "evaluated_from": {"key": source["key"], "missing_rate": trained.missing_rate, "noise": trained.noise,
-                           "noise_levels": list(trained.noise_levels),
-                           "model_sha256": source["artifacts"]["model"]["sha256"]},
-    }
+             "device": str(dev), "threads": torch.get_num_threads(), **dataset_notes(spec)}
+    artifacts = None
     if outputs is not None and outputs.log_samples:
-        record["artifacts"] = save_outputs(results_dir, spec, CellOutputs(log_samples=True), method, model, data,
-                                           autocast, whole_train)
-    record["environment"] = environment()
-    return record
+        artifacts = save_outputs(results_dir, spec, CellOutputs(log_samples=True), method, model, data,
+                                 autocast, whole_train)
+    evaluated_from = {"key": source["key"], "missing_rate": trained.missing_rate, "noise": trained.noise,
+                      "noise_levels": list(trained.noise_levels),
+                      "model_sha256": source["artifacts"]["model"]["sha256"]}
+    return new_record(spec, status="ok", metrics=metrics, timings=timings, notes=notes, history=[],
+                      evaluated_from=evaluated_from, artifacts=artifacts, environment=environment())

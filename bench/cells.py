@@ -19,12 +19,22 @@ from bench.errors import CellFailure, UsageError
 from bench.kernels import kernel_env
 from bench.registry import DATASETS, default_method
 from bench.spec import CellSpec
-from bench.store import RecordProblem, claim_cell, read_record, record_path, reusable, write_record
+from bench.store import (
+    RecordProblem,
+    claim_cell,
+    new_record,
+    read_record,
+    record_path,
+    reusable,
+    write_record,
+)
 
 if TYPE_CHECKING:
     from bench.artifacts import CellOutputs
+    from bench.record import Record
 
-__all__ = ["CellOutcome", "cpu_identity", "environment", "numerics", "process_cell", "recorded_numerics", "run_one"]
+__all__ = ["CellOutcome", "cpu_identity", "dataset_notes", "environment", "numerics", "process_cell",
+           "recorded_numerics", "run_one"]
 
 
 def _git_commit() -> str | None:
@@ -98,12 +108,18 @@ def recorded_numerics(record: dict[str, Any]) -> tuple[Any, ...] | None:
     return numerics(record["environment"], record["notes"].get("threads"))
 
 
-def _failure_record(spec: CellSpec, reason: str) -> dict[str, Any]:
-    return {"status": "failed", "reason": reason, "metrics": None, "timings": None, "notes": {}}
+def dataset_notes(spec: CellSpec) -> dict[str, Any]:
+    """The notes every ok record gets from its dataset and method, whatever ran it (a trained cell or a
+    ``bench eval`` one): the dataset's modalities, and whether the method's per-modality columns are
+    modalities trained alone (the tables then use them as the reference for the same modality inside
+    jointly trained models)."""
+    method_cls = type(default_method(spec.method))
+    return {"modalities": list(DATASETS.get(spec.dataset).info.modalities),
+            "per_modality_trained_alone": bool(getattr(method_cls, "per_modality_trained_alone", False))}
 
 
 def run_one(spec: CellSpec, *, data_root: Path | None, device: str | None = None, outputs: CellOutputs | None = None,
-            results_dir: Path | None = None) -> dict[str, Any]:
+            results_dir: Path | None = None) -> Record:
     """One cell -> its record (``status`` ok or failed). Usage errors propagate; everything else is
     caught, because a crashing plugin must not take the grid down.
 
@@ -128,25 +144,20 @@ def run_one(spec: CellSpec, *, data_root: Path | None, device: str | None = None
 
             hooks["after_test"] = after_test
     try:
-        body = {"status": "ok", "reason": None, **run_cell(spec, data_root=data_root, device=device, **hooks)}
-        body["notes"]["modalities"] = list(DATASETS.get(spec.dataset).info.modalities)
-        # Methods whose per-modality columns are modalities trained alone say so; the tables then use
-        # them as the reference for the same modality inside jointly trained models.
-        method_cls = type(default_method(spec.method))
-        body["notes"]["per_modality_trained_alone"] = bool(getattr(method_cls, "per_modality_trained_alone", False))
+        trained = run_cell(spec, data_root=data_root, device=device, **hooks)
+        body = {**trained, "status": "ok", "notes": {**trained["notes"], **dataset_notes(spec)},
+                "artifacts": artifacts or None}
     except UsageError:
         raise
     except CellFailure as exc:
-        body = _failure_record(spec, str(exc))
+        body = {"status": "failed", "reason": str(exc)}
     except Exception as exc:  # noqa: BLE001 - recorded with its traceback's last line
         last = traceback.format_exc().strip().splitlines()[-1]
-        body = _failure_record(spec, f"{type(exc).__name__} in cell: {last}")
+        body = {"status": "failed", "reason": f"{type(exc).__name__} in cell: {last}"}
     finally:
         for logger in loggers:
             logger.close()
-    if artifacts and body["status"] == "ok":
-        body["artifacts"] = artifacts
-    return {"schema_version": 1, "key": spec.key, "spec": spec.to_dict(), **body, "environment": environment()}
+    return new_record(spec, **body, environment=environment())
 
 
 @dataclass(frozen=True)

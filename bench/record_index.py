@@ -108,8 +108,17 @@ def _write_index(path: Path, code: str, files: dict[str, Any]) -> None:
                     other.unlink()
 
 
-def load(results_dir: Path, read: Callable[[Path], Any]) -> list[Any]:
-    """Every record (or problem, from ``read``) under ``results_dir/records``, in ``sorted(rglob)`` order."""
+def _unchanged(record: dict) -> dict:
+    return record
+
+
+def load(results_dir: Path, read: Callable[[Path], Any], wrap: Callable[[dict], Any] | None = None) -> list[Any]:
+    """Every record (or problem, from ``read``) under ``results_dir/records``, in ``sorted(rglob)`` order.
+
+    ``read`` gives a record as a dict (the index keeps a plain copy); ``wrap``, when given, makes what is
+    returned of each record, read or indexed (bench.store: the typed :class:`bench.record.Record`)."""
+    if wrap is None:
+        wrap = _unchanged
     root = Path(results_dir) / "records"
     if not root.is_dir():
         return []
@@ -131,16 +140,17 @@ def load(results_dir: Path, read: Callable[[Path], Any]) -> list[Any]:
                 stamp = None
             cached = old.get(rel)
             if stamp is not None and cached is not None and tuple(cached[0]) == stamp:
-                record = cached[1]
-            else:
-                record = read(root / rel)
-                if isinstance(record, dict) and stamp is not None and stamp[2] < settled:
-                    changed = True  # a record the index did not have: write it
-                    new[rel] = (stamp, record)
-                out.append(record)
+                new[rel] = cached
+                out.append(wrap(cached[1]))
                 continue
-            new[rel] = cached
-            out.append(record)
+            record = read(root / rel)
+            if not isinstance(record, dict):
+                out.append(record)  # a problem: never indexed
+                continue
+            if stamp is not None and stamp[2] < settled:
+                changed = True  # a record the index did not have: write it
+                new[rel] = (stamp, dict(record))  # a plain dict: marshal takes no subclass
+            out.append(wrap(record))
         if changed or len(new) != len(old):
             _write_index(where, code, new)
         gc.freeze()  # the records stay for the rest of the command; no collection needs to walk them

@@ -14,11 +14,12 @@ import os
 import socket
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from bench.record import Record
 from bench.spec import CellSpec, canonical_json
 
 __all__ = [
@@ -31,6 +32,7 @@ __all__ = [
     "failed_cells",
     "failure_path",
     "iter_records",
+    "new_record",
     "read_record",
     "record_path",
     "reusable",
@@ -38,7 +40,27 @@ __all__ = [
     "write_record",
 ]
 
+#: The record format's version (docs/records.md): every record this code writes carries it.
 SCHEMA_VERSION = 1
+
+
+def new_record(spec: CellSpec, *, status: str, reason: str | None = None,
+               metrics: Mapping[str, Any] | None = None, timings: Mapping[str, Any] | None = None,
+               notes: Mapping[str, Any] | None = None,
+               history: list[Any] | None = None, evaluated_from: Mapping[str, Any] | None = None,
+               artifacts: Mapping[str, Any] | None = None, environment: Mapping[str, Any]) -> Record:
+    """A cell's record, the one place records are made (a trained cell, a failed one, a ``bench eval`` one).
+
+    ``metrics``, ``timings`` and ``reason`` are null on a failed cell and ``notes`` empty; the optional
+    fields (``history``, ``evaluated_from``, ``artifacts``) are left out when None, as docs/records.md
+    says. Not yet sealed: :func:`write_record` adds the checksum."""
+    record: dict[str, Any] = {"schema_version": SCHEMA_VERSION, "key": spec.key, "spec": spec.to_dict(),
+                              "status": status, "reason": reason, "metrics": metrics, "timings": timings,
+                              "notes": {} if notes is None else notes}
+    optional = {"history": history, "evaluated_from": evaluated_from, "artifacts": artifacts}
+    record.update((name, value) for name, value in optional.items() if value is not None)
+    record["environment"] = environment
+    return Record(record)
 
 
 def atomic_write_text(path: Path, text: str) -> None:
@@ -135,7 +157,7 @@ class RecordProblem:
         return f"{self.path}: {self.reason}"
 
 
-def read_record(path: Path) -> dict[str, Any] | RecordProblem:
+def read_record(path: Path) -> Record | RecordProblem:
     """The record at ``path``, or what is wrong with it (unreadable, truncated, edited, misplaced)."""
     try:
         record = json.loads(Path(path).read_text(encoding="utf-8"))
@@ -151,16 +173,16 @@ def read_record(path: Path) -> dict[str, Any] | RecordProblem:
         return RecordProblem(path, f"invalid spec ({exc}); it will be recomputed")
     if spec.key != record.get("key") or Path(path).stem != spec.key:
         return RecordProblem(path, "file name, key and spec disagree; it will be recomputed")
-    return record
+    return Record(record)
 
 
-def iter_records(results_dir: Path) -> Iterator[dict[str, Any] | RecordProblem]:
+def iter_records(results_dir: Path) -> Iterator[Record | RecordProblem]:
     """Every record under ``results_dir`` in a deterministic order (problems included): what
     ``read_record`` gives for each of ``sorted(<results>/records/**/*.json)``, taken from the records index
     for the files that have not changed since it was written (bench.record_index)."""
     from bench.record_index import load
 
-    yield from load(results_dir, read_record)
+    yield from load(results_dir, read_record, Record.of)
 
 
 # --------------------------------------------------------------------------------------------------

@@ -114,3 +114,32 @@ def test_order_is_that_of_sorted_rglob_even_where_names_sort_differently_as_stri
     loaded = record_index.load(results, read_record)
     assert [str(r.path) if not isinstance(r, dict) else r["key"] for r in loaded] == \
         [str(r.path) if not isinstance(r, dict) else r["key"] for r in _fresh(results)]
+
+
+def test_records_come_back_typed_from_the_files_and_from_the_index_alike(results, monkeypatch):
+    from bench.record import Record
+
+    _settle(monkeypatch)
+    for _ in range(2):  # the first load reads the files, the second takes them from the index
+        loaded = list(iter_records(results))
+        assert all(type(r) is Record for r in loaded) and loaded == _fresh(results)
+        assert sorted((r.method, r.seed) for r in loaded) == [("late_fusion", s) for s in range(4)] + [("qmf", 0)]
+        assert all(r.task == "classification" and r.ok and r.schema_version == 1 for r in loaded)
+
+
+def test_new_record_carries_the_store_schema_version_and_its_file_is_what_a_dict_gives(tmp_path):
+    from bench import store
+    from bench.record import Record
+
+    spec = CellSpec.from_dict(_record(0)["spec"])
+    record = store.new_record(spec, status="ok", metrics={"accuracy": 0.5}, notes={"task": "retrieval"},
+                              environment={})
+    assert record.schema_version == store.SCHEMA_VERSION and record.key == spec.key and record.is_retrieval
+    assert "history" not in record and "artifacts" not in record  # optional fields are left out when None
+    plain = {**record}
+    assert type(plain) is dict and store.seal(plain) == store.seal(record)
+    written = write_record(tmp_path, record)
+    assert written.read_text() == json.dumps(store.seal(plain), indent=1, sort_keys=True) + "\n"
+    with pytest.raises(TypeError, match="read-only"):
+        record["status"] = "failed"
+    assert Record.of(record) is record and Record.of(plain) == record

@@ -1,13 +1,12 @@
-"""What every table of records shares: settings, row labels, record accessors and the paired statistics.
+"""What every table of records shares: settings, row labels, grouping and the paired statistics.
 
-Pure functions of record dictionaries (no I/O, no torch), used by the classification leaderboards
-(:mod:`bench.tables.leaderboard`), the retrieval ones (:mod:`bench.tables.retrieval`), the plots and the
-reported-numbers table.
+Pure functions of records (:class:`bench.record.Record`; no I/O, no torch), used by the classification
+leaderboards (:mod:`bench.tables.leaderboard`), the retrieval ones (:mod:`bench.tables.retrieval`), the plots
+and the papers table.
 """
 
 from __future__ import annotations
 
-import hashlib
 import math
 import statistics
 from collections import defaultdict
@@ -15,18 +14,16 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from bench.record import SETTING_FIELDS, Record, config_id, records_of, setting_key, tuning_label
 from bench.spec import canonical_json
 
 __all__ = [
-    "ALPHA", "MIN_SEEDS", "SETTING_FIELDS", "Comparison", "compare_paired", "config_id", "drop_capped_duplicates",
-    "effective_rate", "friedman_nemenyi", "holm", "rank_across_datasets", "ranking_markdown", "is_ok", "is_retrieval_record", "markdown_table", "metric", "noise_kind",
-    "paired_t_pvalue", "per_seed_differences", "row_labels", "setting_key", "setting_title", "split_by_task",
-    "summarize",
+    "ALPHA", "MIN_SEEDS", "SETTING_FIELDS", "Comparison", "by_setting", "ceiling_sweeps", "compare_paired",
+    "config_id", "drop_capped_duplicates", "friedman_nemenyi", "holm", "markdown_table", "paired_t_pvalue",
+    "per_seed_differences", "rank_across_datasets", "ranking_markdown", "row_labels", "setting_key",
+    "setting_title", "split_by_task", "summarize", "table_order", "text_order", "tuning_label",
 ]
 
-Record = dict[str, Any]
-
-SETTING_FIELDS = ("dataset", "dataset_version", "protocol", "epochs", "batch_size", "missing_on", "precision")
 ALPHA = 0.05
 #: A paired comparison over fewer seeds makes no significance claim: the seed is the unit of replication,
 #: and two seeds give one degree of freedom, where one lucky test sample decides the verdict.
@@ -146,8 +143,8 @@ def friedman_nemenyi(scores: Mapping[str, Sequence[float]]) -> tuple[dict[str, f
     return average, chi2, p, q_alpha * math.sqrt(k * (k + 1) / (6 * n))
 
 
-def rank_across_datasets(sections: Mapping[tuple, list[dict[str, Any]]],
-                         block_scores: Callable[[list[dict[str, Any]]], Mapping[str, float]],
+def rank_across_datasets(sections: Mapping[tuple, list[Record]],
+                         block_scores: Callable[[list[Record]], Mapping[str, float]],
                          track: str) -> list[dict[str, Any]]:
     """The Friedman test on each row's rank across datasets, with the Nemenyi critical difference (Demsar
     2006), for one track of tables (``classification`` or ``retrieval``).
@@ -158,7 +155,7 @@ def rank_across_datasets(sections: Mapping[tuple, list[dict[str, Any]]],
     per kind of hyperparameters with at least 3 datasets and 3 common rows: ``track``, ``tuning``,
     ``datasets``, ``average`` (label -> average rank, 1 = best), ``chi2``, ``p``, ``cd``."""
     by_tuning: dict[str, dict[str, tuple]] = defaultdict(dict)
-    for setting, _records in sorted(sections.items(), key=lambda kv: (-len(kv[1]), tuple(str(v) for v in kv[0]))):
+    for setting, _records in sorted(sections.items(), key=lambda kv: (-len(kv[1]), text_order(kv[0]))):
         by_tuning[setting[-1]].setdefault(setting[0], setting)
     rankings = []
     for tuning, chosen in sorted(by_tuning.items()):
@@ -207,32 +204,23 @@ def holm(pvalues: Sequence[float]) -> list[float]:
 # Grouping
 
 
-def config_id(spec: Mapping[str, Any]) -> str:
-    """The method's configuration; dataset options are left out (the dataset version already separates
-    them), so one method keeps one row along a sweep of a dataset option, and so is the source of a record
-    scored from a saved model (its setting already separates it: :func:`setting_key`)."""
-    extra = {k: v for k, v in spec.get("extra", {}).items() if k not in ("dataset_options", "evaluated_from")}
-    body = {"hparams": spec["hparams"], "patience": spec.get("patience"), "extra": extra}
-    return hashlib.sha256(canonical_json(body).encode()).hexdigest()[:6]
+def text_order(values: Iterable[Any]) -> tuple[str, ...]:
+    """Sort key of a setting (or any tuple of mixed types, None included): its values as text."""
+    return tuple(str(v) for v in values)
 
 
-def tuning_label(source: str) -> str:
-    kind = source.split(":", 1)[0].split("+", 1)[0]
-    if kind == "tuned":
-        budget = source.rsplit(":", 1)[-1].replace("+set", "").replace("-", " ")
-        return f"hyperparameters tuned on validation ({budget} per method and dataset)"
-    return {"default": "paper-default hyperparameters (untuned)", "set": "hyperparameters set by hand (--set)"}.get(
-        kind, f"hyperparameters from {source}")
+def table_order(r: Record) -> tuple:
+    """The order of a table's records: method, seed, missing rate, then the key (so ties never depend on the
+    order records were read in)."""
+    return r.method, r.seed, r.missing_rate, r.key
 
 
-def setting_key(spec: Mapping[str, Any]) -> tuple:
-    """What must be equal for two records to share a table. Records that ``bench eval`` scored from saved
-    models (``extra.evaluated_from``) get tables of their own: their test conditions differ from the
-    training ones, a protocol no trained cell follows."""
-    tuning = tuning_label(spec.get("hparams_source", "default"))
-    if spec.get("extra", {}).get("evaluated_from"):
-        tuning += ", scored from saved models (bench eval)"
-    return tuple(spec[f] for f in SETTING_FIELDS) + (tuning,)
+def by_setting(records: Iterable[Record]) -> dict[tuple, list[Record]]:
+    """Records grouped by :attr:`Record.setting_key`, in the order they come."""
+    groups: dict[tuple, list[Record]] = defaultdict(list)
+    for r in records:
+        groups[r.setting_key].append(r)
+    return groups
 
 
 def setting_title(setting: tuple) -> str:
@@ -240,66 +228,49 @@ def setting_title(setting: tuple) -> str:
     return f"{values['dataset']}: {values['tuning']}, {values['epochs']} epochs, {values['precision']}"
 
 
-def row_labels(records: list[dict[str, Any]]) -> list[str]:
+def row_labels(records: Sequence[Record]) -> list[str]:
+    """One label per record: the method, and its configuration where the method ran with several."""
     configs: dict[str, set[str]] = defaultdict(set)
     for r in records:
-        configs[r["spec"]["method"]].add(config_id(r["spec"]))
-    return [
-        r["spec"]["method"] if len(configs[r["spec"]["method"]]) == 1 else f"{r['spec']['method']} (cfg {config_id(r['spec'])})"
-        for r in records
-    ]
-
-
-def _num_modalities(r: Mapping[str, Any]) -> int | None:
-    names = (r.get("notes") or {}).get("modalities") or ((r.get("notes") or {}).get("retrieval") or {}).get("modalities")
-    return len(names) if names else None
-
-
-def effective_rate(r: Mapping[str, Any]) -> float:
-    """The missing rate whose masks the record realised: above (M-1)/M every sample keeps exactly one of M
-    modalities (bench.masks), so e.g. 0.7 on two modalities gives the masks of 0.5, cell for cell."""
-    rate = float(r["spec"]["missing_rate"])
-    m = _num_modalities(r)
-    return min(rate, (m - 1) / m) if m else rate
+        configs[r.method].add(r.config_id)
+    return [r.method if len(configs[r.method]) == 1 else f"{r.method} (cfg {r.config_id})" for r in records]
 
 
 def drop_capped_duplicates(records: Iterable[Mapping[str, Any]]) -> list[Record]:
     """One record per realised cell: a record whose nominal rate was capped to the masks of another rate is
-    dropped when that other record exists (same spec otherwise), else kept and read at its effective rate.
-    Tables that counted both would pool one cell twice."""
-    records = [dict(r) for r in records]
+    dropped when that other record exists (same spec otherwise), else kept and read at its effective rate
+    (:attr:`Record.effective_missing_rate`). Tables that counted both would pool one cell twice."""
+    records = records_of(records)
 
-    def identity(r: Mapping[str, Any]) -> str:
-        spec = {k: v for k, v in r["spec"].items() if k != "missing_rate"}
-        return canonical_json([spec, round(effective_rate(r), 9)])
-
-    def at_cap(r: Mapping[str, Any]) -> bool:
-        m = _num_modalities(r)
-        return bool(m) and float(r["spec"]["missing_rate"]) >= (m - 1) / m
+    def identity(r: Record) -> str:
+        spec = {k: v for k, v in r.spec.items() if k != "missing_rate"}
+        return canonical_json([spec, round(r.effective_missing_rate, 9)])
 
     # Only records at or above the cap can share realised masks (below it the rate is the masks'), so only
     # they need an identity: the tables call this on every record several times.
+    capped = sorted((r for r in records if r.at_rate_cap),
+                    key=lambda r: (float(r.missing_rate), r.get("key", "")))
     chosen: dict[str, Record] = {}
-    for r in sorted(filter(at_cap, records), key=lambda r: (float(r["spec"]["missing_rate"]), r.get("key", ""))):
+    for r in capped:
         chosen.setdefault(identity(r), r)  # the lowest nominal rate, i.e. the uncapped one, wins
     kept = {id(r) for r in chosen.values()}
     out = []
     for r in records:
-        if not at_cap(r):
+        if not r.at_rate_cap:
             out.append(r)
         elif id(r) in kept:
-            if effective_rate(r) != r["spec"]["missing_rate"]:
-                r = {**r, "spec": {**r["spec"], "missing_rate": effective_rate(r)}}
-            out.append(r)
+            rate = r.effective_missing_rate
+            out.append(r if rate == r.missing_rate else r.with_spec(missing_rate=rate))
     return out
 
 
-def is_ok(r: Mapping[str, Any]) -> bool:
-    return r.get("status") == "ok"
-
-
-def metric(r: Mapping[str, Any], name: str) -> Any:
-    return (r.get("metrics") or {}).get(name)
+def split_by_task(records: Iterable[Mapping[str, Any]]) -> tuple[list[Record], list[Record]]:
+    """(classification records, retrieval records), keeping the input order. A failed cell has no notes,
+    hence no task (:attr:`Record.task`): it counts as retrieval when an ok cell of its method is retrieval."""
+    records = records_of(records)
+    retrieval_methods = {r.method for r in records if r.is_retrieval}
+    chosen = [r.is_retrieval or (not r.ok and r.method in retrieval_methods) for r in records]
+    return [r for r, c in zip(records, chosen) if not c], [r for r, c in zip(records, chosen) if c]
 
 
 # --------------------------------------------------------------------------------------------------
@@ -312,24 +283,6 @@ def markdown_table(header: list[str], body: list[list[str]]) -> list[str]:
     ]
 
 
-def noise_kind(r: Mapping[str, Any]) -> str:
-    """The record's test-time noise kind; "none" for cells without the noise axis (and older records)."""
-    return r["spec"].get("noise", "none")
-
-
-def is_retrieval_record(record: Mapping[str, Any]) -> bool:
-    return (record.get("notes") or {}).get("task") == "retrieval"
-
-
-def split_by_task(records: Iterable[Mapping[str, Any]]) -> tuple[list[Record], list[Record]]:
-    """(classification records, retrieval records), keeping the input order."""
-    records = [dict(r) for r in records]
-    retrieval_methods = {r["spec"]["method"] for r in records if is_retrieval_record(r)}
-    chosen = [is_retrieval_record(r) or (not is_ok(r) and r["spec"]["method"] in retrieval_methods) for r in records]
-    return [r for r, c in zip(records, chosen) if not c], [r for r, c in zip(records, chosen) if c]
-
-
-
 
 def ceiling_sweeps(records: Iterable[Mapping[str, Any]]) -> dict[tuple, dict[str, dict[float, list[float]]]]:
     """Gap to the Bayes ceiling against a dataset option (e.g. the imbalance knob): (dataset, option, tuning,
@@ -339,17 +292,15 @@ def ceiling_sweeps(records: Iterable[Mapping[str, Any]]) -> dict[tuple, dict[str
     (``dataset_options``) and ``bayes_accuracy``; only options with at least two values recorded. Rows are
     labelled by method and configuration (``config_id``) within one sweep, like the tables' rows."""
     sweeps: dict[tuple, dict[str, dict[float, list[float]]]] = defaultdict(lambda: defaultdict(lambda: defaultdict(list)))
-    for r in records:
-        notes = r.get("notes") or {}
-        spec = r["spec"]
-        if (r.get("status") != "ok" or "bayes_accuracy" not in notes or not notes.get("dataset_options")
-                or spec["missing_rate"] != 0 or noise_kind(r) != "none" or "accuracy" not in (r.get("metrics") or {})):
+    for r in records_of(records):
+        notes = r.notes
+        if (not r.ok or "bayes_accuracy" not in notes or not notes.get("dataset_options")
+                or r.missing_rate != 0 or r.noise != "none" or "accuracy" not in r.metrics):
             continue
         for option, value in notes["dataset_options"].items():
-            key = (spec["dataset"], option, tuning_label(spec.get("hparams_source", "default")), spec["epochs"],
-                   spec["precision"])
-            label = f"{spec['method']} (cfg {config_id(spec)})"
-            sweeps[key][label][float(value)].append(notes["bayes_accuracy"] - r["metrics"]["accuracy"])
+            key = (r.dataset, option, r.tuning, r.epochs, r.precision)
+            label = f"{r.method} (cfg {r.config_id})"
+            sweeps[key][label][float(value)].append(notes["bayes_accuracy"] - r.metric("accuracy"))
     out = {}
     for key, rows in sweeps.items():
         if len({v for points in rows.values() for v in points}) >= 2:

@@ -23,6 +23,7 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
+from bench.record import Record, records_of
 from bench.spec import canonical_json
 
 __all__ = ["BASE_COLUMNS", "FRAME_VERSION", "HISTORY_COLUMNS", "load_history", "load_records", "record_row"]
@@ -70,49 +71,36 @@ def _flatten(prefix: str, value: Any, into: dict[str, Any]) -> None:
         into[prefix] = value
 
 
-def _effective_rate(record: Mapping[str, Any]) -> float:
-    """The rate whose masks the record realised (capped at (M-1)/M; see bench.masks)."""
-    rate = float(record["spec"]["missing_rate"])
-    modalities = (record.get("notes") or {}).get("modalities")
-    m = len(modalities) if modalities else None
-    return min(rate, (m - 1) / m) if m else rate
-
-
 def record_row(record: Mapping[str, Any]) -> dict[str, Any]:
     """One record -> one flat row (the base columns, then its dotted columns)."""
-    spec = record["spec"]
-    metrics = record.get("metrics") or {}
-    notes = record.get("notes") or {}
-    timings = record.get("timings") or {}
-    env = record.get("environment") or {}
+    r = Record.of(record)
+    metrics, notes, timings, env = r.metrics, r.notes, r.timings, r.environment
     sizes = notes.get("split_sizes") or {}
-    source = spec.get("hparams_source", "default")
-    evaluated = record.get("evaluated_from")
     row: dict[str, Any] = {
-        "key": record.get("key"),
-        "schema_version": record.get("schema_version"),
-        "status": record.get("status"),
-        "reason": record.get("reason"),
-        "evaluated_from": evaluated.get("key") if isinstance(evaluated, Mapping) else None,
-        "method": spec["method"],
-        "dataset": spec["dataset"],
-        "dataset_version": spec.get("dataset_version"),
-        "seed": spec["seed"],
-        "missing_rate": float(spec["missing_rate"]),
-        "effective_missing_rate": _effective_rate(record),
-        "missing_on": spec.get("missing_on", "all"),
-        "epochs": spec.get("epochs"),
-        "batch_size": spec.get("batch_size"),
-        "patience": spec.get("patience"),
-        "precision": spec.get("precision", "fp32"),
-        "hparams_source": source,
-        "tuned": source.split(":", 1)[0].split("+", 1)[0] == "tuned",
-        "noise": spec.get("noise", "none"),
-        "noise_levels": ",".join(f"{float(v):g}" for v in spec.get("noise_levels", ())),
-        "protocol": spec.get("protocol"),
-        "hparams": canonical_json(spec.get("hparams", {})),
-        "extra": canonical_json(spec.get("extra", {})),
-        "task": notes.get("task", "classification"),
+        "key": r.get("key"),
+        "schema_version": r.schema_version,
+        "status": r.status,
+        "reason": r.reason,
+        "evaluated_from": r.evaluated_from.get("key") if r.evaluated_from is not None else None,
+        "method": r.method,
+        "dataset": r.dataset,
+        "dataset_version": r.dataset_version,
+        "seed": r.seed,
+        "missing_rate": float(r.missing_rate),
+        "effective_missing_rate": r.effective_missing_rate,
+        "missing_on": r.missing_on,
+        "epochs": r.epochs,
+        "batch_size": r.batch_size,
+        "patience": r.patience,
+        "precision": r.precision,
+        "hparams_source": r.hparams_source,
+        "tuned": r.tuned,
+        "noise": r.noise,
+        "noise_levels": ",".join(f"{float(v):g}" for v in r.noise_levels),
+        "protocol": r.protocol,
+        "hparams": canonical_json(r.hparams),
+        "extra": canonical_json(r.extra),
+        "task": r.task,
         "accuracy": metrics.get("accuracy"),
         "macro_f1": metrics.get("macro_f1"),
         "best_val_accuracy": metrics.get("best_val_accuracy"),
@@ -125,7 +113,7 @@ def record_row(record: Mapping[str, Any]) -> dict[str, Any]:
         "missing_fraction_test": notes.get("missing_fraction_test"),
         "bayes_accuracy": notes.get("bayes_accuracy"),
         "oracle_test_accuracy": notes.get("oracle_test_accuracy"),
-        "modalities": ",".join(notes.get("modalities") or ()) or None,
+        "modalities": ",".join(r.modalities) or None,
         "validation": notes.get("validation"),
         "per_modality_trained_alone": notes.get("per_modality_trained_alone"),
         "n_train": sizes.get("train"),
@@ -147,7 +135,7 @@ def record_row(record: Mapping[str, Any]) -> dict[str, Any]:
         _flatten("noise", metrics["noise"], dotted)
     if metrics.get("retrieval"):
         _flatten("retrieval", metrics["retrieval"], dotted)
-    for name, value in (notes.get("dataset_options") or spec.get("extra", {}).get("dataset_options") or {}).items():
+    for name, value in (notes.get("dataset_options") or r.extra.get("dataset_options") or {}).items():
         dotted[f"option.{name}"] = value
     for name, value in notes.items():
         if name not in _NOTES_WITH_COLUMNS and not isinstance(value, Mapping | list | tuple):
@@ -156,9 +144,9 @@ def record_row(record: Mapping[str, Any]) -> dict[str, Any]:
     return row
 
 
-def _records(results: Path | str | Iterable[Mapping[str, Any]]) -> list[Mapping[str, Any]]:
+def _records(results: Path | str | Iterable[Mapping[str, Any]]) -> list[Record]:
     if not isinstance(results, str | Path):
-        return list(results)
+        return records_of(results)
     from bench.errors import UsageError
     from bench.store import iter_records
 
@@ -197,11 +185,10 @@ def load_history(results: Path | str | Iterable[Mapping[str, Any]] = "results"):
     import pandas as pd
 
     rows = []
-    for record in _records(results):
-        spec = record["spec"]
-        for entry in record.get("history") or ():
-            row = {"key": record.get("key"), "method": spec["method"], "dataset": spec["dataset"],
-                   "seed": spec["seed"], "missing_rate": float(spec["missing_rate"]), "epoch": entry.get("epoch"),
+    for r in _records(results):
+        for entry in r.history:
+            row = {"key": r.get("key"), "method": r.method, "dataset": r.dataset, "seed": r.seed,
+                   "missing_rate": float(r.missing_rate), "epoch": entry.get("epoch"),
                    "train_loss": entry.get("train_loss"), "val_score": entry.get("val_score")}
             for name, value in (entry.get("val_per_modality") or {}).items():
                 row[f"val_per_modality.{name}"] = value

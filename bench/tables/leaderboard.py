@@ -22,20 +22,19 @@ from collections import Counter, defaultdict
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
+from bench.record import Record
 from bench.spec import canonical_json
 from bench.tables.common import (
     ALPHA,
     MIN_SEEDS,
     SETTING_FIELDS,
     Comparison,
+    by_setting,
     ceiling_sweeps,
     compare_paired,
     drop_capped_duplicates,
     holm,
-    is_ok,
     markdown_table,
-    metric,
-    noise_kind,
     paired_t_pvalue,
     rank_across_datasets,
     ranking_markdown,
@@ -44,6 +43,8 @@ from bench.tables.common import (
     setting_title,
     split_by_task,
     summarize,
+    table_order,
+    text_order,
 )
 from bench.tables.regenerate import SCRIPT_FILE, recorded_hours, regenerate_commands
 from bench.tables.retrieval import retrieval_sections
@@ -102,8 +103,7 @@ REFERENCE_ROW = "Bayes ceiling (exact oracle, not a method)"
 def _bayes_by_seed(records) -> dict[tuple[int, float], Mapping[str, Any]]:
     """(seed, missing rate) -> the notes of one record there: every method of a seed shares the masks, hence
     the ceiling, so each (seed, rate) counts once however many methods ran."""
-    return {(r["spec"]["seed"], r["spec"]["missing_rate"]): r["notes"] for r in records
-            if is_ok(r) and "bayes_accuracy" in r.get("notes", {})}
+    return {(r.seed, r.missing_rate): r.notes for r in records if r.ok and "bayes_accuracy" in r.notes}
 
 
 def _reference_cells(records, modalities) -> dict[str, _Cell]:
@@ -117,19 +117,16 @@ def _reference_cells(records, modalities) -> dict[str, _Cell]:
     return dict(cells)
 
 
-def _add(rows: dict[str, dict[str, _Cell]], label: str, column: str, record: Mapping[str, Any], value: Any) -> None:
+def _add(rows: dict[str, dict[str, _Cell]], label: str, column: str, record: Record, value: Any) -> None:
     cell = rows[label].setdefault(column, _Cell())
-    if not is_ok(record):
+    if not record.ok:
         cell.failed += 1
     elif value is not None:
         cell.values.append(float(value))
 
 
-def _modalities(records: list[dict[str, Any]]) -> list[str]:
-    for r in records:
-        if r.get("notes", {}).get("modalities"):
-            return list(r["notes"]["modalities"])
-    return []
+def _modalities(records: list[Record]) -> list[str]:
+    return next((list(r.modalities) for r in records if r.modalities), [])
 
 
 # --------------------------------------------------------------------------------------------------
@@ -139,14 +136,14 @@ def _modalities(records: list[dict[str, Any]]) -> list[str]:
 def _main_table(records, labels, modalities) -> list[str]:
     rows: dict[str, dict[str, _Cell]] = defaultdict(dict)
     for r, label in zip(records, labels):
-        per_mod = metric(r, "per_modality_accuracy") or {}
+        per_mod = r.metric("per_modality_accuracy") or {}
         for m in modalities:
-            if not is_ok(r) or m in per_mod:
+            if not r.ok or m in per_mod:
                 _add(rows, label, m, r, per_mod.get(m))
-            elif metric(r, "per_modality_accuracy") is None:  # a model that cannot be split per modality
+            elif r.metric("per_modality_accuracy") is None:  # a model that cannot be split per modality
                 rows[label].setdefault(m, _Cell()).not_applicable = True
-        _add(rows, label, "multimodal", r, metric(r, "accuracy"))
-        _add(rows, label, "macro-F1", r, metric(r, "macro_f1"))
+        _add(rows, label, "multimodal", r, r.metric("accuracy"))
+        _add(rows, label, "macro-F1", r, r.metric("macro_f1"))
     header = ["method"] + [f"{m} (in joint model)" for m in modalities] + ["multimodal acc", "macro-F1"]
     table = _ranked_table(header, rows, modalities + ["multimodal", "macro-F1"], _reference_cells(records, modalities))
     return ["No missing modalities (**best**, <u>second</u>):", ""] + table + [""]
@@ -156,16 +153,16 @@ def _laziness(records, labels) -> dict[str, dict[str, list[float]]]:
     """label -> modality -> per-seed differences: inside the joint model minus trained alone."""
     alone: dict[tuple[str, int], list[float]] = defaultdict(list)
     for r in records:
-        if is_ok(r) and r.get("notes", {}).get("per_modality_trained_alone"):
-            for m, acc in (metric(r, "per_modality_accuracy") or {}).items():
-                alone[(m, r["spec"]["seed"])].append(acc)
+        if r.ok and r.notes.get("per_modality_trained_alone"):
+            for m, acc in (r.metric("per_modality_accuracy") or {}).items():
+                alone[(m, r.seed)].append(acc)
     rows: dict[str, dict[str, list[float]]] = defaultdict(lambda: defaultdict(list))
     for r, label in zip(records, labels):
-        if not is_ok(r) or r.get("notes", {}).get("per_modality_trained_alone"):
+        if not r.ok or r.notes.get("per_modality_trained_alone"):
             continue
-        for m, acc in (metric(r, "per_modality_accuracy") or {}).items():
-            if alone.get((m, r["spec"]["seed"])):
-                rows[label][m].append(acc - statistics.fmean(alone[(m, r["spec"]["seed"])]))
+        for m, acc in (r.metric("per_modality_accuracy") or {}).items():
+            if alone.get((m, r.seed)):
+                rows[label][m].append(acc - statistics.fmean(alone[(m, r.seed)]))
     return rows
 
 
@@ -198,23 +195,23 @@ def _curve_auc(points: Mapping[float, float]) -> float:
 
 def _rate_header(records, rate: float) -> str:
     """``rate r``, plus the realised test fraction when the one-modality-kept rule capped it."""
-    realized = [r["notes"]["missing_fraction_test"] for r in records
-                if r["spec"]["missing_rate"] == rate and "missing_fraction_test" in r.get("notes", {})]
+    realized = [r.notes["missing_fraction_test"] for r in records
+                if r.missing_rate == rate and "missing_fraction_test" in r.notes]
     if realized and abs(statistics.fmean(realized) - rate) > 0.01:
         return f"rate {rate:g} (realised {statistics.fmean(realized):.2g})"
     return f"rate {rate:g}"
 
 
 def _missing_rate_table(records, labels) -> list[str]:
-    rates = sorted({r["spec"]["missing_rate"] for r in records})
+    rates = sorted({r.missing_rate for r in records})
     if len(rates) < 2:
         return []
     rows: dict[str, dict[str, _Cell]] = defaultdict(dict)
     curves: dict[tuple[str, int], dict[float, float]] = defaultdict(dict)
     for r, label in zip(records, labels):
-        _add(rows, label, f"{r['spec']['missing_rate']:g}", r, metric(r, "accuracy"))
-        if is_ok(r):
-            curves[(label, r["spec"]["seed"])][r["spec"]["missing_rate"]] = metric(r, "accuracy")
+        _add(rows, label, f"{r.missing_rate:g}", r, r.metric("accuracy"))
+        if r.ok:
+            curves[(label, r.seed)][r.missing_rate] = r.metric("accuracy")
     for (label, _), points in sorted(curves.items()):
         if len(points) == len(rates):
             rows[label].setdefault("AUC", _Cell()).values.append(_curve_auc(points))
@@ -242,7 +239,7 @@ def _ablation_tables(records, labels) -> list[str]:
     and differ in a few of them: the differing fields become columns, as in the MLA paper's Table 3."""
     families: dict[tuple[str, ...], dict[str, dict[str, Any]]] = defaultdict(dict)
     for r, label in zip(records, labels):
-        families[tuple(sorted(r["spec"]["hparams"]))][label] = r["spec"]["hparams"]
+        families[tuple(sorted(r.hparams))][label] = r.hparams
     lines = []
     for _, members in sorted(families.items(), key=lambda kv: sorted(kv[1])):
         if len(members) < 2:
@@ -253,8 +250,8 @@ def _ablation_tables(records, labels) -> list[str]:
         rows: dict[str, dict[str, _Cell]] = defaultdict(dict)
         for r, label in zip(records, labels):
             if label in members:
-                column = "multimodal" if r["spec"]["missing_rate"] == 0 else "missing"
-                _add(rows, label, column, r, metric(r, "accuracy"))
+                column = "multimodal" if r.missing_rate == 0 else "missing"
+                _add(rows, label, column, r, r.metric("accuracy"))
         body = []
         ranks = {c: _ranks(rows, c) for c in ("multimodal", "missing")}
         for label in sorted(members):
@@ -269,8 +266,8 @@ def _ablation_tables(records, labels) -> list[str]:
 
 def _cells(records, labels, label: str) -> dict[tuple[int, float], float]:
     """(seed, missing rate) -> accuracy of one row: the cells whose masks a paired comparison matches."""
-    return {(r["spec"]["seed"], r["spec"]["missing_rate"]): metric(r, "accuracy")
-            for r, lab in zip(records, labels) if lab == label and is_ok(r)}
+    return {(r.seed, r.missing_rate): r.metric("accuracy")
+            for r, lab in zip(records, labels) if lab == label and r.ok}
 
 
 def _seed_means(records, labels, label: str) -> list[float]:
@@ -297,7 +294,7 @@ def _best_row(records, labels) -> str | None:
 
 
 def _significance_table(records, labels, baseline: str) -> list[str]:
-    okay = sorted({label for r, label in zip(records, labels) if is_ok(r)})
+    okay = sorted({label for r, label in zip(records, labels) if r.ok})
     if len(okay) < 2:
         return []
     best = _best_row(records, labels)
@@ -323,7 +320,7 @@ def _significance_table(records, labels, baseline: str) -> list[str]:
     return [intro, ""] + markdown_table(header, body) + [""]
 
 
-def _setting_section(setting: tuple, records: list[dict[str, Any]], baseline: str) -> list[str]:
+def _setting_section(setting: tuple, records: list[Record], baseline: str) -> list[str]:
     values = dict(zip(SETTING_FIELDS + ("tuning",), setting))
     masked = "train, validation and test" if values["missing_on"] == "all" else "validation and test only"
     lines = [
@@ -336,7 +333,7 @@ def _setting_section(setting: tuple, records: list[dict[str, Any]], baseline: st
     ]
     labels = row_labels(records)
     modalities = _modalities(records)
-    complete = [i for i, r in enumerate(records) if r["spec"]["missing_rate"] == 0]
+    complete = [i for i, r in enumerate(records) if r.missing_rate == 0]
     if complete:
         sub_records, sub_labels = [records[i] for i in complete], [labels[i] for i in complete]
         lines += _main_table(sub_records, sub_labels, modalities)
@@ -347,26 +344,26 @@ def _setting_section(setting: tuple, records: list[dict[str, Any]], baseline: st
     return lines
 
 
-def _clean_accuracy(records: list[dict[str, Any]]) -> dict[str, float]:
+def _clean_accuracy(records: list[Record]) -> dict[str, float]:
     """Per row: the mean over seeds of multimodal accuracy without missing modalities."""
-    clean = [(r, lab) for r, lab in zip(records, row_labels(records)) if r["spec"]["missing_rate"] == 0]
+    clean = [(r, lab) for r, lab in zip(records, row_labels(records)) if r.missing_rate == 0]
     means = {lab: _seed_means([r for r, _ in clean], [lab_ for _, lab_ in clean], lab) for _, lab in clean}
     return {lab: statistics.fmean(v) for lab, v in means.items() if v}
 
 
-def cross_dataset_rankings(sections: Mapping[tuple, list[dict[str, Any]]]) -> list[dict[str, Any]]:
+def cross_dataset_rankings(sections: Mapping[tuple, list[Record]]) -> list[dict[str, Any]]:
     """The classification track's ranking across datasets (:func:`rank_across_datasets`) on the seed-mean
     multimodal accuracy without missing modalities."""
     return rank_across_datasets(sections, _clean_accuracy, "classification")
 
 
-def classification_sections(records: Iterable[Mapping[str, Any]]) -> dict[tuple, list[dict[str, Any]]]:
+def classification_sections(records: Iterable[Mapping[str, Any]]) -> dict[tuple, list[Record]]:
     """The leaderboard's settings of classification records without noise, capped-rate twins dropped."""
-    records = [r for r in split_by_task(drop_capped_duplicates(records))[0] if noise_kind(r) == "none"]
+    records = [r for r in split_by_task(drop_capped_duplicates(records))[0] if r.noise == "none"]
     return dict(_by_setting(records))
 
 
-def _average_rank(sections: Mapping[tuple, list[dict[str, Any]]]) -> list[str]:
+def _average_rank(sections: Mapping[tuple, list[Record]]) -> list[str]:
     lines: list[str] = []
     for ranking in cross_dataset_rankings(sections):
         lines += ranking_markdown(ranking, "Ranking across datasets",
@@ -374,7 +371,7 @@ def _average_rank(sections: Mapping[tuple, list[dict[str, Any]]]) -> list[str]:
     return lines
 
 
-def _noise_section(setting: tuple, kind: str, records: list[dict[str, Any]]) -> list[str]:
+def _noise_section(setting: tuple, kind: str, records: list[Record]) -> list[str]:
     """Accuracy of the selected model on test data corrupted at each level (bench.noise), as the MLA paper's
     Table 2 does for missing rates, with the normalised area under the accuracy-vs-level curve per seed."""
     values = dict(zip(SETTING_FIELDS + ("tuning",), setting))
@@ -382,13 +379,13 @@ def _noise_section(setting: tuple, kind: str, records: list[dict[str, Any]]) -> 
     curves: dict[tuple[str, int, float], dict[float, float]] = defaultdict(dict)
     levels: set[float] = set()
     for r, label in zip(records, row_labels(records)):
-        label = label if r["spec"]["missing_rate"] == 0 else f"{label} @ missing {r['spec']['missing_rate']:g}"
-        for level_text, scores in (metric(r, "noise") or {}).items():
+        label = label if r.missing_rate == 0 else f"{label} @ missing {r.missing_rate:g}"
+        for level_text, scores in (r.metric("noise") or {}).items():
             level = float(level_text)
             levels.add(level)
             _add(rows, label, f"{level:g}", r, scores["accuracy"])
-            curves[(label, r["spec"]["seed"], r["spec"]["missing_rate"])][level] = scores["accuracy"]
-        if not is_ok(r):
+            curves[(label, r.seed, r.missing_rate)][level] = scores["accuracy"]
+        if not r.ok:
             _add(rows, label, "AUC", r, None)
     ordered = sorted(levels)
     if len(ordered) >= 2:
@@ -413,13 +410,13 @@ def leaderboard(records: Iterable[Mapping[str, Any]], *, baseline: str = "late_f
     """Markdown leaderboards, one section per dataset setting, from cell records."""
     records = drop_capped_duplicates(records)
     classification, retrieval = split_by_task(records)  # retrieval records get their own tables, at the end
-    noisy: dict[tuple, list[dict[str, Any]]] = defaultdict(list)
+    noisy: dict[tuple, list[Record]] = defaultdict(list)
     for r in classification:
-        if noise_kind(r) != "none":
-            noisy[(setting_key(r["spec"]), noise_kind(r))].append(r)
+        if r.noise != "none":
+            noisy[(r.setting_key, r.noise)].append(r)
     all_records = records
-    sections = dict(_by_setting(r for r in classification if noise_kind(r) == "none"))
-    ok = sum(is_ok(r) for r in all_records)
+    sections = dict(_by_setting(r for r in classification if r.noise == "none"))
+    ok = sum(r.ok for r in all_records)
     lines = [
         "# Leaderboard",
         "",
@@ -429,10 +426,8 @@ def leaderboard(records: Iterable[Mapping[str, Any]], *, baseline: str = "late_f
     ]
     for setting, ordered in sections.items():
         lines += _setting_section(setting, ordered, baseline)
-    for (setting, kind) in sorted(noisy, key=lambda k: tuple(str(v) for v in k)):
-        ordered = sorted(noisy[(setting, kind)], key=lambda r: (r["spec"]["method"], r["spec"]["seed"],
-                                                                 r["spec"]["missing_rate"], r["key"]))
-        lines += _noise_section(setting, kind, ordered)
+    for (setting, kind) in sorted(noisy, key=text_order):
+        lines += _noise_section(setting, kind, sorted(noisy[(setting, kind)], key=table_order))
     lines += _sweep_sections(classification)
     lines += _average_rank(sections)
     lines += retrieval_sections(retrieval)
@@ -444,7 +439,7 @@ def _sweep_sections(records) -> list[str]:
     mean ± std over seeds, at every value recorded (no missing modalities)."""
     lines = []
     for (dataset, option, tuning, epochs, precision), rows in sorted(ceiling_sweeps(records).items(),
-                                                                       key=lambda kv: tuple(map(str, kv[0]))):
+                                                                       key=lambda kv: text_order(kv[0])):
         values = sorted({v for points in rows.values() for v in points})
         body = []
         for label in sorted(rows):
@@ -460,7 +455,7 @@ def _sweep_sections(records) -> list[str]:
     return lines
 
 
-def _section_summary(setting: tuple, records: list[dict[str, Any]], baseline: str) -> list[str]:
+def _section_summary(setting: tuple, records: list[Record], baseline: str) -> list[str]:
     """Who is best without missing modalities, by how much, and which rows differ significantly from the
     baseline over all matched (seed, missing rate) cells, with the Holm correction of the full table."""
     records = split_by_task(records)[0]  # accuracy summaries: classification records only
@@ -468,13 +463,13 @@ def _section_summary(setting: tuple, records: list[dict[str, Any]], baseline: st
     labels = row_labels(records)
     clean = {label: [] for label in labels}
     for r, label in zip(records, labels):
-        if is_ok(r) and r["spec"]["missing_rate"] == 0:
-            clean[label].append(metric(r, "accuracy"))
+        if r.ok and r.missing_rate == 0:
+            clean[label].append(r.metric("accuracy"))
     ranked = sorted((statistics.fmean(v), label) for label, v in clean.items() if v)[::-1]
     if not ranked:
         return []
     (best_acc, best), rest = ranked[0], ranked[1:]
-    options = next((r["notes"]["dataset_options"] for r in records if (r.get("notes") or {}).get("dataset_options")), {})
+    options = next((r.notes["dataset_options"] for r in records if r.notes.get("dataset_options")), {})
     knobs = "".join(f", {name} = {value:g}" if isinstance(value, float) else f", {name} = {value}"
                     for name, value in sorted(options.items()))
     line = f"- **{values['dataset']}**{knobs} ({values['tuning']}, {values['epochs']} epochs, {values['precision']}): " \
@@ -488,13 +483,13 @@ def _section_summary(setting: tuple, records: list[dict[str, Any]], baseline: st
                  f"({100 * statistics.fmean(ceiling):.2f}%)")
         if baseline in clean and clean[baseline]:
             line += f"; `{baseline}` is {100 * (statistics.fmean(ceiling) - statistics.fmean(clean[baseline])):.2f} below it"
-    complete = [i for i, r in enumerate(records) if r["spec"]["missing_rate"] == 0]
+    complete = [i for i, r in enumerate(records) if r.missing_rate == 0]
     lazy = _laziness([records[i] for i in complete], [labels[i] for i in complete]).get(baseline, {})
     if lazy:
         weakest = min(sorted(lazy), key=lambda m: statistics.fmean(lazy[m]))
         line += (f"; inside `{baseline}` the `{weakest}` modality is {-100 * statistics.fmean(lazy[weakest]):.2f} "
                  f"points below the same modality trained alone (paired by seed, n={len(lazy[weakest])})")
-    okay = sorted({label for r, label in zip(records, labels) if is_ok(r)})
+    okay = sorted({label for r, label in zip(records, labels) if r.ok})
     if baseline not in okay:
         return [line + "."]
     versus = _against(records, labels, baseline, okay)
@@ -523,18 +518,18 @@ def _section_summary(setting: tuple, records: list[dict[str, Any]], baseline: st
     return [line + "; ".join(parts) + "."]
 
 
-def _noise_summary(records: list[dict[str, Any]]) -> list[str]:
+def _noise_summary(records: list[Record]) -> list[str]:
     """One line per (setting, noise kind): the row whose accuracy falls least over the noise levels (AUC)."""
-    groups: dict[tuple, list[dict[str, Any]]] = defaultdict(list)
+    groups: dict[tuple, list[Record]] = defaultdict(list)
     for r in records:
-        if r["spec"]["missing_rate"] == 0:
-            groups[(setting_key(r["spec"]), noise_kind(r))].append(r)
+        if r.missing_rate == 0:
+            groups[(r.setting_key, r.noise)].append(r)
     lines = []
-    for (setting, kind), group in sorted(groups.items(), key=lambda kv: tuple(str(v) for v in kv[0])):
+    for (setting, kind), group in sorted(groups.items(), key=lambda kv: text_order(kv[0])):
         aucs: dict[str, list[float]] = defaultdict(list)
         for r, label in zip(group, row_labels(group)):
-            points = {float(k): v["accuracy"] for k, v in (metric(r, "noise") or {}).items()}
-            if is_ok(r) and len(points) >= 2:
+            points = {float(k): v["accuracy"] for k, v in (r.metric("noise") or {}).items()}
+            if r.ok and len(points) >= 2:
                 aucs[label].append(_curve_auc(points))
         if aucs:
             best = max(sorted(aucs), key=lambda label: statistics.fmean(aucs[label]))
@@ -544,10 +539,10 @@ def _noise_summary(records: list[dict[str, Any]]) -> list[str]:
     return lines
 
 
-def _machines_paragraph(records: Sequence[Mapping[str, Any]]) -> list[str]:
+def _machines_paragraph(records: Sequence[Record]) -> list[str]:
     """Which CPUs the records come from: a cell is bit-identical only when re-run on the same CPU model
     (bench.cells.cpu_identity), so a reader re-running one cell elsewhere should expect other digits."""
-    cpus = Counter(r.get("environment", {}).get("cpu") for r in records)
+    cpus = Counter(r.environment.get("cpu") for r in records)
     unnamed = cpus.pop(None, 0)
     named = "; ".join(f"`{cpu}` ({n})" for cpu, n in sorted(cpus.items()))
     text = (f"Machines: {len(records)} records, {unnamed} of them made before records named their CPU"
@@ -561,7 +556,7 @@ def _machines_paragraph(records: Sequence[Mapping[str, Any]]) -> list[str]:
 def run_summary(records: Iterable[Mapping[str, Any]], *, baseline: str = "late_fusion") -> str:
     """What ``bench run`` prints at the end: per setting, who wins and which rows differ significantly from
     the baseline (one line each, as at the top of the results page); the full tables are in the files."""
-    records = [r for r in drop_capped_duplicates(records) if noise_kind(r) == "none"]
+    records = [r for r in drop_capped_duplicates(records) if r.noise == "none"]
     classification, retrieval = split_by_task(records)
     lines = []
     for setting, group in _by_setting(classification):
@@ -571,22 +566,19 @@ def run_summary(records: Iterable[Mapping[str, Any]], *, baseline: str = "late_f
     return "\n".join(lines) + ("\n" if lines else "")
 
 
-def _by_setting(records) -> list[tuple[tuple, list[dict[str, Any]]]]:
-    groups: dict[tuple, list[dict[str, Any]]] = defaultdict(list)
-    for r in records:
-        groups[setting_key(r["spec"])].append(r)
-    return [(setting, sorted(groups[setting], key=lambda r: (r["spec"]["method"], r["spec"]["seed"],
-                                                             r["spec"]["missing_rate"], r["key"])))
-            for setting in sorted(groups, key=lambda s: tuple(str(v) for v in s))]
+def _by_setting(records: Iterable[Record]) -> list[tuple[tuple, list[Record]]]:
+    """(setting, its records in table order), settings in text order."""
+    groups = by_setting(records)
+    return [(setting, sorted(groups[setting], key=table_order)) for setting in sorted(groups, key=text_order)]
 
 
-def _retrieval_summary(setting: tuple, records: list[dict[str, Any]]) -> list[str]:
+def _retrieval_summary(setting: tuple, records: list[Record]) -> list[str]:
     """The objective with the best mean R@1 (all directions) without missing modalities."""
     values = dict(zip(SETTING_FIELDS + ("tuning",), setting))
     scores: dict[str, list[float]] = defaultdict(list)
     for r, label in zip(records, row_labels(records)):
-        if is_ok(r) and r["spec"]["missing_rate"] == 0:
-            scores[label].append(r["metrics"]["retrieval"]["mean"]["R@1"])
+        if r.ok and r.missing_rate == 0:
+            scores[label].append(r.metrics["retrieval"]["mean"]["R@1"])
     if not scores:
         return []
     best = max(sorted(scores), key=lambda label: statistics.fmean(scores[label]))
@@ -601,11 +593,9 @@ def results_readme(records: Iterable[Mapping[str, Any]], *, baseline: str = "lat
     accuracy against missing rate, ``dynamics``: per-modality validation accuracy by epoch; (path, caption))."""
     records = drop_capped_duplicates(records)
     every = records
-    noisy = [r for r in split_by_task(records)[0] if noise_kind(r) != "none"]  # accuracy under noise
-    records = [r for r in records if noise_kind(r) == "none"]
-    groups: dict[tuple, list[dict[str, Any]]] = defaultdict(list)
-    for r in records:
-        groups[setting_key(r["spec"])].append(r)
+    noisy = [r for r in split_by_task(records)[0] if r.noise != "none"]  # accuracy under noise
+    records = [r for r in records if r.noise == "none"]
+    groups = by_setting(records)
     lines = [
         "# Results",
         "",
@@ -620,7 +610,7 @@ def results_readme(records: Iterable[Mapping[str, Any]], *, baseline: str = "lat
     ]
     # Settings with a known ceiling (a generated benchmark's Bayes oracle) lead: they are where the tables
     # can say how much of the reachable accuracy each method leaves.
-    for setting in sorted(groups, key=lambda s: (not _bayes_by_seed(groups[s]), tuple(str(v) for v in s))):
+    for setting in sorted(groups, key=lambda s: (not _bayes_by_seed(groups[s]), text_order(s))):
         lines += _section_summary(setting, groups[setting], baseline)
     lines += _noise_summary(noisy)
     cells, cell_hours, tuning_hours = recorded_hours(every)

@@ -15,7 +15,8 @@ from pathlib import Path
 from typing import Any
 
 from bench.errors import UsageError
-from bench.tables.common import noise_kind, setting_key, setting_title, summarize
+from bench.record import records_of
+from bench.tables.common import setting_title, summarize, text_order
 
 __all__ = ["COLUMNS", "METRICS", "REPORTED_FILE", "papers_table", "read_reported"]
 
@@ -46,15 +47,14 @@ def read_reported(path: Path) -> list[dict[str, str]]:
 def _ours(records: Iterable[Mapping[str, Any]]) -> dict[tuple[str, str, str], list[tuple[str, list[float]]]]:
     """(dataset, method, metric) -> [(setting title, values over seeds)] from complete-data, noise-free cells."""
     values: dict[tuple[str, str, str], dict[tuple, list[float]]] = defaultdict(lambda: defaultdict(list))
-    for r in records:
-        spec = r["spec"]
-        if r.get("status") != "ok" or spec["missing_rate"] != 0 or noise_kind(r) != "none":
+    for r in records_of(records):
+        if not r.ok or r.missing_rate != 0 or r.noise != "none":
             continue
         for metric in METRICS:
-            value = (r.get("metrics") or {}).get(metric)
+            value = r.metric(metric)
             if value is not None:
-                values[(spec["dataset"], spec["method"], metric)][setting_key(spec)].append(float(value))
-    return {key: [(setting_title(s), v) for s, v in sorted(per.items(), key=lambda kv: tuple(map(str, kv[0])))]
+                values[(r.dataset, r.method, metric)][r.setting_key].append(float(value))
+    return {key: [(setting_title(s), v) for s, v in sorted(per.items(), key=lambda kv: text_order(kv[0]))]
             for key, per in values.items()}
 
 

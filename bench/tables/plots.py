@@ -21,14 +21,8 @@ from io import BytesIO
 from pathlib import Path
 from typing import Any
 
-from bench.tables.common import (
-    ceiling_sweeps,
-    is_retrieval_record,
-    noise_kind,
-    row_labels,
-    setting_key,
-    setting_title,
-)
+from bench.record import Record, records_of
+from bench.tables.common import by_setting, ceiling_sweeps, row_labels, setting_title, text_order
 
 __all__ = ["Dynamics", "dynamics_curves", "dynamics_plot_names", "dynamics_plots", "missing_rate_plots", "plot_names",
            "sweep_plot_names", "sweep_plots", "cd_diagram_names", "cd_diagrams"]
@@ -37,24 +31,36 @@ __all__ = ["Dynamics", "dynamics_curves", "dynamics_plot_names", "dynamics_plots
 MAX_METHODS_ON_ONE_AXIS = 6
 
 
+def _file_name(key: tuple, what: str) -> str:
+    """``<dataset>_<what>_<digest>.png``: one file per setting (or sweep) ``key``, whose first field is the
+    dataset."""
+    return f"{key[0]}_{what}_{hashlib.sha256(repr(key).encode()).hexdigest()[:6]}.png"
+
+
+def _save(out_dir: Path, name: str, data: bytes) -> Path:
+    from bench.store import atomic_write_bytes
+
+    path = Path(out_dir) / name
+    atomic_write_bytes(path, data)
+    return path
+
+
+# --------------------------------------------------------------------------------------------------
+# Accuracy against the missing rate
+
+
 def _curves(records: Iterable[Mapping[str, Any]]) -> dict[tuple, dict[str, dict[float, list[float]]]]:
     curves: dict[tuple, dict[str, dict[float, list[float]]]] = defaultdict(lambda: defaultdict(lambda: defaultdict(list)))
-    for r in records:
-        if r.get("status") == "ok" and noise_kind(r) == "none":
-            spec = r["spec"]
-            curves[setting_key(spec)][spec["method"]][spec["missing_rate"]].append(r["metrics"]["accuracy"])
+    for r in records_of(records):
+        if r.ok and r.noise == "none":
+            curves[r.setting_key][r.method][r.missing_rate].append(r.metrics["accuracy"])
     return {k: m for k, m in curves.items() if max(len(points) for points in m.values()) >= 2}
-
-
-def _file_name(setting: tuple) -> str:
-    digest = hashlib.sha256(repr(setting).encode()).hexdigest()[:6]
-    return f"{setting[0]}_missing_rate_{digest}.png"
 
 
 def plot_names(records: Iterable[Mapping[str, Any]]) -> list[tuple[str, str]]:
     """(file name, caption) of every plot :func:`missing_rate_plots` writes, without drawing."""
     curves = _curves(records)
-    return [(_file_name(s), setting_title(s)) for s in sorted(curves, key=lambda s: tuple(str(v) for v in s))]
+    return [(_file_name(s, "missing_rate"), setting_title(s)) for s in sorted(curves, key=text_order)]
 
 
 def missing_rate_plots(records: Iterable[Mapping[str, Any]], out_dir: Path) -> list[Path] | None:
@@ -63,10 +69,8 @@ def missing_rate_plots(records: Iterable[Mapping[str, Any]], out_dir: Path) -> l
     plt = _pyplot()
     if plt is None:
         return None
-    from bench.store import atomic_write_bytes
-
     written = []
-    for setting, methods in sorted(_curves(records).items(), key=lambda kv: tuple(str(v) for v in kv[0])):
+    for setting, methods in sorted(_curves(records).items(), key=lambda kv: text_order(kv[0])):
         fig, ax = plt.subplots(figsize=(6, 4), dpi=100)
         for method in sorted(methods):
             rates = sorted(methods[method])
@@ -76,9 +80,7 @@ def missing_rate_plots(records: Iterable[Mapping[str, Any]], out_dir: Path) -> l
         ax.grid(alpha=0.3)
         ax.legend(fontsize=7, ncol=2)
         fig.tight_layout()
-        path = Path(out_dir) / _file_name(setting)
-        atomic_write_bytes(path, _png(plt, fig, palette=False))
-        written.append(path)
+        written.append(_save(out_dir, _file_name(setting, "missing_rate"), _png(plt, fig, palette=False)))
     return written
 
 
@@ -106,10 +108,10 @@ def _mean_over_runs(runs: list[dict[int, float]]) -> list[tuple[int, float]]:
     return [(epoch, statistics.fmean(run[epoch] for run in runs)) for epoch in sorted(common)]
 
 
-def _qualifies(r: Mapping[str, Any]) -> bool:
-    history = r.get("history")
-    return (r.get("status") == "ok" and noise_kind(r) == "none" and not is_retrieval_record(r)
-            and float(r["spec"]["missing_rate"]) == 0 and isinstance(history, list)
+def _qualifies(r: Record) -> bool:
+    history = r.history
+    return (r.ok and r.noise == "none" and not r.is_retrieval and float(r.missing_rate) == 0
+            and isinstance(history, list)
             and any(isinstance(e, Mapping) and e.get("val_per_modality") for e in history))
 
 
@@ -117,15 +119,11 @@ def dynamics_curves(records: Iterable[Mapping[str, Any]]) -> dict[tuple, dict[st
     """setting -> row label -> :class:`Dynamics`, from the classification records at missing rate 0 without
     noise whose history has per-modality validation accuracy. Pure: numbers only, nothing drawn. Rows are
     labelled as in the tables, so two configs of one method are never averaged together."""
-    by_setting: dict[tuple, list[Mapping[str, Any]]] = defaultdict(list)
-    for r in records:
-        if _qualifies(r):
-            by_setting[setting_key(r["spec"])].append(r)
     out: dict[tuple, dict[str, Dynamics]] = {}
-    for setting, rows in by_setting.items():
-        rows = sorted(rows, key=lambda r: (r["spec"]["method"], r["spec"]["seed"], r.get("key", "")))
-        runs: dict[str, list[Mapping[str, Any]]] = defaultdict(list)
-        for r, label in zip(rows, row_labels([dict(r) for r in rows])):
+    for setting, rows in by_setting(r for r in records_of(records) if _qualifies(r)).items():
+        rows = sorted(rows, key=lambda r: (r.method, r.seed, r.get("key", "")))
+        runs: dict[str, list[Record]] = defaultdict(list)
+        for r, label in zip(rows, row_labels(rows)):
             runs[label].append(r)
         curves = {}
         for label, members in runs.items():
@@ -134,7 +132,7 @@ def dynamics_curves(records: Iterable[Mapping[str, Any]]) -> dict[tuple, dict[st
             for r in members:
                 accuracy: dict[str, dict[int, float]] = defaultdict(dict)
                 loss: dict[int, float] = {}
-                for entry in r["history"]:
+                for entry in r.history:
                     if not isinstance(entry, Mapping) or not isinstance(entry.get("epoch"), int):
                         continue
                     for modality, value in (entry.get("val_per_modality") or {}).items():
@@ -154,11 +152,6 @@ def dynamics_curves(records: Iterable[Mapping[str, Any]]) -> dict[tuple, dict[st
     return out
 
 
-def _dynamics_file_name(setting: tuple) -> str:
-    digest = hashlib.sha256(repr(setting).encode()).hexdigest()[:6]
-    return f"{setting[0]}_dynamics_{digest}.png"
-
-
 def _dynamics_caption(setting: tuple) -> str:
     return f"{setting_title(setting)}: per-modality validation accuracy by epoch (mean over seeds)"
 
@@ -166,8 +159,7 @@ def _dynamics_caption(setting: tuple) -> str:
 def dynamics_plot_names(records: Iterable[Mapping[str, Any]]) -> list[tuple[str, str]]:
     """(file name, caption) of every figure :func:`dynamics_plots` writes, without drawing."""
     curves = dynamics_curves(records)
-    return [(_dynamics_file_name(s), _dynamics_caption(s))
-            for s in sorted(curves, key=lambda s: tuple(str(v) for v in s))]
+    return [(_file_name(s, "dynamics"), _dynamics_caption(s)) for s in sorted(curves, key=text_order)]
 
 
 _LINE_STYLES = ("-", "--", ":", "-.", (0, (5, 1, 1, 1, 1, 1)), (0, (1, 3)))
@@ -274,23 +266,12 @@ def dynamics_plots(records: Iterable[Mapping[str, Any]], out_dir: Path) -> list[
     plt = _pyplot()
     if plt is None:
         return None
-    from bench.store import atomic_write_bytes
-
-    written = []
-    for setting, rows in sorted(dynamics_curves(records).items(), key=lambda kv: tuple(str(v) for v in kv[0])):
-        path = Path(out_dir) / _dynamics_file_name(setting)
-        atomic_write_bytes(path, _draw_dynamics(plt, setting, rows))
-        written.append(path)
-    return written
+    return [_save(out_dir, _file_name(setting, "dynamics"), _draw_dynamics(plt, setting, rows))
+            for setting, rows in sorted(dynamics_curves(records).items(), key=lambda kv: text_order(kv[0]))]
 
 
 # --------------------------------------------------------------------------------------------------
 # Gap to the Bayes ceiling against a dataset option (bench.tables.common.ceiling_sweeps)
-
-
-def _sweep_file_name(key: tuple) -> str:
-    digest = hashlib.sha256(repr(key).encode()).hexdigest()[:6]
-    return f"{key[0]}_sweep_{key[1]}_{digest}.png"
 
 
 def _sweep_caption(key: tuple) -> str:
@@ -300,7 +281,8 @@ def _sweep_caption(key: tuple) -> str:
 
 def sweep_plot_names(records: Iterable[Mapping[str, Any]]) -> list[tuple[str, str]]:
     """(file name, caption) of every figure :func:`sweep_plots` writes, without drawing."""
-    return [(_sweep_file_name(k), _sweep_caption(k)) for k in sorted(ceiling_sweeps(records), key=lambda k: tuple(map(str, k)))]
+    return [(_file_name(k, f"sweep_{k[1]}"), _sweep_caption(k))
+            for k in sorted(ceiling_sweeps(records), key=text_order)]
 
 
 def sweep_plots(records: Iterable[Mapping[str, Any]], out_dir: Path) -> list[Path] | None:
@@ -309,10 +291,8 @@ def sweep_plots(records: Iterable[Mapping[str, Any]], out_dir: Path) -> list[Pat
     plt = _pyplot()
     if plt is None:
         return None
-    from bench.store import atomic_write_bytes
-
     written = []
-    for key, rows in sorted(ceiling_sweeps(records).items(), key=lambda kv: tuple(map(str, kv[0]))):
+    for key, rows in sorted(ceiling_sweeps(records).items(), key=lambda kv: text_order(kv[0])):
         fig, ax = plt.subplots(figsize=(7, 4.5), dpi=100)
         for label in sorted(rows):
             values = sorted(rows[label])
@@ -320,9 +300,7 @@ def sweep_plots(records: Iterable[Mapping[str, Any]], out_dir: Path) -> list[Pat
         ax.set(xlabel=key[1], ylabel="Bayes accuracy - test accuracy (points)", title=_sweep_caption(key))
         ax.legend(fontsize=6, ncol=2)
         fig.tight_layout()
-        path = Path(out_dir) / _sweep_file_name(key)
-        atomic_write_bytes(path, _png(plt, fig))
-        written.append(path)
+        written.append(_save(out_dir, _file_name(key, f"sweep_{key[1]}"), _png(plt, fig)))
     return written
 
 
@@ -349,7 +327,7 @@ def _rankings(records: Iterable[Mapping[str, Any]]) -> list[dict[str, Any]]:
     from bench.tables.leaderboard import classification_sections, cross_dataset_rankings
     from bench.tables.retrieval import retrieval_rankings
 
-    records = list(records)
+    records = records_of(records)
     return (cross_dataset_rankings(classification_sections(records))
             + retrieval_rankings(split_by_task(records)[1]))
 
@@ -365,8 +343,6 @@ def cd_diagrams(records: Iterable[Mapping[str, Any]], out_dir: Path) -> list[Pat
     plt = _pyplot()
     if plt is None:
         return None
-    from bench.store import atomic_write_bytes
-
     written = []
     for ranking in _rankings(records):
         average, cd = ranking["average"], ranking["cd"]
@@ -386,7 +362,5 @@ def cd_diagrams(records: Iterable[Mapping[str, Any]], out_dir: Path) -> list[Pat
         ax.title.set_fontsize(8)
         ax.legend(fontsize=7, loc="lower right")
         fig.tight_layout()
-        path = Path(out_dir) / _cd_file_name(ranking)
-        atomic_write_bytes(path, _png(plt, fig))
-        written.append(path)
+        written.append(_save(out_dir, _cd_file_name(ranking), _png(plt, fig)))
     return written

@@ -19,7 +19,8 @@ from collections import defaultdict
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-from bench.tables.common import noise_kind
+from bench.record import Record, records_of
+from bench.tables.common import text_order
 
 __all__ = ["SCRIPT_FILE", "regenerate_commands", "regenerate_script", "recorded_hours"]
 
@@ -30,29 +31,27 @@ def _joined(values: Iterable[Any]) -> str:
     return ",".join(f"{v:g}" if isinstance(v, float) else str(v) for v in sorted(set(values)))
 
 
-def _trials(spec: Mapping[str, Any]) -> int | None:
+def _trials(r: Record) -> int | None:
     """The tuning budget of a tuned record (``tuned:<study>:<N>-trials``), None for untuned ones."""
-    source = spec.get("hparams_source", "default")
+    source = r.hparams_source
     return int(source.rsplit(":", 1)[-1].split("-")[0]) if source.startswith("tuned") else None
 
 
-def _grid_key(spec: Mapping[str, Any]) -> tuple:
+def _grid_key(r: Record) -> tuple:
     """What one ``run`` command fixes for all its cells (besides methods, seeds and missing rates)."""
-    extra = spec.get("extra") or {}
+    extra = r.extra or {}
     sets = tuple(sorted((f"encoder.{m}", k) for m, k in (extra.get("encoders") or {}).items()))
     sets += tuple(sorted((f"data.{o}", _value(v)) for o, v in (extra.get("dataset_options") or {}).items()))
-    return (spec["dataset"], spec["epochs"], spec["batch_size"], spec["missing_on"], spec["precision"],
-            _trials(spec) or 0, spec.get("noise", "none"), tuple(spec.get("noise_levels", ())),
-            spec.get("patience"), sets)
+    return (r.dataset, r.epochs, r.batch_size, r.missing_on, r.precision, _trials(r) or 0, r.noise,
+            tuple(r.noise_levels), r.patience, sets)
 
 
 def _value(value: Any) -> str:
     return value if isinstance(value, str) else json.dumps(value)
 
 
-def _cell_seconds(record: Mapping[str, Any]) -> float:
-    timings = record.get("timings") or {}
-    return float(timings.get("train_seconds", 0.0)) + float(timings.get("test_seconds", 0.0))
+def _cell_seconds(r: Record) -> float:
+    return float(r.timings.get("train_seconds", 0.0)) + float(r.timings.get("test_seconds", 0.0))
 
 
 def _options(key: tuple, *, tune: bool = False) -> list[str]:
@@ -77,15 +76,14 @@ def regenerate_commands(records: Iterable[Mapping[str, Any]], *, tune_extra: str
     """One command line per block of records: methods with the same seeds and missing rates in one grid
     (``tune ... &&`` first for tuned ones). The extras are appended to every ``tune`` and ``run``."""
     cells: dict[tuple, dict[str, tuple[set, set]]] = defaultdict(lambda: defaultdict(lambda: (set(), set())))
-    for r in records:
-        spec = r["spec"]
-        if spec.get("extra", {}).get("evaluated_from"):
+    for r in records_of(records):
+        if r.from_saved_model:
             continue  # scored from a saved model by `bench eval`: its source cell's command remakes the model
-        seeds, rates = cells[_grid_key(spec)][spec["method"]]
-        seeds.add(spec["seed"])
-        rates.add(spec["missing_rate"])
+        seeds, rates = cells[_grid_key(r)][r.method]
+        seeds.add(r.seed)
+        rates.add(r.missing_rate)
     lines = []
-    for key in sorted(cells, key=lambda k: tuple(str(v) for v in k)):
+    for key in sorted(cells, key=text_order):
         blocks: dict[tuple, list[str]] = defaultdict(list)
         for method, (seeds, rates) in cells[key].items():
             blocks[(_joined(seeds), _joined(rates))].append(method)
@@ -109,15 +107,14 @@ def recorded_hours(records: Iterable[Mapping[str, Any]]) -> tuple[int, float, fl
     Tuning is estimated, not recorded: each tuned (method, dataset) ran its trial budget, and a trial costs
     about one cell of that method at missing rate 0 (pruned trials cost less, so this is an upper estimate).
     """
-    records = list(records)
+    records = records_of(records)
     cell_seconds = sum(_cell_seconds(r) for r in records)
     clean: dict[tuple, list[float]] = defaultdict(list)
     budget: dict[tuple, int] = {}
     for r in records:
-        spec = r["spec"]
-        trials = _trials(spec)
-        if trials and spec["missing_rate"] == 0:
-            study = (spec["method"], spec["dataset"], spec["epochs"], spec["precision"])
+        trials = _trials(r)
+        if trials and r.missing_rate == 0:
+            study = (r.method, r.dataset, r.epochs, r.precision)
             clean[study].append(_cell_seconds(r))
             budget[study] = trials
     tuning_seconds = sum(budget[s] * statistics.fmean(v) for s, v in clean.items())
@@ -126,9 +123,9 @@ def recorded_hours(records: Iterable[Mapping[str, Any]]) -> tuple[int, float, fl
 
 def regenerate_script(records: Iterable[Mapping[str, Any]]) -> str:
     """``results/regenerate.sh``: every command behind the records, then the tables."""
-    records = list(records)
+    records = records_of(records)
     cells, cell_hours, tuning_hours = recorded_hours(records)
-    noisy = sum(noise_kind(r) != "none" for r in records)
+    noisy = sum(r.noise != "none" for r in records)
     lines = [
         "#!/usr/bin/env bash",
         "# Regenerates every record in this results directory, then its tables. Generated by",

@@ -30,21 +30,22 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from bench.record import Record
 from bench.spec import canonical_json
 from bench.tables.common import (
     ALPHA,
     MIN_SEEDS,
     SETTING_FIELDS,
+    by_setting,
     compare_paired,
     drop_capped_duplicates,
-    is_ok,
     markdown_table,
-    noise_kind,
     rank_across_datasets,
     ranking_markdown,
     row_labels,
-    setting_key,
     summarize,
+    table_order,
+    text_order,
 )
 
 __all__ = ["REFERENCE", "retrieval_rankings", "retrieval_sections"]
@@ -52,30 +53,21 @@ __all__ = ["REFERENCE", "retrieval_rankings", "retrieval_sections"]
 #: The objective every other one is tested against: CLIP's loss on two modalities.
 REFERENCE = "align_clip"
 
-Record = dict[str, Any]
-
-
-# --------------------------------------------------------------------------------------------------
-# Which records are retrieval records
-
 
 # --------------------------------------------------------------------------------------------------
 # Reading metrics
 
 
-def _retrieval(r: Mapping[str, Any]) -> Mapping[str, Any]:
-    return (r.get("metrics") or {}).get("retrieval") or {}
+def _retrieval(r: Record) -> Mapping[str, Any]:
+    return r.metric("retrieval") or {}
 
 
 def _shared_pair(records: list[Record]) -> tuple[str, str] | None:
-    for r in records:
-        names = (r.get("notes") or {}).get("modalities")
-        if names and len(names) >= 2:
-            return names[0], names[1]
-    return None
+    """The dataset's first two modalities, which every objective embeds."""
+    return next(((r.modalities[0], r.modalities[1]) for r in records if len(r.modalities) >= 2), None)
 
 
-def _pair_r1(r: Mapping[str, Any], pair: tuple[str, str]) -> float | None:
+def _pair_r1(r: Record, pair: tuple[str, str]) -> float | None:
     directions = _retrieval(r).get("directions", {})
     a, b = pair
     if f"{a}->{b}" not in directions or f"{b}->{a}" not in directions:
@@ -83,11 +75,11 @@ def _pair_r1(r: Mapping[str, Any], pair: tuple[str, str]) -> float | None:
     return (directions[f"{a}->{b}"]["R@1"] + directions[f"{b}->{a}"]["R@1"]) / 2
 
 
-def _pair_gap(r: Mapping[str, Any], pair: tuple[str, str]) -> float | None:
+def _pair_gap(r: Record, pair: tuple[str, str]) -> float | None:
     return _retrieval(r).get("gap", {}).get(f"{pair[0]}|{pair[1]}")
 
 
-def _num_modalities(r: Mapping[str, Any]) -> int | None:
+def _num_modalities(r: Record) -> int | None:
     names = _retrieval(r).get("modalities")
     return len(names) if names else None
 
@@ -99,11 +91,11 @@ def _num_modalities(r: Mapping[str, Any]) -> int | None:
 @dataclass(frozen=True)
 class _Column:
     header: str
-    value: Callable[[Mapping[str, Any]], float | None]
+    value: Callable[[Record], float | None]
     percent: bool = False
     digits: int = 3
     better: str | None = None  # "high", "low" or None (no bold / underline)
-    applies: Callable[[Mapping[str, Any]], bool] = lambda r: True  # which records (failed ones too) it counts
+    applies: Callable[[Record], bool] = lambda r: True  # which records (failed ones too) it counts
     plain: bool = False  # show the distinct values (e.g. a count of modalities), not mean ± std
 
 
@@ -140,7 +132,7 @@ def _body(records: list[Record], labels: list[str], columns: list[_Column]) -> l
         for cell, column in zip(cells[label], columns):
             if not column.applies(r):
                 continue
-            if not is_ok(r):
+            if not r.ok:
                 cell.failed += 1
             elif (value := column.value(r)) is not None:
                 cell.values.append(float(value))
@@ -153,11 +145,11 @@ def _table(records: list[Record], labels: list[str], columns: list[_Column], fir
     return markdown_table([first] + [c.header for c in columns], _body(records, labels, columns))
 
 
-def _mean_metric(key: str) -> Callable[[Mapping[str, Any]], float | None]:
+def _mean_metric(key: str) -> Callable[[Record], float | None]:
     return lambda r: _retrieval(r).get("mean", {}).get(key)
 
 
-def _top_metric(key: str) -> Callable[[Mapping[str, Any]], float | None]:
+def _top_metric(key: str) -> Callable[[Record], float | None]:
     return lambda r: _retrieval(r).get(key)
 
 
@@ -175,7 +167,7 @@ MAIN_COLUMNS = [
 ]
 
 
-def _direction_metric(direction: str, key: str) -> Callable[[Mapping[str, Any]], float | None]:
+def _direction_metric(direction: str, key: str) -> Callable[[Record], float | None]:
     return lambda r: _retrieval(r).get("directions", {}).get(direction, {}).get(key)
 
 
@@ -197,7 +189,7 @@ def _direction_table(records: list[Record], labels: list[str]) -> list[str]:
     body = []
     for direction in directions:
         embeds = [(r, label) for r, label in zip(records, labels)
-                  if direction in _retrieval(r).get("directions", {}) or not is_ok(r)]
+                  if direction in _retrieval(r).get("directions", {}) or not r.ok]
         columns = [_Column("R@1", _direction_metric(direction, "R@1"), percent=True, better="high"),
                    _Column("R@5", _direction_metric(direction, "R@5"), percent=True, better="high"),
                    _Column("R@10", _direction_metric(direction, "R@10"), percent=True, better="high"),
@@ -210,11 +202,11 @@ def _direction_table(records: list[Record], labels: list[str]) -> list[str]:
 
 
 def _shared_pair_by_rate(records: list[Record], labels: list[str], pair: tuple[str, str]) -> list[str]:
-    rates = sorted({r["spec"]["missing_rate"] for r in records})
+    rates = sorted({r.missing_rate for r in records})
     if len(rates) < 2:
         return []
     columns = [_Column(f"rate {rate:g}", lambda r: _pair_r1(r, pair), percent=True, better="high",
-                       applies=lambda r, rate=rate: r["spec"]["missing_rate"] == rate) for rate in rates]
+                       applies=lambda r, rate=rate: r.missing_rate == rate) for rate in rates]
     intro = (f"R@1 on the shared pair {pair[0]} <-> {pair[1]} (both directions averaged) by the rate of missing "
              "modalities in training (validation and test retrieval always on complete data):")
     return [intro, ""] + _table(records, labels, columns) + [""]
@@ -222,12 +214,12 @@ def _shared_pair_by_rate(records: list[Record], labels: list[str], pair: tuple[s
 
 def _cells(records: list[Record], labels: list[str], label: str, value) -> dict[tuple[int, float], float]:
     """(seed, missing rate) -> value of one row: the cells (hence masks) a paired comparison matches."""
-    return {(r["spec"]["seed"], r["spec"]["missing_rate"]): v for r, lab in zip(records, labels)
-            if lab == label and is_ok(r) and (v := value(r)) is not None}
+    return {(r.seed, r.missing_rate): v for r, lab in zip(records, labels)
+            if lab == label and r.ok and (v := value(r)) is not None}
 
 
 def _significance_table(records: list[Record], labels: list[str], pair: tuple[str, str], reference: str) -> list[str]:
-    present = sorted({label for r, label in zip(records, labels) if is_ok(r) and _pair_r1(r, pair) is not None})
+    present = sorted({label for r, label in zip(records, labels) if r.ok and _pair_r1(r, pair) is not None})
     if reference not in present or len(present) < 2:
         return []
     others = [label for label in present if label != reference]
@@ -249,8 +241,8 @@ def _significance_table(records: list[Record], labels: list[str], pair: tuple[st
     return [intro, ""] + markdown_table(header, body) + [""]
 
 
-def _family_key(r: Mapping[str, Any]) -> str:
-    hparams = {k: v for k, v in r["spec"]["hparams"].items() if k != "modalities"}
+def _family_key(r: Record) -> str:
+    hparams = {k: v for k, v in r.hparams.items() if k != "modalities"}
     return canonical_json(hparams)
 
 
@@ -258,7 +250,7 @@ def _modality_families(records: list[Record], labels: list[str]) -> list[tuple[s
     """(fewer, more) row labels whose hyperparameters differ only in the number of modalities used."""
     counts: dict[str, dict[str, set[int]]] = defaultdict(lambda: defaultdict(set))
     for r, label in zip(records, labels):
-        if is_ok(r) and _num_modalities(r) is not None:
+        if r.ok and _num_modalities(r) is not None:
             counts[_family_key(r)][label].add(_num_modalities(r))
     pairs = []
     for members in counts.values():
@@ -274,10 +266,10 @@ def _modalities_table(records: list[Record], labels: list[str], pair: tuple[str,
     families = _modality_families(records, labels)
     if not families:
         return []
-    counts = {label: _num_modalities(r) for r, label in zip(records, labels) if is_ok(r) and _num_modalities(r)}
+    counts = {label: _num_modalities(r) for r, label in zip(records, labels) if r.ok and _num_modalities(r)}
     body = []
-    for rate in sorted({r["spec"]["missing_rate"] for r in records}):
-        at_rate = [(r, label) for r, label in zip(records, labels) if r["spec"]["missing_rate"] == rate]
+    for rate in sorted({r.missing_rate for r in records}):
+        at_rate = [(r, label) for r, label in zip(records, labels) if r.missing_rate == rate]
         recs, labs = [r for r, _ in at_rate], [label for _, label in at_rate]
         for few, many in families:
             row = [f"{few} ({counts[few]}) → {many} ({counts[many]})", f"{rate:g}"]
@@ -300,7 +292,8 @@ def _before_after(records, labels, few: str, many: str, value, scale: float) -> 
     digits = 2 if scale == 100.0 else 3
 
     def stat(label: str) -> str:
-        values = [v for r, lab in zip(records, labels) if lab == label and is_ok(r) and (v := value(r)) is not None]
+        values = [v for r, lab in zip(records, labels)
+                  if lab == label and r.ok and (v := value(r)) is not None]
         if not values:
             return ""
         mean, std, n = summarize(values)
@@ -328,7 +321,7 @@ def _section(setting: tuple, records: list[Record], reference: str) -> list[str]
         "",
     ]
     labels = row_labels(records)
-    complete = [i for i, r in enumerate(records) if r["spec"]["missing_rate"] == 0]
+    complete = [i for i, r in enumerate(records) if r.missing_rate == 0]
     if complete:
         sub, sub_labels = [records[i] for i in complete], [labels[i] for i in complete]
         lines += _main_table(sub, sub_labels)
@@ -348,28 +341,27 @@ def _shared_pair_scores(records: list[Record]) -> dict[str, float]:
         return {}
     scores: dict[str, list[float]] = defaultdict(list)
     for r, label in zip(records, row_labels(records)):
-        if is_ok(r) and r["spec"]["missing_rate"] == 0 and (value := _pair_r1(r, pair)) is not None:
+        if r.ok and r.missing_rate == 0 and (value := _pair_r1(r, pair)) is not None:
             scores[label].append(value)
     return {label: statistics.fmean(values) for label, values in scores.items()}
 
 
 def _settings(records: Iterable[Mapping[str, Any]]) -> tuple[dict[tuple, list[Record]], int]:
     """Records without test-time noise by setting (capped-rate twins dropped), and how many had noise."""
-    groups: dict[tuple, list[Record]] = defaultdict(list)
-    noisy = 0
-    for r in drop_capped_duplicates(records):
-        if noise_kind(r) != "none":
-            noisy += 1
-            continue
-        groups[setting_key(r["spec"])].append(dict(r))
-    return groups, noisy
+    records = drop_capped_duplicates(records)
+    clean = [r for r in records if r.noise == "none"]
+    return by_setting(clean), len(records) - len(clean)
 
 
 def retrieval_rankings(records: Iterable[Mapping[str, Any]]) -> list[dict[str, Any]]:
     """The retrieval track's ranking across datasets (:func:`bench.tables.common.rank_across_datasets`) on
     the seed-mean R@1 of each dataset's shared pair without missing modalities: every objective embeds that
     pair, whatever its number of modalities, so the ranks compare like with like."""
-    return rank_across_datasets(_settings(records)[0], _shared_pair_scores, "retrieval")
+    return _rankings(_settings(records)[0])
+
+
+def _rankings(settings: Mapping[tuple, list[Record]]) -> list[dict[str, Any]]:
+    return rank_across_datasets(settings, _shared_pair_scores, "retrieval")
 
 
 RANKING_SCORE = ("the seed-mean R@1 on each dataset's shared pair (its first two modalities, both directions "
@@ -382,16 +374,13 @@ def retrieval_sections(records: Iterable[Mapping[str, Any]], *, reference: str =
 
     Cells scored under test-time noise (``--noise``) are left out, with a line saying how many: their
     per-level retrieval metrics are in their records (``metrics.noise``) but have no table yet."""
-    records = list(records)
     groups, noisy = _settings(records)
     lines: list[str] = []
     if noisy:
         lines += [f"Retrieval: {noisy} cell records scored under test-time noise (`--noise`) are not tabulated "
                   "here; their records hold the retrieval metrics per noise level.", ""]
-    for setting in sorted(groups, key=lambda s: tuple(str(v) for v in s)):
-        ordered = sorted(groups[setting], key=lambda r: (r["spec"]["method"], r["spec"]["seed"],
-                                                          r["spec"]["missing_rate"], r["key"]))
-        lines += _section(setting, ordered, reference)
-    for ranking in retrieval_rankings(records):
+    for setting in sorted(groups, key=text_order):
+        lines += _section(setting, sorted(groups[setting], key=table_order), reference)
+    for ranking in _rankings(groups):
         lines += ranking_markdown(ranking, "Retrieval ranking across datasets", RANKING_SCORE)
     return lines
