@@ -22,7 +22,7 @@ import os
 import shutil
 import socket
 import tempfile
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -95,7 +95,7 @@ def mapped_tensors(directory: Path, names: Iterable[str]) -> dict[str, torch.Ten
             for name in names}
 
 
-def cache_state(directory: Path, dataset: str, describe: Any) -> tuple[str, str]:
+def cache_state(directory: Path, dataset: str, describe: Callable[[dict[str, Any]], str]) -> tuple[str, str]:
     """``bench data``'s (state, detail) for an adapter whose raw files are present: ``prepared`` with
     ``describe(manifest)``, or ``raw found`` with the command that prepares it (or says the cache is damaged)."""
     if Path(directory).is_dir():
