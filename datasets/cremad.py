@@ -32,16 +32,16 @@ the option ``verify=False``) turns verification off for a re-encoded copy; decod
 stream ends well before its declared duration (a truncated file).
 
 **Audio, OGM-GE protocol** (``dataset/CramedDataset.py``): ``librosa.load(sr=22050)`` (channels averaged,
-resampled 16 kHz -> 22.05 kHz, here with :func:`bench.media.resample`), ``np.tile(x, 3)[:3 * 22050]``, clipped to
+resampled 16 kHz -> 22.05 kHz, here with :func:`bench.media.decode.resample`), ``np.tile(x, 3)[:3 * 22050]``, clipped to
 [-1, 1], ``librosa.stft(n_fft=512, hop_length=353)`` (periodic Hann, centred frames, reflect padding as librosa
 < 0.10 did), ``log(|S| + 1e-7)``; not normalised. **Audio, MLA protocol** (``data/extract_fbank.py``):
 the waveform minus its mean, Kaldi fbank with 128 mel bins, Hanning window of 25 ms, 10 ms shift, no dither,
-zero-padded or cut to 1,024 frames (:func:`bench.media.clip_fbank`); not normalised.
+zero-padded or cut to 1,024 frames (:func:`bench.media.decode.clip_fbank`); not normalised.
 
 **Frames** (``data/CREMAD/video_preprocessing.py`` of both repositories): the first frame of every second
 (frame n with ``n % int(fps) == 0``), RGB, resized to 224 x 224 with PIL's bilinear filter (the test transform
 ``Resize((224, 224))``), stored as uint8 and normalised with the ImageNet mean and std by the frames encoder.
-OGM-GE takes 1 frame, MLA frames ``k * (n // 3)`` for k = 0, 1, 2 (:func:`bench.media.pick_frames`).
+OGM-GE takes 1 frame, MLA frames ``k * (n // 3)`` for k = 0, 1, 2 (:func:`bench.media.decode.pick_frames`).
 
 **Differences from the official code**, all forced by decoding once into a cache or by determinism: frames
 are taken in time order, where the official loaders index an unsorted ``os.listdir`` (file-system dependent

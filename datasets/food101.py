@@ -32,7 +32,7 @@ its special tokens ([CLS] ... [SEP]), padded and truncated to ``max_tokens`` = 2
 512 BERT tokens). How many texts were cut is recorded in the cache manifest (``texts_truncated``).
 ``text_model`` names another local Hugging Face model directory, used both to tokenise and as the encoder.
 
-Preparation runs once into the cache (:mod:`bench.cache`): ``python -m bench data prepare food101`` or the
+Preparation runs once into the cache (:mod:`bench.media.cache`): ``python -m bench data prepare food101`` or the
 first ``load``. **Licence**: none stated; the images and texts were crawled from the web: research use
 only, do not redistribute.
 """

@@ -27,7 +27,7 @@ tokenizer (default the shipped all-MiniLM-L6-v2) with its special tokens, padded
 collected, so few if any are cut; the cache manifest records how many were (``texts_truncated``). The text
 is used as written (BalanceBenchmark's cleaning of ``RT``, URLs and ``#`` is not applied, as in QMF).
 
-Preparation runs once into the cache (:mod:`bench.cache`): ``python -m bench data prepare mvsa`` or the first
+Preparation runs once into the cache (:mod:`bench.media.cache`): ``python -m bench data prepare mvsa`` or the first
 ``load``. **Licence**: none stated; Twitter content: research use only, do not redistribute tweets or images.
 """
 
