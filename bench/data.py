@@ -21,8 +21,8 @@ from bench.spec import CellSpec, canonical_json
 
 __all__ = [
     "CellData", "DatasetSummary", "MaskedSplit", "batch_starts", "carve_validation", "carved_train_size",
-    "cell_data", "data_workers", "iterate_batches", "label_counts", "load_dataset", "stratified_rows", "validation_rows",
-    "with_encoders",
+    "cell_data", "data_workers", "iterate_batches", "label_counts", "load_dataset", "stratified_rows",
+    "validation_rows", "with_encoders",
 ]
 
 #: Fraction of train carved into a validation split when a dataset ships none, and the seed of that cut.
@@ -56,7 +56,8 @@ def load_dataset(name: str, data_root: Path | None, options: Mapping[str, Any] |
         return _cache[key]
 
 
-def stratified_rows(labels: np.ndarray, fraction: float, seed: int, *, at_least_one: bool = True) -> np.ndarray:
+def stratified_rows(labels: np.ndarray, fraction: float, seed: int, *,
+                    at_least_one: bool = True) -> np.ndarray:
     """Sorted rows of a stratified, seeded cut: ``round(fraction * n)`` of each class of ``n`` samples, taken
     from one ``default_rng(seed)`` permutation per class in label order. With ``at_least_one`` every class of
     two or more samples gives at least one row (and a class of one sample none).

@@ -334,8 +334,8 @@ class CremaD(PreparedDataset):
                 advance(done)
             arrays[f"{split}_audio"], arrays[f"{split}_visual"] = audio, visual
             arrays[f"{split}_label"] = np.array([label for _, label in rows], dtype=np.int64)
-        manifest = {"protocol": self.protocol, "classes": list(CLASSES[self.protocol]), "verification": verification,
-                    "clips": {s: [clip for clip, _ in rows] for s, rows in clips.items()}}
+        manifest = {"protocol": self.protocol, "classes": list(CLASSES[self.protocol]),
+                    "verification": verification, "clips": {s: [clip for clip, _ in rows] for s, rows in clips.items()}}
         return arrays, manifest
 
     def modalities(self, shapes: object = None) -> tuple[ModalitySpec, ModalitySpec]:
@@ -346,7 +346,8 @@ class CremaD(PreparedDataset):
     def _describe_raw(self, root: Path) -> DatasetSummary:
         """Every clip of the train list is a training sample, with the list's label."""
         train = self._clips(root / FOLDER)["train"]
-        return DatasetSummary(self.modalities(), label_counts([label for _, label in train]), shipped_val=False)
+        labels = [label for _, label in train]
+        return DatasetSummary(self.modalities(), label_counts(labels), shipped_val=False)
 
 
 CREMAD = CremaD(_info("ogm_ge"), "ogm_ge")

@@ -241,8 +241,8 @@ class IemocapDataset(PreparedDataset):
         return np.stack([ids.astype(np.int64), 1 - padding.astype(np.int64)])
 
     def _describe_raw(self, root: Path) -> DatasetSummary:
-        """The lists' labels of the utterances whose files are present; the shapes from the ``.npy`` headers of
-        the first training utterance (no image is decoded)."""
+        """The lists' labels of the utterances whose files are present; the shapes from the ``.npy``
+        headers of the first training utterance (no image is decoded)."""
         kept, _ = self._utterances(root)
         first = kept["train"][0]
         fbank = np.load(first.audio, mmap_mode="r", allow_pickle=False).shape

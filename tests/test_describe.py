@@ -143,7 +143,8 @@ def test_an_unavailable_dataset_is_not_described(tmp_path):
 def test_avmnist_cache_key_of_the_tiny_layout(tmp_path):
     root = tmp_path / "data"
     write_tiny_avmnist(root)
-    files = [root / p for p in avmnist.MNIST_FILES.values()] + sorted((root / avmnist.RECORDINGS).glob("*.wav"))
+    recordings = sorted((root / avmnist.RECORDINGS).glob("*.wav"))
+    files = [root / p for p in avmnist.MNIST_FILES.values()] + recordings
     assert avmnist.AVMNIST._key(root) == {
         "audio": {"seconds": 1.0, "n_fft": 256, "hop": 128, "n_mels": 40}, "pca_energy_removed": 0.75,
         "pair_seed": 0, "source": file_fingerprint(root, files)}
@@ -188,7 +189,8 @@ def test_stratified_rows_are_the_rows_of_the_three_former_copies(seed):
     labels = np.concatenate([rng.integers(0, 7, size=300), [7], [8, 8], [9, 9, 9]])  # tiny classes too
     rng.shuffle(labels)
     for fraction in (0.1, 0.2, 0.25):
-        assert np.array_equal(stratified_rows(labels, fraction, seed), _old_validation_rows(labels, fraction, seed))
+        assert np.array_equal(stratified_rows(labels, fraction, seed),
+                              _old_validation_rows(labels, fraction, seed))
         assert np.array_equal(stratified_rows(labels, fraction, seed, at_least_one=False),
                               _old_multiview_test_rows(labels, fraction, seed))
     counts = label_counts(labels)

@@ -19,9 +19,9 @@ from typing import Any
 
 _MODULES = {
     "decode": (
-        "MissingStream", "clip_fbank", "decode_audio", "describe_bad_file", "frames_per_second", "kaldi_fbank",
-        "kaldi_mel_banks", "log_stft", "pad_or_cut", "pick_frames", "read_wav", "resample", "rgb_frame",
-        "sampled_frames", "sha256_of", "tile_to", "verify_sha256",
+        "MissingStream", "clip_fbank", "decode_audio", "describe_bad_file", "frames_per_second",
+        "kaldi_fbank", "kaldi_mel_banks", "log_stft", "pad_or_cut", "pick_frames", "read_wav", "resample",
+        "rgb_frame", "sampled_frames", "sha256_of", "tile_to", "verify_sha256",
     ),
     "prepared": ("SPLITS", "PreparedDataset", "ScratchArrays", "cache_state", "mapped_tensors"),
     "cache": (

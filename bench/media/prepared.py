@@ -8,7 +8,8 @@ how to build the arrays, and its modalities. The base class then gives it
 * ``prepare(data_root, progress)`` (``bench data prepare`` or the first ``load``): build the arrays once into
   ``<cache root>/<name>/v<version>-<digest of the key>/`` (:mod:`bench.media.cache`, all or nothing), big
   arrays on disk through :class:`ScratchArrays`, so a preparation never needs the decoded data in memory;
-* ``load(data_root)``: the splits of the cache as copy-on-write memory-mapped tensors (:func:`mapped_tensors`);
+* ``load(data_root)``: the splits of the cache as copy-on-write memory-mapped tensors
+  (:func:`mapped_tensors`);
 * ``describe(data_root)``: the modalities and training-label counts ``load`` would give, read from the cache's
   headers (or, before a preparation, from what the adapter knows without decoding), never building a cache.
 
@@ -52,9 +53,10 @@ _DAMAGED = (OSError, ValueError, KeyError, TypeError, AttributeError)
 class ScratchArrays:
     """Arrays built on disk (``.npy`` memory maps) in a temporary folder next to a cache being prepared.
 
-    A preparation fills these row by row and returns them from ``_build``; :func:`bench.media.cache.write_prepared`
-    streams them into the cache, so preparing a dataset never holds its decoded arrays in memory. The folder is
-    made on the first :meth:`new` and named like the cache's own temporary folders
+    A preparation fills these row by row and returns them from ``_build``;
+    :func:`bench.media.cache.write_prepared` streams them into the cache, so preparing a dataset never holds
+    its decoded arrays in memory. The folder is made on the first :meth:`new` and named like the cache's own
+    temporary folders
     (``.<cache>.tmp-<host>-<pid>-scratch-...``), so when a killed preparation leaves it behind, the next
     preparation removes it; leaving the ``with`` block removes it.
     """
@@ -71,7 +73,8 @@ class ScratchArrays:
                 self.final.parent.mkdir(parents=True, exist_ok=True)
                 self.folder = Path(tempfile.mkdtemp(prefix=prefix, dir=self.final.parent))
             except OSError as exc:
-                raise UsageError(f"cannot create the cache folder {self.final.parent} ({exc.strerror or exc}); "
+                reason = exc.strerror or exc
+                raise UsageError(f"cannot create the cache folder {self.final.parent} ({reason}); "
                                  "set BENCH_CACHE to a writable folder") from None
         return np.lib.format.open_memmap(self.folder / f"{name}.npy", mode="w+", dtype=dtype, shape=shape)
 
@@ -90,22 +93,25 @@ class ScratchArrays:
 def mapped_tensors(directory: Path, names: Iterable[str]) -> dict[str, torch.Tensor]:
     """Tensors over a prepared cache's ``<name>.npy`` files, memory-mapped copy-on-write: pages are read when
     used and shared between processes, and a write (bench never writes inputs in place) stays private to this
-    process instead of reaching the cache. Call after :func:`bench.media.cache.read_prepared` checked the files."""
-    return {name: torch.from_numpy(np.load(Path(directory) / f"{name}.npy", mmap_mode="c", allow_pickle=False))
+    process instead of reaching the cache. Call after :func:`bench.media.cache.read_prepared` checked the
+    files."""
+    folder = Path(directory)
+    return {name: torch.from_numpy(np.load(folder / f"{name}.npy", mmap_mode="c", allow_pickle=False))
             for name in names}
 
 
 def cache_state(directory: Path, dataset: str, describe: Callable[[dict[str, Any]], str]) -> tuple[str, str]:
     """``bench data``'s (state, detail) for an adapter whose raw files are present: ``prepared`` with
-    ``describe(manifest)``, or ``raw found`` with the command that prepares it (or says the cache is damaged)."""
+    ``describe(manifest)``, or ``raw found`` with the command that prepares it (or says the cache is
+    damaged)."""
     if Path(directory).is_dir():
         try:
             return "prepared", f"cache {directory} ({describe(read_manifest(directory))})"
         except _DAMAGED:
             return "raw found", (f"cache {directory} is damaged; delete it and run "
                                  f"python -m bench data prepare {dataset}")
-    return "raw found", (f"not prepared yet: python -m bench data prepare {dataset} (or the first run) caches it "
-                         f"in {directory}")
+    return "raw found", (f"not prepared yet: python -m bench data prepare {dataset} (or the first run) "
+                         f"caches it in {directory}")
 
 
 class PreparedDataset:
@@ -234,7 +240,8 @@ class PreparedDataset:
         self._check_prepared(directory)
         arrays = read_prepared(directory)
         if arrays is None:
-            raise UsageError(f"no prepared cache at {directory}; run python -m bench data prepare {self.info.name}")
+            raise UsageError(f"no prepared cache at {directory}; "
+                             f"run python -m bench data prepare {self.info.name}")
         modalities = self.modalities(_train_shapes(arrays, self.info.modalities))
         names = [m.name for m in modalities]
         splits = {}
