@@ -173,7 +173,7 @@ def _encoder_choices(overrides: list[tuple[str, str, str]], datasets: list[str],
     choices = {param: raw for pattern, param, raw in overrides if pattern == ENCODER_OVERRIDE}
     if not choices:
         return {}
-    from bench.models import ENCODER_FACTORIES
+    from bench.nn.encoders import ENCODER_FACTORIES
 
     modalities = {m for d in datasets for m in DATASETS.get(d).info.modalities}
     for modality, kind in choices.items():
@@ -222,7 +222,7 @@ def not_applicable_reason(method: Any, dataset: str, data_root: Path | None,
                           options: Mapping[str, Any] | None = None) -> str | None:
     """The method config's ``applicable(description)`` verdict on a dataset: None when it runs there (or has
     no such hook), else its one-line reason. The data are loaded only for methods with the hook."""
-    applicable = getattr(method, "applicable", None)
+    applicable = getattr(method, "applicable", None)  # optional hook applicable(description) -> None or a reason
     if applicable is None:
         return None
     try:

@@ -160,7 +160,7 @@ class Registry:
 def _task_family(obj: Any) -> str:
     """The ``task`` class attribute of a registered class, or of the class a :func:`variant` presets."""
     cls = getattr(obj, "func", obj)  # functools.partial keeps the class in .func
-    return getattr(cls, "task", "classification")
+    return getattr(cls, "task", "classification")  # optional class attribute (bench.protocol.OptionalHooks)
 
 
 #: Selection words for a task family (``--methods classification``); see :meth:`Registry.select`.

@@ -146,7 +146,7 @@ def applicable_tiny_datasets(name: str, datasets: tuple[str, ...]) -> list[str]:
 def _adopt_untrained_stages(method: Any, model: Any, description: Any) -> None:
     """A method with ``pretrain`` stages (UMT's teachers) gets their freshly built, untrained models, so the
     checks run its real loss and prediction without training the stages first."""
-    hook = getattr(method, "pretrain", None)
+    hook = getattr(method, "pretrain", None)  # optional pretrain / adopt_pretrained (bench.protocol.OptionalHooks)
     if hook is not None:
         method.adopt_pretrained(model, {name: stage.build(description) for name, stage in hook(description).items()})
 
@@ -177,7 +177,7 @@ def _check_one_step(name: str, dataset: str) -> None:
         assert torch.isfinite(stage.loss).all(), f"{name}: non-finite loss {stage.loss}"
         model.zero_grad(set_to_none=True)
         stage.loss.backward()
-        if hasattr(method, "after_backward"):
+        if hasattr(method, "after_backward"):  # optional hook after_backward(model, out, ctx)
             method.after_backward(model, stage, ctx)
         touched |= {n for n, p in model.named_parameters() if p.grad is not None and torch.isfinite(p.grad).all()}
     trainable = {n for n, p in model.named_parameters() if p.requires_grad}
@@ -218,7 +218,7 @@ def check_prediction_fits_task(name: str) -> None:
     spec = tiny_spec(name, dataset=applicable_tiny_datasets(name, _TWO_MODALITIES)[0])
     method = build_method(spec)
     task_of(method)  # an unknown task kind fails here, with its one-line error
-    kind = getattr(type(method), "task", "classification")
+    kind = getattr(type(method), "task", "classification")  # optional class attribute task
     data = cell_data(spec, data_root=None, zero_fill=type(method).zero_fill_missing, device=torch.device("cpu"))
     seed_everything(0)
     model = method.build(data.description)
@@ -291,7 +291,17 @@ def check_config_round_trips(name: str) -> None:
     hash(default)  # frozen
 
 
+def check_follows_the_contract(name: str) -> None:
+    """The method has every required member of :class:`bench.protocol.Method`, and each optional hook it
+    defines has the declared arity (:func:`bench.protocol.method_contract_problems`)."""
+    from bench.protocol import method_contract_problems
+
+    problems = method_contract_problems(default_method(name))
+    assert not problems, f"{name}: " + "; ".join(problems)
+
+
 METHOD_CHECKS = (
+    check_follows_the_contract,
     check_one_step_gives_finite_loss_and_gradients,
     check_three_modalities,
     check_prediction_fits_task,

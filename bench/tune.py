@@ -131,7 +131,7 @@ def _objective(method: str, dataset: str, setting: _Setting, *, data_root: Path 
     method_cls = type(default_method(method))
 
     def objective(trial: optuna.Trial) -> float:
-        params = method_cls.search_space(trial)
+        params = method_cls.search_space(trial)  # required, called on the class (bench.protocol.Method)
         scores = []
         for seed in TUNING_SEEDS:
             spec = _trial_spec(method, dataset, params, setting, seed=seed)
