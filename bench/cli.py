@@ -606,7 +606,7 @@ def _data_root_line(value: str | None, root: Path | None) -> str:
 
 
 def _data_list(args: argparse.Namespace, root: Path | None) -> int:
-    from bench.cache import cache_root, dataset_status
+    from bench.media.cache import cache_root, dataset_status
 
     print(_data_root_line(args.data_root, root))
     print(f"cache: {cache_root()} (BENCH_CACHE moves it)")
@@ -629,7 +629,7 @@ def _data_prepare(names: list[str], root: Path | None) -> int:
 
     from tqdm import tqdm
 
-    from bench.cache import dataset_status
+    from bench.media.cache import dataset_status
     from bench.registry import DATASETS
 
     for name in names:

@@ -26,7 +26,7 @@ import numpy as np
 import torch
 
 from bench import retrieval
-from bench.data import CellData, MaskedSplit, batch_starts, cell_data, iterate_batches
+from bench.data import CellData, MaskedSplit, batch_starts, cell_data, iterate_batches, stratified_rows
 from bench.errors import CellFailure, UsageError
 from bench.hparams import resolve_hparams
 from bench.metrics import accuracy, macro_f1
@@ -267,15 +267,8 @@ def _history_entry(epoch: int, train_loss: float, val_score: float, scores: Any)
 
 
 def _holdout_rows(labels: torch.Tensor, fraction: float, seed: int) -> np.ndarray:
-    """Stratified, seeded: ``fraction`` of every class with at least two samples (at least one sample each)."""
-    labels_np = labels.cpu().numpy()
-    rng = np.random.default_rng(seed)
-    rows = []
-    for cls in np.unique(labels_np):
-        members = np.flatnonzero(labels_np == cls)
-        take = max(1, int(round(fraction * len(members)))) if len(members) > 1 else 0
-        rows.append(rng.permutation(members)[:take])
-    return np.sort(np.concatenate(rows)) if rows else np.array([], dtype=np.int64)
+    """The held-out rows of ``holdout_fraction``: bench's one stratified cut (:func:`bench.data.stratified_rows`)."""
+    return stratified_rows(labels.cpu().numpy(), fraction, seed)
 
 
 def _carve_holdout(method: Any, data: CellData, seed: int) -> tuple[CellData, MaskedSplit | None]:

@@ -74,7 +74,7 @@ def main() -> None:
         started = time.perf_counter()
         data = AVMNIST.load(root)
         load_seconds = time.perf_counter() - started
-        from bench.cache import read_manifest
+        from bench.media.cache import read_manifest
 
         manifest = read_manifest(directory)
     stats = manifest["audio_standardisation"]
