@@ -352,7 +352,27 @@ def check_dataset_loads(name: str, data_root: Path | None = None) -> None:
             assert shape == spec.shape, f"{name}: {spec.name} has shape {shape}, declared {spec.shape}"
 
 
-DATASET_CHECKS = (check_dataset_metadata, check_dataset_loads)
+def check_dataset_describes(name: str, data_root: Path | None = None) -> None:
+    """An adapter's optional ``describe(data_root)`` (bench.protocol.DatasetAdapter) tells what ``load`` gives:
+    the same modalities, training label counts and shipped validation split (skipped when data is absent, the
+    adapter has no ``describe`` or it returns None)."""
+    from bench.data import label_counts
+
+    adapter = DATASETS.get(name)
+    describe = getattr(adapter, "describe", None)
+    if describe is None or not adapter.available(data_root)[0]:
+        return
+    summary = describe(data_root)
+    if summary is None:
+        return
+    data = load_dataset(name, data_root)
+    assert summary.modalities == data.modalities, f"{name}: describe() gives other modalities than load()"
+    assert summary.shipped_val == (data.val is not None), f"{name}: describe() is wrong about the validation split"
+    counts = label_counts(data.train.labels.numpy())
+    assert summary.train_label_counts == counts, f"{name}: describe() gives other training label counts"
+
+
+DATASET_CHECKS = (check_dataset_metadata, check_dataset_loads, check_dataset_describes)
 
 
 def check_dataset(name: str, data_root: Path | None = None) -> None:
