@@ -18,10 +18,11 @@ from bench.record import SETTING_FIELDS, Record, config_id, records_of, setting_
 from bench.spec import canonical_json
 
 __all__ = [
-    "ALPHA", "MIN_SEEDS", "SETTING_FIELDS", "Comparison", "by_setting", "ceiling_sweeps", "compare_paired",
-    "config_id", "drop_capped_duplicates", "friedman_nemenyi", "holm", "markdown_table", "paired_t_pvalue",
-    "per_seed_differences", "rank_across_datasets", "ranking_markdown", "row_labels", "setting_key",
-    "setting_title", "split_by_task", "summarize", "table_order", "text_order", "tuning_label",
+    "ALPHA", "MIN_SEEDS", "SETTING_FIELDS", "Cell", "Comparison", "by_setting", "ceiling_sweeps",
+    "compare_paired", "config_id", "drop_capped_duplicates", "friedman_nemenyi", "holm", "markdown_table",
+    "mean_std", "paired_t_pvalue", "per_seed_differences", "rank_across_datasets", "ranked",
+    "ranking_markdown", "ranks", "row_labels", "setting_key", "setting_title", "split_by_task", "summarize",
+    "table_order", "text_order", "tuning_label",
 ]
 
 ALPHA = 0.05
@@ -275,6 +276,56 @@ def split_by_task(records: Iterable[Mapping[str, Any]]) -> tuple[list[Record], l
 
 # --------------------------------------------------------------------------------------------------
 # Formatting
+
+
+def mean_std(values: Sequence[float], *, scale: float = 100.0, digits: int = 2, signed: bool = False) -> str:
+    """``mean ± std (n=N)`` of ``values`` times ``scale`` (percent by default), "" for no values: how every
+    table states a number over seeds. ``signed``: the mean with its sign (a difference)."""
+    mean, std, n = summarize(values)
+    if n == 0:
+        return ""
+    return f"{scale * mean:{'+' if signed else ''}.{digits}f} ± {scale * std:.{digits}f} (n={n})"
+
+
+def ranked(text: str, rank: int | None) -> str:
+    """The best of a column in bold, the second underlined."""
+    return f"**{text}**" if rank == 1 else f"<u>{text}</u>" if rank == 2 else text
+
+
+def ranks(means: Mapping[str, float], *, higher_is_better: bool = True) -> dict[str, int]:
+    """label -> 1 for the best mean, 2 for the second (ties share a rank); empty when fewer than two rows
+    compete."""
+    if len(means) < 2:
+        return {}
+    distinct = sorted(set(means.values()), reverse=higher_is_better)
+    return {label: distinct.index(mean) + 1 for label, mean in means.items()}
+
+
+class Cell:
+    """One cell of a table: the values of its records (one each) and how many of them failed."""
+
+    def __init__(self) -> None:
+        self.values: list[float] = []
+        self.failed = 0
+        self.not_applicable = False  # e.g. per-modality accuracy of a head that cannot be split: "n/a"
+
+    def add(self, record: Record, value: Any) -> None:
+        """A failed record counts as a failure; an ok one adds its value (None: nothing to add)."""
+        if not record.ok:
+            self.failed += 1
+        elif value is not None:
+            self.values.append(float(value))
+
+    @property
+    def mean(self) -> float:
+        return summarize(self.values)[0]
+
+    def text(self, rank: int | None = None, *, scale: float = 100.0, digits: int = 2) -> str:
+        """:func:`mean_std` (:func:`ranked` by ``rank``) and the failures, or why the cell is empty."""
+        if not self.values:
+            return f"failed ({self.failed})" if self.failed else "n/a" if self.not_applicable else ""
+        failed = f" ⚠ {self.failed} failed" if self.failed else ""
+        return ranked(mean_std(self.values, scale=scale, digits=digits), rank) + failed
 
 
 def markdown_table(header: list[str], body: list[list[str]]) -> list[str]:

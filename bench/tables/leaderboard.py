@@ -28,6 +28,7 @@ from bench.tables.common import (
     ALPHA,
     MIN_SEEDS,
     SETTING_FIELDS,
+    Cell,
     Comparison,
     by_setting,
     ceiling_sweeps,
@@ -35,9 +36,11 @@ from bench.tables.common import (
     drop_capped_duplicates,
     holm,
     markdown_table,
+    mean_std,
     paired_t_pvalue,
     rank_across_datasets,
     ranking_markdown,
+    ranks,
     row_labels,
     setting_key,
     setting_title,
@@ -52,47 +55,26 @@ from bench.tables.retrieval import retrieval_sections
 __all__ = ["holm", "leaderboard", "paired_t_pvalue", "results_readme", "run_summary", "setting_key", "setting_title",
            "summarize"]
 
-class _Cell:
-    def __init__(self) -> None:
-        self.values: list[float] = []
-        self.failed = 0
-        self.not_applicable = False  # e.g. per-modality accuracy of a head that cannot be split: "n/a"
 
-    @property
-    def mean(self) -> float:
-        return summarize(self.values)[0]
+def _ranks(rows: Mapping[str, Mapping[str, Cell]], column: str) -> dict[str, int]:
+    """Rank of each row in ``column`` (:func:`ranks`: 1 best, 2 second), among the rows with values there."""
+    return ranks({label: cells[column].mean for label, cells in rows.items()
+                  if column in cells and cells[column].values})
 
 
-def _fmt(cell: _Cell, rank: int | None) -> str:
-    if not cell.values:
-        return f"failed ({cell.failed})" if cell.failed else "n/a" if cell.not_applicable else ""
-    mean, std, n = summarize(cell.values)
-    text = f"{100 * mean:.2f} ± {100 * std:.2f} (n={n})"
-    text = f"**{text}**" if rank == 1 else f"<u>{text}</u>" if rank == 2 else text
-    return text + (f" ⚠ {cell.failed} failed" if cell.failed else "")
-
-
-def _ranks(rows: Mapping[str, Mapping[str, _Cell]], column: str) -> dict[str, int]:
-    """1 for the best mean, 2 for the second (ties share a rank); empty when fewer than two rows compete."""
-    competing = {label: cells[column].mean for label, cells in rows.items() if column in cells and cells[column].values}
-    if len(competing) < 2:
-        return {}
-    distinct = sorted(set(competing.values()), reverse=True)
-    return {label: distinct.index(mean) + 1 for label, mean in competing.items()}
-
-
-def _ranked_table(header: list[str], rows: dict[str, dict[str, _Cell]], columns: list[str],
-                  reference: dict[str, _Cell] | None = None) -> list[str]:
+def _ranked_table(header: list[str], rows: dict[str, dict[str, Cell]], columns: list[str],
+                  reference: dict[str, Cell] | None = None) -> list[str]:
     """Rows ranked per column; ``reference`` (column -> cell), when given, is a last, unranked row: a ceiling
     known from the data's generator, not a method."""
-    ranks = {col: _ranks(rows, col) for col in columns}
+    ranked = {col: _ranks(rows, col) for col in columns}
     body = []
     for label in sorted(rows):
         body.append([label] + [
-            _fmt(rows[label][col], ranks[col].get(label)) if col in rows[label] else "" for col in columns
+            rows[label][col].text(ranked[col].get(label)) if col in rows[label] else "" for col in columns
         ])
     if reference:
-        body.append([f"*{REFERENCE_ROW}*"] + [_fmt(reference[col], None) if col in reference else "" for col in columns])
+        body.append([f"*{REFERENCE_ROW}*"]
+                    + [reference[col].text() if col in reference else "" for col in columns])
     return markdown_table(header, body)
 
 
@@ -106,9 +88,9 @@ def _bayes_by_seed(records) -> dict[tuple[int, float], Mapping[str, Any]]:
     return {(r.seed, r.missing_rate): r.notes for r in records if r.ok and "bayes_accuracy" in r.notes}
 
 
-def _reference_cells(records, modalities) -> dict[str, _Cell]:
+def _reference_cells(records, modalities) -> dict[str, Cell]:
     """The ceiling per column of the main table: each modality alone, and all of them."""
-    cells: dict[str, _Cell] = defaultdict(_Cell)
+    cells: dict[str, Cell] = defaultdict(Cell)
     for notes in _bayes_by_seed(records).values():
         cells["multimodal"].values.append(notes["bayes_accuracy"])
         for m in modalities:
@@ -117,12 +99,8 @@ def _reference_cells(records, modalities) -> dict[str, _Cell]:
     return dict(cells)
 
 
-def _add(rows: dict[str, dict[str, _Cell]], label: str, column: str, record: Record, value: Any) -> None:
-    cell = rows[label].setdefault(column, _Cell())
-    if not record.ok:
-        cell.failed += 1
-    elif value is not None:
-        cell.values.append(float(value))
+def _add(rows: dict[str, dict[str, Cell]], label: str, column: str, record: Record, value: Any) -> None:
+    rows[label].setdefault(column, Cell()).add(record, value)
 
 
 def _modalities(records: list[Record]) -> list[str]:
@@ -134,14 +112,14 @@ def _modalities(records: list[Record]) -> list[str]:
 
 
 def _main_table(records, labels, modalities) -> list[str]:
-    rows: dict[str, dict[str, _Cell]] = defaultdict(dict)
+    rows: dict[str, dict[str, Cell]] = defaultdict(dict)
     for r, label in zip(records, labels):
         per_mod = r.metric("per_modality_accuracy") or {}
         for m in modalities:
             if not r.ok or m in per_mod:
                 _add(rows, label, m, r, per_mod.get(m))
             elif r.metric("per_modality_accuracy") is None:  # a model that cannot be split per modality
-                rows[label].setdefault(m, _Cell()).not_applicable = True
+                rows[label].setdefault(m, Cell()).not_applicable = True
         _add(rows, label, "multimodal", r, r.metric("accuracy"))
         _add(rows, label, "macro-F1", r, r.metric("macro_f1"))
     header = ["method"] + [f"{m} (in joint model)" for m in modalities] + ["multimodal acc", "macro-F1"]
@@ -178,8 +156,7 @@ def _laziness_table(records, labels, modalities) -> list[str]:
     for label in sorted(rows):
         cells = []
         for m in modalities:
-            mean, std, n = summarize(rows[label][m])
-            cells.append("" if n == 0 else f"{100 * mean:+.2f} ± {100 * std:.2f} (n={n})")
+            cells.append(mean_std(rows[label][m], signed=True))
         body.append([label] + cells)
     intro = ("Per-modality accuracy inside the joint model minus the same modality trained alone "
              "(percentage points, paired by seed; negative = the modality is under-trained):")
@@ -206,7 +183,7 @@ def _missing_rate_table(records, labels) -> list[str]:
     rates = sorted({r.missing_rate for r in records})
     if len(rates) < 2:
         return []
-    rows: dict[str, dict[str, _Cell]] = defaultdict(dict)
+    rows: dict[str, dict[str, Cell]] = defaultdict(dict)
     curves: dict[tuple[str, int], dict[float, float]] = defaultdict(dict)
     for r, label in zip(records, labels):
         _add(rows, label, f"{r.missing_rate:g}", r, r.metric("accuracy"))
@@ -214,16 +191,16 @@ def _missing_rate_table(records, labels) -> list[str]:
             curves[(label, r.seed)][r.missing_rate] = r.metric("accuracy")
     for (label, _), points in sorted(curves.items()):
         if len(points) == len(rates):
-            rows[label].setdefault("AUC", _Cell()).values.append(_curve_auc(points))
+            rows[label].setdefault("AUC", Cell()).values.append(_curve_auc(points))
     columns = [f"{rate:g}" for rate in rates] + ["AUC"]
     header = ["method"] + [_rate_header(records, rate) for rate in rates] + [f"AUC over {rates[0]:g}-{rates[-1]:g}"]
     return ["Multimodal accuracy by missing rate (AUC: area under the curve divided by the rate range, per seed):",
             ""] + _ranked_table(header, rows, columns, _reference_by_rate(records, rates)) + [""]
 
 
-def _reference_by_rate(records, rates) -> dict[str, _Cell]:
+def _reference_by_rate(records, rates) -> dict[str, Cell]:
     """The ceiling at each missing rate (the oracle under the same masks) and its AUC, per seed."""
-    cells: dict[str, _Cell] = defaultdict(_Cell)
+    cells: dict[str, Cell] = defaultdict(Cell)
     curves: dict[int, dict[float, float]] = defaultdict(dict)
     for (seed, rate), notes in sorted(_bayes_by_seed(records).items()):
         cells[f"{rate:g}"].values.append(notes["bayes_accuracy"])
@@ -247,17 +224,17 @@ def _ablation_tables(records, labels) -> list[str]:
         fields = sorted(f for f in next(iter(members.values())) if len({canonical_json(h[f]) for h in members.values()}) > 1)
         if not fields or len(fields) > 4:
             continue
-        rows: dict[str, dict[str, _Cell]] = defaultdict(dict)
+        rows: dict[str, dict[str, Cell]] = defaultdict(dict)
         for r, label in zip(records, labels):
             if label in members:
                 column = "multimodal" if r.missing_rate == 0 else "missing"
                 _add(rows, label, column, r, r.metric("accuracy"))
         body = []
-        ranks = {c: _ranks(rows, c) for c in ("multimodal", "missing")}
+        ranked = {c: _ranks(rows, c) for c in ("multimodal", "missing")}
         for label in sorted(members):
             cells = [str(members[label][f]) for f in fields]
             for c in ("multimodal", "missing"):
-                cells.append(_fmt(rows[label][c], ranks[c].get(label)) if c in rows[label] else "")
+                cells.append(rows[label][c].text(ranked[c].get(label)) if c in rows[label] else "")
             body.append([label] + cells)
         header = ["row"] + fields + ["multimodal acc (no missing)", "multimodal acc (all missing rates > 0)"]
         lines += [f"Ablation of the {'/'.join(sorted(members))} family:", ""] + markdown_table(header, body) + [""]
@@ -375,7 +352,7 @@ def _noise_section(setting: tuple, kind: str, records: list[Record]) -> list[str
     """Accuracy of the selected model on test data corrupted at each level (bench.noise), as the MLA paper's
     Table 2 does for missing rates, with the normalised area under the accuracy-vs-level curve per seed."""
     values = dict(zip(SETTING_FIELDS + ("tuning",), setting))
-    rows: dict[str, dict[str, _Cell]] = defaultdict(dict)
+    rows: dict[str, dict[str, Cell]] = defaultdict(dict)
     curves: dict[tuple[str, int, float], dict[float, float]] = defaultdict(dict)
     levels: set[float] = set()
     for r, label in zip(records, row_labels(records)):
@@ -391,7 +368,7 @@ def _noise_section(setting: tuple, kind: str, records: list[Record]) -> list[str
     if len(ordered) >= 2:
         for (label, _, _), points in sorted(curves.items()):
             if len(points) == len(ordered):
-                rows[label].setdefault("AUC", _Cell()).values.append(_curve_auc(points))
+                rows[label].setdefault("AUC", Cell()).values.append(_curve_auc(points))
     columns = [f"{level:g}" for level in ordered] + (["AUC"] if len(ordered) >= 2 else [])
     header = ["method"] + [f"level {c}" for c in columns[:len(ordered)]] + (
         [f"AUC over {ordered[0]:g}-{ordered[-1]:g}"] if len(ordered) >= 2 else [])
@@ -445,8 +422,7 @@ def _sweep_sections(records) -> list[str]:
         for label in sorted(rows):
             cells = []
             for v in values:
-                mean, std, n = summarize(rows[label].get(v, []))
-                cells.append("" if n == 0 else f"{100 * mean:.2f} ± {100 * std:.2f} (n={n})")
+                cells.append(mean_std(rows[label].get(v, [])))
             body.append([label] + cells)
         lines += [f"## {dataset}: gap to the Bayes ceiling against `{option}`", "",
                   f"{tuning} · {epochs} epochs · {precision} · no missing modalities · Bayes accuracy minus test "

@@ -36,14 +36,16 @@ from bench.tables.common import (
     ALPHA,
     MIN_SEEDS,
     SETTING_FIELDS,
+    Cell,
     by_setting,
     compare_paired,
     drop_capped_duplicates,
     markdown_table,
+    mean_std,
     rank_across_datasets,
     ranking_markdown,
+    ranks,
     row_labels,
-    summarize,
     table_order,
     text_order,
 )
@@ -99,43 +101,26 @@ class _Column:
     plain: bool = False  # show the distinct values (e.g. a count of modalities), not mean ± std
 
 
-class _Values:
-    def __init__(self) -> None:
-        self.values: list[float] = []
-        self.failed = 0
-
-
-def _format(cell: _Values, column: _Column, rank: int | None) -> str:
-    if not cell.values:
-        return f"failed ({cell.failed})" if cell.failed else ""
-    if column.plain:
+def _format(cell: Cell, column: _Column, rank: int | None) -> str:
+    if column.plain and cell.values:
         return "/".join(f"{v:g}" for v in sorted(set(cell.values)))
-    mean, std, n = summarize(cell.values)
     scale, digits = (100.0, 2) if column.percent else (1.0, column.digits)
-    text = f"{scale * mean:.{digits}f} ± {scale * std:.{digits}f} (n={n})"
-    text = f"**{text}**" if rank == 1 else f"<u>{text}</u>" if rank == 2 else text
-    return text + (f" ⚠ {cell.failed} failed" if cell.failed else "")
+    return cell.text(rank, scale=scale, digits=digits)
 
 
-def _ranks(cells: Mapping[str, _Values], better: str | None) -> dict[str, int]:
-    means = {label: statistics.fmean(c.values) for label, c in cells.items() if c.values}
-    if better is None or len(means) < 2:
+def _ranks(cells: Mapping[str, Cell], better: str | None) -> dict[str, int]:
+    if better is None:
         return {}
-    distinct = sorted(set(means.values()), reverse=better == "high")
-    return {label: distinct.index(mean) + 1 for label, mean in means.items()}
+    return ranks({label: c.mean for label, c in cells.items() if c.values}, higher_is_better=better == "high")
 
 
 def _body(records: list[Record], labels: list[str], columns: list[_Column]) -> list[list[str]]:
     """One row per label, one ``mean ± std (n)`` cell per column; best and second marked where ranked."""
-    cells: dict[str, list[_Values]] = defaultdict(lambda: [_Values() for _ in columns])
+    cells: dict[str, list[Cell]] = defaultdict(lambda: [Cell() for _ in columns])
     for r, label in zip(records, labels):
         for cell, column in zip(cells[label], columns):
-            if not column.applies(r):
-                continue
-            if not r.ok:
-                cell.failed += 1
-            elif (value := column.value(r)) is not None:
-                cell.values.append(float(value))
+            if column.applies(r):
+                cell.add(r, column.value(r) if r.ok else None)
     ranks = [_ranks({label: row[i] for label, row in cells.items()}, c.better) for i, c in enumerate(columns)]
     return [[label] + [_format(row[i], c, ranks[i].get(label)) for i, c in enumerate(columns)]
             for label, row in sorted(cells.items())]
@@ -294,10 +279,7 @@ def _before_after(records, labels, few: str, many: str, value, scale: float) -> 
     def stat(label: str) -> str:
         values = [v for r, lab in zip(records, labels)
                   if lab == label and r.ok and (v := value(r)) is not None]
-        if not values:
-            return ""
-        mean, std, n = summarize(values)
-        return f"{scale * mean:.{digits}f} ± {scale * std:.{digits}f} (n={n})"
+        return mean_std(values, scale=scale, digits=digits)
 
     (c,) = compare_paired([(_cells(records, labels, many, value), _cells(records, labels, few, value))])
     if not c.n:
