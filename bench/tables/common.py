@@ -19,10 +19,10 @@ from bench.spec import canonical_json
 
 __all__ = [
     "ALPHA", "MIN_SEEDS", "SETTING_FIELDS", "Cell", "Comparison", "by_setting", "ceiling_sweeps",
-    "compare_paired", "config_id", "drop_capped_duplicates", "friedman_nemenyi", "holm", "markdown_table",
-    "mean_std", "paired_t_pvalue", "per_seed_differences", "rank_across_datasets", "ranked",
-    "ranking_markdown", "ranks", "row_labels", "setting_key", "setting_title", "split_by_task", "summarize",
-    "table_order", "text_order", "tuning_label",
+    "compare_paired", "config_id", "drop_capped_duplicates", "friedman_nemenyi", "holm", "in_table_order",
+    "markdown_table", "mean_std", "paired_cells", "paired_t_pvalue", "per_seed_differences",
+    "rank_across_datasets", "ranked", "ranking_markdown", "ranks", "row_labels", "setting_key",
+    "setting_title", "split_by_task", "summarize", "table_order", "text_order", "tuning_label",
 ]
 
 ALPHA = 0.05
@@ -103,6 +103,14 @@ class Comparison:
         if math.isnan(self.p):
             return "n/a (no variance)"
         return f"{self.p:.3g}{' *' if self.p < ALPHA else ''}"
+
+
+def paired_cells(records: Sequence[Record], labels: Sequence[str], label: str,
+                 value: Callable[[Record], float | None]) -> dict[tuple[int, float], float]:
+    """(seed, missing rate) -> ``value`` of the ok records of one row (``labels`` name each record's row):
+    the cells, hence the masks, that a paired comparison matches (:func:`per_seed_differences`)."""
+    return {(r.seed, r.missing_rate): v for r, lab in zip(records, labels)
+            if lab == label and r.ok and (v := value(r)) is not None}
 
 
 def per_seed_differences(a: Mapping[tuple[int, float], float], b: Mapping[tuple[int, float], float]) -> list[float]:
@@ -222,6 +230,12 @@ def by_setting(records: Iterable[Record]) -> dict[tuple, list[Record]]:
     for r in records:
         groups[r.setting_key].append(r)
     return groups
+
+
+def in_table_order(groups: Mapping[tuple, list[Record]]) -> list[tuple[tuple, list[Record]]]:
+    """(setting, its records in :func:`table_order`), the settings in :func:`text_order`: the order of a
+    page's sections and of their rows."""
+    return [(setting, sorted(groups[setting], key=table_order)) for setting in sorted(groups, key=text_order)]
 
 
 def setting_title(setting: tuple) -> str:

@@ -35,8 +35,10 @@ from bench.tables.common import (
     compare_paired,
     drop_capped_duplicates,
     holm,
+    in_table_order,
     markdown_table,
     mean_std,
+    paired_cells,
     paired_t_pvalue,
     rank_across_datasets,
     ranking_markdown,
@@ -242,9 +244,8 @@ def _ablation_tables(records, labels) -> list[str]:
 
 
 def _cells(records, labels, label: str) -> dict[tuple[int, float], float]:
-    """(seed, missing rate) -> accuracy of one row: the cells whose masks a paired comparison matches."""
-    return {(r.seed, r.missing_rate): r.metric("accuracy")
-            for r, lab in zip(records, labels) if lab == label and r.ok}
+    """(seed, missing rate) -> accuracy of one row (:func:`paired_cells`)."""
+    return paired_cells(records, labels, label, lambda r: r.metric("accuracy"))
 
 
 def _seed_means(records, labels, label: str) -> list[float]:
@@ -543,9 +544,7 @@ def run_summary(records: Iterable[Mapping[str, Any]], *, baseline: str = "late_f
 
 
 def _by_setting(records: Iterable[Record]) -> list[tuple[tuple, list[Record]]]:
-    """(setting, its records in table order), settings in text order."""
-    groups = by_setting(records)
-    return [(setting, sorted(groups[setting], key=table_order)) for setting in sorted(groups, key=text_order)]
+    return in_table_order(by_setting(records))
 
 
 def _retrieval_summary(setting: tuple, records: list[Record]) -> list[str]:

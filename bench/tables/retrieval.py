@@ -40,14 +40,14 @@ from bench.tables.common import (
     by_setting,
     compare_paired,
     drop_capped_duplicates,
+    in_table_order,
     markdown_table,
     mean_std,
+    paired_cells,
     rank_across_datasets,
     ranking_markdown,
     ranks,
     row_labels,
-    table_order,
-    text_order,
 )
 
 __all__ = ["REFERENCE", "retrieval_rankings", "retrieval_sections"]
@@ -197,20 +197,14 @@ def _shared_pair_by_rate(records: list[Record], labels: list[str], pair: tuple[s
     return [intro, ""] + _table(records, labels, columns) + [""]
 
 
-def _cells(records: list[Record], labels: list[str], label: str, value) -> dict[tuple[int, float], float]:
-    """(seed, missing rate) -> value of one row: the cells (hence masks) a paired comparison matches."""
-    return {(r.seed, r.missing_rate): v for r, lab in zip(records, labels)
-            if lab == label and r.ok and (v := value(r)) is not None}
-
-
 def _significance_table(records: list[Record], labels: list[str], pair: tuple[str, str], reference: str) -> list[str]:
     present = sorted({label for r, label in zip(records, labels) if r.ok and _pair_r1(r, pair) is not None})
     if reference not in present or len(present) < 2:
         return []
     others = [label for label in present if label != reference]
     r1 = lambda r: _pair_r1(r, pair)  # noqa: E731
-    base = _cells(records, labels, reference, r1)
-    compared = compare_paired([(_cells(records, labels, label, r1), base) for label in others])
+    base = paired_cells(records, labels, reference, r1)
+    compared = compare_paired([(paired_cells(records, labels, label, r1), base) for label in others])
     body = []
     for label, c in zip(others, compared):
         if not c.n:
@@ -281,7 +275,8 @@ def _before_after(records, labels, few: str, many: str, value, scale: float) -> 
                   if lab == label and r.ok and (v := value(r)) is not None]
         return mean_std(values, scale=scale, digits=digits)
 
-    (c,) = compare_paired([(_cells(records, labels, many, value), _cells(records, labels, few, value))])
+    more, fewer = paired_cells(records, labels, many, value), paired_cells(records, labels, few, value)
+    (c,) = compare_paired([(more, fewer)])
     if not c.n:
         return [stat(few), stat(many), "", ""]
     return [stat(few), stat(many), c.describe(scale, digits), c.p_text()]
@@ -361,8 +356,8 @@ def retrieval_sections(records: Iterable[Mapping[str, Any]], *, reference: str =
     if noisy:
         lines += [f"Retrieval: {noisy} cell records scored under test-time noise (`--noise`) are not tabulated "
                   "here; their records hold the retrieval metrics per noise level.", ""]
-    for setting in sorted(groups, key=text_order):
-        lines += _section(setting, sorted(groups[setting], key=table_order), reference)
+    for setting, ordered in in_table_order(groups):
+        lines += _section(setting, ordered, reference)
     for ranking in _rankings(groups):
         lines += ranking_markdown(ranking, "Retrieval ranking across datasets", RANKING_SCORE)
     return lines
