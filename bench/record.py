@@ -20,12 +20,10 @@ from typing import Any, NoReturn
 
 from bench.spec import canonical_json
 
-__all__ = ["SETTING_FIELDS", "TASKS", "Record", "config_id", "records_of", "setting_key", "tuning_label"]
+__all__ = ["SETTING_FIELDS", "Record", "config_id", "records_of", "setting_key", "tuning_label"]
 
 #: The spec fields two records must share to appear in one table (with the kind of hyperparameters).
 SETTING_FIELDS = ("dataset", "dataset_version", "protocol", "epochs", "batch_size", "missing_on", "precision")
-#: The task kinds (a method's ``task``, bench.protocol); a record without ``notes.task`` is a classification one.
-TASKS = ("classification", "retrieval")
 
 _EMPTY: Mapping[str, Any] = MappingProxyType({})
 
@@ -224,8 +222,9 @@ class Record(dict):
 
     @property
     def task(self) -> str:
-        """``classification`` or ``retrieval`` (one of :data:`TASKS`): what the loop wrote in ``notes.task``,
-        classification when it wrote none (as for every classification cell, and a failed cell of any task)."""
+        """``classification`` or ``retrieval`` (a method's ``task``, bench.registry.TASK_FAMILIES): what the
+        loop wrote in ``notes.task``, classification when it wrote none (every classification cell, and a failed
+        cell of any task; the tables place failed cells by their method: bench.tables.common.split_by_task)."""
         return self.notes.get("task", "classification")
 
     @property
