@@ -27,7 +27,7 @@ __all__ = ["PROTOCOL_VERSION", "__version__", "load_records"]
 
 def load_records(results="results"):
     """Every record under a results directory as a ``pandas.DataFrame``, one flat row per cell (columns:
-    docs/records.md). Imports pandas on first use only; see :func:`bench.frame.load_records`."""
-    from bench.frame import load_records as _load_records
+    docs/records.md). Imports pandas on first use only; see :func:`bench.tables.frame.load_records`."""
+    from bench.tables.frame import load_records as _load_records
 
     return _load_records(results)

@@ -188,8 +188,11 @@ def _write_tables(results_dir: Path, *, check: bool = False) -> tuple[int, list[
     """Regenerate (or, with ``check``, compare) leaderboard.md, README.md and the plots of a results dir.
     -> (exit status, the valid records, the files written). ``check`` fails on stale files and on damaged
     records (unreadable, truncated, or edited so that their checksum no longer matches: bench.store)."""
-    from bench.leaderboard import leaderboard, results_readme
-    from bench.plots import (
+    from bench.store import atomic_write_text, iter_records
+    from bench.tables.common import split_by_task
+    from bench.tables.leaderboard import leaderboard, results_readme
+    from bench.tables.papers import REPORTED_FILE, papers_table, read_reported
+    from bench.tables.plots import (
         cd_diagram_names,
         cd_diagrams,
         dynamics_plot_names,
@@ -199,10 +202,7 @@ def _write_tables(results_dir: Path, *, check: bool = False) -> tuple[int, list[
         sweep_plot_names,
         sweep_plots,
     )
-    from bench.records_common import split_by_task
-    from bench.regenerate import SCRIPT_FILE, regenerate_script
-    from bench.reported import REPORTED_FILE, papers_table, read_reported
-    from bench.store import atomic_write_text, iter_records
+    from bench.tables.regenerate import SCRIPT_FILE, regenerate_script
 
     records, problems = [], []
     for item in iter_records(results_dir):
@@ -255,7 +255,7 @@ def cmd_table(args: argparse.Namespace) -> int:
     status, records, written = _write_tables(results, check=args.check)
     if not args.check:
         # The short summary that run prints, and where the tables are; the full tables are in the files.
-        from bench.leaderboard import run_summary
+        from bench.tables.leaderboard import run_summary
 
         print(run_summary(records), end="")
         pages = [p for p in written if p.suffix != ".png"]
@@ -335,8 +335,8 @@ def cmd_run(args: argparse.Namespace) -> int:
         import torch
 
         from bench.grid import run_grid
-        from bench.leaderboard import run_summary
         from bench.store import iter_records
+        from bench.tables.leaderboard import run_summary
 
         torch.set_num_threads(args.threads)
         results = Path(args.results)
@@ -486,9 +486,9 @@ def cmd_verify(args: argparse.Namespace) -> int:
 
 
 def cmd_export(args: argparse.Namespace) -> int:
-    """``bench export``: every record as one row (the columns of bench.frame, docs/records.md) in a parquet or
+    """``bench export``: every record as one row (the columns of bench.tables.frame, docs/records.md) in a parquet or
     CSV file."""
-    from bench.frame import export
+    from bench.tables.frame import export
 
     rows, columns, fmt = export(Path(args.results), Path(args.out), args.format)
     print(f"wrote {rows} records x {columns} columns to {args.out} ({fmt})")

@@ -12,7 +12,7 @@ indexed, so they are reported on every read, as before. The index also carries a
 validates records (``bench/store.py``, ``bench/spec.py``) and the Python version, and is ignored when either
 changed. So what :func:`load` returns is always what reading every file would return, in the same order.
 
-The index lives in the cache folder (``BENCH_CACHE``, see :func:`bench.cache.cache_root`), one file per
+The index lives in the cache folder (``BENCH_CACHE``, see :func:`bench.media.cache.cache_root`), one file per
 results directory, named by a digest of its absolute path; it is written atomically and only when something
 changed. Index files not rewritten for 30 days are removed. It is a ``marshal`` file (plain dicts, lists, strings and numbers; no code is loaded from it).
 Deleting it costs one full read.
@@ -54,7 +54,7 @@ def _code_digest() -> str:
 
 
 def index_path(results_dir: Path) -> Path:
-    from bench.cache import cache_root
+    from bench.media.cache import cache_root
 
     where = hashlib.sha256(str(Path(results_dir).resolve()).encode()).hexdigest()[:24]
     return cache_root() / "records-index" / f"{where}.marshal"

@@ -22,7 +22,7 @@ CHILD = r"""
 import json, statistics, sys, time
 import bench  # applies BENCH_CPU_KERNELS before torch loads
 import torch
-from bench.backbones import ResNet18Audio
+from bench.nn.backbones import ResNet18Audio
 
 torch.set_num_threads(1)
 torch.manual_seed(0)

@@ -21,7 +21,7 @@ Then each epoch runs in a fresh process (so neither code benefits from a warm on
 cell's data from the cache (timed apart), build ``ogm_ge``'s model (seed 0), and time
 ``bench.loop._train_epoch`` alone: the harness's training loop, batch 64, fp32, ``torch.set_num_threads(T)``.
 The registered encoders are NCHW; ``--channels-last`` adds runs whose ResNet-18s are switched to the
-channels-last memory format that ``bench.backbones`` supports (not selectable from ``bench run``).
+channels-last memory format that ``bench.nn.backbones`` supports (not selectable from ``bench run``).
 
 **Official code** (``--official DIR``: a checkout of https://github.com/GeWu-Lab/OGM-GE_CVPR2022, e.g. an
 export of commit 343dc1d). DIR is copied into the temporary folder and left untouched; in the copy:
@@ -189,10 +189,10 @@ def bench_epoch(data_root: Path, threads: int, *, channels_last: bool = False, d
     import torch
 
     torch.set_num_threads(threads)
-    from bench.backbones import _ResNet18
     from bench.data import cell_data
     from bench.grid import GridRequest, expand
     from bench.loop import _make_optimizer, _train_epoch, autocast_for, build_method, seed_everything
+    from bench.nn.backbones import _ResNet18
 
     started = time.perf_counter()
     request = GridRequest(methods="ogm_ge", datasets="cremad", seeds=(0,), missing_rates=(0.0,), epochs=1,

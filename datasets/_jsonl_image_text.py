@@ -5,7 +5,7 @@ is :class:`bench.media.prepared.PreparedDataset`'s, as for every cached adapter.
   (``text-image-classification/src/data/helpers.py``: ``Resize(256)`` then ``CenterCrop(224)``), kept uint8.
 * :func:`read_jsonl`, :func:`class_names`: QMF's ``{train,dev,test}.jsonl`` rows and class order.
 * :func:`tokenize_texts`: texts to the ``tokens`` modality (ids and attention mask) with the tokenizer of the
-  text encoder (:func:`bench.backbones.load_tokenizer`; default the shipped all-MiniLM-L6-v2).
+  text encoder (:func:`bench.nn.backbones.load_tokenizer`; default the shipped all-MiniLM-L6-v2).
 * :class:`JsonlImageText`: the image + text adapter of QMF's jsonl layout, registered as ``food101`` and ``mvsa``.
 
 Every error about the user's files is a :class:`~bench.errors.UsageError` of one line naming the file.
@@ -91,7 +91,7 @@ def read_rgb(path: Path, resize: int, crop: int) -> np.ndarray:
 
 def text_model_dir(text_model: str | None) -> Path:
     """The local model directory named by ``text_model``; None = the shipped all-MiniLM-L6-v2."""
-    from bench.backbones import default_text_model_dir
+    from bench.nn.backbones import default_text_model_dir
 
     if text_model is None:
         return default_text_model_dir()
@@ -115,15 +115,15 @@ def text_kind(text_model: str | None) -> str:
 
 
 def load_text_tokenizer(text_model: str | None) -> Any:
-    from bench.backbones import load_tokenizer
+    from bench.nn.backbones import load_tokenizer
 
     return load_tokenizer(text_model_dir(text_model))
 
 
 def tokenize_texts(tokenizer: Any, texts: Sequence[str], max_tokens: int, out: np.ndarray) -> int:
-    """Fill ``out`` (N, 2, max_tokens) with input ids and attention masks (:func:`bench.backbones.tokenize`:
+    """Fill ``out`` (N, 2, max_tokens) with input ids and attention masks (:func:`bench.nn.backbones.tokenize`:
     the tokenizer's special tokens, padded and truncated to ``max_tokens``); returns how many texts were cut."""
-    from bench.backbones import tokenize
+    from bench.nn.backbones import tokenize
 
     truncated = 0
     for start in range(0, len(texts), _TOKENIZE_CHUNK):

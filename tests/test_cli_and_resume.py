@@ -242,8 +242,8 @@ def test_table_prints_the_short_summary_and_the_paths_it_wrote(run_cli, tmp_path
     assert code == 0
     board = (tmp_path / "leaderboard.md").read_text()
     assert len(out.splitlines()) < len(board.splitlines()) / 2  # not the whole leaderboard
-    from bench.leaderboard import run_summary
     from bench.store import iter_records
+    from bench.tables.leaderboard import run_summary
 
     assert out.startswith(run_summary(list(iter_records(tmp_path))))
     (wrote,) = [line for line in out.splitlines() if line.startswith("wrote ")]

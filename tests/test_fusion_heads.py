@@ -15,7 +15,6 @@ import torch.nn.functional as F
 
 from bench.errors import UsageError
 from bench.grid import GridRequest, expand
-from bench.leaderboard import leaderboard
 from bench.loop import run_cell
 from bench.methods.late_fusion import LateFusion
 from bench.nn.classifiers import SlicedFusionNet
@@ -36,6 +35,7 @@ from bench.nn.fusion import (
 )
 from bench.protocol import DataDescription, ModalitySpec
 from bench.registry import default_method
+from bench.tables.leaderboard import leaderboard
 from bench.testing import tiny_spec
 
 DIMS = {2: {"a": 5, "b": 7}, 3: {"a": 5, "b": 7, "c": 4}}

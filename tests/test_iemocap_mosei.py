@@ -15,12 +15,12 @@ import torch
 from PIL import Image
 
 import bench.datasets._jsonl_image_text as helper
-from bench.backbones import load_tokenizer
 from bench.datasets.iemocap import CLASSES, IEMOCAP, SEPARATOR
 from bench.datasets.mosei import MOSEI, read_feature_pickle
 from bench.errors import UsageError
 from bench.loop import run_cell
 from bench.media.cache import read_manifest
+from bench.nn.backbones import load_tokenizer
 from bench.registry import DATASETS
 from bench.testing import tiny_spec
 

@@ -13,8 +13,8 @@ from bench.datasets.imbalance import DEFAULT_COVERAGE, IMBALANCE_2M, IMBALANCE_3
 from bench.errors import UsageError
 from bench.grid import GridRequest, expand
 from bench.masks import missing_mask
-from bench.records_common import setting_key
 from bench.registry import DATASETS
+from bench.tables.common import setting_key
 
 PATTERNS = [(True, True), (True, False), (False, True)]
 

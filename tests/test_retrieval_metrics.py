@@ -202,7 +202,7 @@ RECORDS = [
 
 
 def test_split_by_task_sends_failed_cells_of_retrieval_methods_to_retrieval():
-    from bench.records_common import split_by_task
+    from bench.tables.common import split_by_task
 
     classification, retrieval_records = split_by_task(RECORDS)
     assert [r["spec"]["method"] for r in classification] == ["late_fusion", "late_fusion"]
@@ -210,7 +210,7 @@ def test_split_by_task_sends_failed_cells_of_retrieval_methods_to_retrieval():
 
 
 def test_classification_tables_ignore_retrieval_records_and_retrieval_tables_follow():
-    from bench.leaderboard import leaderboard, results_readme
+    from bench.tables.leaderboard import leaderboard, results_readme
 
     text = leaderboard(RECORDS)
     classification, retrieval_part = text.split("## toy3 · retrieval")
@@ -234,7 +234,7 @@ def test_classification_tables_ignore_retrieval_records_and_retrieval_tables_fol
 
 
 def test_retrieval_cells_under_test_time_noise_are_counted_not_tabulated_and_break_nothing():
-    from bench.leaderboard import leaderboard, results_readme
+    from bench.tables.leaderboard import leaderboard, results_readme
 
     noisy = _retrieval_record("align_clip", 5, 0.5, 0.5, hparams=FAMILY)
     noisy["spec"] = {**noisy["spec"], "noise": "gaussian", "noise_levels": [0.0, 10.0]}
@@ -250,9 +250,9 @@ def test_retrieval_ranking_across_datasets_uses_the_shared_pair_by_hand(tmp_path
     12*3/(3*4) * (1 + 4 + 9 - 3*16/4) = 6, p = exp(-6/2); Nemenyi CD = 2.343 * sqrt(3*4 / (6*3)) = 1.91.
     z's mean R@1 over all its directions is the highest, and must not count: rows with different
     modalities are ranked on the pair they all embed."""
-    from bench.leaderboard import leaderboard
-    from bench.leaderboard_retrieval import retrieval_rankings
-    from bench.plots import cd_diagram_names
+    from bench.tables.leaderboard import leaderboard
+    from bench.tables.plots import cd_diagram_names
+    from bench.tables.retrieval import retrieval_rankings
 
     records = []
     for dataset in ("d0", "d1", "d2"):

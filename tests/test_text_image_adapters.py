@@ -13,12 +13,12 @@ import torch
 from PIL import Image
 
 import bench.datasets._jsonl_image_text as helper
-from bench.backbones import load_tokenizer, normalise_uint8_frames
 from bench.datasets.food101 import FOOD101
 from bench.datasets.mvsa import MVSA
 from bench.errors import UsageError
 from bench.loop import run_cell
 from bench.media.cache import read_manifest
+from bench.nn.backbones import load_tokenizer, normalise_uint8_frames
 from bench.registry import DATASETS
 from bench.testing import tiny_spec
 
