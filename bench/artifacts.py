@@ -71,18 +71,24 @@ def _write(results_dir: Path, spec: CellSpec, suffix: str, data: bytes, *, conte
 def _verified_bytes(results_dir: Path, record: Mapping[str, Any], what: str) -> bytes:
     entry = (record.get("artifacts") or {}).get(what)
     if not entry:
-        raise UsageError(f"record {record['key']} has no saved {what}; re-run its cell with "
-                         f"run --{'save-models' if what == 'model' else 'log-samples'} --overwrite")
+        raise UsageError(
+            f"record {record['key']} has no saved {what}; re-run its cell with "
+            f"run --{'save-models' if what == 'model' else 'log-samples'} --overwrite"
+        )
     spec = CellSpec.from_dict(record["spec"])
     path = record_path(results_dir, spec).parent / entry["file"]
     try:
         data = path.read_bytes()
     except OSError:
-        raise UsageError(f"{path} (the saved {what} of record {record['key']}) is missing; re-run the cell with "
-                         f"run --{'save-models' if what == 'model' else 'log-samples'} --overwrite") from None
+        raise UsageError(
+            f"{path} (the saved {what} of record {record['key']}) is missing; re-run the cell with "
+            f"run --{'save-models' if what == 'model' else 'log-samples'} --overwrite"
+        ) from None
     if _sha256(data) != entry["sha256"]:
-        raise UsageError(f"{path} does not match the sha256 its record names (damaged or replaced); re-run the "
-                         "cell with --overwrite to save it again")
+        raise UsageError(
+            f"{path} does not match the sha256 its record names (damaged or replaced); re-run the "
+            "cell with --overwrite to save it again"
+        )
     return data
 
 
@@ -144,8 +150,16 @@ def _npz(arrays: Mapping[str, np.ndarray]) -> bytes:
     return buffer.getvalue()
 
 
-def save_outputs(results_dir: Path, spec: CellSpec, outputs: CellOutputs, method: Any, model: Any, data: Any,
-                 autocast: Any, whole_train: Any) -> dict[str, Any]:
+def save_outputs(
+    results_dir: Path,
+    spec: CellSpec,
+    outputs: CellOutputs,
+    method: Any,
+    model: Any,
+    data: Any,
+    autocast: Any,
+    whole_train: Any,
+) -> dict[str, Any]:
     """Write what ``outputs`` asks for; returns the record's ``artifacts`` field (``whole_train``: the noise
     scale's source, as in bench.loop)."""
     from bench.loop import task_of
@@ -156,8 +170,13 @@ def save_outputs(results_dir: Path, spec: CellSpec, outputs: CellOutputs, method
     if outputs.log_samples and task_of(method).selection_key == "best_val_accuracy":
         arrays = sample_arrays(method, model, data.test, autocast)
         for level, split in noisy_test_splits(data, spec, whole_train).items():
-            arrays.update({f"noise.{level}.{k}": v for k, v in sample_arrays(method, model, split, autocast).items()
-                           if k not in ("index", "label")})
+            arrays.update(
+                {
+                    f"noise.{level}.{k}": v
+                    for k, v in sample_arrays(method, model, split, autocast).items()
+                    if k not in ("index", "label")
+                }
+            )
         artifacts["samples"] = _write(results_dir, spec, "samples.npz", _npz(arrays), content_addressed=False)
     return artifacts
 
@@ -172,27 +191,46 @@ def noisy_test_splits(data: Any, spec: CellSpec, whole_train: Any) -> dict[str, 
     kinds = {m.name: m.kind for m in data.description.modalities}
     stats = training_stats(whole_train, kinds)
     test = data.test.resident()
-    return {f"{level:g}": MaskedSplit(corrupt(test.inputs, test.mask, kinds, stats, kind=spec.noise, level=level,
-                                              seed=spec.seed, split="test"), test.labels, test.mask)
-            for level in spec.noise_levels}
+    return {
+        f"{level:g}": MaskedSplit(
+            corrupt(test.inputs, test.mask, kinds, stats, kind=spec.noise, level=level, seed=spec.seed, split="test"),
+            test.labels,
+            test.mask,
+        )
+        for level in spec.noise_levels
+    }
 
 
 # --------------------------------------------------------------------------------------------------
 # bench eval
 
 
-def evaluation_spec(source: Mapping[str, Any], missing_rate: float, noise: str,
-                    noise_levels: tuple[float, ...]) -> CellSpec:
+def evaluation_spec(
+    source: Mapping[str, Any], missing_rate: float, noise: str, noise_levels: tuple[float, ...]
+) -> CellSpec:
     """The spec of an evaluation record: the source cell's, with the test-time missing rate and noise asked
     for, and ``extra.evaluated_from`` = the source key (so it never shares a key with a trained cell)."""
     spec = CellSpec.from_dict(source["spec"])
-    return dataclasses.replace(spec, missing_rate=float(missing_rate), noise=noise, noise_levels=tuple(noise_levels),
-                               extra={**spec.extra, "evaluated_from": source["key"]})
+    return dataclasses.replace(
+        spec,
+        missing_rate=float(missing_rate),
+        noise=noise,
+        noise_levels=tuple(noise_levels),
+        extra={**spec.extra, "evaluated_from": source["key"]},
+    )
 
 
-def evaluate_saved(results_dir: Path, source: Mapping[str, Any], missing_rate: float, noise: str,
-                   noise_levels: tuple[float, ...], *, data_root: Path | None, device: str | None = None,
-                   outputs: CellOutputs | None = None) -> Record:
+def evaluate_saved(
+    results_dir: Path,
+    source: Mapping[str, Any],
+    missing_rate: float,
+    noise: str,
+    noise_levels: tuple[float, ...],
+    *,
+    data_root: Path | None,
+    device: str | None = None,
+    outputs: CellOutputs | None = None,
+) -> Record:
     """Score the saved model of ``source`` on the test split masked at ``missing_rate`` (and corrupted with
     ``noise`` at each level) without training; returns the new record (not yet written).
 
@@ -231,8 +269,9 @@ def evaluate_saved(results_dir: Path, source: Mapping[str, Any], missing_rate: f
     model = method.build(data.description).to(dev)
     stages = getattr(method, "pretrain", None)
     if stages is not None:  # the structure the run trained: the stages' models adopted, then the saved weights
-        method.adopt_pretrained(model, {name: stage.build(data.description).to(dev)
-                                        for name, stage in stages(data.description).items()})
+        method.adopt_pretrained(
+            model, {name: stage.build(data.description).to(dev) for name, stage in stages(data.description).items()}
+        )
     model.load_state_dict(state)
     autocast = autocast_for(trained.precision, dev)
     started = time.perf_counter()
@@ -242,14 +281,33 @@ def evaluate_saved(results_dir: Path, source: Mapping[str, Any], missing_rate: f
     if spec.noise != "none":
         metrics["noise"] = _noisy_test_scores(method, model, data, spec, autocast, task, whole_train)
     timings = {"train_seconds": 0.0, "test_seconds": round(time.perf_counter() - started, 3)}
-    notes = {**source["notes"], "missing_fraction_test": tested.notes["missing_fraction_test"],
-             "device": str(dev), "threads": torch.get_num_threads(), **dataset_notes(spec)}
+    notes = {
+        **source["notes"],
+        "missing_fraction_test": tested.notes["missing_fraction_test"],
+        "device": str(dev),
+        "threads": torch.get_num_threads(),
+        **dataset_notes(spec),
+    }
     artifacts = None
     if outputs is not None and outputs.log_samples:
-        artifacts = save_outputs(results_dir, spec, CellOutputs(log_samples=True), method, model, data,
-                                 autocast, whole_train)
-    evaluated_from = {"key": source["key"], "missing_rate": trained.missing_rate, "noise": trained.noise,
-                      "noise_levels": list(trained.noise_levels),
-                      "model_sha256": source["artifacts"]["model"]["sha256"]}
-    return new_record(spec, status="ok", metrics=metrics, timings=timings, notes=notes, history=[],
-                      evaluated_from=evaluated_from, artifacts=artifacts, environment=environment())
+        artifacts = save_outputs(
+            results_dir, spec, CellOutputs(log_samples=True), method, model, data, autocast, whole_train
+        )
+    evaluated_from = {
+        "key": source["key"],
+        "missing_rate": trained.missing_rate,
+        "noise": trained.noise,
+        "noise_levels": list(trained.noise_levels),
+        "model_sha256": source["artifacts"]["model"]["sha256"],
+    }
+    return new_record(
+        spec,
+        status="ok",
+        metrics=metrics,
+        timings=timings,
+        notes=notes,
+        history=[],
+        evaluated_from=evaluated_from,
+        artifacts=artifacts,
+        environment=environment(),
+    )

@@ -1,4 +1,5 @@
 """Moved to :mod:`bench.nn.backbones`; this alias keeps the old import path working."""
+
 import sys
 
 from bench.nn import backbones

@@ -33,8 +33,16 @@ if TYPE_CHECKING:
     from bench.artifacts import CellOutputs
     from bench.record import Record
 
-__all__ = ["CellOutcome", "cpu_identity", "dataset_notes", "environment", "numerics", "process_cell",
-           "recorded_numerics", "run_one"]
+__all__ = [
+    "CellOutcome",
+    "cpu_identity",
+    "dataset_notes",
+    "environment",
+    "numerics",
+    "process_cell",
+    "recorded_numerics",
+    "run_one",
+]
 
 
 def _git_commit() -> str | None:
@@ -114,12 +122,20 @@ def dataset_notes(spec: CellSpec) -> dict[str, Any]:
     modalities trained alone (the tables then use them as the reference for the same modality inside
     jointly trained models)."""
     method_cls = type(default_method(spec.method))
-    return {"modalities": list(DATASETS.get(spec.dataset).info.modalities),
-            "per_modality_trained_alone": bool(getattr(method_cls, "per_modality_trained_alone", False))}
+    return {
+        "modalities": list(DATASETS.get(spec.dataset).info.modalities),
+        "per_modality_trained_alone": bool(getattr(method_cls, "per_modality_trained_alone", False)),
+    }
 
 
-def run_one(spec: CellSpec, *, data_root: Path | None, device: str | None = None, outputs: CellOutputs | None = None,
-            results_dir: Path | None = None) -> Record:
+def run_one(
+    spec: CellSpec,
+    *,
+    data_root: Path | None,
+    device: str | None = None,
+    outputs: CellOutputs | None = None,
+    results_dir: Path | None = None,
+) -> Record:
     """One cell -> its record (``status`` ok or failed). Usage errors propagate; everything else is
     caught, because a crashing plugin must not take the grid down.
 
@@ -139,14 +155,19 @@ def run_one(spec: CellSpec, *, data_root: Path | None, device: str | None = None
         if loggers:
             hooks["on_history"] = lambda entry: [logger.log_epoch(entry) for logger in loggers]
         if outputs.save_model or outputs.log_samples:
+
             def after_test(method, model, data, autocast, whole_train) -> None:
                 artifacts.update(save_outputs(results_dir, spec, outputs, method, model, data, autocast, whole_train))
 
             hooks["after_test"] = after_test
     try:
         trained = run_cell(spec, data_root=data_root, device=device, **hooks)
-        body = {**trained, "status": "ok", "notes": {**trained["notes"], **dataset_notes(spec)},
-                "artifacts": artifacts or None}
+        body = {
+            **trained,
+            "status": "ok",
+            "notes": {**trained["notes"], **dataset_notes(spec)},
+            "artifacts": artifacts or None,
+        }
     except UsageError:
         raise
     except CellFailure as exc:
@@ -181,8 +202,15 @@ def _reusable(path: Path, results_dir: Path, outputs: CellOutputs | None) -> dic
     return existing
 
 
-def process_cell(spec: CellSpec, results_dir: Path, *, data_root: Path | None, overwrite: bool = False,
-                 device: str | None = None, outputs: CellOutputs | None = None) -> CellOutcome:
+def process_cell(
+    spec: CellSpec,
+    results_dir: Path,
+    *,
+    data_root: Path | None,
+    overwrite: bool = False,
+    device: str | None = None,
+    outputs: CellOutputs | None = None,
+) -> CellOutcome:
     """Skip a cell with a valid record (that has the files ``outputs`` asks for), else claim it, run it and
     write its record."""
     path = record_path(results_dir, spec)

@@ -50,8 +50,10 @@ def _int_list(text: str) -> tuple[int, ...]:
         raise UsageError(f"--seeds {text!r} is not a comma-separated list of integers (e.g. --seeds 0,1,2)") from None
     for value in values:
         if not 0 <= value <= MAX_SEED:
-            raise UsageError(f"--seeds: {value} is outside [0, 2**64 - 1], the seeds torch and numpy accept; "
-                             "use small integers like 0,1,2")
+            raise UsageError(
+                f"--seeds: {value} is outside [0, 2**64 - 1], the seeds torch and numpy accept; "
+                "use small integers like 0,1,2"
+            )
     return values
 
 
@@ -67,8 +69,9 @@ def _results_dir(args: argparse.Namespace) -> None:
     """``--results`` must be a directory or not exist yet (it is created); a file there is bad input."""
     path = Path(args.results)
     if path.exists() and not path.is_dir():
-        raise UsageError(f"--results {args.results!r} is a file, not a directory; give a directory for the records "
-                         "and tables")
+        raise UsageError(
+            f"--results {args.results!r} is a file, not a directory; give a directory for the records and tables"
+        )
 
 
 def _check_device(name: str | None) -> None:
@@ -105,32 +108,51 @@ def _data_root(value: str | None) -> Path | None:
     root = Path(raw).expanduser()
     if not root.is_dir():
         source = "--data-root" if value is not None else "BENCH_DATA"
-        raise UsageError(f"data root {raw!r} (from {source}) is not a directory; point it at the folder holding the datasets")
+        raise UsageError(
+            f"data root {raw!r} (from {source}) is not a directory; point it at the folder holding the datasets"
+        )
     return root
 
 
 def _add_grid_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--methods", default="classification",
-                   help="names, globs (ogm*), a task family (classification, retrieval) or 'all' "
-                        "(default: classification)")
+    p.add_argument(
+        "--methods",
+        default="classification",
+        help="names, globs (ogm*), a task family (classification, retrieval) or 'all' (default: classification)",
+    )
     p.add_argument("--datasets", default="imbalance*", help="names, globs or 'all' (default: imbalance*)")
     p.add_argument("--seeds", default="0,1,2", help="comma-separated integers (default: 0,1,2)")
     p.add_argument("--missing-rates", default="0,0.25,0.5", help="comma-separated rates in [0, 1)")
-    p.add_argument("--missing-on", choices=("all", "test"), default="all",
-                   help="mask train+val+test (all) or only val+test (test)")
-    p.add_argument("--precision", choices=("fp32", "bf16"), default="fp32",
-                   help="bf16 autocasts forward passes (CPU and CUDA); recorded in every cell's spec")
-    p.add_argument("--noise", choices=("none", "gaussian", "salt_pepper"), default="none",
-                   help="also score the selected model on test data corrupted at each --noise-levels (QMF's "
-                        "low-quality setting; token modalities lose words); training is unchanged")
+    p.add_argument(
+        "--missing-on", choices=("all", "test"), default="all", help="mask train+val+test (all) or only val+test (test)"
+    )
+    p.add_argument(
+        "--precision",
+        choices=("fp32", "bf16"),
+        default="fp32",
+        help="bf16 autocasts forward passes (CPU and CUDA); recorded in every cell's spec",
+    )
+    p.add_argument(
+        "--noise",
+        choices=("none", "gaussian", "salt_pepper"),
+        default="none",
+        help="also score the selected model on test data corrupted at each --noise-levels (QMF's "
+        "low-quality setting; token modalities lose words); training is unchanged",
+    )
     p.add_argument("--noise-levels", help="noise levels in [0, 10] for --noise (default: 0,5,10, as QMF)")
     p.add_argument("--epochs", type=int, help="epochs per cell (default: the dataset's)")
     p.add_argument("--batch-size", type=int, help="training batch size (default: the dataset's)")
     p.add_argument("--patience", type=int, help="stop after this many epochs without a better validation score")
-    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="METHOD.PARAM=VALUE",
-                   help="override a hyperparameter; METHOD may be a glob, e.g. '*.lr=0.01' (repeatable); "
-                        "'encoder.MODALITY=KIND' chooses a modality's encoder, e.g. encoder.audio=spectrogram_resnet18; "
-                        "'data.OPTION=VALUE' sets a dataset option, e.g. data.coverage=0.9 (imbalance_2m/3m)")
+    p.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="METHOD.PARAM=VALUE",
+        help="override a hyperparameter; METHOD may be a glob, e.g. '*.lr=0.01' (repeatable); "
+        "'encoder.MODALITY=KIND' chooses a modality's encoder, e.g. encoder.audio=spectrogram_resnet18; "
+        "'data.OPTION=VALUE' sets a dataset option, e.g. data.coverage=0.9 (imbalance_2m/3m)",
+    )
     p.add_argument("--data-root", help="folder with the real datasets (default: $BENCH_DATA)")
 
 
@@ -141,10 +163,18 @@ def _request(args: argparse.Namespace, *, tuned: bool | None = None):
         tuned = getattr(args, "tuned", False) or getattr(args, "tune", None) is not None
     return GridRequest(
         tuned_from=Path(args.results) if tuned else None,
-        methods=args.methods, datasets=args.datasets, seeds=_int_list(args.seeds),
-        missing_rates=_rate_list(args.missing_rates), epochs=args.epochs, batch_size=args.batch_size,
-        patience=args.patience, missing_on=args.missing_on, overrides=tuple(args.overrides), precision=args.precision,
-        noise=args.noise, noise_levels=_noise_levels(args),
+        methods=args.methods,
+        datasets=args.datasets,
+        seeds=_int_list(args.seeds),
+        missing_rates=_rate_list(args.missing_rates),
+        epochs=args.epochs,
+        batch_size=args.batch_size,
+        patience=args.patience,
+        missing_on=args.missing_on,
+        overrides=tuple(args.overrides),
+        precision=args.precision,
+        noise=args.noise,
+        noise_levels=_noise_levels(args),
         data_root=_data_root(args.data_root),
     )
 
@@ -211,25 +241,40 @@ def _write_tables(results_dir: Path, *, check: bool = False) -> tuple[int, list[
         print(f"warning: {problem}", file=sys.stderr)
     text = leaderboard(records)
     plotted = split_by_task(records)[0]  # the accuracy plots show classification records only
-    pages = {LEADERBOARD_FILE: text,
-             "README.md": results_readme(records, plots=[(f"plots/{name}", caption) for name, caption in
-                                                         plot_names(plotted) + sweep_plot_names(plotted)
-                                                         + cd_diagram_names(records)],
-                                         dynamics=[(f"plots/{n}", c) for n, c in dynamics_plot_names(plotted)]),
-             SCRIPT_FILE: regenerate_script(records)}
+    pages = {
+        LEADERBOARD_FILE: text,
+        "README.md": results_readme(
+            records,
+            plots=[
+                (f"plots/{name}", caption)
+                for name, caption in plot_names(plotted) + sweep_plot_names(plotted) + cd_diagram_names(records)
+            ],
+            dynamics=[(f"plots/{n}", c) for n, c in dynamics_plot_names(plotted)],
+        ),
+        SCRIPT_FILE: regenerate_script(records),
+    }
     if (results_dir / REPORTED_FILE).exists():
         pages[PAPERS_FILE] = papers_table(records, read_reported(results_dir / REPORTED_FILE))
     if check and problems:
-        print(f"{len(problems)} damaged record(s) under {results_dir / 'records'} (first: {problems[0]}); the "
-              "tables would silently leave them out: restore them, or rerun their cells (python -m bench run "
-              "recomputes a damaged record)", file=sys.stderr)
+        print(
+            f"{len(problems)} damaged record(s) under {results_dir / 'records'} (first: {problems[0]}); the "
+            "tables would silently leave them out: restore them, or rerun their cells (python -m bench run "
+            "recomputes a damaged record)",
+            file=sys.stderr,
+        )
         return 1, records, []
     if check:
-        stale = [name for name, content in pages.items()
-                 if not (results_dir / name).exists() or (results_dir / name).read_text(encoding="utf-8") != content]
+        stale = [
+            name
+            for name, content in pages.items()
+            if not (results_dir / name).exists() or (results_dir / name).read_text(encoding="utf-8") != content
+        ]
         if stale:
-            print(f"{', '.join(str(results_dir / n) for n in stale)} differ from what {results_dir}/records "
-                  f"generates; run: python -m bench table --results {results_dir}", file=sys.stderr)
+            print(
+                f"{', '.join(str(results_dir / n) for n in stale)} differ from what {results_dir}/records "
+                f"generates; run: python -m bench table --results {results_dir}",
+                file=sys.stderr,
+            )
             return 1, records, []
         print(f"{', '.join(str(results_dir / n) for n in pages)} match their {len(records)} records")
         return 0, records, []
@@ -250,8 +295,9 @@ def _write_tables(results_dir: Path, *, check: bool = False) -> tuple[int, list[
 def cmd_table(args: argparse.Namespace) -> int:
     results = Path(args.results)
     if not results.is_dir():
-        raise UsageError(f"--results {args.results!r}: no such directory; point it at a results directory "
-                         "(one holding records/)")
+        raise UsageError(
+            f"--results {args.results!r}: no such directory; point it at a results directory (one holding records/)"
+        )
     status, records, written = _write_tables(results, check=args.check)
     if not args.check:
         # The short summary that run prints, and where the tables are; the full tables are in the files.
@@ -260,7 +306,10 @@ def cmd_table(args: argparse.Namespace) -> int:
         print(run_summary(records), end="")
         pages = [p for p in written if p.suffix != ".png"]
         plots = len(written) - len(pages)
-        print(f"wrote {', '.join(str(p) for p in pages)}" + (f" and {plots} plots in {results / 'plots'}" if plots else ""))
+        print(
+            f"wrote {', '.join(str(p) for p in pages)}"
+            + (f" and {plots} plots in {results / 'plots'}" if plots else "")
+        )
     return status
 
 
@@ -272,8 +321,12 @@ class EpochProgress:
         self.label, self.epochs = spec.label, spec.epochs
 
     def log_epoch(self, entry: dict) -> None:
-        print(f"  {self.label} epoch {entry['epoch'] + 1}/{self.epochs}: train loss {entry['train_loss']:.4f}, "
-              f"validation {entry['val_score']:.4f}", file=sys.stderr, flush=True)
+        print(
+            f"  {self.label} epoch {entry['epoch'] + 1}/{self.epochs}: train loss {entry['train_loss']:.4f}, "
+            f"validation {entry['val_score']:.4f}",
+            file=sys.stderr,
+            flush=True,
+        )
 
     def close(self) -> None:
         pass
@@ -284,8 +337,15 @@ def _progress_bar(total: int, *, quiet: bool = False):
 
     # Always shown; where stderr is not a terminal (CI logs) it updates every 30 s instead of continuously.
     # ``delay``: nothing is drawn for the first second, so an early one-line error stays one line.
-    bar = tqdm(total=total, unit="cell", file=sys.stderr, dynamic_ncols=True, delay=1.0,
-               mininterval=0.5 if sys.stderr.isatty() else 30.0, disable=quiet)
+    bar = tqdm(
+        total=total,
+        unit="cell",
+        file=sys.stderr,
+        dynamic_ncols=True,
+        delay=1.0,
+        mininterval=0.5 if sys.stderr.isatty() else 30.0,
+        disable=quiet,
+    )
 
     def update(spec, status: str) -> None:
         bar.set_postfix_str(f"{spec.label} {status}", refresh=False)
@@ -345,14 +405,26 @@ def cmd_run(args: argparse.Namespace) -> int:
 
             retry = failed_cells(results, plan.specs)
             if retry and not args.quiet:
-                print(f"retrying {len(retry)} cells whose records say they failed (--overwrite recomputes every "
-                      "cell)", file=sys.stderr)
+                print(
+                    f"retrying {len(retry)} cells whose records say they failed (--overwrite recomputes every cell)",
+                    file=sys.stderr,
+                )
         bar, update = _progress_bar(len(plan.specs), quiet=args.quiet)
         try:
-            outcome = run_grid(plan.specs, results, data_root=_data_root(args.data_root), overwrite=args.overwrite,
-                               device=args.device, jobs=args.jobs, threads=args.threads, progress=update,
-                               executor=args.executor, ray_address=args.ray_address, pool=pool,
-                               outputs=_outputs(args))
+            outcome = run_grid(
+                plan.specs,
+                results,
+                data_root=_data_root(args.data_root),
+                overwrite=args.overwrite,
+                device=args.device,
+                jobs=args.jobs,
+                threads=args.threads,
+                progress=update,
+                executor=args.executor,
+                ray_address=args.ray_address,
+                pool=pool,
+                outputs=_outputs(args),
+            )
         except KeyboardInterrupt:
             from bench.workers import stop_workers
 
@@ -369,13 +441,19 @@ def cmd_run(args: argparse.Namespace) -> int:
     mine = [r for r in iter_records(results) if isinstance(r, dict) and r["key"] in keys]
     print(run_summary(mine), end="")
     if outcome.computed == 0 and not outcome.busy:
-        print(f"\nnothing to train: all {outcome.skipped} cells already have records in {results} "
-              "(use --overwrite to recompute)")
+        print(
+            f"\nnothing to train: all {outcome.skipped} cells already have records in {results} "
+            "(use --overwrite to recompute)"
+        )
     else:
-        print(f"\n{outcome.computed} cells trained, {outcome.skipped} reused from {results}, "
-              f"{len(outcome.busy)} left to another runner")
-    print(f"full leaderboard (every table, all records in {results}): {results / LEADERBOARD_FILE}; "
-          f"summary with plots: {results / 'README.md'}")
+        print(
+            f"\n{outcome.computed} cells trained, {outcome.skipped} reused from {results}, "
+            f"{len(outcome.busy)} left to another runner"
+        )
+    print(
+        f"full leaderboard (every table, all records in {results}): {results / LEADERBOARD_FILE}; "
+        f"summary with plots: {results / 'README.md'}"
+    )
     if outcome.failed:
         print(f"{len(outcome.failed)} cells failed:", file=sys.stderr)
         for line in outcome.failed:
@@ -397,35 +475,65 @@ def _tune(args: argparse.Namespace, *, trials: int) -> None:
     if trials < 1:
         raise UsageError(f"the number of trials must be >= 1, got {trials}")
     # One cell per (method, dataset) at the tuning protocol's rate 0; seeds, rates and noise are run's axes.
-    request = GridRequest(methods=args.methods, datasets=args.datasets, seeds=(0,), missing_rates=(0.0,),
-                          epochs=args.epochs, batch_size=args.batch_size, patience=args.patience,
-                          precision=args.precision, overrides=tuple(args.overrides),
-                          data_root=_data_root(args.data_root))
+    request = GridRequest(
+        methods=args.methods,
+        datasets=args.datasets,
+        seeds=(0,),
+        missing_rates=(0.0,),
+        epochs=args.epochs,
+        batch_size=args.batch_size,
+        patience=args.patience,
+        precision=args.precision,
+        overrides=tuple(args.overrides),
+        data_root=_data_root(args.data_root),
+    )
     specs = expand(request).specs
-    method_sets = [(pattern, param, raw) for pattern, param, raw in parse_overrides(args.overrides)
-                   if pattern not in (ENCODER_OVERRIDE, DATA_OVERRIDE)]
+    method_sets = [
+        (pattern, param, raw)
+        for pattern, param, raw in parse_overrides(args.overrides)
+        if pattern not in (ENCODER_OVERRIDE, DATA_OVERRIDE)
+    ]
     import torch
 
     torch.set_num_threads(args.threads)
     for i, spec in enumerate(specs, 1):
-        fixed = fixed_values(spec.method, {param: raw for pattern, param, raw in method_sets
-                                           if fnmatch.fnmatchcase(spec.method, pattern)})
+        fixed = fixed_values(
+            spec.method,
+            {param: raw for pattern, param, raw in method_sets if fnmatch.fnmatchcase(spec.method, pattern)},
+        )
         print(f"[{i}/{len(specs)}] tuning {spec.method} on {spec.dataset}: {trials} trials", file=sys.stderr)
-        summary = tune_one(spec.method, spec.dataset, trials=trials, results_dir=Path(args.results),
-                           storage=args.storage, epochs=spec.epochs, batch_size=spec.batch_size,
-                           data_root=request.data_root, jobs=args.jobs, precision=spec.precision,
-                           patience=spec.patience, encoders=spec.extra.get("encoders"),
-                           options=spec.extra.get("dataset_options"), fixed=fixed)
+        summary = tune_one(
+            spec.method,
+            spec.dataset,
+            trials=trials,
+            results_dir=Path(args.results),
+            storage=args.storage,
+            epochs=spec.epochs,
+            batch_size=spec.batch_size,
+            data_root=request.data_root,
+            jobs=args.jobs,
+            precision=spec.precision,
+            patience=spec.patience,
+            encoders=spec.extra.get("encoders"),
+            options=spec.extra.get("dataset_options"),
+            fixed=fixed,
+        )
         score = task_of(default_method(spec.method)).headline_name  # accuracy, or mean R@1 for retrieval methods
-        print(f"{spec.method} on {spec.dataset}: best validation {score} {summary['best_value']:.4f} "
-              f"(trial {summary['best_trial']} of {summary['finished_trials']}) {summary['params']}")
+        print(
+            f"{spec.method} on {spec.dataset}: best validation {score} {summary['best_value']:.4f} "
+            f"(trial {summary['best_trial']} of {summary['finished_trials']}) {summary['params']}"
+        )
 
 
 #: ``run`` options that only choose evaluation cells: tuning trains on its own seed (bench.tune.TUNING_SEEDS)
 #: at missing rate 0 and never scores the test split, so ``tune`` refuses them rather than ignore them.
-_RUN_ONLY = (("seeds", "--seeds", None), ("missing_rates", "--missing-rates", None),
-             ("missing_on", "--missing-on", "all"), ("noise", "--noise", "none"),
-             ("noise_levels", "--noise-levels", None))
+_RUN_ONLY = (
+    ("seeds", "--seeds", None),
+    ("missing_rates", "--missing-rates", None),
+    ("missing_on", "--missing-on", "all"),
+    ("noise", "--noise", "none"),
+    ("noise_levels", "--noise-levels", None),
+)
 
 
 def _refuse_run_only(args: argparse.Namespace) -> None:
@@ -433,9 +541,11 @@ def _refuse_run_only(args: argparse.Namespace) -> None:
 
     given = [flag for name, flag, harmless in _RUN_ONLY if getattr(args, name) not in (None, harmless)]
     if given:
-        raise UsageError(f"tune does not take {', '.join(given)}: trials train on seed {TUNING_SEEDS[0]} at missing "
-                         "rate 0 and never see the test split; give them to run (python -m bench run --tune N ... "
-                         "tunes, then runs those cells)")
+        raise UsageError(
+            f"tune does not take {', '.join(given)}: trials train on seed {TUNING_SEEDS[0]} at missing "
+            "rate 0 and never see the test split; give them to run (python -m bench run --tune N ... "
+            "tunes, then runs those cells)"
+        )
 
 
 def cmd_tune(args: argparse.Namespace) -> int:
@@ -463,8 +573,10 @@ def cmd_verify(args: argparse.Namespace) -> int:
     here = numerics(environment(), args.threads)
     seed = args.seed if args.seed is not None else random.SystemRandom().randrange(2**31)
     sample = pick_sample(candidates, here, args.sample, seed)
-    print(f"re-running {len(sample)} of {len(candidates)} re-runnable cells (sample seed {seed}) on {here[0]}, "
-          f"kernels {here[1]}")
+    print(
+        f"re-running {len(sample)} of {len(candidates)} re-runnable cells (sample seed {seed}) on {here[0]}, "
+        f"kernels {here[1]}"
+    )
     verdicts = []
     for record in sample:
         verdict, detail = verify_record(record, here, data_root)
@@ -475,12 +587,17 @@ def cmd_verify(args: argparse.Namespace) -> int:
     failed = sum(v in FAILING for v in verdicts)
     elsewhere = verdicts.count("other-cpu")
     if elsewhere:
-        print(f"{elsewhere} of {len(sample)} cells were recorded on another or an unrecorded CPU and differ "
-              "there; each re-ran identically twice here (records are bit-identical only on the same CPU "
-              "model, kernels, torch and threads; --strict fails on these too)", file=sys.stderr)
+        print(
+            f"{elsewhere} of {len(sample)} cells were recorded on another or an unrecorded CPU and differ "
+            "there; each re-ran identically twice here (records are bit-identical only on the same CPU "
+            "model, kernels, torch and threads; --strict fails on these too)",
+            file=sys.stderr,
+        )
     if failed or (args.strict and elsewhere):
-        print(f"{failed + args.strict * elsewhere} of {len(sample)} re-run cells differ from their records",
-              file=sys.stderr)
+        print(
+            f"{failed + args.strict * elsewhere} of {len(sample)} re-run cells differ from their records",
+            file=sys.stderr,
+        )
         return 1
     return 0
 
@@ -529,12 +646,21 @@ def cmd_eval(args: argparse.Namespace) -> int:
     def chosen(name: str, selection: str) -> bool:
         return any(part.strip() == "all" or fnmatch.fnmatchcase(name, part.strip()) for part in selection.split(","))
 
-    sources = [r for r in iter_records(results) if isinstance(r, dict) and r["status"] == "ok"
-               and "model" in (r.get("artifacts") or {}) and "evaluated_from" not in r
-               and chosen(r["spec"]["method"], args.methods) and chosen(r["spec"]["dataset"], args.datasets)]
+    sources = [
+        r
+        for r in iter_records(results)
+        if isinstance(r, dict)
+        and r["status"] == "ok"
+        and "model" in (r.get("artifacts") or {})
+        and "evaluated_from" not in r
+        and chosen(r["spec"]["method"], args.methods)
+        and chosen(r["spec"]["dataset"], args.datasets)
+    ]
     if not sources:
-        raise UsageError(f"no record under {results} with --methods {args.methods} --datasets {args.datasets} has a "
-                         "saved model; run its cells with run --save-models first")
+        raise UsageError(
+            f"no record under {results} with --methods {args.methods} --datasets {args.datasets} has a "
+            "saved model; run its cells with run --save-models first"
+        )
     data_root = _data_root(args.data_root)
     written = existed = 0
     for source in sources:
@@ -544,13 +670,23 @@ def cmd_eval(args: argparse.Namespace) -> int:
             if not args.overwrite and path.exists() and isinstance(read_record(path), dict):
                 existed += 1
                 continue
-            record = evaluate_saved(results, source, rate, args.noise, levels, data_root=data_root,
-                                    device=args.device, outputs=CellOutputs(log_samples=args.log_samples))
+            record = evaluate_saved(
+                results,
+                source,
+                rate,
+                args.noise,
+                levels,
+                data_root=data_root,
+                device=args.device,
+                outputs=CellOutputs(log_samples=args.log_samples),
+            )
             write_record(results, record)
             written += 1
             name, value = headline(record["metrics"])
             print(f"{spec.label} (saved model of {source['key']}): {name} {value:.4f}")
-    print(f"{written} evaluation records written, {existed} already there, from {len(sources)} saved models in {results}")
+    print(
+        f"{written} evaluation records written, {existed} already there, from {len(sources)} saved models in {results}"
+    )
     return 0
 
 
@@ -667,8 +803,10 @@ def cmd_data(args: argparse.Namespace) -> int:
     root = _data_root(args.data_root)
     if args.action is None or args.action == "list":
         if args.names is not None:
-            raise UsageError(f"'bench data' takes no dataset name (got {args.names!r}); "
-                             f"to prepare it: python -m bench data prepare {args.names}")
+            raise UsageError(
+                f"'bench data' takes no dataset name (got {args.names!r}); "
+                f"to prepare it: python -m bench data prepare {args.names}"
+            )
         return _data_list(args, root)
     if args.names is None:
         raise UsageError("bench data prepare needs a dataset name, e.g. python -m bench data prepare avmnist")
@@ -678,17 +816,24 @@ def cmd_data(args: argparse.Namespace) -> int:
 
 
 def _add_data_workers_argument(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--data-workers", type=int, metavar="N",
-                        help="data-loader processes that read streamed (larger than BENCH_RESIDENT_BYTES) splits "
-                             "ahead of training (default: $BENCH_DATA_WORKERS, else 2; 0 reads in the training "
-                             "process; records do not depend on it)")
+    parser.add_argument(
+        "--data-workers",
+        type=int,
+        metavar="N",
+        help="data-loader processes that read streamed (larger than BENCH_RESIDENT_BYTES) splits "
+        "ahead of training (default: $BENCH_DATA_WORKERS, else 2; 0 reads in the training "
+        "process; records do not depend on it)",
+    )
 
 
 def _add_cpu_kernels_argument(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--cpu-kernels", choices=("native", "avx2"),
-                        help="CPU kernels of torch, MKL and oneDNN: native (the CPU's own, the default) or avx2 "
-                             "(pinned, as records made before native became the default; default: "
-                             "$BENCH_CPU_KERNELS, else native); recorded in every cell's environment")
+    parser.add_argument(
+        "--cpu-kernels",
+        choices=("native", "avx2"),
+        help="CPU kernels of torch, MKL and oneDNN: native (the CPU's own, the default) or avx2 "
+        "(pinned, as records made before native became the default; default: "
+        "$BENCH_CPU_KERNELS, else native); recorded in every cell's environment",
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -700,41 +845,71 @@ def build_parser() -> argparse.ArgumentParser:
     run = sub.add_parser("run", help="train and evaluate the cells of a grid that have no record yet")
     _add_grid_arguments(run)
     talk = run.add_mutually_exclusive_group()
-    talk.add_argument("-q", "--quiet", action="store_true",
-                      help="print only errors and the final summary (no progress bar, no notes)")
-    talk.add_argument("-v", "--verbose", action="store_true",
-                      help="also print one line per epoch of every cell that trains (train loss, validation score)")
+    talk.add_argument(
+        "-q", "--quiet", action="store_true", help="print only errors and the final summary (no progress bar, no notes)"
+    )
+    talk.add_argument(
+        "-v",
+        "--verbose",
+        action="store_true",
+        help="also print one line per epoch of every cell that trains (train loss, validation score)",
+    )
     run.add_argument("--results", default=str(DEFAULT_RESULTS), help="results directory (default: results)")
     run.add_argument("--overwrite", action="store_true", help="recompute cells that already have records")
     run.add_argument("--device", help="torch device (default: cuda if available, else cpu)")
-    run.add_argument("--tuned", action="store_true",
-                     help="use the tuned hyperparameters in RESULTS/tuned/ (written by bench tune)")
+    run.add_argument(
+        "--tuned", action="store_true", help="use the tuned hyperparameters in RESULTS/tuned/ (written by bench tune)"
+    )
     run.add_argument("--tune", type=int, metavar="N", help="tune every method with N trials first, then run --tuned")
     run.add_argument("--storage", help="Optuna RDB storage URL for --tune (default: a journal file in RESULTS/tuning)")
-    run.add_argument("--jobs", type=int, default=1,
-                     help="cells run in parallel worker processes (records are identical to --jobs 1)")
-    run.add_argument("--threads", type=int, default=1,
-                     help="torch CPU threads per cell (default 1: the small models gain nothing from more, "
-                          "and threads competing with other processes for the cores slow training many-fold)")
+    run.add_argument(
+        "--jobs", type=int, default=1, help="cells run in parallel worker processes (records are identical to --jobs 1)"
+    )
+    run.add_argument(
+        "--threads",
+        type=int,
+        default=1,
+        help="torch CPU threads per cell (default 1: the small models gain nothing from more, "
+        "and threads competing with other processes for the cores slow training many-fold)",
+    )
     _add_data_workers_argument(run)
     _add_cpu_kernels_argument(run)
-    run.add_argument("--executor", choices=("local", "ray"), default="local",
-                     help="where cells run: local processes (default) or Ray tasks (pip install 'bench-mml[ray]')")
-    run.add_argument("--ray-address",
-                     help="Ray cluster for --executor ray: 'auto' for a running one (default: start a local "
-                          "instance); the results directory must be on a file system all nodes share")
-    run.add_argument("--save-models", action="store_true",
-                     help="keep each cell's selected weights next to its record (sha256-checked; for bench eval)")
-    run.add_argument("--log-samples", action="store_true",
-                     help="keep each cell's per-sample test predictions next to its record (<key>.samples.npz)")
-    run.add_argument("--logger", metavar="NAME[,NAME]",
-                     help="per-epoch loggers from the bench.loggers entry points: csv, tensorboard, ...")
+    run.add_argument(
+        "--executor",
+        choices=("local", "ray"),
+        default="local",
+        help="where cells run: local processes (default) or Ray tasks (pip install 'bench-mml[ray]')",
+    )
+    run.add_argument(
+        "--ray-address",
+        help="Ray cluster for --executor ray: 'auto' for a running one (default: start a local "
+        "instance); the results directory must be on a file system all nodes share",
+    )
+    run.add_argument(
+        "--save-models",
+        action="store_true",
+        help="keep each cell's selected weights next to its record (sha256-checked; for bench eval)",
+    )
+    run.add_argument(
+        "--log-samples",
+        action="store_true",
+        help="keep each cell's per-sample test predictions next to its record (<key>.samples.npz)",
+    )
+    run.add_argument(
+        "--logger",
+        metavar="NAME[,NAME]",
+        help="per-epoch loggers from the bench.loggers entry points: csv, tensorboard, ...",
+    )
     run.set_defaults(func=cmd_run)
     tune = sub.add_parser("tune", help="tune hyperparameters on validation data, the same budget per method")
     _add_grid_arguments(tune)
     tune.add_argument("--trials", type=int, required=True, help="trials per (method, dataset)")
     tune.add_argument("--results", default=str(DEFAULT_RESULTS), help="where tuned/ files are written")
-    tune.add_argument("--storage", help="Optuna RDB storage URL shared by workers, e.g. postgresql://... (default: a journal file in RESULTS/tuning)")
+    tune.add_argument(
+        "--storage",
+        help="Optuna RDB storage URL shared by workers, e.g. postgresql://... "
+        "(default: a journal file in RESULTS/tuning)",
+    )
     tune.add_argument("--jobs", type=int, default=1, help="trials run in parallel in this process")
     tune.add_argument("--threads", type=int, default=1, help="torch CPU threads")
     _add_data_workers_argument(tune)
@@ -749,15 +924,19 @@ def build_parser() -> argparse.ArgumentParser:
     verify.add_argument("--seed", type=int, help="seed of the sample (default: random, printed)")
     verify.add_argument("--data-root", help="folder with the real datasets (default: $BENCH_DATA)")
     verify.add_argument("--threads", type=int, default=1, help="torch CPU threads (records use 1)")
-    verify.add_argument("--strict", action="store_true",
-                        help="also fail when a cell recorded on another CPU gives other numbers here")
+    verify.add_argument(
+        "--strict", action="store_true", help="also fail when a cell recorded on another CPU gives other numbers here"
+    )
     verify.set_defaults(func=cmd_verify)
     ls = sub.add_parser("ls", help="list registered methods or datasets")
     ls.add_argument("what", choices=("methods", "datasets"))
     ls.add_argument("--data-root", help="folder with the real datasets (default: $BENCH_DATA)")
     ls.set_defaults(func=cmd_ls)
-    data = sub.add_parser("data", help="datasets' state under the data root (missing / raw found / prepared); "
-                                       "'data prepare NAME' builds a prepared-data cache")
+    data = sub.add_parser(
+        "data",
+        help="datasets' state under the data root (missing / raw found / prepared); "
+        "'data prepare NAME' builds a prepared-data cache",
+    )
     data.add_argument("action", nargs="?", choices=("list", "prepare"), help="list (default) or prepare")
     data.add_argument("names", nargs="?", help="datasets to prepare: names, globs or 'all'")
     data.add_argument("--data-root", help="folder with the real datasets (default: $BENCH_DATA)")
@@ -771,14 +950,20 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument("--format", choices=("parquet", "csv"), help="default: from the suffix of --out")
     export.add_argument("--out", required=True, help="file to write, e.g. records.parquet")
     export.set_defaults(func=cmd_export)
-    evaluate = sub.add_parser("eval", help="score saved models (run --save-models) at other test-time missing rates "
-                                           "or noise, without training")
+    evaluate = sub.add_parser(
+        "eval",
+        help="score saved models (run --save-models) at other test-time missing rates or noise, without training",
+    )
     evaluate.add_argument("--results", default=str(DEFAULT_RESULTS))
     evaluate.add_argument("--methods", default="all", help="names, globs or 'all' (default: all)")
     evaluate.add_argument("--datasets", default="all", help="names, globs or 'all' (default: all)")
     evaluate.add_argument("--missing-rates", default="0,0.25,0.5", help="test-time missing rates in [0, 1)")
-    evaluate.add_argument("--noise", choices=("none", "gaussian", "salt_pepper"), default="none",
-                          help="also score on test data corrupted at each --noise-levels")
+    evaluate.add_argument(
+        "--noise",
+        choices=("none", "gaussian", "salt_pepper"),
+        default="none",
+        help="also score on test data corrupted at each --noise-levels",
+    )
     evaluate.add_argument("--noise-levels", default="0,5,10", help="noise levels in [0, 10] (default: 0,5,10)")
     evaluate.add_argument("--log-samples", action="store_true", help="keep per-sample predictions of each evaluation")
     evaluate.add_argument("--overwrite", action="store_true", help="recompute evaluation records that exist")
@@ -810,8 +995,10 @@ def _interrupts():
     import signal
     import threading
 
-    if threading.current_thread() is not threading.main_thread() or \
-            signal.getsignal(signal.SIGINT) is not signal.default_int_handler:
+    if (
+        threading.current_thread() is not threading.main_thread()
+        or signal.getsignal(signal.SIGINT) is not signal.default_int_handler
+    ):
         yield
         return
     handler = _Interrupts()

@@ -20,9 +20,20 @@ from bench.registry import dataset_adapter
 from bench.spec import CellSpec, canonical_json
 
 __all__ = [
-    "CellData", "DatasetSummary", "MaskedSplit", "batch_starts", "carve_validation", "carved_train_size",
-    "cell_data", "data_workers", "iterate_batches", "label_counts", "load_dataset", "stratified_rows",
-    "validation_rows", "with_encoders",
+    "CellData",
+    "DatasetSummary",
+    "MaskedSplit",
+    "batch_starts",
+    "carve_validation",
+    "carved_train_size",
+    "cell_data",
+    "data_workers",
+    "iterate_batches",
+    "label_counts",
+    "load_dataset",
+    "stratified_rows",
+    "validation_rows",
+    "with_encoders",
 ]
 
 #: Fraction of train carved into a validation split when a dataset ships none, and the seed of that cut.
@@ -56,8 +67,7 @@ def load_dataset(name: str, data_root: Path | None, options: Mapping[str, Any] |
         return _cache[key]
 
 
-def stratified_rows(labels: np.ndarray, fraction: float, seed: int, *,
-                    at_least_one: bool = True) -> np.ndarray:
+def stratified_rows(labels: np.ndarray, fraction: float, seed: int, *, at_least_one: bool = True) -> np.ndarray:
     """Sorted rows of a stratified, seeded cut: ``round(fraction * n)`` of each class of ``n`` samples, taken
     from one ``default_rng(seed)`` permutation per class in label order. With ``at_least_one`` every class of
     two or more samples gives at least one row (and a class of one sample none).
@@ -161,8 +171,9 @@ class MaskedSplit:
         source = self.rows[index if isinstance(index, slice) else index.cpu()]
         return {name: x[source] for name, x in self.inputs.items()}
 
-    def batch_inputs(self, index: torch.Tensor | slice,
-                     gathered: Mapping[str, torch.Tensor] | None = None) -> dict[str, torch.Tensor]:
+    def batch_inputs(
+        self, index: torch.Tensor | slice, gathered: Mapping[str, torch.Tensor] | None = None
+    ) -> dict[str, torch.Tensor]:
         """Inputs of the samples at ``index`` (a slice, or positions in this split on the labels' device).
 
         Streamed splits gather the rows (unless a data-loader worker already did: ``gathered``), then move
@@ -188,7 +199,9 @@ class MaskedSplit:
         """This split with its inputs gathered, masked and on the device (a copy when streamed)."""
         if self.rows is None:
             return self
-        return MaskedSplit(self.batch_inputs(torch.arange(len(self), device=self.labels.device)), self.labels, self.mask)
+        return MaskedSplit(
+            self.batch_inputs(torch.arange(len(self), device=self.labels.device)), self.labels, self.mask
+        )
 
 
 @dataclass(frozen=True)
@@ -204,8 +217,9 @@ def _split_bytes(split: SplitData) -> int:
     return sum(x.element_size() * x.nelement() for x in split.inputs.values())
 
 
-def _mask_split(split: SplitData, rows: torch.Tensor | None, spec: CellSpec, name: str, *, zero_fill: bool,
-                device: torch.device) -> tuple[MaskedSplit, float]:
+def _mask_split(
+    split: SplitData, rows: torch.Tensor | None, spec: CellSpec, name: str, *, zero_fill: bool, device: torch.device
+) -> tuple[MaskedSplit, float]:
     """Mask the samples ``rows`` of ``split`` (all when None). Small splits are copied masked onto the device;
     large ones are streamed batch by batch from where the adapter keeps them."""
     n = len(split) if rows is None else len(rows)
@@ -304,8 +318,12 @@ def _prefetched_rows(split: MaskedSplit, batches: list[torch.Tensor], workers: i
     # fork shares the memory-mapped inputs with the workers; spawn would pickle (copy) them into each one.
     context = "fork" if "fork" in torch.multiprocessing.get_all_start_methods() else None
     loader = torch.utils.data.DataLoader(
-        _RowGatherer(split), sampler=batches, batch_size=None, num_workers=min(workers, len(batches)),
-        pin_memory=split.labels.device.type == "cuda", multiprocessing_context=context,
+        _RowGatherer(split),
+        sampler=batches,
+        batch_size=None,
+        num_workers=min(workers, len(batches)),
+        pin_memory=split.labels.device.type == "cuda",
+        multiprocessing_context=context,
     )
     return iter(loader)
 

@@ -95,8 +95,11 @@ def run_cells_on_ray(
     """
     ray = _import_ray()
     results_dir = Path(results_dir).resolve()
-    options = {"data_root": Path(data_root).resolve() if data_root is not None else None,
-               "overwrite": overwrite, "device": device}
+    options = {
+        "data_root": Path(data_root).resolve() if data_root is not None else None,
+        "overwrite": overwrite,
+        "device": device,
+    }
     finished: list[tuple[CellSpec, CellOutcome]] = []
 
     def report(spec: CellSpec, cell: CellOutcome) -> None:

@@ -26,8 +26,14 @@ from bench.store import read_record, record_path, reusable
 from bench.workers import run_cells
 
 __all__ = [
-    "GridOutcome", "GridPlan", "GridRequest", "dataset_description", "expand", "not_applicable_reason",
-    "parse_overrides", "run_grid",
+    "GridOutcome",
+    "GridPlan",
+    "GridRequest",
+    "dataset_description",
+    "expand",
+    "not_applicable_reason",
+    "parse_overrides",
+    "run_grid",
 ]
 
 
@@ -77,9 +83,15 @@ def parse_overrides(items: Sequence[str]) -> list[tuple[str, str, str]]:
     return parsed
 
 
-def _method_hparams(name: str, dataset: str, request: GridRequest, overrides: list[tuple[str, str, str]],
-                    errors: list[str], encoders: Mapping[str, str] | None = None,
-                    options: Mapping[str, Any] | None = None):
+def _method_hparams(
+    name: str,
+    dataset: str,
+    request: GridRequest,
+    overrides: list[tuple[str, str, str]],
+    errors: list[str],
+    encoders: Mapping[str, str] | None = None,
+    options: Mapping[str, Any] | None = None,
+):
     """Resolved hyperparameters and their source: defaults < tuned file (``--tuned``) < ``--set``. A tuned
     file must come from the study these cells' settings name (``bench.tune.study_name``)."""
     try:
@@ -92,14 +104,23 @@ def _method_hparams(name: str, dataset: str, request: GridRequest, overrides: li
 
             # `tune` skips a method that does not apply to a dataset, so it has no tuned file there; its
             # cells are skipped below with the usual note instead of failing the whole run.
-            if (not tuned_path(request.tuned_from, name, dataset).is_file()
-                    and not_applicable_reason(config, dataset, request.data_root) is not None):
+            if (
+                not tuned_path(request.tuned_from, name, dataset).is_file()
+                and not_applicable_reason(config, dataset, request.data_root) is not None
+            ):
                 return dataclasses.asdict(config), source
             info = DATASETS.get(dataset).info
-            study = study_name(name, dataset, request.epochs or info.default_epochs, precision=request.precision,
-                               batch_size=request.batch_size or info.default_batch_size, patience=request.patience,
-                               encoders={m: k for m, k in (encoders or {}).items() if m in info.modalities},
-                               options=options, fixed=fixed_values(name, mine))
+            study = study_name(
+                name,
+                dataset,
+                request.epochs or info.default_epochs,
+                precision=request.precision,
+                batch_size=request.batch_size or info.default_batch_size,
+                patience=request.patience,
+                encoders={m: k for m, k in (encoders or {}).items() if m in info.modalities},
+                options=options,
+                fixed=fixed_values(name, mine),
+            )
             params, source = load_tuned(request.tuned_from, name, dataset, study)
             config = resolve_hparams(config, params)
         config = resolve_hparams(config, mine)
@@ -142,8 +163,12 @@ def _datasets_available(names: list[str], request: GridRequest, explicit: bool, 
     return usable
 
 
-def dataset_description(name: str, data_root: Path | None, encoders: Mapping[str, str] | None = None,
-                        options: Mapping[str, Any] | None = None) -> DataDescription:
+def dataset_description(
+    name: str,
+    data_root: Path | None,
+    encoders: Mapping[str, str] | None = None,
+    options: Mapping[str, Any] | None = None,
+) -> DataDescription:
     """What ``Method.build`` will be told about a dataset's cells (the training split after a validation
     split is carved, the encoder kinds chosen with ``--set encoder.<modality>=<kind>``): from the adapter's
     ``describe(data_root)`` when it has one and it can tell (nothing is loaded or prepared, so ``bench
@@ -178,10 +203,14 @@ def _encoder_choices(overrides: list[tuple[str, str, str]], datasets: list[str],
     modalities = {m for d in datasets for m in DATASETS.get(d).info.modalities}
     for modality, kind in choices.items():
         if kind.split(":", 1)[0] not in ENCODER_FACTORIES:
-            errors.append(f"--set encoder.{modality}={kind}: unknown encoder kind; known: {', '.join(sorted(ENCODER_FACTORIES))}")
+            errors.append(
+                f"--set encoder.{modality}={kind}: unknown encoder kind; known: {', '.join(sorted(ENCODER_FACTORIES))}"
+            )
         if datasets and modality not in modalities:
-            errors.append(f"--set encoder.{modality}: no selected dataset has a modality {modality!r} "
-                          f"(they have {', '.join(sorted(modalities))})")
+            errors.append(
+                f"--set encoder.{modality}: no selected dataset has a modality {modality!r} "
+                f"(they have {', '.join(sorted(modalities))})"
+            )
     return choices
 
 
@@ -202,8 +231,10 @@ def _dataset_options(overrides: list[tuple[str, str, str]], datasets: list[str],
             option = unknown[0]
             takers = [d for d in DATASETS.names() if option in getattr(DATASETS.get(d), "options", ())]
             where = f"select only datasets that have it ({', '.join(takers)})" if takers else "no dataset has it"
-            errors.append(f"--set data.{option}: dataset {name!r} has no option {option!r} (its options: "
-                          f"{', '.join(declared) or 'none'}); {where}")
+            errors.append(
+                f"--set data.{option}: dataset {name!r} has no option {option!r} (its options: "
+                f"{', '.join(declared) or 'none'}); {where}"
+            )
             continue
         setting = ", ".join(f"data.{param}={value}" for param, value in sorted(raw.items()))
         try:
@@ -217,9 +248,13 @@ def _dataset_options(overrides: list[tuple[str, str, str]], datasets: list[str],
     return chosen
 
 
-def not_applicable_reason(method: Any, dataset: str, data_root: Path | None,
-                          encoders: Mapping[str, str] | None = None,
-                          options: Mapping[str, Any] | None = None) -> str | None:
+def not_applicable_reason(
+    method: Any,
+    dataset: str,
+    data_root: Path | None,
+    encoders: Mapping[str, str] | None = None,
+    options: Mapping[str, Any] | None = None,
+) -> str | None:
     """The method config's ``applicable(description)`` verdict on a dataset: None when it runs there (or has
     no such hook), else its one-line reason. The data are loaded only for methods with the hook."""
     applicable = getattr(method, "applicable", None)  # optional hook applicable(description) -> None or a reason
@@ -242,9 +277,11 @@ def _realised_rates(dataset: str, num_modalities: int, rates: Sequence[float], w
     realised: list[float] = []
     for rate in rates:
         if rate > cap:
-            warnings.append(f"{dataset}: missing rate {rate:g} exceeds {cap:.3g}, the most that keeps one of "
-                            f"{num_modalities} modalities per sample; it gives the masks of {cap:.3g} and runs as "
-                            f"that one cell")
+            warnings.append(
+                f"{dataset}: missing rate {rate:g} exceeds {cap:.3g}, the most that keeps one of "
+                f"{num_modalities} modalities per sample; it gives the masks of {cap:.3g} and runs as "
+                f"that one cell"
+            )
         if min(float(rate), cap) not in realised:
             realised.append(min(float(rate), cap))
     return realised
@@ -288,30 +325,35 @@ def resolve_selection(request: GridRequest, plan: GridPlan) -> Selection:
     for pattern, _, _ in overrides:
         if pattern not in _NOT_METHODS and methods and not any(fnmatch.fnmatchcase(m, pattern) for m in methods):
             errors.append(f"--set targets {pattern!r}, which matches no selected method ({', '.join(methods)})")
-    explicit = not any(part.strip() == "all" or any(c in part for c in "*?[")
-                       for part in request.datasets.split(","))
+    explicit = not any(part.strip() == "all" or any(c in part for c in "*?[") for part in request.datasets.split(","))
     datasets = _datasets_available(_select(DATASETS, request.datasets, errors), request, explicit, plan, errors)
     if not datasets and not errors:
-        errors.append("no selected dataset is available: "
-                      + "; ".join(f"{k}: {v}" for k, v in plan.skipped_datasets.items()))
+        errors.append(
+            "no selected dataset is available: " + "; ".join(f"{k}: {v}" for k, v in plan.skipped_datasets.items())
+        )
     errors += _request_value_problems(request)
     encoders = _encoder_choices(overrides, datasets, errors)
     dataset_options = _dataset_options(overrides, datasets, errors)
     overrides = [o for o in overrides if o[0] not in _NOT_METHODS]
-    hparams = {(m, d): _method_hparams(m, d, request, overrides, errors, encoders, dataset_options.get(d))
-               for m in methods for d in datasets}
+    hparams = {
+        (m, d): _method_hparams(m, d, request, overrides, errors, encoders, dataset_options.get(d))
+        for m in methods
+        for d in datasets
+    }
     _raise_all(errors)
     return Selection(methods, datasets, encoders, dataset_options, hparams)
 
 
 def _request_value_problems(request: GridRequest) -> list[str]:
     """The request's plain values out of range: rates, noise flags, epochs, batch size, patience, seeds."""
-    problems = [f"missing rate {rate} is outside [0, 1); use values like 0,0.3,0.5"
-                for rate in request.missing_rates if not 0.0 <= rate < 1.0]
+    problems = [
+        f"missing rate {rate} is outside [0, 1); use values like 0,0.3,0.5"
+        for rate in request.missing_rates
+        if not 0.0 <= rate < 1.0
+    ]
     if (request.noise == "none") != (not request.noise_levels):
         problems.append("--noise and --noise-levels go together: give a noise kind to score noise levels")
-    for name, value in (("epochs", request.epochs), ("batch size", request.batch_size),
-                        ("patience", request.patience)):
+    for name, value in (("epochs", request.epochs), ("batch size", request.batch_size), ("patience", request.patience)):
         if value is not None and value < 1:
             problems.append(f"{name} must be >= 1, got {value}")
     from bench.tune import TUNING_SEEDS
@@ -340,14 +382,24 @@ def build_cells(selection: Selection, request: GridRequest, plan: GridPlan) -> N
                 continue
             plan.specs += [
                 CellSpec(
-                    method=m, hparams=hparams, dataset=d, dataset_version=info.version, seed=seed,
-                    missing_rate=float(rate), epochs=request.epochs or info.default_epochs,
+                    method=m,
+                    hparams=hparams,
+                    dataset=d,
+                    dataset_version=info.version,
+                    seed=seed,
+                    missing_rate=float(rate),
+                    epochs=request.epochs or info.default_epochs,
                     batch_size=request.batch_size or info.default_batch_size,
-                    missing_on=request.missing_on, patience=request.patience, hparams_source=source,
-                    precision=request.precision, noise=request.noise,
-                    noise_levels=request.noise_levels, extra=extra,
+                    missing_on=request.missing_on,
+                    patience=request.patience,
+                    hparams_source=source,
+                    precision=request.precision,
+                    noise=request.noise,
+                    noise_levels=request.noise_levels,
+                    extra=extra,
                 )
-                for seed in request.seeds for rate in rates
+                for seed in request.seeds
+                for rate in rates
             ]
 
 
@@ -399,7 +451,9 @@ def run_grid(
     options = {"data_root": data_root, "overwrite": overwrite, "device": device}
     if outputs:  # run --save-models / --log-samples / --logger (bench.artifacts.CellOutputs)
         if executor == "ray":
-            raise UsageError("--save-models, --log-samples and --logger run with the local executor; drop --executor ray")
+            raise UsageError(
+                "--save-models, --log-samples and --logger run with the local executor; drop --executor ray"
+            )
         options["outputs"] = outputs
 
     def done(spec: CellSpec, cell: CellOutcome) -> None:
@@ -429,5 +483,3 @@ def run_grid(
             todo.append(spec)
     run_cells(todo, process_cell, results_dir, jobs=jobs, threads=threads, pool=pool, done=done, **options)
     return outcome
-
-

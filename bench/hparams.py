@@ -33,8 +33,9 @@ __all__ = [
 def check_epoch_window(start: int, end: int) -> None:
     """An inclusive epoch window of a method's modulation (OGM-GE, AGM, PMR) must satisfy 0 <= start <= end."""
     if not 0 <= start <= end:
-        raise ValueError(f"need 0 <= modulation_start <= modulation_end, got modulation_start={start}, "
-                         f"modulation_end={end}")
+        raise ValueError(
+            f"need 0 <= modulation_start <= modulation_end, got modulation_start={start}, modulation_end={end}"
+        )
 
 
 def check_positive(config: Any, *names: str) -> None:
@@ -224,9 +225,7 @@ def coerce_value(config_cls: type, name: str, raw: Any) -> Any:
     """Turn a ``--set`` string (or a JSON value from a tuned file) into the field's type."""
     types = _field_types(config_cls)
     if name not in types:
-        raise UsageError(
-            f"{config_cls.__name__} has no hyperparameter {name!r}; it has: {', '.join(sorted(types))}"
-        )
+        raise UsageError(f"{config_cls.__name__} has no hyperparameter {name!r}; it has: {', '.join(sorted(types))}")
     tp = types[name]
     value = _coerce(raw, tp) if isinstance(raw, str) else raw
     if isinstance(value, list):

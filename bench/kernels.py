@@ -33,8 +33,16 @@ from pathlib import Path
 from typing import Any
 
 __all__ = [
-    "CPU_KERNELS", "ENV_VARIABLE", "KERNEL_VARIABLES", "apply_from_environment", "bf16_warning", "kernel_env",
-    "native_bf16", "recorded_kernel_env", "rerun", "use",
+    "CPU_KERNELS",
+    "ENV_VARIABLE",
+    "KERNEL_VARIABLES",
+    "apply_from_environment",
+    "bf16_warning",
+    "kernel_env",
+    "native_bf16",
+    "recorded_kernel_env",
+    "rerun",
+    "use",
 ]
 
 #: The variables torch (ATen), MKL and oneDNN read when they load.
@@ -80,8 +88,10 @@ def use(kind: str | None) -> None:
             return
     kind = kind.strip().lower()
     if kind not in CPU_KERNELS:
-        raise UsageError(f"{source} {kind!r} is not one of {', '.join(CPU_KERNELS)} "
-                         "(native: the CPU's own kernels, the default; avx2: the AVX2 pin)")
+        raise UsageError(
+            f"{source} {kind!r} is not one of {', '.join(CPU_KERNELS)} "
+            "(native: the CPU's own kernels, the default; avx2: the AVX2 pin)"
+        )
     if not _x86():
         return  # the pin is for x86 kernels; elsewhere both choices run the native ones
     wanted = CPU_KERNELS[kind]
@@ -90,8 +100,10 @@ def use(kind: str | None) -> None:
     if kernel_env() == wanted:
         return
     if "torch" in sys.modules:
-        raise UsageError(f"{source} {kind} must be chosen before torch is imported in this process; "
-                         f"run it as its own command (python -m bench ... --cpu-kernels {kind})")
+        raise UsageError(
+            f"{source} {kind} must be chosen before torch is imported in this process; "
+            f"run it as its own command (python -m bench ... --cpu-kernels {kind})"
+        )
     for name in KERNEL_VARIABLES:
         os.environ.pop(name, None)
     os.environ.update(wanted)
@@ -116,8 +128,13 @@ def recorded_kernel_env(record: dict[str, Any]) -> dict[str, str]:
 
 
 def _child_command(request: Path, answer: Path) -> list[str]:
-    return [sys.executable, "-c", "import sys; from bench.kernels import _child; _child(sys.argv[1], sys.argv[2])",
-            str(request), str(answer)]
+    return [
+        sys.executable,
+        "-c",
+        "import sys; from bench.kernels import _child; _child(sys.argv[1], sys.argv[2])",
+        str(request),
+        str(answer),
+    ]
 
 
 def _child(request_path: str, answer_path: str) -> None:
@@ -150,8 +167,16 @@ def rerun(record: dict[str, Any], *, data_root: Path | None, threads: int, runs:
     env = {k: v for k, v in os.environ.items() if k not in KERNEL_VARIABLES and k != ENV_VARIABLE} | wanted
     with tempfile.TemporaryDirectory(prefix="bench-rerun-") as folder:
         request, answer = Path(folder) / "request.json", Path(folder) / "answer.json"
-        request.write_text(json.dumps({"spec": record["spec"], "runs": runs, "threads": threads,
-                                       "data_root": str(data_root) if data_root is not None else None}))
+        request.write_text(
+            json.dumps(
+                {
+                    "spec": record["spec"],
+                    "runs": runs,
+                    "threads": threads,
+                    "data_root": str(data_root) if data_root is not None else None,
+                }
+            )
+        )
         done = subprocess.run(_child_command(request, answer), env=env, capture_output=True, text=True)
         if done.returncode != 0 or not answer.exists():
             last = (done.stderr.strip().splitlines() or ["no output"])[-1]
@@ -177,8 +202,9 @@ def native_bf16(flags: set[str] | None = None) -> bool:
     return not flags or any(flag in flags for flag in BF16_FLAGS)
 
 
-def bf16_warning(precision: str, device: str | None, *, flags: set[str] | None = None,
-                 env: dict[str, str] | None = None) -> str | None:
+def bf16_warning(
+    precision: str, device: str | None, *, flags: set[str] | None = None, env: dict[str, str] | None = None
+) -> str | None:
     """One line when bf16 will run on a CPU without native bf16 or under the AVX2 pin (None otherwise)."""
     if precision != "bf16" or (device is not None and not device.startswith("cpu")):
         return None
@@ -188,10 +214,14 @@ def bf16_warning(precision: str, device: str | None, *, flags: set[str] | None =
         if torch.cuda.is_available():
             return None
     if not native_bf16(flags):
-        return ("warning: --precision bf16 on a CPU without bf16 instructions (no amx_bf16 or avx512_bf16 in "
-                "/proc/cpuinfo) runs many times slower than fp32 (about 10x measured); use fp32 here")
+        return (
+            "warning: --precision bf16 on a CPU without bf16 instructions (no amx_bf16 or avx512_bf16 in "
+            "/proc/cpuinfo) runs many times slower than fp32 (about 10x measured); use fp32 here"
+        )
     env = kernel_env() if env is None else env
     if env.get("ONEDNN_MAX_CPU_ISA", "").upper() == "AVX2" or env.get("ATEN_CPU_CAPABILITY", "").lower() == "avx2":
-        return ("warning: --precision bf16 under the AVX2 kernel pin runs many times slower than native bf16 "
-                "(11x measured on an AMX machine); drop --cpu-kernels avx2 / BENCH_CPU_KERNELS for bf16")
+        return (
+            "warning: --precision bf16 under the AVX2 kernel pin runs many times slower than native bf16 "
+            "(11x measured on an AMX machine); drop --cpu-kernels avx2 / BENCH_CPU_KERNELS for bf16"
+        )
     return None

@@ -35,8 +35,19 @@ from bench.protocol import EpochContext, LossOut, Prediction, StepContext
 from bench.registry import default_method
 from bench.spec import CellSpec
 
-__all__ = ["TASKS", "EpochCallback", "Task", "build_method", "choose_device", "evaluate", "headline", "run_cell",
-           "seed_everything", "selection_score", "task_of"]
+__all__ = [
+    "TASKS",
+    "EpochCallback",
+    "Task",
+    "build_method",
+    "choose_device",
+    "evaluate",
+    "headline",
+    "run_cell",
+    "seed_everything",
+    "selection_score",
+    "task_of",
+]
 
 #: Called after each epoch with (epoch, validation selection score: accuracy for classification);
 #: raising stops the cell (Optuna pruning).
@@ -79,10 +90,14 @@ def _make_optimizer(method: Any, model: torch.nn.Module) -> torch.optim.Optimize
         named = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
         unknown = excluded - {n for n, _ in named}
         if unknown:
-            raise CellFailure(f"{type(method).__name__}.no_weight_decay names {sorted(unknown)}, which are not "
-                              "trainable parameters of its model")
-        groups = [{"params": [p for n, p in named if n not in excluded]},
-                  {"params": [p for n, p in named if n in excluded], "weight_decay": 0.0}]
+            raise CellFailure(
+                f"{type(method).__name__}.no_weight_decay names {sorted(unknown)}, which are not "
+                "trainable parameters of its model"
+            )
+        groups = [
+            {"params": [p for n, p in named if n not in excluded]},
+            {"params": [p for n, p in named if n in excluded], "weight_decay": 0.0},
+        ]
         params = [g for g in groups if g["params"]]
     if method.optimizer == "sgd":
         return torch.optim.SGD(params, lr=method.lr, momentum=method.momentum, weight_decay=method.weight_decay)
@@ -99,8 +114,9 @@ class SplitScores:
     count: int
 
 
-def evaluate(method: Any, model: torch.nn.Module, split: MaskedSplit, num_classes: int,
-             autocast=contextlib.nullcontext) -> SplitScores:
+def evaluate(
+    method: Any, model: torch.nn.Module, split: MaskedSplit, num_classes: int, autocast=contextlib.nullcontext
+) -> SplitScores:
     """Predict every sample of ``split`` (no dropped batch) and score fused and per-modality logits."""
     model.eval()
     fused: list[torch.Tensor] = []
@@ -143,10 +159,23 @@ def _evaluate_classification(*args: Any) -> SplitScores:
 
 
 TASKS: dict[str, Task] = {
-    "classification": Task(_evaluate_classification, lambda s: s.accuracy, "best_val_accuracy",
-                           _classification_metrics, "accuracy", lambda m: m["accuracy"]),
-    "retrieval": Task(retrieval.evaluate_split, retrieval.selection_score, "best_val_mean_recall_at_1",
-                      retrieval.record_metrics, "mean R@1", retrieval.headline, retrieval.NOTES),
+    "classification": Task(
+        _evaluate_classification,
+        lambda s: s.accuracy,
+        "best_val_accuracy",
+        _classification_metrics,
+        "accuracy",
+        lambda m: m["accuracy"],
+    ),
+    "retrieval": Task(
+        retrieval.evaluate_split,
+        retrieval.selection_score,
+        "best_val_mean_recall_at_1",
+        retrieval.record_metrics,
+        "mean R@1",
+        retrieval.headline,
+        retrieval.NOTES,
+    ),
 }
 
 
@@ -176,8 +205,9 @@ def headline(metrics: Mapping[str, Any]) -> tuple[str, float]:
     return task.headline_name, task.headline(metrics)
 
 
-def _noisy_test_scores(method: Any, model: torch.nn.Module, data: CellData, spec: CellSpec, autocast,
-                       task: Task, train: MaskedSplit) -> dict:
+def _noisy_test_scores(
+    method: Any, model: torch.nn.Module, data: CellData, spec: CellSpec, autocast, task: Task, train: MaskedSplit
+) -> dict:
     """The task's test metrics of the selected model on the test split corrupted at each noise level; the
     noise scale comes from ``train``, the whole training split (the same for every method of the cell)."""
     kinds = {m.name: m.kind for m in data.description.modalities}
@@ -185,10 +215,12 @@ def _noisy_test_scores(method: Any, model: torch.nn.Module, data: CellData, spec
     test = data.test.resident()
     scores = {}
     for level in spec.noise_levels:
-        inputs = corrupt(test.inputs, test.mask, kinds, stats, kind=spec.noise, level=level,
-                         seed=spec.seed, split="test")
-        noisy = task.evaluate(method, model, MaskedSplit(inputs, test.labels, test.mask),
-                              data.description.num_classes, autocast)
+        inputs = corrupt(
+            test.inputs, test.mask, kinds, stats, kind=spec.noise, level=level, seed=spec.seed, split="test"
+        )
+        noisy = task.evaluate(
+            method, model, MaskedSplit(inputs, test.labels, test.mask), data.description.num_classes, autocast
+        )
         scores[f"{level:g}"] = task.record_metrics(noisy)  # classification: accuracy, macro_f1, per modality
     return scores
 
@@ -216,8 +248,18 @@ def _steps(method: Any, model: torch.nn.Module, batch: Any, ctx: StepContext, au
         yield step
 
 
-def _train_epoch(method: Any, model, optimizer, data: CellData, spec: CellSpec, epoch: int, gen, step: int,
-                 autocast=contextlib.nullcontext, train: MaskedSplit | None = None) -> tuple[int, float]:
+def _train_epoch(
+    method: Any,
+    model,
+    optimizer,
+    data: CellData,
+    spec: CellSpec,
+    epoch: int,
+    gen,
+    step: int,
+    autocast=contextlib.nullcontext,
+    train: MaskedSplit | None = None,
+) -> tuple[int, float]:
     """One epoch of optimizer steps; returns the global step and the mean training loss over the epoch's steps.
 
     ``train`` replaces the cell's training split for this epoch (a method's ``resample`` hook)."""
@@ -287,8 +329,9 @@ def _carve_holdout(method: Any, data: CellData, seed: int) -> tuple[CellData, Ma
     return dataclasses.replace(data, description=description, train=train, notes=notes), holdout
 
 
-def _epoch_context(hook_name: str, data: CellData, holdout: MaskedSplit | None, spec: CellSpec,
-                   epoch: int) -> EpochContext:
+def _epoch_context(
+    hook_name: str, data: CellData, holdout: MaskedSplit | None, spec: CellSpec, epoch: int
+) -> EpochContext:
     splits = {"train": data.train, **({"holdout": holdout} if holdout is not None else {})}
 
     def batches(name: str):
@@ -299,8 +342,15 @@ def _epoch_context(hook_name: str, data: CellData, holdout: MaskedSplit | None, 
     return EpochContext(epoch, spec.epochs, batches)
 
 
-def _start_epoch(method: Any, model, data: CellData, holdout: MaskedSplit | None, spec: CellSpec, epoch: int,
-                 autocast=contextlib.nullcontext) -> None:
+def _start_epoch(
+    method: Any,
+    model,
+    data: CellData,
+    holdout: MaskedSplit | None,
+    spec: CellSpec,
+    epoch: int,
+    autocast=contextlib.nullcontext,
+) -> None:
     """The optional ``start_epoch`` hook, before each epoch's training (epoch 0 included): eval mode, no
     gradients, unshuffled batches of the training split and, where carved, of the held-out part."""
     # Optional hook start_epoch(model, epoch: EpochContext) -> None, before each epoch's training.
@@ -328,8 +378,15 @@ def resampled_split(train: MaskedSplit, rows: torch.Tensor, keep: torch.Tensor, 
     return MaskedSplit(inputs, split.labels, mask)
 
 
-def _resample(method: Any, model, data: CellData, holdout: MaskedSplit | None, spec: CellSpec, epoch: int,
-              autocast=contextlib.nullcontext) -> MaskedSplit | None:
+def _resample(
+    method: Any,
+    model,
+    data: CellData,
+    holdout: MaskedSplit | None,
+    spec: CellSpec,
+    epoch: int,
+    autocast=contextlib.nullcontext,
+) -> MaskedSplit | None:
     """The optional ``resample`` hook, after ``start_epoch``: the epoch's training split as (rows, keep), or None
     for the cell's training split unchanged."""
     # Optional hook resample(model, epoch: EpochContext) -> (rows, keep) | None, after start_epoch.
@@ -345,8 +402,10 @@ def _resample(method: Any, model, data: CellData, holdout: MaskedSplit | None, s
     rows = torch.as_tensor(rows, dtype=torch.int64).cpu()
     modalities = len(data.description.modalities)
     if rows.dim() != 1 or len(rows) == 0 or tuple(keep.shape) != (len(rows), modalities) or keep.dtype != torch.bool:
-        raise CellFailure(f"{spec.method}.resample must give non-empty rows (R,) and a bool keep mask (R, "
-                          f"{modalities}); got rows {tuple(rows.shape)} and keep {tuple(keep.shape)} {keep.dtype}")
+        raise CellFailure(
+            f"{spec.method}.resample must give non-empty rows (R,) and a bool keep mask (R, "
+            f"{modalities}); got rows {tuple(rows.shape)} and keep {tuple(keep.shape)} {keep.dtype}"
+        )
     if int(rows.min()) < 0 or int(rows.max()) >= len(data.train):
         raise CellFailure(f"{spec.method}.resample gave rows outside the training split (0..{len(data.train) - 1})")
     return resampled_split(data.train, rows, keep, type(method).zero_fill_missing)
@@ -364,9 +423,18 @@ class _Fit:
     seconds: float
 
 
-def _fit(method: Any, task: Task, data: CellData, holdout: MaskedSplit | None, spec: CellSpec, dev: torch.device,
-         autocast, on_epoch: EpochCallback | None = None, pretrained: Mapping[str, torch.nn.Module] | None = None,
-         on_history: Callable[[dict[str, Any]], None] | None = None) -> _Fit:
+def _fit(
+    method: Any,
+    task: Task,
+    data: CellData,
+    holdout: MaskedSplit | None,
+    spec: CellSpec,
+    dev: torch.device,
+    autocast,
+    on_epoch: EpochCallback | None = None,
+    pretrained: Mapping[str, torch.nn.Module] | None = None,
+    on_history: Callable[[dict[str, Any]], None] | None = None,
+) -> _Fit:
     """Seed, build and train one model for ``spec.epochs`` epochs with ``method``'s hooks, keeping the weights of
     the best validation epoch. ``pretrained`` (models of the method's ``pretrain`` stages) goes to its
     ``adopt_pretrained`` hook before the optimizer is made."""
@@ -412,8 +480,9 @@ def _fit(method: Any, task: Task, data: CellData, holdout: MaskedSplit | None, s
     return _Fit(model, best_val, best_epoch, epochs_run, history, seconds)
 
 
-def _pretrain(method: Any, data: CellData, holdout: MaskedSplit | None, spec: CellSpec, dev: torch.device,
-              autocast) -> tuple[dict[str, torch.nn.Module], dict[str, Any], float]:
+def _pretrain(
+    method: Any, data: CellData, holdout: MaskedSplit | None, spec: CellSpec, dev: torch.device, autocast
+) -> tuple[dict[str, torch.nn.Module], dict[str, Any], float]:
     """The stages of the optional ``pretrain`` hook, each trained in turn exactly like a cell of its own on this
     cell's data and budget (seed, epochs, batch size, patience, selection on validation): their selected
     models, a note per stage, and the seconds they took."""
@@ -426,8 +495,11 @@ def _pretrain(method: Any, data: CellData, holdout: MaskedSplit | None, spec: Ce
         stage_task = task_of(stage)
         fit = _fit(stage, stage_task, data, holdout, spec, dev, autocast)
         models[name] = fit.model
-        notes[name] = {stage_task.selection_key: fit.best_val, "selected_epoch": fit.best_epoch,
-                       "epochs_run": fit.epochs_run}
+        notes[name] = {
+            stage_task.selection_key: fit.best_val,
+            "selected_epoch": fit.best_epoch,
+            "epochs_run": fit.epochs_run,
+        }
         seconds += fit.seconds
     return models, notes, seconds
 
@@ -461,15 +533,25 @@ def run_cell(
     autocast = autocast_for(spec.precision, dev)
     pretrained, pretrain_notes, pretrain_seconds = _pretrain(method, data, holdout, spec, dev, autocast)
     fit = _fit(method, task, data, holdout, spec, dev, autocast, on_epoch, pretrained, on_history)
-    model, best_val, best_epoch, epochs_run, history = fit.model, fit.best_val, fit.best_epoch, fit.epochs_run, fit.history
+    model, best_val, best_epoch, epochs_run, history = (
+        fit.model,
+        fit.best_val,
+        fit.best_epoch,
+        fit.epochs_run,
+        fit.history,
+    )
     train_seconds = fit.seconds + pretrain_seconds
     if pretrain_notes:
         data = dataclasses.replace(data, notes={**data.notes, "pretrained": pretrain_notes})
 
     selection = {task.selection_key: best_val, "selected_epoch": best_epoch, "epochs_run": epochs_run}
     if not evaluate_test:
-        return {"metrics": selection, "timings": {"train_seconds": round(train_seconds, 3)}, "notes": data.notes,
-                "history": history}
+        return {
+            "metrics": selection,
+            "timings": {"train_seconds": round(train_seconds, 3)},
+            "notes": data.notes,
+            "history": history,
+        }
     started = time.perf_counter()
     test = task.evaluate(method, model, data.test, num_classes, autocast)
     expected = data.notes["split_sizes"]["test"]

@@ -15,7 +15,8 @@ that repository's issue #11), at a *level* 0-10 (their levels: 0, 5, 10):
 * ``salt_pepper``: a fraction ``level / 100`` of the entries is set to the modality's training minimum or
   maximum (half each). QMF's salt-and-pepper has a fixed density and applies with probability
   ``level / 100``; here the level sets the density, so the axis is monotone.
-* token modalities (kind ``"tokens"`` or ``"tokens:<model dir>"``, ids and attention mask) get QMF's text corruption whatever the kind:
+* token modalities (kind ``"tokens"`` or ``"tokens:<model dir>"``, ids and attention mask) get QMF's text
+  corruption whatever the kind:
   each real token is replaced with probability ``0.1 * level``. QMF replaces the word by ``"_"``; without a
   tokenizer at hand the token is erased from the attention mask instead (the model no longer sees it).
 

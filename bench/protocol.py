@@ -313,8 +313,11 @@ def method_contract_problems(method: Any) -> list[str]:
     """What breaks the method contract, one line each (empty when the method follows it): a required member
     of :class:`Method` missing; a required or optional hook of the wrong arity; ``pretrain`` without
     ``adopt_pretrained``; an optional class attribute of the wrong type."""
-    problems = [f"{type(method).__name__} has no {name} (required by bench.protocol.Method)"
-                for name in REQUIRED_MEMBERS if not hasattr(method, name)]
+    problems = [
+        f"{type(method).__name__} has no {name} (required by bench.protocol.Method)"
+        for name in REQUIRED_MEMBERS
+        if not hasattr(method, name)
+    ]
     if not problems and not isinstance(method, Method):
         problems.append(f"{type(method).__name__} is not a bench.protocol.Method")
     declared = {**REQUIRED_MEMBERS, **OPTIONAL_HOOKS}

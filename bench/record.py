@@ -35,7 +35,8 @@ def tuning_label(source: str) -> str:
         budget = source.rsplit(":", 1)[-1].replace("+set", "").replace("-", " ")
         return f"hyperparameters tuned on validation ({budget} per method and dataset)"
     return {"default": "paper-default hyperparameters (untuned)", "set": "hyperparameters set by hand (--set)"}.get(
-        kind, f"hyperparameters from {source}")
+        kind, f"hyperparameters from {source}"
+    )
 
 
 def config_id(spec: Mapping[str, Any]) -> str:

@@ -3,19 +3,19 @@ checksum 100,000 JSON files every time (``bench table``, ``bench run``'s summary
 
 The index maps each record file (its path under ``records/``) to the record read from it, together with the
 file's size, modification time, change time and inode (``os.stat``). A file is taken from the index only when
-all four are what the index saw; anything else (a new, rewritten, replaced, touched or hand-edited file:
-writing changes the modification and change times, ``os.replace`` the inode, and the change time cannot be set
-back by hand) is read and checked again with :func:`bench.store.read_record`. File times have a coarse clock
-(a few milliseconds), so a file changed in the last few seconds is read but not indexed (as git treats
-"racily clean" files): a rewrite within the same clock tick cannot hide behind an unchanged stamp. Damaged records are never
+all four are what the index saw; anything else (a new, rewritten, replaced, touched or hand-edited file: writing
+changes the modification and change times, ``os.replace`` the inode, and the change time cannot be set back by
+hand) is read and checked again with :func:`bench.store.read_record`. File times have a coarse clock (a few
+milliseconds), so a file changed in the last few seconds is read but not indexed (as git treats "racily clean"
+files): a rewrite within the same clock tick cannot hide behind an unchanged stamp. Damaged records are never
 indexed, so they are reported on every read, as before. The index also carries a digest of the code that
 validates records (``bench/store.py``, ``bench/spec.py``) and the Python version, and is ignored when either
 changed. So what :func:`load` returns is always what reading every file would return, in the same order.
 
 The index lives in the cache folder (``BENCH_CACHE``, see :func:`bench.media.cache.cache_root`), one file per
 results directory, named by a digest of its absolute path; it is written atomically and only when something
-changed. Index files not rewritten for 30 days are removed. It is a ``marshal`` file (plain dicts, lists, strings and numbers; no code is loaded from it).
-Deleting it costs one full read.
+changed. Index files not rewritten for 30 days are removed. It is a ``marshal`` file (plain dicts, lists, strings
+and numbers; no code is loaded from it). Deleting it costs one full read.
 
 Loading runs with Python's cyclic garbage collector paused and then freezes the loaded objects
 (``gc.freeze``): records are trees of dicts and lists without cycles, and otherwise every collection during

@@ -140,11 +140,11 @@ class Registry:
         chosen: list[str] = []
         for part in parts:
             if part in TASK_FAMILIES and part not in self.names():
-                matches = [n for n in self.names() if self.error(n) is None
-                           and _task_family(self.get(n)) == part]
+                matches = [n for n in self.names() if self.error(n) is None and _task_family(self.get(n)) == part]
                 if not matches:
-                    raise UsageError(f"no {self.kind} of the {part} family is installed. Available: "
-                                     f"{', '.join(self.names())}")
+                    raise UsageError(
+                        f"no {self.kind} of the {part} family is installed. Available: {', '.join(self.names())}"
+                    )
             elif part == "all" or any(ch in part for ch in "*?["):
                 pattern = "*" if part == "all" else part
                 matches = [n for n in self.names() if fnmatch.fnmatchcase(n, pattern) and self.error(n) is None]

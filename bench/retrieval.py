@@ -77,8 +77,8 @@ EVAL_BATCH_SIZE = 512
 NOTES = {
     "task": "retrieval",
     "retrieval_evaluation": "validation and test retrieval on the complete splits (retrieval needs both sides "
-                            "of a pair); missing-modality masks remove sides of training pairs only; ranks count "
-                            "ties against the query",
+    "of a pair); missing-modality masks remove sides of training pairs only; ranks count "
+    "ties against the query",
 }
 
 
@@ -136,8 +136,8 @@ def ranks_of_true_matches(queries: torch.Tensor, gallery: torch.Tensor) -> torch
 def _same_class_at_1(queries: torch.Tensor, gallery: torch.Tensor, labels: torch.Tensor) -> float:
     hits = 0
     for start in range(0, queries.shape[0], QUERY_CHUNK):
-        top = (queries[start:start + QUERY_CHUNK] @ gallery.T).argmax(1)
-        hits += int((labels[top] == labels[start:start + QUERY_CHUNK]).sum())
+        top = (queries[start : start + QUERY_CHUNK] @ gallery.T).argmax(1)
+        hits += int((labels[top] == labels[start : start + QUERY_CHUNK]).sum())
     return hits / queries.shape[0]
 
 
@@ -223,12 +223,15 @@ class RetrievalScores:
     _selection: float | None = field(default=None, repr=False)
 
 
-def evaluate_split(method: Any, model: torch.nn.Module, split: MaskedSplit, num_classes: int,
-                   autocast=contextlib.nullcontext) -> RetrievalScores:
+def evaluate_split(
+    method: Any, model: torch.nn.Module, split: MaskedSplit, num_classes: int, autocast=contextlib.nullcontext
+) -> RetrievalScores:
     """Embed every sample of ``split`` with the method's ``predict`` (complete inputs, see the module doc)."""
     if type(method).zero_fill_missing and not bool(split.mask.all()):
-        raise CellFailure(f"{type(method).__name__} is a retrieval method with zero_fill_missing = True: retrieval "
-                          "is measured on complete inputs, so it must set zero_fill_missing = False and mask its loss")
+        raise CellFailure(
+            f"{type(method).__name__} is a retrieval method with zero_fill_missing = True: retrieval "
+            "is measured on complete inputs, so it must set zero_fill_missing = False and mask its loss"
+        )
     model.eval()
     parts: dict[str, list[torch.Tensor]] = {}
     with torch.no_grad(), autocast():

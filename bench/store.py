@@ -44,19 +44,34 @@ __all__ = [
 SCHEMA_VERSION = 1
 
 
-def new_record(spec: CellSpec, *, status: str, reason: str | None = None,
-               metrics: Mapping[str, Any] | None = None, timings: Mapping[str, Any] | None = None,
-               notes: Mapping[str, Any] | None = None,
-               history: list[Any] | None = None, evaluated_from: Mapping[str, Any] | None = None,
-               artifacts: Mapping[str, Any] | None = None, environment: Mapping[str, Any]) -> Record:
+def new_record(
+    spec: CellSpec,
+    *,
+    status: str,
+    reason: str | None = None,
+    metrics: Mapping[str, Any] | None = None,
+    timings: Mapping[str, Any] | None = None,
+    notes: Mapping[str, Any] | None = None,
+    history: list[Any] | None = None,
+    evaluated_from: Mapping[str, Any] | None = None,
+    artifacts: Mapping[str, Any] | None = None,
+    environment: Mapping[str, Any],
+) -> Record:
     """A cell's record, the one place records are made (a trained cell, a failed one, a ``bench eval`` one).
 
     ``metrics``, ``timings`` and ``reason`` are null on a failed cell and ``notes`` empty; the optional
     fields (``history``, ``evaluated_from``, ``artifacts``) are left out when None, as docs/records.md
     says. Not yet sealed: :func:`write_record` adds the checksum."""
-    record: dict[str, Any] = {"schema_version": SCHEMA_VERSION, "key": spec.key, "spec": spec.to_dict(),
-                              "status": status, "reason": reason, "metrics": metrics, "timings": timings,
-                              "notes": {} if notes is None else notes}
+    record: dict[str, Any] = {
+        "schema_version": SCHEMA_VERSION,
+        "key": spec.key,
+        "spec": spec.to_dict(),
+        "status": status,
+        "reason": reason,
+        "metrics": metrics,
+        "timings": timings,
+        "notes": {} if notes is None else notes,
+    }
     optional = {"history": history, "evaluated_from": evaluated_from, "artifacts": artifacts}
     record.update((name, value) for name, value in optional.items() if value is not None)
     record["environment"] = environment

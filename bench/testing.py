@@ -78,9 +78,16 @@ class _TinyDataset:
 
 def _tiny_info(name: str, modalities: tuple[str, ...]) -> DatasetInfo:
     return DatasetInfo(
-        name=name, modalities=modalities, num_classes=3, version="1", license="CC0-1.0",
-        citation="bench.testing", homepage="bench.testing", needs_data_root=False,
-        default_epochs=2, default_batch_size=16,
+        name=name,
+        modalities=modalities,
+        num_classes=3,
+        version="1",
+        license="CC0-1.0",
+        citation="bench.testing",
+        homepage="bench.testing",
+        needs_data_root=False,
+        default_epochs=2,
+        default_batch_size=16,
     )
 
 
@@ -102,13 +109,28 @@ def _ensure_tiny_registered() -> None:
             DATASETS.register(name, adapter, origin="bench.testing")
 
 
-def tiny_spec(method: str, *, dataset: str = "_tiny_2m", seed: int = 0, missing_rate: float = 0.0,
-              epochs: int = 2, overrides: dict[str, Any] | None = None) -> CellSpec:
+def tiny_spec(
+    method: str,
+    *,
+    dataset: str = "_tiny_2m",
+    seed: int = 0,
+    missing_rate: float = 0.0,
+    epochs: int = 2,
+    overrides: dict[str, Any] | None = None,
+) -> CellSpec:
     """A cell on a registered tiny dataset, with the method's default (or overridden) hyperparameters."""
     _ensure_tiny_registered()
     config = method_config(method, overrides)
-    return CellSpec(method=method, hparams=dataclasses.asdict(config), dataset=dataset, dataset_version="1",
-                    seed=seed, missing_rate=missing_rate, epochs=epochs, batch_size=16)
+    return CellSpec(
+        method=method,
+        hparams=dataclasses.asdict(config),
+        dataset=dataset,
+        dataset_version="1",
+        seed=seed,
+        missing_rate=missing_rate,
+        epochs=epochs,
+        batch_size=16,
+    )
 
 
 def one_epoch_record(method: str, dataset: str, *, missing_rate: float = 0.25) -> dict[str, Any]:
@@ -119,9 +141,16 @@ def one_epoch_record(method: str, dataset: str, *, missing_rate: float = 0.25) -
     from bench.cells import run_one
     from bench.registry import DATASETS, default_method
 
-    spec = CellSpec(method=method, hparams=dataclasses.asdict(default_method(method)), dataset=dataset,
-                    dataset_version=DATASETS.get(dataset).info.version, seed=0, missing_rate=missing_rate, epochs=1,
-                    batch_size=64)
+    spec = CellSpec(
+        method=method,
+        hparams=dataclasses.asdict(default_method(method)),
+        dataset=dataset,
+        dataset_version=DATASETS.get(dataset).info.version,
+        seed=0,
+        missing_rate=missing_rate,
+        epochs=1,
+        batch_size=64,
+    )
     return run_one(spec, data_root=None)
 
 
@@ -192,19 +221,26 @@ def check_three_modalities(name: str) -> None:
 
 def _check_classification_prediction(name: str, pred: Any, rows: int, num_classes: int) -> None:
     for label, logits in {"logits": pred.logits, **(pred.per_modality or {})}.items():
-        assert logits is not None and tuple(logits.shape) == (rows, num_classes), \
+        assert logits is not None and tuple(logits.shape) == (rows, num_classes), (
             f"{name}: {label} must be ({rows}, {num_classes}), got {None if logits is None else tuple(logits.shape)}"
+        )
         assert torch.isfinite(logits).all(), f"{name}: non-finite {label}"
 
 
 def _check_retrieval_prediction(name: str, pred: Any, rows: int, num_classes: int) -> None:
     embeddings = pred.embeddings or {}
-    assert len(embeddings) >= 2, f"{name}: a retrieval method must embed at least two modalities, got {list(embeddings)}"
+    assert len(embeddings) >= 2, (
+        f"{name}: a retrieval method must embed at least two modalities, got {list(embeddings)}"
+    )
     for modality, z in embeddings.items():
-        assert z.dim() == 2 and z.shape[0] == rows, f"{name}: {modality} embeddings must be ({rows}, d), got {tuple(z.shape)}"
+        assert z.dim() == 2 and z.shape[0] == rows, (
+            f"{name}: {modality} embeddings must be ({rows}, d), got {tuple(z.shape)}"
+        )
         assert torch.isfinite(z).all(), f"{name}: non-finite {modality} embeddings"
         norms = z.float().norm(dim=1)
-        assert torch.allclose(norms, torch.ones_like(norms), atol=1e-4), f"{name}: {modality} embeddings are not L2-normalised"
+        assert torch.allclose(norms, torch.ones_like(norms), atol=1e-4), (
+            f"{name}: {modality} embeddings are not L2-normalised"
+        )
 
 
 #: task kind (``MethodConfig.task``) -> what ``predict`` must give for a batch of ``rows`` samples.

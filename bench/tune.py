@@ -43,9 +43,18 @@ def _text(value: Any) -> str:
     return json.dumps(value)
 
 
-def study_name(method: str, dataset: str, epochs: int, *, precision: str = "fp32", batch_size: int | None = None,
-               patience: int | None = None, encoders: dict[str, str] | None = None,
-               options: dict[str, Any] | None = None, fixed: dict[str, Any] | None = None) -> str:
+def study_name(
+    method: str,
+    dataset: str,
+    epochs: int,
+    *,
+    precision: str = "fp32",
+    batch_size: int | None = None,
+    patience: int | None = None,
+    encoders: dict[str, str] | None = None,
+    options: dict[str, Any] | None = None,
+    fixed: dict[str, Any] | None = None,
+) -> str:
     """``method/dataset/e<epochs>/p<protocol>``, then one part per non-default setting of the trials' cells
     (``bf16``, ``b<batch size>``, ``patience<N>``, ``encoder.<modality>=<kind>``, ``data.<option>=<value>``,
     ``set.<param>=<value>``). Default settings add nothing, so studies named before the settings were part of
@@ -89,7 +98,9 @@ def open_storage(results_dir: Path, url: str | None):
         try:
             return optuna.storages.RDBStorage(url)
         except Exception as exc:  # bad URL, missing driver, unreachable server
-            raise UsageError(f"cannot open Optuna storage {url!r} ({type(exc).__name__}: {exc}); check the URL") from None
+            raise UsageError(
+                f"cannot open Optuna storage {url!r} ({type(exc).__name__}: {exc}); check the URL"
+            ) from None
     path = Path(results_dir) / "tuning" / "journal.log"
     path.parent.mkdir(parents=True, exist_ok=True)
     return optuna.storages.JournalStorage(JournalFileBackend(str(path), lock_obj=JournalFileOpenLock(str(path))))
@@ -108,19 +119,38 @@ class _Setting:
     fixed: dict[str, Any] = dataclasses.field(default_factory=dict)
 
     def name(self, method: str, dataset: str) -> str:
-        return study_name(method, dataset, self.epochs, precision=self.precision, batch_size=self.batch_size,
-                          patience=self.patience, encoders=self.encoders, options=self.options, fixed=self.fixed)
+        return study_name(
+            method,
+            dataset,
+            self.epochs,
+            precision=self.precision,
+            batch_size=self.batch_size,
+            patience=self.patience,
+            encoders=self.encoders,
+            options=self.options,
+            fixed=self.fixed,
+        )
 
 
 def _trial_spec(method: str, dataset: str, params: dict[str, Any], setting: _Setting, *, seed: int) -> CellSpec:
     config = method_config(method, {**params, **setting.fixed})
-    extra = {key: value for key, value in (("encoders", setting.encoders), ("dataset_options", setting.options))
-             if value}
-    return CellSpec(method=method, hparams=dataclasses.asdict(config), dataset=dataset,
-                    dataset_version=dataset_adapter(dataset, setting.options).info.version, seed=seed,
-                    missing_rate=0.0, epochs=setting.epochs, batch_size=setting.batch_size,
-                    patience=setting.patience, hparams_source="tuning-trial", precision=setting.precision,
-                    extra=extra)
+    extra = {
+        key: value for key, value in (("encoders", setting.encoders), ("dataset_options", setting.options)) if value
+    }
+    return CellSpec(
+        method=method,
+        hparams=dataclasses.asdict(config),
+        dataset=dataset,
+        dataset_version=dataset_adapter(dataset, setting.options).info.version,
+        seed=seed,
+        missing_rate=0.0,
+        epochs=setting.epochs,
+        batch_size=setting.batch_size,
+        patience=setting.patience,
+        hparams_source="tuning-trial",
+        precision=setting.precision,
+        extra=extra,
+    )
 
 
 def _objective(method: str, dataset: str, setting: _Setting, *, data_root: Path | None):
@@ -179,10 +209,23 @@ def _progress(trials: int):
     return report
 
 
-def tune_one(method: str, dataset: str, *, trials: int, results_dir: Path, storage: str | None,
-             epochs: int, batch_size: int, data_root: Path | None, jobs: int = 1,
-             precision: str = "fp32", patience: int | None = None, encoders: dict[str, str] | None = None,
-             options: dict[str, Any] | None = None, fixed: dict[str, Any] | None = None) -> dict[str, Any]:
+def tune_one(
+    method: str,
+    dataset: str,
+    *,
+    trials: int,
+    results_dir: Path,
+    storage: str | None,
+    epochs: int,
+    batch_size: int,
+    data_root: Path | None,
+    jobs: int = 1,
+    precision: str = "fp32",
+    patience: int | None = None,
+    encoders: dict[str, str] | None = None,
+    options: dict[str, Any] | None = None,
+    fixed: dict[str, Any] | None = None,
+) -> dict[str, Any]:
     """Run the study until it holds ``trials`` finished (complete or pruned) trials; write the best.
 
     Every trial is a cell with these settings: ``patience`` (early stopping), ``encoders`` (``--set
@@ -197,15 +240,24 @@ def tune_one(method: str, dataset: str, *, trials: int, results_dir: Path, stora
     from optuna.study import MaxTrialsCallback
     from optuna.trial import TrialState
 
-    setting = _Setting(epochs=epochs, batch_size=batch_size, precision=precision, patience=patience,
-                       encoders=dict(encoders or {}), options=dict(options or {}), fixed=dict(fixed or {}))
+    setting = _Setting(
+        epochs=epochs,
+        batch_size=batch_size,
+        precision=precision,
+        patience=patience,
+        encoders=dict(encoders or {}),
+        options=dict(options or {}),
+        fixed=dict(fixed or {}),
+    )
     name = setting.name(method, dataset)
     done = _finished_summary(tuned_path(results_dir, method, dataset), name, trials)
     if done is not None:
         return done
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     study = optuna.create_study(
-        study_name=name, storage=open_storage(results_dir, storage), direction="maximize",
+        study_name=name,
+        storage=open_storage(results_dir, storage),
+        direction="maximize",
         sampler=optuna.samplers.TPESampler(seed=_sampler_seed(name), n_startup_trials=min(10, max(trials // 2, 1))),
         pruner=optuna.pruners.MedianPruner(n_startup_trials=5, n_warmup_steps=max(epochs // 4, 1)),
         load_if_exists=True,
@@ -214,7 +266,9 @@ def tune_one(method: str, dataset: str, *, trials: int, results_dir: Path, stora
     if len(study.get_trials(states=finished)) < trials:
         study.optimize(
             _objective(method, dataset, setting, data_root=data_root),
-            n_trials=trials, n_jobs=jobs, callbacks=[MaxTrialsCallback(trials, states=finished), _progress(trials)],
+            n_trials=trials,
+            n_jobs=jobs,
+            callbacks=[MaxTrialsCallback(trials, states=finished), _progress(trials)],
             catch=(RuntimeError, ValueError),
         )
     complete = study.get_trials(states=(TrialState.COMPLETE,))
@@ -224,15 +278,34 @@ def tune_one(method: str, dataset: str, *, trials: int, results_dir: Path, stora
     params = {**best.params, **setting.fixed}  # what the best trial's cell ran with
     config = method_config(method, params)
     summary = {
-        "method": method, "dataset": dataset, "study": name, "trials": trials,
-        "finished_trials": len(study.get_trials(states=finished)), "best_value": best.value,
-        "best_trial": best.number, "params": params, "hparams": dataclasses.asdict(config),
-        "epochs": epochs, "batch_size": batch_size, "tuning_seeds": list(TUNING_SEEDS), "protocol": PROTOCOL_VERSION,
+        "method": method,
+        "dataset": dataset,
+        "study": name,
+        "trials": trials,
+        "finished_trials": len(study.get_trials(states=finished)),
+        "best_value": best.value,
+        "best_trial": best.number,
+        "params": params,
+        "hparams": dataclasses.asdict(config),
+        "epochs": epochs,
+        "batch_size": batch_size,
+        "tuning_seeds": list(TUNING_SEEDS),
+        "protocol": PROTOCOL_VERSION,
     }
     # Non-default settings are spelled out beside the study's name (which already holds them).
-    summary.update({key: value for key, value in (
-        ("precision", precision if precision != "fp32" else None), ("patience", patience),
-        ("encoders", setting.encoders), ("dataset_options", setting.options), ("fixed", setting.fixed)) if value})
+    summary.update(
+        {
+            key: value
+            for key, value in (
+                ("precision", precision if precision != "fp32" else None),
+                ("patience", patience),
+                ("encoders", setting.encoders),
+                ("dataset_options", setting.options),
+                ("fixed", setting.fixed),
+            )
+            if value
+        }
+    )
     atomic_write_text(tuned_path(results_dir, method, dataset), json.dumps(summary, indent=1, sort_keys=True) + "\n")
     return summary
 
@@ -251,15 +324,21 @@ def load_tuned(results_dir: Path, method: str, dataset: str, study: str | None =
     given the ``study`` the cells need, for a file tuned under other settings (epochs, batch size, ...)."""
     path = tuned_path(results_dir, method, dataset)
     if not path.is_file():
-        raise UsageError(f"no tuned hyperparameters for {method} on {dataset} ({path}); run: python -m bench tune "
-                         f"--methods {method} --datasets {dataset} --trials N")
+        raise UsageError(
+            f"no tuned hyperparameters for {method} on {dataset} ({path}); run: python -m bench tune "
+            f"--methods {method} --datasets {dataset} --trials N"
+        )
     try:
         tuned = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, json.JSONDecodeError) as exc:
-        raise UsageError(f"cannot read {path} ({type(exc).__name__}); rerun the tuning for {method} on {dataset}") from None
+        raise UsageError(
+            f"cannot read {path} ({type(exc).__name__}); rerun the tuning for {method} on {dataset}"
+        ) from None
     if tuned.get("method") != method or tuned.get("dataset") != dataset:
-        raise UsageError(f"{path} holds hyperparameters of {tuned.get('method')!r} on {tuned.get('dataset')!r}, "
-                         f"not {method!r} on {dataset!r}; restore the file or rerun the tuning")
+        raise UsageError(
+            f"{path} holds hyperparameters of {tuned.get('method')!r} on {tuned.get('dataset')!r}, "
+            f"not {method!r} on {dataset!r}; restore the file or rerun the tuning"
+        )
     if study is not None and tuned.get("study") != study:
         raise UsageError(_mismatch(path, tuned, study))
     return tuned["params"], f"tuned:{tuned['study']}:{tuned['trials']}-trials"
@@ -273,6 +352,8 @@ def _mismatch(path: Path, tuned: dict[str, Any], study: str) -> str:
     lead = ""
     if tuned.get("epochs") is not None and need_epochs and need_epochs != epochs:
         lead = f"tuned with --epochs {tuned['epochs']}, but this run uses --epochs {need_epochs[1:]}; "
-    return (f"{lead}{path} holds study {have!r}, not {study!r} that these cells need (epochs, batch size, "
-            "patience, precision and --set values must match the tuning); tune again with this run's options "
-            "(python -m bench run --tune N ... does both) or run with the tuning's")
+    return (
+        f"{lead}{path} holds study {have!r}, not {study!r} that these cells need (epochs, batch size, "
+        "patience, precision and --set values must match the tuning); tune again with this run's options "
+        "(python -m bench run --tune N ... does both) or run with the tuning's"
+    )

@@ -45,8 +45,8 @@ def pick_sample(candidates: list[dict], here: tuple, size: int, seed: int) -> li
     rng.shuffle(on_this_cpu)
     rng.shuffle(others)
     first = min((size + 1) // 2, len(on_this_cpu))
-    sample = on_this_cpu[:first] + others[:size - first]
-    return sample + on_this_cpu[first:first + size - len(sample)]
+    sample = on_this_cpu[:first] + others[: size - first]
+    return sample + on_this_cpu[first : first + size - len(sample)]
 
 
 def verify_record(record: dict, here: tuple, data_root: Path | None) -> tuple[str, str]:

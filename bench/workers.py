@@ -67,8 +67,16 @@ def start_workers(jobs: int, threads: int) -> Any:
     return pool
 
 
-def run_cells(specs: Sequence[Any], run: Callable[..., Any], *args: Any, jobs: int, threads: int, pool: Any = None,
-              done: Callable[[Any, Any], None], **kwargs: Any) -> None:
+def run_cells(
+    specs: Sequence[Any],
+    run: Callable[..., Any],
+    *args: Any,
+    jobs: int,
+    threads: int,
+    pool: Any = None,
+    done: Callable[[Any, Any], None],
+    **kwargs: Any,
+) -> None:
     """``done(spec, run(spec, *args, **kwargs))`` for every spec, ``jobs`` at a time: this process and the
     ``jobs - 1`` workers of ``pool`` (started here when None; ``run`` must then be picklable).
 

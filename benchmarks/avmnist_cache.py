@@ -96,13 +96,19 @@ def main() -> None:
             model = LateFusion().build(description)
             optimizer = torch.optim.SGD(model.parameters(), lr=1e-3, momentum=0.9)
             key = f"{'epoch' if train else 'data only'}, {name}"
-            results[key] = [_epoch(model, optimizer, audio_of, images, labels, args.batch_size, e, train)
-                            for e in range(args.epochs)]
+            results[key] = [
+                _epoch(model, optimizer, audio_of, images, labels, args.batch_size, e, train)
+                for e in range(args.epochs)
+            ]
 
-    print(f"avmnist: {len(labels)} training pairs, batch {args.batch_size}, {torch.get_num_threads()} thread(s), "
-          f"{args.epochs} epoch(s) each")
-    print(f"preparation (cold, decode + spectrograms + PCA + write): {prepare_seconds:.2f} s; "
-          f"load from cache: {load_seconds:.2f} s")
+    print(
+        f"avmnist: {len(labels)} training pairs, batch {args.batch_size}, {torch.get_num_threads()} thread(s), "
+        f"{args.epochs} epoch(s) each"
+    )
+    print(
+        f"preparation (cold, decode + spectrograms + PCA + write): {prepare_seconds:.2f} s; "
+        f"load from cache: {load_seconds:.2f} s"
+    )
     for key, times in results.items():
         print(f"{key:24s} {np.mean(times):7.3f} s/epoch  ({', '.join(f'{t:.3f}' for t in times)})")
     for what in ("data only", "epoch"):

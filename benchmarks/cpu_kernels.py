@@ -67,8 +67,9 @@ def measure(kernels: str, precision: str, steps: int) -> dict:
     env = {k: v for k, v in os.environ.items() if k not in KERNEL_VARIABLES}
     if kernels == "avx2":
         env["BENCH_CPU_KERNELS"] = "avx2"
-    out = subprocess.run([sys.executable, "-c", CHILD, precision, str(steps)], env=env, capture_output=True,
-                         text=True, check=True)
+    out = subprocess.run(
+        [sys.executable, "-c", CHILD, precision, str(steps)], env=env, capture_output=True, text=True, check=True
+    )
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
@@ -94,19 +95,27 @@ def main() -> None:
         for setting in settings:
             seen = measure(*setting, args.steps)
             old = best.get(setting)
-            best[setting] = seen if old is None else {
-                "kernels": seen["kernels"], **{w: min(seen[w], old[w]) for w in ("conv", "mlp")}}
+            best[setting] = (
+                seen
+                if old is None
+                else {"kernels": seen["kernels"], **{w: min(seen[w], old[w]) for w in ("conv", "mlp")}}
+            )
     print(f"CPU: {cpu_name()}; one torch thread; best of {args.repeats} processes, median of {args.steps} steps")
     for (kernels, precision), seen in best.items():
-        print(f"  {kernels:6s} {precision}: torch kernels {seen['kernels']:7s} ResNet-18 step {seen['conv'] * 1e3:8.1f} ms"
-              f"  MLP step {seen['mlp'] * 1e3:7.2f} ms")
+        print(
+            f"  {kernels:6s} {precision}: torch kernels {seen['kernels']:7s} "
+            f"ResNet-18 step {seen['conv'] * 1e3:8.1f} ms"
+            f"  MLP step {seen['mlp'] * 1e3:7.2f} ms"
+        )
     for workload in ("conv", "mlp"):
         b = {s: v[workload] for s, v in best.items()}
         name = "ResNet-18" if workload == "conv" else "MLP"
-        print(f"{name}: pinned/native fp32 {b['avx2', 'fp32'] / b['native', 'fp32']:.2f}x, "
-              f"pinned/native bf16 {b['avx2', 'bf16'] / b['native', 'bf16']:.2f}x, "
-              f"bf16/fp32 native {b['native', 'bf16'] / b['native', 'fp32']:.2f}x, "
-              f"bf16/fp32 pinned {b['avx2', 'bf16'] / b['avx2', 'fp32']:.2f}x")
+        print(
+            f"{name}: pinned/native fp32 {b['avx2', 'fp32'] / b['native', 'fp32']:.2f}x, "
+            f"pinned/native bf16 {b['avx2', 'bf16'] / b['native', 'bf16']:.2f}x, "
+            f"bf16/fp32 native {b['native', 'bf16'] / b['native', 'fp32']:.2f}x, "
+            f"bf16/fp32 pinned {b['avx2', 'bf16'] / b['avx2', 'fp32']:.2f}x"
+        )
 
 
 if __name__ == "__main__":

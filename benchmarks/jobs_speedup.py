@@ -19,8 +19,18 @@ import time
 from pathlib import Path
 
 GRIDS = {
-    "small": ["--methods", "late_fusion", "--datasets", "synthetic_2m", "--seeds", "0,1", "--missing-rates", "0,0.5",
-              "--epochs", "2"],
+    "small": [
+        "--methods",
+        "late_fusion",
+        "--datasets",
+        "synthetic_2m",
+        "--seeds",
+        "0,1",
+        "--missing-rates",
+        "0,0.5",
+        "--epochs",
+        "2",
+    ],
     "large": ["--methods", "late_fusion,qmf,mla"],
 }
 GOALS = {"small": 1.0, "large": 1.8}
@@ -50,8 +60,10 @@ def main() -> None:
             if records_one != records_many:
                 raise SystemExit(f"{name}: --jobs {args.jobs} records differ from --jobs 1")
             sequential, parallel = min(sequential, one), min(parallel, many)
-        print(f"{name} ({len(records_one)} cells): --jobs 1 {sequential:.1f} s, --jobs {args.jobs} {parallel:.1f} s, "
-              f"speed-up {sequential / parallel:.2f}x (goal >= {GOALS[name]} on 2 cores; records identical)")
+        print(
+            f"{name} ({len(records_one)} cells): --jobs 1 {sequential:.1f} s, --jobs {args.jobs} {parallel:.1f} s, "
+            f"speed-up {sequential / parallel:.2f}x (goal >= {GOALS[name]} on 2 cores; records identical)"
+        )
 
 
 if __name__ == "__main__":

@@ -2,7 +2,8 @@
 
 Same model (late fusion on synthetic_2m), same data tensors, same batch size and optimizer; both shuffle
 with a seeded permutation and slice resident tensors. Prints the median epoch time of each and their ratio
-(goal: bench / hand-written <= 1.05), and the ratio of the fastest epochs (the least disturbed by other load). Run: python benchmarks/loop_overhead.py [--epochs 30]
+(goal: bench / hand-written <= 1.05), and the ratio of the fastest epochs (the least disturbed by other load).
+Run: python benchmarks/loop_overhead.py [--epochs 30]
 """
 
 from __future__ import annotations
@@ -38,7 +39,9 @@ def main() -> None:
     args = parser.parse_args()
     device = torch.device(args.device)
     torch.set_num_threads(1)
-    spec = expand(GridRequest(methods="late_fusion", datasets="synthetic_2m", seeds=(0,), missing_rates=(0.0,))).specs[0]
+    spec = expand(GridRequest(methods="late_fusion", datasets="synthetic_2m", seeds=(0,), missing_rates=(0.0,))).specs[
+        0
+    ]
     method = build_method(spec)
     data = cell_data(spec, data_root=None, zero_fill=True, device=device)
     runs = {}
@@ -60,9 +63,12 @@ def main() -> None:
             times[name].append(time.perf_counter() - started)
     bench_t, hand_t = statistics.median(times["bench"]), statistics.median(times["hand-written"])
     bench_min, hand_min = min(times["bench"]), min(times["hand-written"])
-    print(f"median epoch: bench {1000 * bench_t:.1f} ms, hand-written {1000 * hand_t:.1f} ms, "
-          f"ratio {bench_t / hand_t:.3f} (goal <= 1.05); fastest epoch ratio {bench_min / hand_min:.3f}; "
-          f"{args.epochs} epochs each, 1 thread, {device}")
+    print(
+        f"median epoch: bench {1000 * bench_t:.1f} ms, hand-written {1000 * hand_t:.1f} ms, "
+        f"ratio {bench_t / hand_t:.3f} (goal <= 1.05); fastest epoch ratio {bench_min / hand_min:.3f}; "
+        f"{args.epochs} epochs each, 1 thread, {device}"
+    )
+
 
 if __name__ == "__main__":
     main()

@@ -146,10 +146,17 @@ def write_dataset(root: Path, train_clips: int, test_clips: int) -> Layout:
     folder = root / "cremad"
     for i, clip in enumerate(names):
         label, seconds = i % 6, CLIP_SECONDS[i % len(CLIP_SECONDS)]
-        mf.write_wav(folder / "AudioWAV" / f"{clip}.wav", mf.tone(300 + 150 * label, seconds, AUDIO_RATE, seed=i),
-                     AUDIO_RATE)
-        mf.write_video(folder / "VideoFlash" / f"{clip}.flv", label=label, seconds=seconds, fps=VIDEO_FPS,
-                       container="flv", video_codec="flv")
+        mf.write_wav(
+            folder / "AudioWAV" / f"{clip}.wav", mf.tone(300 + 150 * label, seconds, AUDIO_RATE, seed=i), AUDIO_RATE
+        )
+        mf.write_video(
+            folder / "VideoFlash" / f"{clip}.flv",
+            label=label,
+            seconds=seconds,
+            fps=VIDEO_FPS,
+            container="flv",
+            video_codec="flv",
+        )
     for sub, suffix in (("AudioWAV", "wav"), ("VideoFlash", "flv")):
         rows = ["path\tsha256\tsize_bytes"]
         for clip in names:
@@ -182,8 +189,9 @@ def prepare_bench(layout: Layout) -> float:
     return time.perf_counter() - started
 
 
-def bench_epoch(data_root: Path, threads: int, *, channels_last: bool = False, device: str = "cpu",
-                precision: str = "fp32") -> dict:
+def bench_epoch(
+    data_root: Path, threads: int, *, channels_last: bool = False, device: str = "cpu", precision: str = "fp32"
+) -> dict:
     """Time one ``ogm_ge`` training epoch of the harness on ``cremad`` (prepared in ``$BENCH_CACHE``), on
     ``device`` (``--device``), fp32 or under bf16 autocast (``--precision``)."""
     import torch
@@ -195,8 +203,16 @@ def bench_epoch(data_root: Path, threads: int, *, channels_last: bool = False, d
     from bench.nn.backbones import _ResNet18
 
     started = time.perf_counter()
-    request = GridRequest(methods="ogm_ge", datasets="cremad", seeds=(0,), missing_rates=(0.0,), epochs=1,
-                          batch_size=BATCH_SIZE, data_root=data_root, precision=precision)
+    request = GridRequest(
+        methods="ogm_ge",
+        datasets="cremad",
+        seeds=(0,),
+        missing_rates=(0.0,),
+        epochs=1,
+        batch_size=BATCH_SIZE,
+        data_root=data_root,
+        precision=precision,
+    )
     (spec,) = expand(request).specs
     method = build_method(spec)
     data = cell_data(spec, data_root=data_root, zero_fill=type(method).zero_fill_missing, device=torch.device(device))
@@ -212,20 +228,39 @@ def bench_epoch(data_root: Path, threads: int, *, channels_last: bool = False, d
     optimizer = _make_optimizer(method, model)
     generator = torch.Generator().manual_seed(spec.seed)
     started = time.perf_counter()
-    steps, _ = _train_epoch(method, model, optimizer, data, spec, 0, generator, 0,
-                            autocast=autocast_for(precision, torch.device(device)))
+    steps, _ = _train_epoch(
+        method, model, optimizer, data, spec, 0, generator, 0, autocast=autocast_for(precision, torch.device(device))
+    )
     if device.startswith("cuda"):
         torch.cuda.synchronize()
-    return {"code": "bench" + (" channels-last" if channels_last else "") + (f" {precision}" if precision != "fp32" else ""),
-            "device": device, "threads": torch.get_num_threads(),
-            "epoch_seconds": time.perf_counter() - started, "clips": len(data.train), "steps": steps,
-            "load_seconds": load_seconds}
+    return {
+        "code": "bench"
+        + (" channels-last" if channels_last else "")
+        + (f" {precision}" if precision != "fp32" else ""),
+        "device": device,
+        "threads": torch.get_num_threads(),
+        "epoch_seconds": time.perf_counter() - started,
+        "clips": len(data.train),
+        "steps": steps,
+        "load_seconds": load_seconds,
+    }
 
 
-def bench_epoch_subprocess(layout: Layout, cache: Path, threads: int, channels_last: bool, device: str = "cpu",
-                           precision: str = "fp32") -> dict:
-    command = [sys.executable, __file__, "--bench-epoch", str(layout.root), "--threads", str(threads),
-               "--device", device, "--precision", precision]
+def bench_epoch_subprocess(
+    layout: Layout, cache: Path, threads: int, channels_last: bool, device: str = "cpu", precision: str = "fp32"
+) -> dict:
+    command = [
+        sys.executable,
+        __file__,
+        "--bench-epoch",
+        str(layout.root),
+        "--threads",
+        str(threads),
+        "--device",
+        device,
+        "--precision",
+        precision,
+    ]
     env = {**os.environ, "BENCH_CACHE": str(cache)}
     return _run_timed(command + (["--channels-last"] if channels_last else []), cwd=REPO, env=env)
 
@@ -235,9 +270,11 @@ def _run_timed(command: list[str], *, cwd: Path, env: dict) -> dict:
     done = subprocess.run(command, cwd=cwd, env=env, capture_output=True, text=True)
     for line in reversed(done.stdout.splitlines()):
         if line.startswith(TIMING_TAG):
-            return json.loads(line[len(TIMING_TAG):])
-    raise RuntimeError(f"{' '.join(command[:3])} ... exited {done.returncode} without a timing:\n"
-                       f"{done.stdout[-3000:]}\n{done.stderr[-3000:]}")
+            return json.loads(line[len(TIMING_TAG) :])
+    raise RuntimeError(
+        f"{' '.join(command[:3])} ... exited {done.returncode} without a timing:\n"
+        f"{done.stdout[-3000:]}\n{done.stderr[-3000:]}"
+    )
 
 
 # --------------------------------------------------------------------------------------------------
@@ -319,14 +356,17 @@ def patched_main(text: str, workers: int | None, device: str = "cpu") -> str:
     for old, new in edits:
         count = text.count(old)
         if count == 0 or (count != 1 and not old.startswith("num_workers")):
-            raise SystemExit(f"the official main.py has {count} copies of {old!r}; this benchmark knows commit "
-                             "343dc1d of GeWu-Lab/OGM-GE_CVPR2022")
+            raise SystemExit(
+                f"the official main.py has {count} copies of {old!r}; this benchmark knows commit "
+                "343dc1d of GeWu-Lab/OGM-GE_CVPR2022"
+            )
         text = text.replace(old, new)
     return text
 
 
-def prepare_official(official: Path, work: Path, layout: Layout, workers: int | None,
-                     device: str = "cpu") -> tuple[Path, Path, float]:
+def prepare_official(
+    official: Path, work: Path, layout: Layout, workers: int | None, device: str = "cpu"
+) -> tuple[Path, Path, float]:
     """Copy the official code into ``work``, adapt it (see the module docstring), write its split lists and
     frames. Returns (code copy, frames root, seconds of the frame extraction)."""
     if not (official / "main.py").is_file() or not (official / "dataset" / "CramedDataset.py").is_file():
@@ -346,13 +386,29 @@ def prepare_official(official: Path, work: Path, layout: Layout, workers: int | 
 
 
 def official_epoch(code: Path, visual: Path, layout: Layout, threads: int, site: str, python: str) -> dict:
-    argv = ["--dataset", "CREMAD", "--modulation", "OGM_GE", "--fusion_method", "concat",
-            "--alpha", str(OFFICIAL_ALPHA), "--train", "--epochs", "1", "--batch_size", str(BATCH_SIZE),
-            "--audio_path", str(layout.folder / "AudioWAV"), "--visual_path", str(visual),
-            "--ckpt_path", str(code / "ckpt_bench")]
+    argv = [
+        "--dataset",
+        "CREMAD",
+        "--modulation",
+        "OGM_GE",
+        "--fusion_method",
+        "concat",
+        "--alpha",
+        str(OFFICIAL_ALPHA),
+        "--train",
+        "--epochs",
+        "1",
+        "--batch_size",
+        str(BATCH_SIZE),
+        "--audio_path",
+        str(layout.folder / "AudioWAV"),
+        "--visual_path",
+        str(visual),
+        "--ckpt_path",
+        str(code / "ckpt_bench"),
+    ]
     timing = _run_timed([python, "_time_official_epoch.py", site, str(threads), *argv], cwd=code, env=dict(os.environ))
-    return {"code": "official", **timing, "clips": len(layout.trained),
-            "steps": -(-len(layout.trained) // BATCH_SIZE)}
+    return {"code": "official", **timing, "clips": len(layout.trained), "steps": -(-len(layout.trained) // BATCH_SIZE)}
 
 
 # --------------------------------------------------------------------------------------------------
@@ -363,10 +419,12 @@ def per_clip_lines(runs: list[dict]) -> list[str]:
     lines = []
     for run in runs:
         per_clip = run["epoch_seconds"] / run["clips"]
-        lines.append(f"  {run['code']:20s} {run['threads']} thread(s): {run['epoch_seconds']:8.1f} s/epoch for "
-                     f"{run['clips']} clips ({run['steps']} steps) = {per_clip:6.3f} s/clip -> "
-                     f"{per_clip * EXTRAPOLATE_TO:7.0f} s per {EXTRAPOLATE_TO:,}-clip epoch"
-                     + (f"; {run['data_wait_seconds']:.1f} s of it waiting for batches" if "data_wait_seconds" in run else ""))
+        lines.append(
+            f"  {run['code']:20s} {run['threads']} thread(s): {run['epoch_seconds']:8.1f} s/epoch for "
+            f"{run['clips']} clips ({run['steps']} steps) = {per_clip:6.3f} s/clip -> "
+            f"{per_clip * EXTRAPOLATE_TO:7.0f} s per {EXTRAPOLATE_TO:,}-clip epoch"
+            + (f"; {run['data_wait_seconds']:.1f} s of it waiting for batches" if "data_wait_seconds" in run else "")
+        )
     return lines
 
 
@@ -397,7 +455,10 @@ def flops_per_clip() -> float:
     from bench.registry import default_method
 
     model = default_method("ogm_ge").build(DataDescription(CREMAD.modalities(), 6, 2))
-    inputs = {"audio": torch.randn(2, 1, 257, 188), "visual": torch.randint(0, 255, (2, 3, 1, 224, 224), dtype=torch.uint8)}
+    inputs = {
+        "audio": torch.randn(2, 1, 257, 188),
+        "visual": torch.randint(0, 255, (2, 3, 1, 224, 224), dtype=torch.uint8),
+    }
     with FlopCounterMode(display=False) as counter:
         F.cross_entropy(model(inputs)[0], torch.tensor([0, 1])).backward()
     return counter.get_total_flops() / 2
@@ -431,15 +492,26 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument("--threads", default="1,2", help="torch threads of the runs, comma-separated")
     p.add_argument("--repeats", type=int, default=1, help="rounds of (bench, official) per thread count")
     p.add_argument("--official", type=Path, help="a checkout of GeWu-Lab/OGM-GE_CVPR2022 (copied, never edited)")
-    p.add_argument("--official-site", default="", help="a site-packages folder with librosa and tensorboard, "
-                   "appended to the official run's sys.path")
+    p.add_argument(
+        "--official-site",
+        default="",
+        help="a site-packages folder with librosa and tensorboard, appended to the official run's sys.path",
+    )
     p.add_argument("--official-python", default=sys.executable, help="the interpreter of the official run")
     p.add_argument("--official-workers", type=int, help="replace main.py's num_workers=32 (default: keep it)")
     p.add_argument("--channels-last", action="store_true", help="also time bench with channels-last ResNets")
-    p.add_argument("--device", default="cpu", help="cpu (default) or cuda[:N]: bench's epoch there, and the "
-                                                   "official code on its own cuda:0 (unedited) when cuda")
-    p.add_argument("--precision", choices=("fp32", "bf16"), default="fp32",
-                   help="bench's epoch in fp32 or under bf16 autocast (the official code has no bf16: fp32)")
+    p.add_argument(
+        "--device",
+        default="cpu",
+        help="cpu (default) or cuda[:N]: bench's epoch there, and the "
+        "official code on its own cuda:0 (unedited) when cuda",
+    )
+    p.add_argument(
+        "--precision",
+        choices=("fp32", "bf16"),
+        default="fp32",
+        help="bench's epoch in fp32 or under bf16 autocast (the official code has no bf16: fp32)",
+    )
     p.add_argument("--json", type=Path, help="write the runs to this file")
     p.add_argument("--dry-run", action="store_true", help="2 clips, bench only, in this process (a smoke test)")
     p.add_argument("--bench-epoch", type=Path, help=argparse.SUPPRESS)  # internal: one epoch in a child process
@@ -461,8 +533,18 @@ def dry_run(work: Path) -> dict:
 def main(argv: Sequence[str] | None = None) -> None:
     args = parse_args(argv)
     if args.bench_epoch is not None:
-        print(TIMING_TAG + json.dumps(bench_epoch(args.bench_epoch, args.threads[0], channels_last=args.channels_last,
-                                                  device=args.device, precision=args.precision)))
+        print(
+            TIMING_TAG
+            + json.dumps(
+                bench_epoch(
+                    args.bench_epoch,
+                    args.threads[0],
+                    channels_last=args.channels_last,
+                    device=args.device,
+                    precision=args.precision,
+                )
+            )
+        )
         return
     import torch
 
@@ -478,19 +560,28 @@ def main(argv: Sequence[str] | None = None) -> None:
 def measure(args: argparse.Namespace, work: Path) -> None:
     started = time.perf_counter()
     layout = write_dataset(work / "data", args.train_clips, args.test_clips)
-    print(f"wrote {len(layout.bench_train)} training + {len(layout.test)} test clips in "
-          f"{time.perf_counter() - started:.1f} s; both codes train on {len(layout.trained)}", flush=True)
+    print(
+        f"wrote {len(layout.bench_train)} training + {len(layout.test)} test clips in "
+        f"{time.perf_counter() - started:.1f} s; both codes train on {len(layout.trained)}",
+        flush=True,
+    )
     cache = work / "cache"
     os.environ["BENCH_CACHE"] = str(cache)
     prepare_seconds = prepare_bench(layout)
     clips = len(layout.bench_train) + len(layout.test)
-    print(f"bench preparation (cold: verify, decode, STFT, write): {prepare_seconds:.1f} s for {clips} clips = "
-          f"{prepare_seconds / clips:.3f} s/clip", flush=True)
+    print(
+        f"bench preparation (cold: verify, decode, STFT, write): {prepare_seconds:.1f} s for {clips} clips = "
+        f"{prepare_seconds / clips:.3f} s/clip",
+        flush=True,
+    )
     official = None
     if args.official is not None:
         official = prepare_official(args.official.resolve(), work, layout, args.official_workers, args.device)
-        print(f"official frame extraction (JPEGs): {official[2]:.1f} s for "
-              f"{len(layout.trained) + len(layout.test)} clips", flush=True)
+        print(
+            f"official frame extraction (JPEGs): {official[2]:.1f} s for "
+            f"{len(layout.trained) + len(layout.test)} clips",
+            flush=True,
+        )
     variants = [False, True] if args.channels_last else [False]
     runs = []
     for round_ in range(args.repeats):
@@ -498,29 +589,45 @@ def measure(args: argparse.Namespace, work: Path) -> None:
             order = ["bench", "official"] if (round_ + k) % 2 == 0 else ["official", "bench"]
             for code in order:
                 if code == "official" and official is not None:
-                    runs.append(official_epoch(official[0], official[1], layout, threads, args.official_site,
-                                               args.official_python))
+                    runs.append(
+                        official_epoch(
+                            official[0], official[1], layout, threads, args.official_site, args.official_python
+                        )
+                    )
                 elif code == "bench":
-                    runs += [bench_epoch_subprocess(layout, cache, threads, cl, args.device, args.precision)
-                             for cl in variants]
+                    runs += [
+                        bench_epoch_subprocess(layout, cache, threads, cl, args.device, args.precision)
+                        for cl in variants
+                    ]
                 else:
                     continue
-                print("\n".join(per_clip_lines(runs[-(len(variants) if code == "bench" else 1):])), flush=True)
+                print("\n".join(per_clip_lines(runs[-(len(variants) if code == "bench" else 1) :])), flush=True)
     flops = flops_per_clip()
     where = f"CPU ({os.cpu_count()} cores, busy: other jobs running)" if args.device == "cpu" else args.device
     report = ["", f"one OGM-GE epoch, batch {BATCH_SIZE}, bench {args.precision} (official fp32), {where}"]
     report += per_clip_lines(runs) + ratio_lines(runs)
     best = min(r["epoch_seconds"] / r["clips"] for r in runs)
-    report.append(f"  model: {flops / 1e9:.1f} GFLOP per clip (forward + backward); the fastest run did "
-                  f"{flops / best / 1e9:.0f} GFLOP/s; a {EXTRAPOLATE_TO:,}-clip epoch in 60 s needs "
-                  f"{flops * EXTRAPOLATE_TO / 60 / 1e9:.0f} GFLOP/s")
-    report.append("  fp32 matmul now: " + ", ".join(f"{matmul_gflops(t):.0f} GFLOP/s on {t} thread(s)"
-                                                   for t in args.threads))
+    report.append(
+        f"  model: {flops / 1e9:.1f} GFLOP per clip (forward + backward); the fastest run did "
+        f"{flops / best / 1e9:.0f} GFLOP/s; a {EXTRAPOLATE_TO:,}-clip epoch in 60 s needs "
+        f"{flops * EXTRAPOLATE_TO / 60 / 1e9:.0f} GFLOP/s"
+    )
+    report.append(
+        "  fp32 matmul now: " + ", ".join(f"{matmul_gflops(t):.0f} GFLOP/s on {t} thread(s)" for t in args.threads)
+    )
     print("\n".join(report))
     if args.json is not None:
-        args.json.write_text(json.dumps({"prepare_seconds": prepare_seconds, "flops_per_clip": flops,
-                                         "official_frames_seconds": official[2] if official else None,
-                                         "runs": runs}, indent=1))
+        args.json.write_text(
+            json.dumps(
+                {
+                    "prepare_seconds": prepare_seconds,
+                    "flops_per_clip": flops,
+                    "official_frames_seconds": official[2] if official else None,
+                    "runs": runs,
+                },
+                indent=1,
+            )
+        )
 
 
 if __name__ == "__main__":

@@ -29,9 +29,25 @@ def timed(nodes: int, results: Path) -> float:
             cluster.add_node(num_cpus=1)
         cluster.wait_for_nodes()
         started = time.perf_counter()
-        subprocess.run([sys.executable, "-m", "bench", "run", *GRID, "--results", str(results), "--executor", "ray",
-                        "--ray-address", cluster.address], check=True, stdout=subprocess.DEVNULL,
-                       stderr=subprocess.DEVNULL, env={**os.environ, "RAY_USAGE_STATS_ENABLED": "0"})
+        subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "bench",
+                "run",
+                *GRID,
+                "--results",
+                str(results),
+                "--executor",
+                "ray",
+                "--ray-address",
+                cluster.address,
+            ],
+            check=True,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            env={**os.environ, "RAY_USAGE_STATS_ENABLED": "0"},
+        )
         return time.perf_counter() - started
     finally:
         cluster.shutdown()
@@ -48,8 +64,10 @@ def main() -> None:
         same = metrics(Path(scratch) / "one") == metrics(Path(scratch) / "two")
         if not same:
             raise SystemExit("records differ between the 1-node and the 2-node run")
-        print(f"{len(metrics(Path(scratch) / 'one'))} cells: 1 node {one:.1f} s, 2 nodes {two:.1f} s, "
-              f"speed-up {one / two:.2f}x (records identical)")
+        print(
+            f"{len(metrics(Path(scratch) / 'one'))} cells: 1 node {one:.1f} s, 2 nodes {two:.1f} s, "
+            f"speed-up {one / two:.2f}x (records identical)"
+        )
 
 
 if __name__ == "__main__":

@@ -42,8 +42,16 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(1)
     root = Path(args.data_root) if args.data_root else None
-    spec = expand(GridRequest(methods=args.method, datasets=args.dataset, seeds=(0,), missing_rates=(0.3,),
-                              epochs=args.epochs, data_root=root)).specs[0]
+    spec = expand(
+        GridRequest(
+            methods=args.method,
+            datasets=args.dataset,
+            seeds=(0,),
+            missing_rates=(0.3,),
+            epochs=args.epochs,
+            data_root=root,
+        )
+    ).specs[0]
 
     settings = [("resident", 2**62, 0)] + [(f"streamed, {w} workers", 0, int(w)) for w in args.workers.split(",")]
     rows = []

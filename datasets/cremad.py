@@ -101,8 +101,10 @@ CLASSES = {
 FRAMES = {"ogm_ge": 1, "mla": 3}
 VERIFY_ENV = "BENCH_VERIFY_MEDIA"
 HOMEPAGE = "https://github.com/CheyneyComputerScience/CREMA-D"
-_GET_MEDIA = (f"the media are Git LFS files: git lfs clone {HOMEPAGE} (or https://gitlab.com/cs-cooper-lab/crema-d-mirror) "
-              "and put its AudioWAV/ and VideoFlash/ there")
+_GET_MEDIA = (
+    f"the media are Git LFS files: git lfs clone {HOMEPAGE} (or https://gitlab.com/cs-cooper-lab/crema-d-mirror) "
+    "and put its AudioWAV/ and VideoFlash/ there"
+)
 _REDOWNLOAD = "download it again (git lfs pull in your CREMA-D clone)"
 
 # OGM-GE's audio: librosa.load(sr=22050), 3 s, STFT n_fft 512 hop 353 -> (257, 188)
@@ -133,18 +135,26 @@ def _info(protocol: str) -> DatasetInfo:
         modalities=("audio", "visual"),
         num_classes=6,
         version="1",
-        license="ODbL 1.0 (database) / DbCL 1.0 (contents); split lists MIT (OGM-GE)" + ("; MLA lists unlicensed" if mla else ""),
+        license="ODbL 1.0 (database) / DbCL 1.0 (contents); split lists MIT (OGM-GE)"
+        + ("; MLA lists unlicensed" if mla else ""),
         citation="Cao, Cooper, Keutmann, Gur, Nenkova and Verma, CREMA-D: Crowd-sourced Emotional Multimodal Actors "
         "Dataset, IEEE Trans. Affective Computing 5(4), 2014; protocol of "
         + ("Zhang, Latham and Zitnik (MLA), CVPR 2024" if mla else "Peng, Wei, Deng, Wang and Hu (OGM-GE), CVPR 2022"),
         homepage=HOMEPAGE,
         description="speech audio + face video, 6 intended emotions; "
-        + ("MLA protocol: Kaldi fbank 1024x128, 3 frames, classes in sorted-name order"
-           if mla else "OGM-GE protocol: log-STFT 257x188, 1 frame, classes NEU HAP SAD FEA DIS ANG"),
-        splits=("MLA's random split 6,698 train / 744 test (data/my_{train,test}_cre.txt)" if mla
-                else "OGM-GE's random split 6,698 train / 744 test (data/CREMAD/{train,test}.csv)")
+        + (
+            "MLA protocol: Kaldi fbank 1024x128, 3 frames, classes in sorted-name order"
+            if mla
+            else "OGM-GE protocol: log-STFT 257x188, 1 frame, classes NEU HAP SAD FEA DIS ANG"
+        ),
+        splits=(
+            "MLA's random split 6,698 train / 744 test (data/my_{train,test}_cre.txt)"
+            if mla
+            else "OGM-GE's random split 6,698 train / 744 test (data/CREMAD/{train,test}.csv)"
+        )
         + "; validation carved from train",
-        layout=f"{FOLDER}/AudioWAV/<clip>.wav, {FOLDER}/VideoFlash/<clip>.flv, {FOLDER}/lfs_manifest_{{AudioWAV,VideoFlash}}.tsv, "
+        layout=f"{FOLDER}/AudioWAV/<clip>.wav, {FOLDER}/VideoFlash/<clip>.flv, "
+        f"{FOLDER}/lfs_manifest_{{AudioWAV,VideoFlash}}.tsv, "
         f"{FOLDER}/{SPLIT_FILES[protocol]['train'].rsplit('/', 1)[0]}/"
         + ("my_{train,test}_cre.txt" if mla else "{train,test}.csv"),
         # The official training budget of both repositories (main.py: 100 epochs, batch 64).
@@ -167,8 +177,10 @@ def _split_rows(path: Path, protocol: str) -> list[tuple[str, int]]:
         clip, _, label = line.strip().partition("," if protocol == "ogm_ge" else ".flv ")
         if label.strip() not in classes or not clip:
             expected = "<clip>,<EMO>" if protocol == "ogm_ge" else "<clip>.flv <Name>"
-            raise UsageError(f"{path} line {number} is {line.strip()!r}; expected {expected} with a class of "
-                             f"{', '.join(classes)}: copy the file again from {SPLIT_SOURCES[protocol]}")
+            raise UsageError(
+                f"{path} line {number} is {line.strip()!r}; expected {expected} with a class of "
+                f"{', '.join(classes)}: copy the file again from {SPLIT_SOURCES[protocol]}"
+            )
         rows.append((clip.strip(), classes.index(label.strip())))
     if not rows:
         raise UsageError(f"{path} lists no clip; copy it again from {SPLIT_SOURCES[protocol]}")
@@ -185,8 +197,9 @@ def _read_manifest_tsv(path: Path) -> dict[str, tuple[str, int]]:
     for number, line in enumerate(lines[1:], start=2):
         fields = line.split("\t")
         if len(fields) != 3 or not fields[2].isdigit():
-            raise UsageError(f"{path} line {number} is not 'path<TAB>sha256<TAB>size_bytes'; copy it again, "
-                             f"or set {VERIFY_ENV}=0")
+            raise UsageError(
+                f"{path} line {number} is not 'path<TAB>sha256<TAB>size_bytes'; copy it again, or set {VERIFY_ENV}=0"
+            )
         entries[fields[0]] = (fields[1], int(fields[2]))
     return entries
 
@@ -207,7 +220,9 @@ class CremaD(PreparedDataset):
         if self.protocol not in CLASSES:
             raise ValueError(f"protocol must be one of {sorted(CLASSES)}, got {self.protocol!r}")
         if self.image_size < 8 or self.fbank_frames < 1:
-            raise ValueError(f"image_size must be >= 8 and fbank_frames >= 1, got {self.image_size}, {self.fbank_frames}")
+            raise ValueError(
+                f"image_size must be >= 8 and fbank_frames >= 1, got {self.image_size}, {self.fbank_frames}"
+            )
 
     # -- where things are -------------------------------------------------------------------------
     def verifies(self) -> bool:
@@ -235,8 +250,10 @@ class CremaD(PreparedDataset):
         if self.verifies():
             for sub, _ in MEDIA.values():
                 if not (folder / f"lfs_manifest_{sub}.tsv").is_file():
-                    return (f"{folder / f'lfs_manifest_{sub}.tsv'} not found (path, sha256, size_bytes of every {sub} "
-                            f"file); put the SHA-256 manifests there, or set {VERIFY_ENV}=0 to skip verification")
+                    return (
+                        f"{folder / f'lfs_manifest_{sub}.tsv'} not found (path, sha256, size_bytes of every {sub} "
+                        f"file); put the SHA-256 manifests there, or set {VERIFY_ENV}=0 to skip verification"
+                    )
         return self._absent_media(folder)
 
     def _absent_media(self, folder: Path) -> str | None:
@@ -244,19 +261,26 @@ class CremaD(PreparedDataset):
         absent = []
         for rows in self._clips(folder).values():
             for clip, _ in rows:
-                absent += [self._media_path(folder, clip, m) for m, (sub, suffix) in MEDIA.items()
-                           if f"{clip}{suffix}" not in present[sub]]
+                absent += [
+                    self._media_path(folder, clip, m)
+                    for m, (sub, suffix) in MEDIA.items()
+                    if f"{clip}{suffix}" not in present[sub]
+                ]
         if not absent:
             return None
-        return (f"{len(absent)} media file(s) of the {self.protocol} split are missing, e.g. {absent[0]}; "
-                f"run git lfs pull in your CREMA-D clone ({HOMEPAGE})")
+        return (
+            f"{len(absent)} media file(s) of the {self.protocol} split are missing, e.g. {absent[0]}; "
+            f"run git lfs pull in your CREMA-D clone ({HOMEPAGE})"
+        )
 
     def _clips(self, folder: Path) -> dict[str, list[tuple[str, int]]]:
         splits = {split: _split_rows(path, self.protocol) for split, path in self._split_paths(folder).items()}
         shared = {c for c, _ in splits["train"]} & {c for c, _ in splits["test"]}
         if shared:
-            raise UsageError(f"{len(shared)} clip(s) are in both the train and test lists of {folder}, e.g. "
-                             f"{sorted(shared)[0]}; copy the split files again from {SPLIT_SOURCES[self.protocol]}")
+            raise UsageError(
+                f"{len(shared)} clip(s) are in both the train and test lists of {folder}, e.g. "
+                f"{sorted(shared)[0]}; copy the split files again from {SPLIT_SOURCES[self.protocol]}"
+            )
         return splits
 
     def _key(self, root: Path) -> dict[str, Any]:
@@ -264,9 +288,14 @@ class CremaD(PreparedDataset):
         clips = self._clips(folder)
         media = [self._media_path(folder, clip, m) for rows in clips.values() for clip, _ in rows for m in MEDIA]
         lists = hashlib.sha256(b"".join(p.read_bytes() for p in self._split_paths(folder).values())).hexdigest()
-        return {"protocol": self.protocol, "image_size": self.image_size, "frames": FRAMES[self.protocol],
-                "fbank_frames": self.fbank_frames if self.protocol == "mla" else None,
-                "split_lists": lists[:16], "media": file_fingerprint(root, media)}
+        return {
+            "protocol": self.protocol,
+            "image_size": self.image_size,
+            "frames": FRAMES[self.protocol],
+            "fbank_frames": self.fbank_frames if self.protocol == "mla" else None,
+            "split_lists": lists[:16],
+            "media": file_fingerprint(root, media),
+        }
 
     def _describe_cache(self, manifest: dict[str, Any]) -> str:
         sizes = manifest["split_sizes"]
@@ -293,20 +322,25 @@ class CremaD(PreparedDataset):
                 for clip, _ in rows:
                     relative = f"{sub}/{clip}{MEDIA[modality][1]}"
                     if relative not in manifest:
-                        raise UsageError(f"{relative} is not in {folder / f'lfs_manifest_{sub}.tsv'}; copy the manifest "
-                                         f"again, or set {VERIFY_ENV}=0 for media the manifest does not describe")
+                        raise UsageError(
+                            f"{relative} is not in {folder / f'lfs_manifest_{sub}.tsv'}; copy the manifest "
+                            f"again, or set {VERIFY_ENV}=0 for media the manifest does not describe"
+                        )
                     expected[folder / relative] = manifest[relative]
         problems = verify_sha256(expected, cache_root() / FOLDER / "sha256-memo.json", advance)
         if problems:
             shown = "; ".join(f"{path.relative_to(folder)} ({why})" for path, why in problems[:10])
             more = f"; and {len(problems) - 10} more" if len(problems) > 10 else ""
-            raise UsageError(f"{len(problems)} of {len(expected)} CREMA-D media files differ from the SHA-256 manifests "
-                             f"in {folder}: {shown}{more}; download them again (git lfs pull), or set {VERIFY_ENV}=0 "
-                             "to use your own re-encoded copy unverified")
+            raise UsageError(
+                f"{len(problems)} of {len(expected)} CREMA-D media files differ from the SHA-256 manifests "
+                f"in {folder}: {shown}{more}; download them again (git lfs pull), or set {VERIFY_ENV}=0 "
+                "to use your own re-encoded copy unverified"
+            )
         return "SHA-256 verified"
 
-    def _build(self, root: Path, scratch: ScratchArrays, progress: Progress | None
-               ) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
+    def _build(
+        self, root: Path, scratch: ScratchArrays, progress: Progress | None
+    ) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
         folder = root / FOLDER
         clips = self._clips(folder)
         count = sum(len(rows) for rows in clips.values())
@@ -328,20 +362,31 @@ class CremaD(PreparedDataset):
             for i, (clip, _) in enumerate(rows):
                 samples, rate = read_wav(self._media_path(folder, clip, "audio"), fix=_REDOWNLOAD)
                 audio[i, 0] = self._audio_features(samples, rate)
-                visual[i] = sampled_frames(self._media_path(folder, clip, "visual"), frames, size, fix=_REDOWNLOAD,
-                                           check_truncation=not genuine)
+                visual[i] = sampled_frames(
+                    self._media_path(folder, clip, "visual"),
+                    frames,
+                    size,
+                    fix=_REDOWNLOAD,
+                    check_truncation=not genuine,
+                )
                 done += 1
                 advance(done)
             arrays[f"{split}_audio"], arrays[f"{split}_visual"] = audio, visual
             arrays[f"{split}_label"] = np.array([label for _, label in rows], dtype=np.int64)
-        manifest = {"protocol": self.protocol, "classes": list(CLASSES[self.protocol]),
-                    "verification": verification, "clips": {s: [clip for clip, _ in rows] for s, rows in clips.items()}}
+        manifest = {
+            "protocol": self.protocol,
+            "classes": list(CLASSES[self.protocol]),
+            "verification": verification,
+            "clips": {s: [clip for clip, _ in rows] for s, rows in clips.items()},
+        }
         return arrays, manifest
 
     def modalities(self, shapes: object = None) -> tuple[ModalitySpec, ModalitySpec]:
         size = self.image_size
-        return (ModalitySpec("audio", (1, *self.audio_shape()), kind="spectrogram_resnet18"),
-                ModalitySpec("visual", (3, FRAMES[self.protocol], size, size), kind="frames_resnet18"))
+        return (
+            ModalitySpec("audio", (1, *self.audio_shape()), kind="spectrogram_resnet18"),
+            ModalitySpec("visual", (3, FRAMES[self.protocol], size, size), kind="frames_resnet18"),
+        )
 
     def _describe_raw(self, root: Path) -> DatasetSummary:
         """Every clip of the train list is a training sample, with the list's label."""

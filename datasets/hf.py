@@ -63,10 +63,28 @@ __all__ = ["CARD_FILE", "HFFolder", "resolve"]
 
 CARD_FILE = "bench.json"
 SPLIT_NAMES = {"train": ("train",), "val": ("validation", "val", "valid", "dev"), "test": ("test",)}
-CARD_KEYS = {"label", "modalities", "image_size", "image_mode", "max_tokens", "n_mels", "audio_frames", "text_model",
-             "license", "citation", "homepage", "description"}
-DEFAULTS = {"image_size": 32, "image_mode": None, "max_tokens": 64, "n_mels": 64, "audio_frames": 100,
-            "text_model": None}
+CARD_KEYS = {
+    "label",
+    "modalities",
+    "image_size",
+    "image_mode",
+    "max_tokens",
+    "n_mels",
+    "audio_frames",
+    "text_model",
+    "license",
+    "citation",
+    "homepage",
+    "description",
+}
+DEFAULTS = {
+    "image_size": 32,
+    "image_mode": None,
+    "max_tokens": 64,
+    "n_mels": 64,
+    "audio_frames": 100,
+    "text_model": None,
+}
 
 
 def _read_card(folder: Path) -> dict[str, Any]:
@@ -78,7 +96,7 @@ def _read_card(folder: Path) -> dict[str, Any]:
     except (OSError, json.JSONDecodeError) as exc:
         raise UsageError(f"{path} is not valid JSON ({exc}); fix it or remove it") from None
     if not isinstance(card, dict):
-        raise UsageError(f"{path} must hold a JSON object, e.g. {{\"label\": \"label\"}}")
+        raise UsageError(f'{path} must hold a JSON object, e.g. {{"label": "label"}}')
     unknown = sorted(set(card) - CARD_KEYS)
     if unknown:
         raise UsageError(f"{path}: unknown keys {unknown}; allowed: {sorted(CARD_KEYS)}")
@@ -119,22 +137,28 @@ def _read_splits(folder: Path) -> dict[str, Any]:
                     break
         others = sorted(set(loaded) - {n for names in SPLIT_NAMES.values() for n in names})
         if "train" not in splits or "test" not in splits:
-            raise UsageError(f"{folder}: a DatasetDict with splits 'train' and 'test' is needed (it has "
-                             f"{', '.join(sorted(loaded))}); rename its splits before save_to_disk")
+            raise UsageError(
+                f"{folder}: a DatasetDict with splits 'train' and 'test' is needed (it has "
+                f"{', '.join(sorted(loaded))}); rename its splits before save_to_disk"
+            )
         if others:
             raise UsageError(f"{folder}: unknown splits {others}; use train, validation and test")
         return splits
     files = _parquet_files(folder)
     if "train" not in files or "test" not in files:
-        raise UsageError(f"{folder} holds neither a save_to_disk DatasetDict (dataset_dict.json) nor parquet files "
-                         "train.parquet and test.parquet (validation.parquet optional)")
+        raise UsageError(
+            f"{folder} holds neither a save_to_disk DatasetDict (dataset_dict.json) nor parquet files "
+            "train.parquet and test.parquet (validation.parquet optional)"
+        )
     import pyarrow as pa
     import pyarrow.parquet as pq
 
     from datasets.table import InMemoryTable
 
-    return {split: datasets.Dataset(InMemoryTable(pa.concat_tables([pq.read_table(p) for p in paths])))
-            for split, paths in files.items()}
+    return {
+        split: datasets.Dataset(InMemoryTable(pa.concat_tables([pq.read_table(p) for p in paths])))
+        for split, paths in files.items()
+    }
 
 
 def _is_float_list(feature: Any) -> int:
@@ -195,8 +219,9 @@ class HFFolder:
         kinds = {name: _column_kind(feature) for name, feature in features.items()}
         label = self.card.get("label") or next((c for c, k in kinds.items() if k == "label"), None)
         if label is None:
-            raise UsageError(f"{self.folder}: no ClassLabel column; name the label column in {CARD_FILE} "
-                             "({\"label\": \"<column>\"})")
+            raise UsageError(
+                f'{self.folder}: no ClassLabel column; name the label column in {CARD_FILE} ({{"label": "<column>"}})'
+            )
         if label not in features:
             raise UsageError(f"{self.folder}: label column {label!r} not found; columns: {', '.join(features)}")
         if kinds[label] == "label":
@@ -207,15 +232,19 @@ class HFFolder:
         if chosen is None:
             chosen = {c: c for c, k in kinds.items() if c != label and k in ("vector", "image", "audio", "text")}
         if not isinstance(chosen, dict) or not chosen:
-            raise UsageError(f"{self.folder}: no modality column (lists of floats, Image, Audio or strings); "
-                             f"columns: {', '.join(f'{c} ({k})' for c, k in kinds.items())}")
+            raise UsageError(
+                f"{self.folder}: no modality column (lists of floats, Image, Audio or strings); "
+                f"columns: {', '.join(f'{c} ({k})' for c, k in kinds.items())}"
+            )
         plan: dict[str, tuple[str, Any]] = {}
         for name, column in chosen.items():
             columns = column if isinstance(column, list) else [column]
             missing = [c for c in columns if c not in features]
             if missing:
-                raise UsageError(f"{self.folder}: {CARD_FILE} names columns {missing} that do not exist; "
-                                 f"columns: {', '.join(features)}")
+                raise UsageError(
+                    f"{self.folder}: {CARD_FILE} names columns {missing} that do not exist; "
+                    f"columns: {', '.join(features)}"
+                )
             if isinstance(column, list):
                 if any(kinds[c] != "scalar" for c in columns):
                     raise UsageError(f"{self.folder}: modality {name!r} stacks columns that are not scalar numbers")
@@ -223,8 +252,10 @@ class HFFolder:
             elif kinds[column] in ("vector", "image", "audio", "text"):
                 plan[name] = (kinds[column], column)
             else:
-                raise UsageError(f"{self.folder}: column {column!r} ({features[column]}) cannot be a modality; "
-                                 "use lists of floats, Image, Audio or strings")
+                raise UsageError(
+                    f"{self.folder}: column {column!r} ({features[column]}) cannot be a modality; "
+                    "use lists of floats, Image, Audio or strings"
+                )
         if len(classes) < 2:
             raise UsageError(f"{self.folder}: the label column {label!r} has fewer than two classes")
         return label, classes, plan
@@ -232,16 +263,22 @@ class HFFolder:
     @functools.cached_property
     def info(self) -> DatasetInfo:
         label, classes, plan = self._plan
-        splits = "train / validation / test as shipped" if "val" in self._splits else (
-            "train / test as shipped; validation carved from train (stratified, seed 0)")
+        splits = (
+            "train / validation / test as shipped"
+            if "val" in self._splits
+            else ("train / test as shipped; validation carved from train (stratified, seed 0)")
+        )
         return DatasetInfo(
-            name=f"hf:{self.path}", modalities=tuple(plan), num_classes=len(classes),
+            name=f"hf:{self.path}",
+            modalities=tuple(plan),
+            num_classes=len(classes),
             version=_fingerprint(self.folder, _read_card(self.folder)),
             license=self.card.get("license") or "not stated in the folder (see the dataset's own card)",
             citation=self.card.get("citation") or "not stated in the folder",
             homepage=self.card.get("homepage") or str(self.folder),
             description=self.card.get("description") or f"local Hugging Face dataset, label {label!r}",
-            splits=splits, layout="save_to_disk DatasetDict or {train,validation,test}.parquet",
+            splits=splits,
+            layout="save_to_disk DatasetDict or {train,validation,test}.parquet",
             needs_data_root=False,
         )
 
@@ -259,20 +296,25 @@ class HFFolder:
         index = {name: i for i, name in enumerate(classes)}
         unknown = sorted({str(v) for v in values} - set(index))
         if unknown:
-            raise UsageError(f"{self.folder}: labels {unknown[:3]} appear outside train; every class needs "
-                             "training samples")
+            raise UsageError(
+                f"{self.folder}: labels {unknown[:3]} appear outside train; every class needs training samples"
+            )
         return np.array([index[str(v)] for v in values], dtype=np.int64)
 
     def _vectors(self, column: str) -> dict[str, np.ndarray]:
-        rows = {s: [np.asarray(v, dtype=np.float32) for v in d.with_format("numpy")[column]]
-                for s, d in self._splits.items()}
+        rows = {
+            s: [np.asarray(v, dtype=np.float32) for v in d.with_format("numpy")[column]]
+            for s, d in self._splits.items()
+        }
         shapes = {r.shape for split in rows.values() for r in split}
         dims = {len(s) for s in shapes}
         if len(dims) != 1:
             raise UsageError(f"{self.folder}: column {column!r} mixes samples of different nesting")
         if len(shapes) > 1 and dims == {1}:
-            raise UsageError(f"{self.folder}: column {column!r} holds vectors of different lengths "
-                             f"({sorted(s[0] for s in shapes)[:4]}...); give it one length")
+            raise UsageError(
+                f"{self.folder}: column {column!r} holds vectors of different lengths "
+                f"({sorted(s[0] for s in shapes)[:4]}...); give it one length"
+            )
         target = tuple(max(s[i] for s in shapes) for i in range(dims.pop()))
         out = {}
         for split, values in rows.items():
@@ -297,8 +339,9 @@ class HFFolder:
             mode = "L" if all(open_image(i).mode in ("L", "1", "I;16") for i in raw["train"]) else "RGB"
         out = {}
         for split, items in raw.items():
-            images = [np.asarray(open_image(i).convert(mode).resize((size, size), Image.BILINEAR), np.float32)
-                      for i in items]
+            images = [
+                np.asarray(open_image(i).convert(mode).resize((size, size), Image.BILINEAR), np.float32) for i in items
+            ]
             array = np.stack(images) / np.float32(255.0)
             out[split] = array[:, None] if mode == "L" else array.transpose(0, 3, 1, 2)
         return out
@@ -339,8 +382,9 @@ class HFFolder:
         return out
 
     def _columns(self, columns: list[str]) -> dict[str, np.ndarray]:
-        return {s: np.stack([np.asarray(d[c], dtype=np.float32) for c in columns], axis=1)
-                for s, d in self._splits.items()}
+        return {
+            s: np.stack([np.asarray(d[c], dtype=np.float32) for c in columns], axis=1) for s, d in self._splits.items()
+        }
 
     def load(self, data_root: Path | None) -> LoadedData:
         import torch
@@ -348,16 +392,30 @@ class HFFolder:
         from bench.datasets._jsonl_image_text import text_kind
 
         _, _, plan = self._plan
-        readers = {"vector": self._vectors, "image": self._images, "audio": self._audio, "text": self._tokens,
-                   "columns": self._columns}
-        kinds = {"vector": "vector", "columns": "vector", "image": "image", "audio": "spectrogram",
-                 "text": text_kind(self.card["text_model"])}
+        readers = {
+            "vector": self._vectors,
+            "image": self._images,
+            "audio": self._audio,
+            "text": self._tokens,
+            "columns": self._columns,
+        }
+        kinds = {
+            "vector": "vector",
+            "columns": "vector",
+            "image": "image",
+            "audio": "spectrogram",
+            "text": text_kind(self.card["text_model"]),
+        }
         arrays = {name: readers[kind](column) for name, (kind, column) in plan.items()}
-        modalities = tuple(ModalitySpec(name, tuple(arrays[name]["train"].shape[1:]), kinds[kind])
-                           for name, (kind, _) in plan.items())
-        splits = {split: SplitData({name: torch.from_numpy(arrays[name][split]) for name in plan},
-                                   torch.from_numpy(self._labels(data)))
-                  for split, data in self._splits.items()}
+        modalities = tuple(
+            ModalitySpec(name, tuple(arrays[name]["train"].shape[1:]), kinds[kind]) for name, (kind, _) in plan.items()
+        )
+        splits = {
+            split: SplitData(
+                {name: torch.from_numpy(arrays[name][split]) for name in plan}, torch.from_numpy(self._labels(data))
+            )
+            for split, data in self._splits.items()
+        }
         return LoadedData(modalities, splits["train"], splits["test"], splits.get("val"))
 
 
@@ -372,8 +430,10 @@ def resolve(rest: str) -> HFFolder:
     if not rest.strip():
         raise UsageError("hf: needs a folder, e.g. --datasets hf:data/my_dataset")
     if ".." in Path(rest).parts:
-        raise UsageError(f"hf:{rest}: give the folder without '..' (its name becomes the records folder); "
-                         "run from a directory above it or give an absolute path")
+        raise UsageError(
+            f"hf:{rest}: give the folder without '..' (its name becomes the records folder); "
+            "run from a directory above it or give an absolute path"
+        )
     adapter = HFFolder(rest.rstrip("/"))
     ok, why = adapter.available(None)
     if not ok:
@@ -383,5 +443,7 @@ def resolve(rest: str) -> HFFolder:
     except UsageError:
         raise
     except Exception as exc:  # noqa: BLE001 - a folder datasets cannot read
-        raise UsageError(f"dataset 'hf:{rest}' cannot be read: {type(exc).__name__}: {str(exc).splitlines()[0]}") from None
+        raise UsageError(
+            f"dataset 'hf:{rest}' cannot be read: {type(exc).__name__}: {str(exc).splitlines()[0]}"
+        ) from None
     return adapter

@@ -140,8 +140,10 @@ class IemocapDataset(PreparedDataset):
         for name in LISTS.values():
             path = self._folder(root) / name
             if not path.is_file():
-                return (f"{path} not found; expected {self.info.layout} (lists from MLA's data/ folder, "
-                        f"data from {self.info.homepage})")
+                return (
+                    f"{path} not found; expected {self.info.layout} (lists from MLA's data/ folder, "
+                    f"data from {self.info.homepage})"
+                )
         return None
 
     def _parse_list(self, path: Path) -> list[tuple[str, int]]:
@@ -155,12 +157,15 @@ class IemocapDataset(PreparedDataset):
                 continue
             fields = line.strip().split(SEPARATOR)
             if len(fields) < 2:
-                raise UsageError(f"{path} line {number} is not '<utt>.mp4{SEPARATOR}<transcript>{SEPARATOR}<label>'; "
-                                 "copy the list again from MLA's data/ folder")
+                raise UsageError(
+                    f"{path} line {number} is not '<utt>.mp4{SEPARATOR}<transcript>{SEPARATOR}<label>'; "
+                    "copy the list again from MLA's data/ folder"
+                )
             label = fields[-1].strip()
             if label not in CLASSES:
-                raise UsageError(f"{path} line {number} has label {label!r}; MLA's 4-class lists use "
-                                 f"{', '.join(CLASSES)}")
+                raise UsageError(
+                    f"{path} line {number} has label {label!r}; MLA's 4-class lists use {', '.join(CLASSES)}"
+                )
             out.append((fields[0].split(".mp4")[0], CLASSES.index(label)))
         if not out:
             raise UsageError(f"{path} lists no utterance; copy it again from MLA's data/ folder")
@@ -199,8 +204,10 @@ class IemocapDataset(PreparedDataset):
                 else:
                     raise UsageError(f"{found}, listed in {list_name}: {_RESTORE}, or remove its line from the list")
             if not kept[split]:
-                raise UsageError(f"no utterance of {list_name} has all its files under {self._folder(root)}; "
-                                 f"expected {self.info.layout}")
+                raise UsageError(
+                    f"no utterance of {list_name} has all its files under {self._folder(root)}; "
+                    f"expected {self.info.layout}"
+                )
         return kept, skipped
 
     def _sources(self, root: Path) -> list[Path]:
@@ -221,8 +228,10 @@ class IemocapDataset(PreparedDataset):
     def _fbank(self, path: Path, shape: tuple[int, ...] | None) -> np.ndarray:
         fbank = _read_npy(path)
         if fbank.ndim != 2 or not np.issubdtype(fbank.dtype, np.floating):
-            raise UsageError(f"{path} is {fbank.dtype}{list(fbank.shape)}; expected a float (frames, bins) fbank "
-                             "such as MLA's (1024, 128): " + _RESTORE)
+            raise UsageError(
+                f"{path} is {fbank.dtype}{list(fbank.shape)}; expected a float (frames, bins) fbank "
+                "such as MLA's (1024, 128): " + _RESTORE
+            )
         if shape is not None and fbank.shape != shape:
             raise UsageError(f"{path} has shape {list(fbank.shape)}, the other fbanks {list(shape)}; " + _RESTORE)
         if not np.isfinite(fbank).all():
@@ -232,8 +241,10 @@ class IemocapDataset(PreparedDataset):
     def _tokens(self, utterance: Utterance, length: int | None) -> np.ndarray:
         ids, padding = _read_npy(utterance.token).reshape(-1), _read_npy(utterance.padding).reshape(-1)
         if not np.issubdtype(ids.dtype, np.integer) or (length is not None and len(ids) != length):
-            raise UsageError(f"{utterance.token} is {ids.dtype}[{len(ids)}]; expected integer token ids of the "
-                             "same length as the other utterances' (MLA: 256): " + _RESTORE)
+            raise UsageError(
+                f"{utterance.token} is {ids.dtype}[{len(ids)}]; expected integer token ids of the "
+                "same length as the other utterances' (MLA: 256): " + _RESTORE
+            )
         if padding.shape != ids.shape or not np.isin(padding, (0, 1)).all():
             raise UsageError(f"{utterance.padding} is not a 0/1 padding mask of {len(ids)} entries; {_RESTORE}")
         if ids.min() < 0:
@@ -252,8 +263,9 @@ class IemocapDataset(PreparedDataset):
         return DatasetSummary(self.modalities(shapes), label_counts(labels), shipped_val=False)
 
     # -- building ---------------------------------------------------------------------------------
-    def _build(self, root: Path, scratch: ScratchArrays, progress: Progress | None
-               ) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
+    def _build(
+        self, root: Path, scratch: ScratchArrays, progress: Progress | None
+    ) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
         kept, skipped = self._utterances(root)
         first = kept["train"][0]
         fbank_shape = self._fbank(first.audio, None).shape
@@ -273,12 +285,21 @@ class IemocapDataset(PreparedDataset):
                 done += 1
                 if progress is not None:
                     progress(done, total)
-            arrays.update({f"{split}_audio": audio, f"{split}_visual": visual, f"{split}_text": text,
-                           f"{split}_label": np.array([u.label for u in utterances], dtype=np.int64)})
+            arrays.update(
+                {
+                    f"{split}_audio": audio,
+                    f"{split}_visual": visual,
+                    f"{split}_text": text,
+                    f"{split}_label": np.array([u.label for u in utterances], dtype=np.int64),
+                }
+            )
         max_id = max(int(arrays[f"{s}_text"][:, 0].max()) for s in kept)
-        manifest = {"classes": list(CLASSES), "max_token_id": max_id,
-                    "skipped_missing": {s: names for s, names in skipped.items() if names},
-                    "utterances": {s: [u.name for u in utterances] for s, utterances in kept.items()}}
+        manifest = {
+            "classes": list(CLASSES),
+            "max_token_id": max_id,
+            "skipped_missing": {s: names for s, names in skipped.items() if names},
+            "utterances": {s: [u.name for u in utterances] for s, utterances in kept.items()},
+        }
         return arrays, manifest
 
     def _check_prepared(self, directory: Path) -> None:
@@ -287,8 +308,10 @@ class IemocapDataset(PreparedDataset):
         vocabulary = int(json.loads((folder / "config.json").read_text(encoding="utf-8")).get("vocab_size", 0))
         max_id = int(read_manifest(directory)["max_token_id"])
         if vocabulary and max_id >= vocabulary:
-            raise UsageError(f"the token ids in {directory} reach {max_id}, beyond the {vocabulary}-entry vocabulary "
-                             f"of the text model in {folder}; use a model with bert-base-uncased's vocabulary")
+            raise UsageError(
+                f"the token ids in {directory} reach {max_id}, beyond the {vocabulary}-entry vocabulary "
+                f"of the text model in {folder}; use a model with bert-base-uncased's vocabulary"
+            )
 
 
 IEMOCAP = IemocapDataset()

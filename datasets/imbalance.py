@@ -26,10 +26,11 @@ expected accuracy of the Bayes classifier, ``E[max_y p(y | x)]``, per pattern of
 over a large fixed-seed draw. :meth:`ImbalanceDataset.reference_notes` gives both for a test split and
 a missingness mask.
 
-Versions: the default coverage reports ``DatasetInfo.version == "1"``; any other coverage (``python -m
-bench run --datasets 'imbalance*' --set data.coverage=0.9``, which builds the adapter with
+Versions: the default coverage reports ``DatasetInfo.version == "1"``; any other coverage (``python -m bench
+run --datasets 'imbalance*' --set data.coverage=0.9``, which builds the adapter with
 ``dataclasses.replace(adapter, coverage=0.9)``) reports ``f"1-cov{coverage:g}"`` and puts the value in the
-cell's spec, so records made with two coverages are never confused or pooled. Train, validation and test splits come from one draw.
+cell's spec, so records made with two coverages are never confused or pooled. Train, validation and test
+splits come from one draw.
 """
 
 from __future__ import annotations
@@ -123,10 +124,7 @@ class ImbalanceDataset:
         inputs = {k: torch.from_numpy(v.astype(np.float32)) for k, v in x.items()}
         y = torch.from_numpy(labels)
         bounds = np.cumsum((0,) + self.sizes)
-        splits = [
-            SplitData({k: v[a:b] for k, v in inputs.items()}, y[a:b])
-            for a, b in zip(bounds[:-1], bounds[1:])
-        ]
+        splits = [SplitData({k: v[a:b] for k, v in inputs.items()}, y[a:b]) for a, b in zip(bounds[:-1], bounds[1:])]
         return LoadedData(self._modalities(), train=splits[0], val=splits[1], test=splits[2])
 
     # -- exact Bayes oracle ------------------------------------------------------------------------
@@ -201,8 +199,11 @@ class ImbalanceDataset:
         correct = post.argmax(axis=1) == np.asarray(test.labels)
         names = self.info.modalities
         alone = {name: self.bayes_accuracy(tuple(j == m for j in range(len(names)))) for m, name in enumerate(names)}
-        return {"bayes_accuracy": self.bayes_accuracy(mask), "oracle_test_accuracy": float(correct.mean()),
-                "bayes_accuracy_alone": alone}
+        return {
+            "bayes_accuracy": self.bayes_accuracy(mask),
+            "oracle_test_accuracy": float(correct.mean()),
+            "bayes_accuracy_alone": alone,
+        }
 
 
 def _info(name: str, modalities: tuple[str, ...], description: str) -> DatasetInfo:
@@ -210,10 +211,16 @@ def _info(name: str, modalities: tuple[str, ...], description: str) -> DatasetIn
 
 
 IMBALANCE_2M = ImbalanceDataset(
-    _info("imbalance_2m", ("fast", "slow"),
-          "fast linear modality covering 70% of samples + slow non-linear one; exact Bayes oracle"),
+    _info(
+        "imbalance_2m",
+        ("fast", "slow"),
+        "fast linear modality covering 70% of samples + slow non-linear one; exact Bayes oracle",
+    ),
 )
 IMBALANCE_3M = ImbalanceDataset(
-    _info("imbalance_3m", ("fast", "slow", "slow2"),
-          "as imbalance_2m with a second, independent slow modality; exact Bayes oracle"),
+    _info(
+        "imbalance_3m",
+        ("fast", "slow", "slow2"),
+        "as imbalance_2m with a second, independent slow modality; exact Bayes oracle",
+    ),
 )

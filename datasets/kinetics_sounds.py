@@ -100,8 +100,10 @@ def _list_rows(path: Path) -> list[tuple[str, int]]:
             continue
         fields = [f.strip() for f in line.split(",")]
         if len(fields) != 3 or not fields[0] or not fields[2].isdigit() or int(fields[2]) >= NUM_CLASSES:
-            raise UsageError(f"{path} line {number} is {line.strip()!r}; expected <clip id>,10,<label 0-30>: "
-                             f"copy it again from {OGM_GE_REPO} data/KineticSound/")
+            raise UsageError(
+                f"{path} line {number} is {line.strip()!r}; expected <clip id>,10,<label 0-30>: "
+                f"copy it again from {OGM_GE_REPO} data/KineticSound/"
+            )
         rows.append((fields[0], int(fields[2])))
     if not rows:
         raise UsageError(f"{path} lists no clip; copy it again from {OGM_GE_REPO} data/KineticSound/")
@@ -137,8 +139,10 @@ class KineticsSounds(PreparedDataset):
 
     def __post_init__(self) -> None:
         if self.frames < 1 or self.image_size < 8 or self.fbank_frames < 1:
-            raise ValueError(f"need frames >= 1, image_size >= 8 and fbank_frames >= 1, got {self.frames}, "
-                             f"{self.image_size}, {self.fbank_frames}")
+            raise ValueError(
+                f"need frames >= 1, image_size >= 8 and fbank_frames >= 1, got {self.frames}, "
+                f"{self.image_size}, {self.fbank_frames}"
+            )
 
     def skips_missing(self) -> bool:
         """Whether absent clips are dropped (``skip_missing`` or ``BENCH_SKIP_MISSING_CLIPS=1``)."""
@@ -149,8 +153,10 @@ class KineticsSounds(PreparedDataset):
         splits = {split: _list_rows(Path(data_root) / rel) for split, rel in LISTS.items()}
         shared = {c for c, _ in splits["train"]} & {c for c, _ in splits["test"]}
         if shared:
-            raise UsageError(f"{len(shared)} clip(s) are in both {LISTS['train']} and {LISTS['test']}, e.g. "
-                             f"{sorted(shared)[0]}; copy the lists again from {OGM_GE_REPO}")
+            raise UsageError(
+                f"{len(shared)} clip(s) are in both {LISTS['train']} and {LISTS['test']}, e.g. "
+                f"{sorted(shared)[0]}; copy the lists again from {OGM_GE_REPO}"
+            )
         return splits
 
     def _present(self, data_root: Path) -> tuple[dict[str, list[tuple[str, int, Path]]], list[str]]:
@@ -169,32 +175,46 @@ class KineticsSounds(PreparedDataset):
     def _missing(self, data_root: Path) -> str | None:
         for rel in LISTS.values():
             if not (Path(data_root) / rel).is_file():
-                return f"{Path(data_root) / rel} not found; copy OGM-GE's data/KineticSound/my_{{train,test}}.txt ({OGM_GE_REPO}) there"
+                return (
+                    f"{Path(data_root) / rel} not found; copy OGM-GE's data/KineticSound/my_{{train,test}}.txt "
+                    f"({OGM_GE_REPO}) there"
+                )
         folder = Path(data_root) / VIDEOS
         if not folder.is_dir():
-            return (f"{folder} not found; download the Kinetics clips ({KINETICS}) and save each as "
-                    f"{VIDEOS}/<clip id>.mp4, the ids of {LISTS['train']} and {LISTS['test']}")
+            return (
+                f"{folder} not found; download the Kinetics clips ({KINETICS}) and save each as "
+                f"{VIDEOS}/<clip id>.mp4, the ids of {LISTS['train']} and {LISTS['test']}"
+            )
         present, absent = self._present(data_root)
         empty = [split for split, rows in present.items() if not rows]
         if empty:
             return f"none of the {empty[0]} clips of {Path(data_root) / LISTS[empty[0]]} has a video under {folder}"
         if absent and not self.skips_missing():
             total = len(absent) + sum(len(rows) for rows in present.values())
-            return (f"{len(absent):,} of {total:,} listed clips have no video under {folder} (e.g. {absent[0]}); "
-                    f"download them, or set {SKIP_ENV}=1 to use the clips present")
+            return (
+                f"{len(absent):,} of {total:,} listed clips have no video under {folder} (e.g. {absent[0]}); "
+                f"download them, or set {SKIP_ENV}=1 to use the clips present"
+            )
         return None
 
     def _key(self, data_root: Path) -> dict[str, Any]:
         present, _ = self._present(data_root)
         videos = [path for rows in present.values() for _, _, path in rows]
         lists = hashlib.sha256(b"".join((Path(data_root) / rel).read_bytes() for rel in LISTS.values())).hexdigest()
-        return {"frames": self.frames, "image_size": self.image_size, "fbank_frames": self.fbank_frames,
-                "skip_missing": self.skips_missing(), "lists": lists[:16],
-                "videos": file_fingerprint(Path(data_root), videos)}
+        return {
+            "frames": self.frames,
+            "image_size": self.image_size,
+            "fbank_frames": self.fbank_frames,
+            "skip_missing": self.skips_missing(),
+            "lists": lists[:16],
+            "videos": file_fingerprint(Path(data_root), videos),
+        }
 
     def _describe_cache(self, manifest: dict[str, Any]) -> str:
         sizes, dropped = manifest["split_sizes"], len(manifest["dropped"])
-        return f"{sizes['train']:,} train / {sizes['test']:,} test clips" + (f", {dropped:,} dropped" if dropped else "")
+        return f"{sizes['train']:,} train / {sizes['test']:,} test clips" + (
+            f", {dropped:,} dropped" if dropped else ""
+        )
 
     # -- preparing and loading --------------------------------------------------------------------
     def _clip_arrays(self, path: Path) -> tuple[np.ndarray, np.ndarray]:
@@ -202,8 +222,9 @@ class KineticsSounds(PreparedDataset):
         frames = sampled_frames(path, self.frames, self.image_size, fix=_REDOWNLOAD)
         return ogm_ge_fbank(samples, SAMPLE_RATE, length=self.fbank_frames), frames
 
-    def _build(self, data_root: Path, scratch: ScratchArrays, progress: Progress | None
-               ) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
+    def _build(
+        self, data_root: Path, scratch: ScratchArrays, progress: Progress | None
+    ) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
         present, absent = self._present(data_root)
         dropped = {clip: "no video" for clip in absent}
         steps, done = sum(len(rows) for rows in present.values()), 0
@@ -230,8 +251,10 @@ class KineticsSounds(PreparedDataset):
                 if progress is not None:
                     progress(done, steps)
             if not labels:
-                raise UsageError(f"no {split} clip of {Path(data_root) / LISTS[split]} could be used (all lack a video "
-                                 "or an audio track)")
+                raise UsageError(
+                    f"no {split} clip of {Path(data_root) / LISTS[split]} could be used (all lack a video "
+                    "or an audio track)"
+                )
             arrays[f"{split}_audio"], arrays[f"{split}_visual"] = audio[: len(labels)], visual[: len(labels)]
             arrays[f"{split}_label"] = np.array(labels, dtype=np.int64)
         manifest = {"clips": kept_ids, "dropped": dropped}
@@ -239,8 +262,10 @@ class KineticsSounds(PreparedDataset):
 
     def modalities(self, shapes: object = None) -> tuple[ModalitySpec, ModalitySpec]:
         size = self.image_size
-        return (ModalitySpec("audio", (1, self.fbank_frames, 128), kind="spectrogram_resnet18"),
-                ModalitySpec("visual", (3, self.frames, size, size), kind="frames_resnet18"))
+        return (
+            ModalitySpec("audio", (1, self.fbank_frames, 128), kind="spectrogram_resnet18"),
+            ModalitySpec("visual", (3, self.frames, size, size), kind="frames_resnet18"),
+        )
 
     def _describe_raw(self, data_root: Path) -> DatasetSummary | None:
         """The listed training clips with a video; None when absent clips are skipped, since which clips lack

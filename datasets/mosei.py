@@ -58,11 +58,16 @@ _REDOWNLOAD = "download it again (MultiBench README: Google Drive)"
 
 #: What a pickle of numpy arrays refers to (numpy 1.x and 2.x module paths); nothing here runs user code.
 _NUMPY_ONLY = {
-    ("numpy", "ndarray"), ("numpy", "dtype"),
-    ("numpy.core.multiarray", "_reconstruct"), ("numpy._core.multiarray", "_reconstruct"),
-    ("numpy.core.multiarray", "scalar"), ("numpy._core.multiarray", "scalar"),
-    ("numpy.core.numeric", "_frombuffer"), ("numpy._core.numeric", "_frombuffer"),
-    ("_codecs", "encode"), ("collections", "OrderedDict"),
+    ("numpy", "ndarray"),
+    ("numpy", "dtype"),
+    ("numpy.core.multiarray", "_reconstruct"),
+    ("numpy._core.multiarray", "_reconstruct"),
+    ("numpy.core.multiarray", "scalar"),
+    ("numpy._core.multiarray", "scalar"),
+    ("numpy.core.numeric", "_frombuffer"),
+    ("numpy._core.numeric", "_frombuffer"),
+    ("_codecs", "encode"),
+    ("collections", "OrderedDict"),
 }
 
 INFO = DatasetInfo(
@@ -107,13 +112,26 @@ def read_feature_pickle(path: Path, *, trust: bool = False) -> Any:
     except FileNotFoundError:
         raise UsageError(f"{path} not found; {_REDOWNLOAD}") from None
     except _RefusedClass as exc:
-        raise UsageError(f"{path} asks to load {exc}, which a pickle of numpy arrays does not need, so it was not "
-                         "unpickled (unpickling runs code); if you made or trust the file, register a variant of "
-                         "bench.datasets.mosei.MOSEI with trust_pickle=True") from None
-    except (pickle.UnpicklingError, EOFError, OSError, ValueError, TypeError, AttributeError, ImportError,
-            IndexError, KeyError, MemoryError) as exc:
-        raise UsageError(f"cannot unpickle {path} ({reason(exc)}); the file is damaged or truncated: "
-                         f"{_REDOWNLOAD}") from None
+        raise UsageError(
+            f"{path} asks to load {exc}, which a pickle of numpy arrays does not need, so it was not "
+            "unpickled (unpickling runs code); if you made or trust the file, register a variant of "
+            "bench.datasets.mosei.MOSEI with trust_pickle=True"
+        ) from None
+    except (
+        pickle.UnpicklingError,
+        EOFError,
+        OSError,
+        ValueError,
+        TypeError,
+        AttributeError,
+        ImportError,
+        IndexError,
+        KeyError,
+        MemoryError,
+    ) as exc:
+        raise UsageError(
+            f"cannot unpickle {path} ({reason(exc)}); the file is damaged or truncated: {_REDOWNLOAD}"
+        ) from None
 
 
 def binary_labels(scores: np.ndarray, *, zero_is_positive: bool) -> np.ndarray:
@@ -146,8 +164,11 @@ class MoseiDataset(PreparedDataset):
         return [self._path(root)]
 
     def _options(self) -> dict[str, Any]:
-        return {"pickle_file": self.pickle_file, "zero_is_positive": self.zero_is_positive,
-                "drop_empty_text": self.drop_empty_text}
+        return {
+            "pickle_file": self.pickle_file,
+            "zero_is_positive": self.zero_is_positive,
+            "drop_empty_text": self.drop_empty_text,
+        }
 
     def _kinds(self) -> dict[str, str]:
         return {m: "vector" for m in self.info.modalities}
@@ -168,13 +189,16 @@ class MoseiDataset(PreparedDataset):
             features = {m: np.asarray(part[m], dtype=np.float32) for m in self.info.modalities}
             labels = np.asarray(part["labels"], dtype=np.float64)
         except (TypeError, ValueError) as exc:
-            raise UsageError(f"{path}: split {key!r} holds non-numeric features or labels ({reason(exc)}); "
-                             f"{_REDOWNLOAD}") from None
+            raise UsageError(
+                f"{path}: split {key!r} holds non-numeric features or labels ({reason(exc)}); {_REDOWNLOAD}"
+            ) from None
         n = len(labels)
         for m, x in features.items():
             if x.ndim != 3 or len(x) != n:
-                raise UsageError(f"{path}: {key}/{m} has shape {list(x.shape)} for {n} labels; expected "
-                                 f"(N, steps, features) with N = {n}: {_REDOWNLOAD}")
+                raise UsageError(
+                    f"{path}: {key}/{m} has shape {list(x.shape)} for {n} labels; expected "
+                    f"(N, steps, features) with N = {n}: {_REDOWNLOAD}"
+                )
         scores = labels.reshape(n, -1)[:, 0] if n else labels.reshape(0)
         if n == 0 or not np.isfinite(scores).all():
             raise UsageError(f"{path}: split {key!r} has no samples or non-finite labels; {_REDOWNLOAD}")
@@ -193,23 +217,30 @@ class MoseiDataset(PreparedDataset):
                 x[bad] = 0.0
         return negative_infinity, others
 
-    def _build(self, root: Path, scratch: ScratchArrays, progress: Progress | None
-               ) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
+    def _build(
+        self, root: Path, scratch: ScratchArrays, progress: Progress | None
+    ) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
         path = self._path(root)
         data = read_feature_pickle(path, trust=self.trust_pickle)
         total = 1 + len(SPLITS)
         if progress is not None:
             progress(1, total)
         arrays: dict[str, np.ndarray] = {}
-        notes: dict[str, dict[str, Any]] = {"dropped_empty_text": {}, "audio_neg_inf_set_to_zero": {},
-                                            "nonfinite_set_to_zero": {}, "positive_fraction": {}}
+        notes: dict[str, dict[str, Any]] = {
+            "dropped_empty_text": {},
+            "audio_neg_inf_set_to_zero": {},
+            "nonfinite_set_to_zero": {},
+            "positive_fraction": {},
+        }
         shapes: dict[str, tuple[int, ...]] = {}
         for step, (split, key) in enumerate(SPLITS.items(), start=2):
             features, scores = self._split_arrays(data, path, key)
             for m, x in features.items():
                 if shapes.setdefault(m, x.shape[1:]) != x.shape[1:]:
-                    raise UsageError(f"{path}: {key}/{m} samples are {list(x.shape[1:])}, train's "
-                                     f"{list(shapes[m])}; the splits do not belong together: {_REDOWNLOAD}")
+                    raise UsageError(
+                        f"{path}: {key}/{m} samples are {list(x.shape[1:])}, train's "
+                        f"{list(shapes[m])}; the splits do not belong together: {_REDOWNLOAD}"
+                    )
             notes["audio_neg_inf_set_to_zero"][split], others = self._clean(features)
             if others:
                 notes["nonfinite_set_to_zero"][split] = others

@@ -98,7 +98,11 @@ class MultiViewDataset:
     def available(self, data_root: Path | None) -> tuple[bool, str]:
         path = self._path(data_root)
         if path is None:
-            return False, f"no data root; set BENCH_DATA or --data-root to a folder with {self.relative_path} ({self.info.homepage})"
+            return (
+                False,
+                f"no data root; set BENCH_DATA or --data-root to a folder with {self.relative_path} "
+                f"({self.info.homepage})",
+            )
         if not path.is_file():
             return False, f"{path} not found; expected {self.relative_path} under the data root ({self.info.homepage})"
         return True, ""
@@ -107,7 +111,9 @@ class MultiViewDataset:
         path = self._path(data_root)
         views, labels, test_views, test_labels = self.reader(path)
         if len(views) != len(self.info.modalities):
-            raise UsageError(f"{path} has {len(views)} views, expected {len(self.info.modalities)}; is it the right file?")
+            raise UsageError(
+                f"{path} has {len(views)} views, expected {len(self.info.modalities)}; is it the right file?"
+            )
         if test_views is None:
             train_rows, test_rows = _stratified_split(labels)
             test_views, test_labels = [v[test_rows] for v in views], labels[test_rows]
@@ -129,8 +135,15 @@ class MultiViewDataset:
 
 
 def _info(name: str, modalities: tuple[str, ...], num_classes: int, **kwargs: str) -> DatasetInfo:
-    return DatasetInfo(name=name, modalities=modalities, num_classes=num_classes, version="1",
-                       default_epochs=30, default_batch_size=64, **kwargs)
+    return DatasetInfo(
+        name=name,
+        modalities=modalities,
+        num_classes=num_classes,
+        version="1",
+        default_epochs=30,
+        default_batch_size=64,
+        **kwargs,
+    )
 
 
 HANDWRITTEN = MultiViewDataset(
@@ -151,7 +164,9 @@ HANDWRITTEN = MultiViewDataset(
 )
 SCENE15 = MultiViewDataset(
     _info(
-        "scene15", ("view1", "view2", "view3"), 15,
+        "scene15",
+        ("view1", "view2", "view3"),
+        15,
         license="research data (see the Completer repository, MIT)",
         citation="Lazebnik, Schmid, Ponce, CVPR 2006; features of Lin et al., COMPLETER, CVPR 2021",
         homepage="https://github.com/XLearning-SCU/2021-CVPR-Completer (data/Scene-15.mat)",
@@ -164,7 +179,9 @@ SCENE15 = MultiViewDataset(
 )
 LANDUSE21 = MultiViewDataset(
     _info(
-        "landuse21", ("view1", "view2", "view3"), 21,
+        "landuse21",
+        ("view1", "view2", "view3"),
+        21,
         license="research data (see the Completer repository, MIT)",
         citation="Yang and Newsam, ACM GIS 2010; features of Lin et al., COMPLETER, CVPR 2021",
         homepage="https://github.com/XLearning-SCU/2021-CVPR-Completer (data/LandUse-21.mat)",
@@ -177,7 +194,9 @@ LANDUSE21 = MultiViewDataset(
 )
 CUB = MultiViewDataset(
     _info(
-        "cub", ("image", "text"), 10,
+        "cub",
+        ("image", "text"),
+        10,
         license="research use (CUB-200-2011 and Reed et al. descriptions)",
         citation="Wah et al., CUB-200-2011; Reed et al., CVPR 2016; features as in Han et al., ICLR 2021",
         homepage="https://github.com/Lihong-Liu/CCML (data/CUB.mat)",

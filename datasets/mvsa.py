@@ -50,8 +50,7 @@ INFO = DatasetInfo(
     "https://github.com/QingyangZhang/QMF/tree/main/text-image-classification/datasets/MVSA_Single (jsonl splits)",
     description="tweet image (ResNet-18 from scratch, 224 px) + tweet text (MiniLM), sentiment in 3 classes",
     splits="QMF's train.jsonl 1,555 / dev.jsonl 518 (the validation split) / test.jsonl 519",
-    layout='MVSA_Single/{train,dev,test}.jsonl (QMF\'s rows {"id","label","text","img"}) and '
-    "MVSA_Single/data/<id>.jpg",
+    layout='MVSA_Single/{train,dev,test}.jsonl (QMF\'s rows {"id","label","text","img"}) and MVSA_Single/data/<id>.jpg',
     # Budget choices, not measured on this dataset (no copy of it was at hand when the adapter was written).
     default_epochs=20,
     default_batch_size=64,

@@ -12,8 +12,8 @@ The first modality is *dominant*: its signal is strong, so a joint model fits it
 training loss goes away with it, but it misleads on 10% of the samples. The other modalities are weak but
 never misleading, so they carry exactly the information that resolves those samples. Trained alone, a weak
 modality reaches about 73% (synthetic_2m); inside a jointly trained late-fusion model it stays near 54%:
-modality laziness, which the imbalance methods claim to fix. (Measured with bench's defaults, 15 epochs.) Train, validation and test
-splits come from the same draw.
+modality laziness, which the imbalance methods claim to fix. (Measured with bench's defaults, 15 epochs.)
+Train, validation and test splits come from the same draw.
 """
 
 from __future__ import annotations
@@ -70,15 +70,18 @@ class SyntheticDataset:
             inputs[name] = torch.from_numpy(x.astype(np.float32))
         y = torch.from_numpy(labels.astype(np.int64))
         bounds = np.cumsum((0,) + self.sizes)
-        splits = [
-            SplitData({k: v[a:b] for k, v in inputs.items()}, y[a:b])
-            for a, b in zip(bounds[:-1], bounds[1:])
-        ]
+        splits = [SplitData({k: v[a:b] for k, v in inputs.items()}, y[a:b]) for a, b in zip(bounds[:-1], bounds[1:])]
         return LoadedData(self._modalities(), train=splits[0], val=splits[1], test=splits[2])
 
 
-def embedded_info(name: str, modalities: tuple[str, ...], description: str, *, version: str = "2",
-                  module: str = "datasets/synthetic.py") -> DatasetInfo:
+def embedded_info(
+    name: str,
+    modalities: tuple[str, ...],
+    description: str,
+    *,
+    version: str = "2",
+    module: str = "datasets/synthetic.py",
+) -> DatasetInfo:
     """The metadata every dataset generated in memory shares (6 classes, 1500/500/1000, 15 epochs)."""
     return DatasetInfo(
         name=name,
@@ -98,7 +101,9 @@ def embedded_info(name: str, modalities: tuple[str, ...], description: str, *, v
 
 
 SYNTHETIC_2M = SyntheticDataset(
-    embedded_info("synthetic_2m", ("strong", "weak"), "dominant modality that misleads on 10% of samples + weak honest one"),
+    embedded_info(
+        "synthetic_2m", ("strong", "weak"), "dominant modality that misleads on 10% of samples + weak honest one"
+    ),
     signal=(2.5, 0.6),
     misleading=(0.1, 0.0),
 )

@@ -83,9 +83,7 @@ def shapley_responses(values: Mapping[frozenset, torch.Tensor], names: Sequence[
 def mono_scores(responses: Sequence[torch.Tensor], labels: torch.Tensor) -> torch.Tensor:
     """s_m = batch mean of -log softmax(phi_m)[y], with probabilities below 1e-8 counted as 1e-8. Shape (M,)."""
     rows = labels.unsqueeze(1)
-    return torch.stack(
-        [-(z.softmax(dim=1).gather(1, rows).clamp_min(MIN_PROBABILITY).log()).mean() for z in responses]
-    )
+    return torch.stack([-(z.softmax(dim=1).gather(1, rows).clamp_min(MIN_PROBABILITY).log()).mean() for z in responses])
 
 
 def _relative(scores: torch.Tensor) -> torch.Tensor:

@@ -162,15 +162,19 @@ def select_modalities(choice: str, available: Sequence[str]) -> tuple[str, ...]:
     elif choice.isdigit():
         k = int(choice)
         if k > len(available):
-            raise UsageError(f"modalities={choice} asks for {k} modalities but the dataset has {len(available)} "
-                             f"({', '.join(available)}); use a count up to {len(available)} or 'all'")
+            raise UsageError(
+                f"modalities={choice} asks for {k} modalities but the dataset has {len(available)} "
+                f"({', '.join(available)}); use a count up to {len(available)} or 'all'"
+            )
         chosen = tuple(available[:k])
     else:
         names = [n.strip() for n in choice.split(",") if n.strip()]
         unknown = [n for n in names if n not in available]
         if unknown:
-            raise UsageError(f"modalities={choice!r} names {unknown}, not modalities of this dataset "
-                             f"({', '.join(available)}); use their names, a count or 'all'")
+            raise UsageError(
+                f"modalities={choice!r} names {unknown}, not modalities of this dataset "
+                f"({', '.join(available)}); use their names, a count or 'all'"
+            )
         chosen = tuple(n for n in available if n in names)
     if len(chosen) < 2:
         raise UsageError(f"modalities={choice!r} selects {len(chosen)} modality; alignment needs at least 2")
@@ -181,7 +185,9 @@ def _check_modalities_syntax(choice: str) -> None:
     if choice == "all" or (choice.isdigit() and int(choice) >= 2):
         return
     if choice.isdigit() or len([n for n in choice.split(",") if n.strip()]) < 2:
-        raise ValueError(f"modalities must be 'all', a count >= 2 or at least two comma-separated names, got {choice!r}")
+        raise ValueError(
+            f"modalities must be 'all', a count >= 2 or at least two comma-separated names, got {choice!r}"
+        )
 
 
 def _pair_key(a: str, b: str, order: Sequence[str]) -> str:
@@ -344,8 +350,10 @@ def _anchor_of(choice: str, names: Sequence[str]) -> str:
     if not choice:
         return names[0]
     if choice not in names:
-        raise UsageError(f"anchor={choice!r} is not one of the used modalities ({', '.join(names)}); name one or "
-                         f"leave it empty for the first")
+        raise UsageError(
+            f"anchor={choice!r} is not one of the used modalities ({', '.join(names)}); name one or "
+            f"leave it empty for the first"
+        )
     return choice
 
 
@@ -392,8 +400,10 @@ class AlignPairwise(_AlignmentObjective):
 
 
 ALIGN_CLIP = variant(AlignPairwise, modalities="2")
-ALIGN_CLIP.__doc__ = ("CLIP's symmetric InfoNCE with a learnable temperature on the first two modalities "
-                      "(Radford et al. 2021, Fig. 3; open_clip ClipLoss, clamp at ln 100).")
+ALIGN_CLIP.__doc__ = (
+    "CLIP's symmetric InfoNCE with a learnable temperature on the first two modalities "
+    "(Radford et al. 2021, Fig. 3; open_clip ClipLoss, clamp at ln 100)."
+)
 
 
 @dataclass(frozen=True)
@@ -504,8 +514,9 @@ class UniAlignR(_AlignmentObjective):
         super().__post_init__()
         _check_loss_weights(self)
         if self.holder_weight < 0 or not self.holder_sigma > 0:
-            raise ValueError(f"holder_weight must be >= 0 and holder_sigma > 0, got {self.holder_weight}, "
-                             f"{self.holder_sigma}")
+            raise ValueError(
+                f"holder_weight must be >= 0 and holder_sigma > 0, got {self.holder_weight}, {self.holder_sigma}"
+            )
         check_at_least(self, 0, "infonce_weight")
 
     def logit_scale_pairs(self, names: Sequence[str]) -> list[str]:
@@ -518,13 +529,17 @@ class UniAlignR(_AlignmentObjective):
     def check_modalities(self, names: Sequence[str]) -> None:
         _anchor_of(self.anchor, names)
         if self.holder_weight > 0 and len(names) > 3:
-            raise UsageError(f"holder_weight > 0 needs 2 or 3 modalities, this cell uses {len(names)}; "
-                             "set modalities=3 or holder_weight=0")
+            raise UsageError(
+                f"holder_weight > 0 needs 2 or 3 modalities, this cell uses {len(names)}; "
+                "set modalities=3 or holder_weight=0"
+            )
 
     def terms(self, model: EmbeddingModel, views: Mapping[str, _View]) -> dict[str, torch.Tensor | None]:
         anchor = _anchor_of(self.anchor, model.names)
-        terms = {"align": _scaled(self.align_weight, self._alignment(model, views, anchor)),
-                 "uniform": _scaled(self.unif_weight, self._uniformity(views))}
+        terms = {
+            "align": _scaled(self.align_weight, self._alignment(model, views, anchor)),
+            "uniform": _scaled(self.unif_weight, self._uniformity(views)),
+        }
         if self.holder_weight > 0 and len(views) == len(model.names):  # every modality has rows in this batch
             rows = [_present_rows(v) for v in views.values()]
             terms["holder"] = self.holder_weight * holder_divergence(rows, self.holder_sigma)

@@ -65,8 +65,10 @@ def dependent_modalities(sliced: Mapping[str, torch.Tensor], sigma: float) -> di
     """m is dependent when mean_i sum_{c} softmax([z_1,i; ...; z_M,i])_{(m, c)} > sigma."""
     shares = torch.cat(list(sliced.values()), dim=1).softmax(dim=1)
     num_classes = next(iter(sliced.values())).shape[1]
-    return {name: bool(shares[:, m * num_classes : (m + 1) * num_classes].sum(dim=1).mean() > sigma)
-            for m, name in enumerate(sliced)}
+    return {
+        name: bool(shares[:, m * num_classes : (m + 1) * num_classes].sum(dim=1).mean() > sigma)
+        for m, name in enumerate(sliced)
+    }
 
 
 # --------------------------------------------------------------------------------------------------
@@ -81,8 +83,9 @@ class AMCoNet(SlicedFusionNet):
         self.linear_star = nn.Linear(description.num_classes, description.num_classes)
         self.dependent = {name: False for name in self.encoders}
 
-    def masked(self, features: Mapping[str, torch.Tensor], mask: torch.Tensor | None
-               ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    def masked(
+        self, features: Mapping[str, torch.Tensor], mask: torch.Tensor | None
+    ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         """(fused logits, per-modality logits) with the dependent modalities' logits times ``mask``."""
         sliced = self.head.sliced(features)
         if mask is not None:

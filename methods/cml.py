@@ -59,8 +59,9 @@ def confidence_penalty(full: torch.Tensor, reduced: torch.Tensor, hinge: str) ->
     raise ValueError(f"unknown hinge {hinge!r}; use 'batch' or 'sample'")
 
 
-def removal_logits(fused: torch.Tensor, sliced: dict[str, torch.Tensor], order: list[str], bias_share: torch.Tensor
-                   ) -> list[torch.Tensor]:
+def removal_logits(
+    fused: torch.Tensor, sliced: dict[str, torch.Tensor], order: list[str], bias_share: torch.Tensor
+) -> list[torch.Tensor]:
     """[z, z - (s_{m1} - b/M), z - (s_{m1} - b/M) - (s_{m2} - b/M), ...]: the fused logits and the M-1 nested
     reductions, removing modalities in ``order`` (``sliced`` are the head's per-modality logits, each holding the
     bias share ``bias_share``)."""

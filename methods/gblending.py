@@ -58,8 +58,9 @@ MIN_SQUARED_OVERFITTING = 1e-12
 # The math, as pure functions (pinned by tests/test_parity_gblending.py)
 
 
-def ogr_terms(train_before: torch.Tensor, holdout_before: torch.Tensor, train_after: torch.Tensor,
-              holdout_after: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+def ogr_terms(
+    train_before: torch.Tensor, holdout_before: torch.Tensor, train_after: torch.Tensor, holdout_after: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
     """(G, O) per head between two checkpoints (Eq. 3): G = L^V_N - L^V_{N+n}, O = O_{N+n} - O_N."""
     generalization = holdout_before - holdout_after
     overfitting = (holdout_after - train_after) - (holdout_before - train_before)
@@ -152,7 +153,9 @@ class GBlending(MethodConfig):
         train = head_losses(model, epoch.batches("train"))
         holdout = head_losses(model, epoch.batches("holdout"))
         if bool(model.has_boundary):
-            generalization, overfitting = ogr_terms(model.boundary_train_loss, model.boundary_holdout_loss, train, holdout)
+            generalization, overfitting = ogr_terms(
+                model.boundary_train_loss, model.boundary_holdout_loss, train, holdout
+            )
             model.blend.copy_(blend_weights(generalization, overfitting))
         model.boundary_train_loss.copy_(train)
         model.boundary_holdout_loss.copy_(holdout)

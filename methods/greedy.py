@@ -61,8 +61,9 @@ def bdr_difference(m_bypass: tuple[float, float], m_main: tuple[float, float]) -
     return math.log10(m_bypass[0] / m_main[0]) - math.log10(m_bypass[1] / m_main[1])
 
 
-def next_curation_state(curation: bool, caring: int, step: int, d: float | None, epsilon: float, window: int
-                        ) -> tuple[bool, int, int]:
+def next_curation_state(
+    curation: bool, caring: int, step: int, d: float | None, epsilon: float, window: int
+) -> tuple[bool, int, int]:
     """(curation, caring modality, steps into the window) after one backward pass (``on_backward_end``).
 
     Outside a window, ``d`` is this step's difference: |d| > epsilon opens a window caring for modality 0 if d > 0,
@@ -110,8 +111,9 @@ class MMTM(nn.Module):
         e = torch.relu(self.squeeze(torch.cat([x0, x1], dim=1)))
         return torch.sigmoid(self.excite[0](e)), torch.sigmoid(self.excite[1](e))
 
-    def forward(self, x0: torch.Tensor, x1: torch.Tensor, caring: int | None, average_gate: str
-                ) -> tuple[torch.Tensor, torch.Tensor]:
+    def forward(
+        self, x0: torch.Tensor, x1: torch.Tensor, caring: int | None, average_gate: str
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         g = list(self.gates(x0, x1))
         if self.training:
             n = int(self.avg_steps)
@@ -134,8 +136,9 @@ class GreedyNet(nn.Module):
         self.encoders = build_encoders(description)
         for name, encoder in self.encoders.items():
             if not isinstance(encoder, MLPEncoder):
-                raise ValueError(f"greedy needs the MLP encoder of vector modalities, modality {name!r} has "
-                                 f"{type(encoder).__name__}")
+                raise ValueError(
+                    f"greedy needs the MLP encoder of vector modalities, modality {name!r} has {type(encoder).__name__}"
+                )
         self.heads = nn.ModuleDict(
             {name: nn.Linear(enc.out_dim, description.num_classes) for name, enc in self.encoders.items()}
         )
@@ -197,11 +200,16 @@ class Greedy(MethodConfig):
 
     def applicable(self, description: DataDescription) -> str | None:
         if len(description.modalities) != 2:
-            return (f"greedy compares two branches (the official code has two); this data has "
-                    f"{len(description.modalities)} modalities")
+            return (
+                f"greedy compares two branches (the official code has two); this data has "
+                f"{len(description.modalities)} modalities"
+            )
         kinds = sorted({m.kind for m in description.modalities if m.kind != "vector"})
         if kinds:
-            return f"greedy's MMTM blocks sit between MLP encoder blocks, for vector modalities only (not {', '.join(kinds)})"
+            return (
+                f"greedy's MMTM blocks sit between MLP encoder blocks, for vector modalities only "
+                f"(not {', '.join(kinds)})"
+            )
         return None
 
     def build(self, description: DataDescription) -> nn.Module:
@@ -233,7 +241,8 @@ class Greedy(MethodConfig):
             return
         d = None if model.curation else self._accumulate(model)
         model.curation, model.caring, model.curation_step = next_curation_state(
-            model.curation, model.caring, model.curation_step, d, self.epsilon, self.window)
+            model.curation, model.caring, model.curation_step, d, self.epsilon, self.window
+        )
 
     def predict(self, model: nn.Module, batch: Batch) -> Prediction:
         curation, model.curation = model.curation, False  # evaluation never freezes gates

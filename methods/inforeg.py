@@ -126,8 +126,10 @@ class InfoReg(MethodConfig):
     def __post_init__(self) -> None:
         super().__post_init__()
         if self.beta_first < 0 or self.beta_other < 0:
-            raise ValueError(f"beta_first and beta_other must be >= 0, got beta_first={self.beta_first}, "
-                             f"beta_other={self.beta_other}")
+            raise ValueError(
+                f"beta_first and beta_other must be >= 0, got beta_first={self.beta_first}, "
+                f"beta_other={self.beta_other}"
+            )
 
     def build(self, description: DataDescription) -> nn.Module:
         return InfoRegNet(description, self.fusion)
@@ -137,8 +139,9 @@ class InfoReg(MethodConfig):
         if epoch.epoch > 0:
             for m in range(len(model.encoders)):
                 trace = sum(float(f.mean()) for f in model.fisher(m))
-                model.trace_history[m] = torch.cat([model.trace_history[m, 1:],
-                                                    torch.tensor([trace], device=model.trace_history.device)])
+                model.trace_history[m] = torch.cat(
+                    [model.trace_history[m, 1:], torch.tensor([trace], device=model.trace_history.device)]
+                )
         history = model.trace_history[0] if self.window_from == "first" else model.trace_history.sum(0)
         model.k.fill_(window_k(history, epoch.epoch))
         for m, encoder in enumerate(model.encoders.values()):

@@ -66,4 +66,6 @@ FUSION_FILM = _head_variant("film", "Joint training, FiLM fusion head (Perez et 
 FUSION_GMU = _head_variant("gmu", "Joint training, gated multimodal unit head (Arevalo et al., ICLR-W 2017)")
 FUSION_TENSOR = _head_variant("tensor", "Joint training, tensor fusion head (TFN, Zadeh et al., EMNLP 2017)")
 FUSION_LMF = _head_variant("lmf", "Joint training, low-rank multimodal fusion head (LMF, Liu et al., ACL 2018)")
-FUSION_XATTN = _head_variant("xattn", "Joint training, cross-attention over sequences (MulT-style, Tsai et al., ACL 2019)")
+FUSION_XATTN = _head_variant(
+    "xattn", "Joint training, cross-attention over sequences (MulT-style, Tsai et al., ACL 2019)"
+)

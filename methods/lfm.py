@@ -48,8 +48,7 @@ from bench.protocol import Batch, DataDescription, LossOut, Prediction, StepCont
 __all__ = ["ALPHA1_COEFFICIENTS", "FITTED_EPOCHS", "LFM", "fitted_weights", "gap_divergence"]
 
 #: ``Crema_epoch.py``, ``getAlpha_Learnable_Fitted``: alpha_1(e) = sum_i c_i e^i (alpha_2 has the complements).
-ALPHA1_COEFFICIENTS = (2.04623704e-01, 3.35472727e-03, 1.22989557e-04, -2.92947416e-06, 2.23835486e-08,
-                       -5.39717505e-11)
+ALPHA1_COEFFICIENTS = (2.04623704e-01, 3.35472727e-03, 1.22989557e-04, -2.92947416e-06, 2.23835486e-08, -5.39717505e-11)
 #: The official training length over which the polynomials were fitted (``data/crema.json``, ``epoch_dict``).
 FITTED_EPOCHS = 200
 
@@ -98,8 +97,11 @@ class LFM(MethodConfig):
         terms = []
         for i, j in itertools.combinations(range(len(z)), 2):
             both = batch.mask[:, i] & batch.mask[:, j]
-            terms.append(gap_divergence(z[i][both], z[j][both], self.divergence) if bool(both.any())
-                         else 0.0 * (z[i].sum() + z[j].sum()))
+            terms.append(
+                gap_divergence(z[i][both], z[j][both], self.divergence)
+                if bool(both.any())
+                else 0.0 * (z[i].sum() + z[j].sum())
+            )
         gap = torch.stack(terms).mean()
         alpha1, alpha2 = self.weights(ctx)
         return LossOut(2 * (alpha1 * ce + alpha2 * gap), {"ce": ce.detach(), "gap": gap.detach(), "alpha1": alpha1})

@@ -55,8 +55,9 @@ def confidence_gap_weights(logits_a: torch.Tensor, logits_b: torch.Tensor, label
     return torch.where(correct, (pa - pb).abs(), torch.zeros_like(pa))
 
 
-def agreement_terms(logits_a: torch.Tensor, logits_b: torch.Tensor, labels: torch.Tensor, *, rs_on: str,
-                    kl: str) -> tuple[torch.Tensor, torch.Tensor]:
+def agreement_terms(
+    logits_a: torch.Tensor, logits_b: torch.Tensor, labels: torch.Tensor, *, rs_on: str, kl: str
+) -> tuple[torch.Tensor, torch.Tensor]:
     """(L_RS, L_KL) of one modality pair: (1/B) sum_i w_i RS_i and (1/B) sum_i w_i KL_i (module docstring).
 
     ``rs_on``: ``"logits"`` or ``"probabilities"``; ``kl``: ``"released"`` or ``"log"``."""
@@ -112,8 +113,10 @@ class MBSD(MethodConfig):
         rs_on = self.rs_input
         if rs_on == "released":
             rs_on = "logits" if len(sliced) == 2 else "probabilities"
-        pairs = [agreement_terms(sliced[a], sliced[b], batch.label, rs_on=rs_on, kl=self.kl)
-                 for a, b in combinations(sliced, 2)]
+        pairs = [
+            agreement_terms(sliced[a], sliced[b], batch.label, rs_on=rs_on, kl=self.kl)
+            for a, b in combinations(sliced, 2)
+        ]
         rs = sum(p[0] for p in pairs) / len(pairs)
         kl = sum(p[1] for p in pairs) / len(pairs)
         return LossOut(fused + unimodal + rs + kl, {"rs": rs.detach(), "kl": kl.detach()})

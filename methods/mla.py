@@ -219,8 +219,9 @@ class MLA(MethodConfig):
     def after_backward(self, model: nn.Module, out: LossOut, ctx: StepContext) -> None:
         if self.hgm != "none" and int(model.hgm_steps) > 0:
             update = released_projector_update if self.hgm == "released" else rls_projector_update
-            self.modify_head_gradient(model, out.extras["features"], hgm_alpha(ctx.batch_index, ctx.batches_per_epoch),
-                                      update)
+            self.modify_head_gradient(
+                model, out.extras["features"], hgm_alpha(ctx.batch_index, ctx.batches_per_epoch), update
+            )
         model.hgm_steps += 1
 
     @staticmethod

@@ -55,8 +55,9 @@ __all__ = ["ModalityValuation", "copies_for", "resample_plan", "shapley_values",
 # The math (pinned by tests/test_parity_modality_valuation.py)
 
 
-def shapley_values(correct: dict[tuple[int, ...], torch.Tensor], num_modalities: int,
-                   value: str = "size") -> torch.Tensor:
+def shapley_values(
+    correct: dict[tuple[int, ...], torch.Tensor], num_modalities: int, value: str = "size"
+) -> torch.Tensor:
     """(N, M) Shapley values from ``correct[S]`` ((N,) bool: the prediction from the modalities in S is right)
     for every non-empty subset S (sorted tuples of modality positions); v(S) = |S| * correct ("size") or
     correct ("correct"), v(empty) = 0."""

@@ -135,7 +135,8 @@ class OGMGE(MethodConfig):
 
     Fields:
 
-    * ``alpha = 0.3``: the MLA repository's default, under which the MLA paper compared OGM-GE; the OGM-GE README suggests 0.8 on CREMA-D and 0.1 on VGGSound, so it is tuned per dataset.
+    * ``alpha = 0.3``: the MLA repository's default, under which the MLA paper compared OGM-GE; the OGM-GE README
+      suggests 0.8 on CREMA-D and 0.1 on VGGSound, so it is tuned per dataset.
     * ``modulation_start = 0``, ``modulation_end = 50``: inclusive epoch window, the defaults of both
       official repositories (``--modulation_starts/--modulation_ends``).
     * ``coefficient = "official"``: gated 1 - tanh(alpha * rho) as released (OGM-GE ``main.py`` after

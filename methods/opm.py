@@ -123,8 +123,10 @@ class OPM(MethodConfig):
         if not 0 <= self.p_exe <= 1:
             raise ValueError(f"p_exe must be in [0, 1], got p_exe={self.p_exe}")
         if self.q_base * (1 + self.lam) >= 1:
-            raise ValueError(f"q_base * (1 + lam) must be < 1 (else the dominant modality is always dropped and "
-                             f"1 - theta can reach 0), got q_base={self.q_base}, lam={self.lam}")
+            raise ValueError(
+                f"q_base * (1 + lam) must be < 1 (else the dominant modality is always dropped and "
+                f"1 - theta can reach 0), got q_base={self.q_base}, lam={self.lam}"
+            )
         check_epoch_window(self.modulation_start, self.modulation_end)
 
     def build(self, description: DataDescription) -> nn.Module:

@@ -195,7 +195,9 @@ class PMR(MethodConfig):
         for m, old in enumerate(model.prototypes()):
             seen = counts[m] > 0
             new = sums[m] / counts[m].clamp_min(1).unsqueeze(1)
-            old.copy_(momentum_update(old, new, self.momentum, seen) if ready else torch.where(seen.unsqueeze(1), new, old))
+            old.copy_(
+                momentum_update(old, new, self.momentum, seen) if ready else torch.where(seen.unsqueeze(1), new, old)
+            )
         model.prototypes_ready.fill_(True)
 
     def in_window(self, epoch: int) -> bool:
@@ -217,8 +219,10 @@ class PMR(MethodConfig):
             if weight > 0:
                 loss = loss - weight * prototype_entropy(proto_logits[int(scores.argmax())])
         names = list(features)
-        return LossOut(loss, {"prototype_scores": dict(zip(names, scores.tolist())),
-                              "coefficients": dict(zip(names, coefficients))})
+        return LossOut(
+            loss,
+            {"prototype_scores": dict(zip(names, scores.tolist())), "coefficients": dict(zip(names, coefficients))},
+        )
 
     def predict(self, model: nn.Module, batch: Batch) -> Prediction:
         return sliced_prediction(model, batch.inputs)

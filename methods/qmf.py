@@ -154,9 +154,7 @@ class QMF(MethodConfig):
         return [energy_confidence(z, self.temperature) for z in logits]
 
     def rank_losses(self, model: QMFNet, index: torch.Tensor, confidences: Sequence[torch.Tensor]) -> torch.Tensor:
-        return sum(
-            rank_loss(w, normalise_history(model.loss_history[m])[index]) for m, w in enumerate(confidences)
-        )
+        return sum(rank_loss(w, normalise_history(model.loss_history[m])[index]) for m, w in enumerate(confidences))
 
     def loss(self, model: nn.Module, batch: Batch, ctx: StepContext) -> LossOut:
         by_name = model(batch.inputs)
@@ -172,8 +170,10 @@ class QMF(MethodConfig):
         if self.fused_ce:
             fused = fuse_by_confidence(logits, confidences, detach=self.detach_weights)
             total = total + F.cross_entropy(fused, batch.label)
-        extras = {"unimodal_logits": {name: z.detach() for name, z in by_name.items()},
-                  "confidences": {name: w.detach() for name, w in zip(by_name, confidences)}}
+        extras = {
+            "unimodal_logits": {name: z.detach() for name, z in by_name.items()},
+            "confidences": {name: w.detach() for name, w in zip(by_name, confidences)},
+        }
         return LossOut(total, extras)
 
     def predict(self, model: nn.Module, batch: Batch) -> Prediction:

@@ -60,14 +60,18 @@ __all__ = ["ReconBoost", "ReconBoostNet", "boosting_loss", "phase_of"]
 # The math (pinned by tests/test_parity_reconboost.py)
 
 
-def boosting_loss(logits: torch.Tensor, others: torch.Tensor | None, label: torch.Tensor, w1: float,
-                  w2: float) -> torch.Tensor:
+def boosting_loss(
+    logits: torch.Tensor, others: torch.Tensor | None, label: torch.Tensor, w1: float, w2: float
+) -> torch.Tensor:
     """Per-sample -(w1/C) log p(y) + (w2/C) q(y) log p(y), q = softmax(others) (no gradient), q(y) = 1 when
     no other learner has joined (``others`` None)."""
     num_classes = logits.shape[1]
     log_p = F.log_softmax(logits.float(), dim=1).gather(1, label[:, None]).squeeze(1)
-    q = torch.ones_like(log_p) if others is None else F.softmax(others.detach().float(), 1).gather(
-        1, label[:, None]).squeeze(1)
+    q = (
+        torch.ones_like(log_p)
+        if others is None
+        else F.softmax(others.detach().float(), 1).gather(1, label[:, None]).squeeze(1)
+    )
     return (-w1 * log_p + w2 * q * log_p) / num_classes
 
 
@@ -91,8 +95,9 @@ class ReconBoostNet(nn.Module):
         self.encoders = build_encoders(description)
         dims = {name: enc.out_dim for name, enc in self.encoders.items()}
         common = min(dims.values())
-        self.project = nn.ModuleDict({name: (nn.Identity() if d == common else nn.Linear(d, common))
-                                      for name, d in dims.items()})
+        self.project = nn.ModuleDict(
+            {name: (nn.Identity() if d == common else nn.Linear(d, common)) for name, d in dims.items()}
+        )
         self.head = nn.Sequential(nn.Linear(common, 256), nn.ReLU(), nn.Linear(256, description.num_classes))
         self.boost_rate = nn.Parameter(torch.tensor(float(boost_rate)))
         self.register_buffer("joined", torch.zeros(len(dims), dtype=torch.bool))

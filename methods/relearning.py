@@ -131,7 +131,9 @@ class RelearningNet(SlicedFusionNet):
         return f"init__{modality}__{name.replace('.', '__')}"
 
     def initial(self, modality: str) -> dict[str, torch.Tensor]:
-        return {name: getattr(self, self._key(modality, name)) for name, _ in self.encoders[modality].named_parameters()}
+        return {
+            name: getattr(self, self._key(modality, name)) for name, _ in self.encoders[modality].named_parameters()
+        }
 
 
 def _features(model: RelearningNet, batches) -> tuple[dict[str, list[torch.Tensor]], list[torch.Tensor]]:
@@ -193,8 +195,11 @@ class Relearning(MethodConfig):
         held_f, held_y = _features(model, epoch.batches("holdout"))
         k = model.num_classes
         return {
-            name: reinit_strength(self._purity(train_f[name], train_y[name], k),
-                                  self._purity(held_f[name], held_y[name], k), self.move_lambda)
+            name: reinit_strength(
+                self._purity(train_f[name], train_y[name], k),
+                self._purity(held_f[name], held_y[name], k),
+                self.move_lambda,
+            )
             for name in model.encoders
         }
 

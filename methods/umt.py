@@ -53,8 +53,9 @@ __all__ = ["UMT", "UMTNet", "UnimodalTeacher", "distillation_loss", "present_cro
 # The math (pinned by tests/test_parity_umt.py)
 
 
-def distillation_loss(student: Mapping[str, torch.Tensor], teacher: Mapping[str, torch.Tensor],
-                      mask: torch.Tensor) -> torch.Tensor:
+def distillation_loss(
+    student: Mapping[str, torch.Tensor], teacher: Mapping[str, torch.Tensor], mask: torch.Tensor
+) -> torch.Tensor:
     """sum_m mean over present samples and feature entries of (h_m - h^T_m)^2; ``mask`` (B, M) in the order of
     ``student``. A modality absent from the whole batch adds 0 (with a gradient path, so every encoder is
     touched)."""

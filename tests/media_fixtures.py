@@ -43,8 +43,18 @@ def frame_colour(label: int, index: int) -> tuple[int, int, int]:
     return 40 * (label % 6) + 20, (2 * index) % 256, 128
 
 
-def write_video(path: Path, *, label: int, seconds: float, fps: int, container: str, video_codec: str,
-                audio: np.ndarray | None = None, audio_rate: int = 44100, audio_codec: str = "aac") -> None:
+def write_video(
+    path: Path,
+    *,
+    label: int,
+    seconds: float,
+    fps: int,
+    container: str,
+    video_codec: str,
+    audio: np.ndarray | None = None,
+    audio_rate: int = 44100,
+    audio_codec: str = "aac",
+) -> None:
     """A video of flat frames (see the module docstring) and, when given, an audio stream of ``audio``
     ((channels, n) float32)."""
     import av
@@ -68,8 +78,9 @@ def write_video(path: Path, *, label: int, seconds: float, fps: int, container: 
             out.mux(video.encode(av.VideoFrame.from_ndarray(pixels, format="rgb24")))
         out.mux(video.encode(None))
         if sound is not None:
-            frame = av.AudioFrame.from_ndarray(np.ascontiguousarray(audio, dtype=np.float32), format="fltp",
-                                               layout=sound.layout.name)
+            frame = av.AudioFrame.from_ndarray(
+                np.ascontiguousarray(audio, dtype=np.float32), format="fltp", layout=sound.layout.name
+            )
             frame.sample_rate = audio_rate
             out.mux(sound.encode(frame))
             out.mux(sound.encode(None))
@@ -126,9 +137,17 @@ def write_tiny_cremad(root: Path, *, train_per_class: int = 2, test_per_class: i
             seconds = lengths[(label + k) % len(lengths)]
             data.seconds[clip] = seconds
             write_wav(data.wav(clip), tone(300 + 150 * label, seconds, 16000, seed=len(clips)), 16000)
-            write_video(data.flv(clip), label=label, seconds=seconds, fps=30, container="flv", video_codec="flv",
-                        audio=tone(300 + 150 * label, seconds, 22050)[None], audio_rate=22050,
-                        audio_codec="libmp3lame")
+            write_video(
+                data.flv(clip),
+                label=label,
+                seconds=seconds,
+                fps=30,
+                container="flv",
+                video_codec="flv",
+                audio=tone(300 + 150 * label, seconds, 22050)[None],
+                audio_rate=22050,
+                audio_codec="libmp3lame",
+            )
             (data.train if k < train_per_class else data.test).append(clip)
             clips.append(clip)
     # MLA: another split of the same clips (the last training clip of each class swaps with its test clip)
@@ -144,7 +163,9 @@ def write_tiny_cremad(root: Path, *, train_per_class: int = 2, test_per_class: i
         (folder / f"lfs_manifest_{folder_name}.tsv").write_text("\n".join(rows) + "\n")
     splits = folder / "splits_ogm_ge"
     splits.mkdir()
-    (splits / "train.csv").write_text("\ufeff" + "".join(f"{c},{c.split('_')[2]}\n" for c in data.train), encoding="utf-8")
+    (splits / "train.csv").write_text(
+        "\ufeff" + "".join(f"{c},{c.split('_')[2]}\n" for c in data.train), encoding="utf-8"
+    )
     (splits / "test.csv").write_text("".join(f"{c},{c.split('_')[2]}\n" for c in data.test))
     (splits / "stat.csv").write_text("\ufeff" + "\n".join(CREMAD_EMOTIONS) + "\n", encoding="utf-8")
     mla = folder / "splits_mla"
@@ -166,9 +187,16 @@ class TinyKineticsSounds:
     videos: dict[str, Path] = field(default_factory=dict)
 
 
-def write_tiny_kinetics_sounds(root: Path, *, labels: tuple[int, ...] = (4, 17, 30), train_per_class: int = 2,
-                               test_per_class: int = 1, seconds: float = 10.0, fps: int = 3,
-                               audio_rate: int = 22050) -> TinyKineticsSounds:
+def write_tiny_kinetics_sounds(
+    root: Path,
+    *,
+    labels: tuple[int, ...] = (4, 17, 30),
+    train_per_class: int = 2,
+    test_per_class: int = 1,
+    seconds: float = 10.0,
+    fps: int = 3,
+    audio_rate: int = 22050,
+) -> TinyKineticsSounds:
     """OGM-GE's lists ``kinetics_sounds_splits/my_{train,test}.txt`` (``<id>,10,<label>``; train ids
     ``YouTubeID_SSSSSS_EEEEEE``, test ids ``YouTubeID_n``) and MP4 clips (H.264 video, stereo AAC audio:
     left a tone of the class, right a fixed 2 kHz tone) under ``kinetics_sounds/videos/``, half of them in
@@ -182,8 +210,17 @@ def write_tiny_kinetics_sounds(root: Path, *, labels: tuple[int, ...] = (4, 17, 
             left = tone(300 + 150 * label, seconds, audio_rate)
             right = tone(2000, seconds, audio_rate, amplitude=0.2)
             path = (videos / f"class{label}" if k % 2 else videos) / f"{clip}.mp4"
-            write_video(path, label=label, seconds=seconds, fps=fps, container="mp4", video_codec="libx264",
-                        audio=np.stack([left, right]), audio_rate=audio_rate, audio_codec="aac")
+            write_video(
+                path,
+                label=label,
+                seconds=seconds,
+                fps=fps,
+                container="mp4",
+                video_codec="libx264",
+                audio=np.stack([left, right]),
+                audio_rate=audio_rate,
+                audio_codec="aac",
+            )
             (data.train if is_train else data.test)[clip] = label
             data.videos[clip] = path
     lists = data.root / "kinetics_sounds_splits"

@@ -60,7 +60,9 @@ def _norm_alignment(x: torch.Tensor, y: torch.Tensor, alpha: float = 2.0) -> tor
 @pytest.mark.parametrize("scale", [math.log(1 / 0.07), 0.0, math.log(100)])
 def test_clip_loss_matches_the_papers_formula(scale):
     a, b = _unit(6, 4, 0), _unit(6, 4, 1)
-    assert float(clip_loss(a, b, torch.tensor(scale, dtype=torch.float64))) == pytest.approx(_clip_reference(a, b, scale))
+    assert float(clip_loss(a, b, torch.tensor(scale, dtype=torch.float64))) == pytest.approx(
+        _clip_reference(a, b, scale)
+    )
 
 
 def test_pairwise_loss_is_the_mean_over_pairs_with_each_pairs_own_scale():
@@ -175,8 +177,9 @@ def test_unialign_r_anchor_alignment_and_per_modality_versus_union_uniformity():
 
 
 def test_unialign_r_other_alignments_holder_and_infonce_terms():
-    config, model, batch = _setup("align_unialign_r", align="tuple_centroid", holder_weight=0.3,
-                                  add_infonce="pairwise", infonce_weight=2.0)
+    config, model, batch = _setup(
+        "align_unialign_r", align="tuple_centroid", holder_weight=0.3, add_infonce="pairwise", infonce_weight=2.0
+    )
     z = _embeddings(model, batch)
     stacked = torch.stack([z[m] for m in "abc"])
     centroid = (stacked - stacked.mean(0)).pow(2).sum(2).mean()
@@ -194,6 +197,7 @@ def test_unialign_r_other_alignments_holder_and_infonce_terms():
 
 def _holder_by_broadcasting(z: list[torch.Tensor], sigma: float) -> float:
     """Three modalities: the (N1, N2, N3) tensor of kernel products, averaged (no matrix-product shortcut)."""
+
     def sq(x, y):
         return (x[:, None, :] - y[None, :, :]).pow(2).sum(2)
 
@@ -204,8 +208,9 @@ def _holder_by_broadcasting(z: list[torch.Tensor], sigma: float) -> float:
     return -log_mean(*z) + sum(log_mean(x, x, x) for x in z) / 3
 
 
-@pytest.mark.parametrize("method,pairs", [("align_pairwise", None), ("align_clip", [("a", "b")]),
-                                          ("align_anchor", [("a", "b"), ("a", "c")])])
+@pytest.mark.parametrize(
+    "method,pairs", [("align_pairwise", None), ("align_clip", [("a", "b")]), ("align_anchor", [("a", "b"), ("a", "c")])]
+)
 def test_infonce_objectives_at_the_initial_temperature(method, pairs):
     config, model, batch = _setup(method)
     z = {k: v.detach() for k, v in _embeddings(model, batch).items()}
@@ -280,8 +285,9 @@ def test_a_pair_trains_only_on_rows_where_both_sides_are_present():
     z = _embeddings(model, batch)
     with torch.no_grad():
         zb = model.embed("b", batch.inputs["b"][present])  # missing rows never enter the encoder
-    align = (_norm_alignment(z["a"][present], zb) + _norm_alignment(z["a"], z["c"])
-             + _norm_alignment(zb, z["c"][present])) / 3
+    align = (
+        _norm_alignment(z["a"][present], zb) + _norm_alignment(z["a"], z["c"]) + _norm_alignment(zb, z["c"][present])
+    ) / 3
     unif = (_pdist_uniformity(z["a"]) + _pdist_uniformity(zb) + _pdist_uniformity(z["c"])) / 3
     assert got == pytest.approx(float(align + unif), rel=1e-5)
 
@@ -298,7 +304,7 @@ def test_a_batch_without_any_complete_pair_is_a_zero_step_with_gradients_defined
     n = len(batch)
     mask = torch.zeros(n, 2, dtype=torch.bool)
     mask[: n // 2, 0] = True
-    mask[n // 2:, 1] = True  # every row keeps exactly one modality
+    mask[n // 2 :, 1] = True  # every row keeps exactly one modality
     out = config.loss(model, Batch(batch.inputs, batch.label, batch.index, mask), CTX)
     assert float(out.loss.detach()) == 0.0 and out.extras["terms"] == {}
     out.loss.backward()
@@ -328,8 +334,17 @@ def test_modality_selection_and_applicability():
     assert UniAlignR(modalities="2").applicable(two) is None
 
 
-@pytest.mark.parametrize("bad", [{"modalities": "1"}, {"modalities": "a"}, {"embed_dim": 0}, {"alpha": -1.0},
-                                 {"holder_sigma": 0.0}, {"unif_scope": "both"}])
+@pytest.mark.parametrize(
+    "bad",
+    [
+        {"modalities": "1"},
+        {"modalities": "a"},
+        {"embed_dim": 0},
+        {"alpha": -1.0},
+        {"holder_sigma": 0.0},
+        {"unif_scope": "both"},
+    ],
+)
 def test_bad_hyperparameters_are_one_line_errors(bad):
     from bench.hparams import resolve_hparams
     from bench.registry import default_method
@@ -344,8 +359,21 @@ def test_bad_hyperparameters_are_one_line_errors(bad):
 
 def test_cli_runs_retrieval_cells_writes_records_and_the_retrieval_leaderboard(run_cli, tmp_path):
     results = tmp_path / "results"
-    args = ("run", "--methods", "align_clip,align_pairwise", "--datasets", "synthetic_2m,synthetic_3m", "--seeds", "0",
-            "--missing-rates", "0", "--epochs", "1", "--results", str(results))
+    args = (
+        "run",
+        "--methods",
+        "align_clip,align_pairwise",
+        "--datasets",
+        "synthetic_2m,synthetic_3m",
+        "--seeds",
+        "0",
+        "--missing-rates",
+        "0",
+        "--epochs",
+        "1",
+        "--results",
+        str(results),
+    )
     code, out, err = run_cli(*args)
     assert code == 0, err
     records = sorted((results / "records").rglob("*.json"))

@@ -90,7 +90,9 @@ def test_trains_one_epoch_end_to_end(tiny_root, tmp_path):
 def test_shapes_ranges_and_pairing(tiny_root):
     data = avmnist.AVMNIST.load(tiny_root)
     assert [(m.name, m.shape, m.kind) for m in data.modalities] == [
-        ("audio", (1, 40, 63), "spectrogram"), ("image", (1, 28, 28), "image")]
+        ("audio", (1, 40, 63), "spectrogram"),
+        ("image", (1, 28, 28), "image"),
+    ]
     assert data.val is None
     for split in (data.train, data.test):
         image = split.inputs["image"]

@@ -39,8 +39,11 @@ def write_tiny_mnist_fsdd(root, speakers=SPEAKERS) -> dict[str, np.ndarray]:
         for s, speaker in enumerate(speakers):
             for index in REPETITIONS:
                 seconds = 0.25 + 0.01 * index  # lengths differ, so the window layouts differ
-                write_wav(recordings / f"{digit}_{speaker}_{index}.wav",
-                          tone(300 + 250 * digit, seconds, 8000, seed=digit * 100 + s * 10 + index), 8000)
+                write_wav(
+                    recordings / f"{digit}_{speaker}_{index}.wav",
+                    tone(300 + 250 * digit, seconds, 8000, seed=digit * 100 + s * 10 + index),
+                    8000,
+                )
     return labels
 
 
@@ -149,7 +152,9 @@ def test_shapes_splits_and_pairs(tiny):
     root, labels = tiny
     data = amb.AVMNIST_MULTIBENCH.load(root)
     assert [(m.name, m.shape, m.kind) for m in data.modalities] == [
-        ("image", (1, 28, 28), "image"), ("audio", (1, 112, 112), "spectrogram")]
+        ("image", (1, 28, 28), "image"),
+        ("audio", (1, 112, 112), "spectrogram"),
+    ]
     assert (len(data.train), len(data.val), len(data.test)) == (110, 10, 40)
     # train and valid are the MNIST training file in order, split at its last 1/12; test is the test file
     assert data.train.labels.tolist() == labels["train"][:110].tolist()

@@ -73,17 +73,23 @@ def test_gpu_check_parses_and_without_a_gpu_says_so_in_one_line():
     assert subprocess.run(["bash", "-n", str(script)], capture_output=True).returncode == 0
     if torch.cuda.is_available():
         pytest.skip("a GPU is present: run benchmarks/gpu_check.sh itself")
-    done = subprocess.run(["bash", str(script)], capture_output=True, text=True, env={"PYTHON": sys.executable,
-                                                                                      "PATH": "/usr/bin:/bin"})
+    done = subprocess.run(
+        ["bash", str(script)], capture_output=True, text=True, env={"PYTHON": sys.executable, "PATH": "/usr/bin:/bin"}
+    )
     assert done.returncode == 2 and done.stdout == ""
     assert done.stderr.strip().splitlines() == [
-        "gpu_check: no CUDA GPU here (torch.cuda.is_available() is False); run it on a machine with one"]
+        "gpu_check: no CUDA GPU here (torch.cuda.is_available() is False); run it on a machine with one"
+    ]
 
 
 def test_loop_overhead_runs_on_the_cpu_device(tmp_path):
     import subprocess
 
-    done = subprocess.run([sys.executable, str(REPO / "benchmarks" / "loop_overhead.py"), "--epochs", "2",
-                           "--device", "cpu"], capture_output=True, text=True, cwd=tmp_path)
+    done = subprocess.run(
+        [sys.executable, str(REPO / "benchmarks" / "loop_overhead.py"), "--epochs", "2", "--device", "cpu"],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+    )
     assert done.returncode == 0, done.stderr
     assert "ratio" in done.stdout and "cpu" in done.stdout.splitlines()[-1]

@@ -6,27 +6,40 @@ import json
 
 import pytest
 
-FAST = ("--methods", "late_fusion", "--datasets", "synthetic_2m", "--seeds", "0", "--missing-rates", "0,0.5",
-        "--epochs", "1")
+FAST = (
+    "--methods",
+    "late_fusion",
+    "--datasets",
+    "synthetic_2m",
+    "--seeds",
+    "0",
+    "--missing-rates",
+    "0,0.5",
+    "--epochs",
+    "1",
+)
 
 
-@pytest.mark.parametrize("argv, fragment", [
-    (("run", "--methods", "late_fusoin"), "Did you mean: late_fusion"),
-    (("run", "--methods", "nope"), "unknown method 'nope'"),
-    (("run", "--datasets", "nope"), "unknown dataset 'nope'"),
-    (("run", "--seeds", "a"), "--seeds 'a' is not a comma-separated list of integers"),
-    (("run", "--missing-rates", "0,1.5"), "missing rate 1.5 is outside [0, 1)"),
-    (("run", "--missing-rates", "x"), "--missing-rates 'x'"),
-    (("run", "--set", "late_fusion.nope=1"), "has no hyperparameter 'nope'"),
-    (("run", "--set", "late_fusion.lr=fast"), "lr must be float, got 'fast'"),
-    (("run", "--set", "late_fusion.lr=-1"), "lr must be > 0"),
-    (("run", "--set", "lr=1"), "is not of the form method.param=value"),
-    (("run", "--missing-on", "train"), "invalid choice"),
-    (("run", "--epochs", "0"), "epochs must be >= 1"),
-    (("run", "--data-workers", "-1"), "--data-workers must be >= 0"),
-    (("run", "--data-root", "/no/such/dir"), "is not a directory"),
-    (("ls", "things"), "invalid choice"),
-])
+@pytest.mark.parametrize(
+    "argv, fragment",
+    [
+        (("run", "--methods", "late_fusoin"), "Did you mean: late_fusion"),
+        (("run", "--methods", "nope"), "unknown method 'nope'"),
+        (("run", "--datasets", "nope"), "unknown dataset 'nope'"),
+        (("run", "--seeds", "a"), "--seeds 'a' is not a comma-separated list of integers"),
+        (("run", "--missing-rates", "0,1.5"), "missing rate 1.5 is outside [0, 1)"),
+        (("run", "--missing-rates", "x"), "--missing-rates 'x'"),
+        (("run", "--set", "late_fusion.nope=1"), "has no hyperparameter 'nope'"),
+        (("run", "--set", "late_fusion.lr=fast"), "lr must be float, got 'fast'"),
+        (("run", "--set", "late_fusion.lr=-1"), "lr must be > 0"),
+        (("run", "--set", "lr=1"), "is not of the form method.param=value"),
+        (("run", "--missing-on", "train"), "invalid choice"),
+        (("run", "--epochs", "0"), "epochs must be >= 1"),
+        (("run", "--data-workers", "-1"), "--data-workers must be >= 0"),
+        (("run", "--data-root", "/no/such/dir"), "is not a directory"),
+        (("ls", "things"), "invalid choice"),
+    ],
+)
 def test_bad_input_is_one_line_and_exit_2(run_cli, argv, fragment, tmp_path):
     code, out, err = run_cli(*argv, *(("--results", str(tmp_path)) if argv[0] == "run" else ()))
     assert code == 2
@@ -76,8 +89,18 @@ def test_table_check_detects_stale_tables(run_cli, tmp_path):
 
 
 def test_failed_cells_are_recorded_shown_as_failed_and_exit_1(run_cli, tmp_path):
-    code, out, err = run_cli("run", *FAST, "--set", "late_fusion.lr=1e12", "--set", "late_fusion.momentum=0",
-                             "--epochs", "3", "--results", str(tmp_path))
+    code, out, err = run_cli(
+        "run",
+        *FAST,
+        "--set",
+        "late_fusion.lr=1e12",
+        "--set",
+        "late_fusion.momentum=0",
+        "--epochs",
+        "3",
+        "--results",
+        str(tmp_path),
+    )
     assert code == 1 and "cells failed" in err and "non-finite loss" in err
     assert "failed (1)" in (tmp_path / "leaderboard.md").read_text()
     statuses = {json.loads(p.read_text())["status"] for p in (tmp_path / "records").rglob("*.json")}
@@ -173,8 +196,18 @@ def test_verify_fails_a_cell_that_reruns_differently(run_cli, tmp_path, monkeypa
     assert code == 1 and "NOT DETERMINISTIC" in out and len(calls) == 2 and "1 of 1 re-run cells differ" in err
 
 
-ONE_CELL = ("--methods", "late_fusion", "--datasets", "synthetic_2m", "--seeds", "0", "--missing-rates", "0",
-            "--epochs", "1")
+ONE_CELL = (
+    "--methods",
+    "late_fusion",
+    "--datasets",
+    "synthetic_2m",
+    "--seeds",
+    "0",
+    "--missing-rates",
+    "0",
+    "--epochs",
+    "1",
+)
 
 
 def _failing_cells(monkeypatch):
@@ -214,7 +247,8 @@ def test_a_plain_rerun_retries_failed_cells_and_says_so(run_cli, tmp_path, monke
     code, out, err = run_cli("run", *ONE_CELL, "--jobs", jobs, "--results", str(tmp_path))
     assert code == 0 and "1 cells trained, 0 reused" in out
     assert [line for line in err.splitlines() if "retrying" in line] == [
-        "retrying 1 cells whose records say they failed (--overwrite recomputes every cell)"]
+        "retrying 1 cells whose records say they failed (--overwrite recomputes every cell)"
+    ]
     assert json.loads(path.read_text())["status"] == "ok"
     code, out, err = run_cli("run", *ONE_CELL, "--results", str(tmp_path))
     assert code == 0 and "nothing to train" in out and "retrying" not in err
@@ -265,8 +299,19 @@ def test_version_and_the_help_hint_name_the_right_command(run_cli):
 
 
 def test_quiet_prints_only_the_summary_and_verbose_every_epoch(run_cli, tmp_path):
-    grid = ("run", "--methods", "late_fusion,fusion_xattn", "--datasets", "synthetic_2m", "--seeds", "0",
-            "--missing-rates", "0", "--epochs", "2")
+    grid = (
+        "run",
+        "--methods",
+        "late_fusion,fusion_xattn",
+        "--datasets",
+        "synthetic_2m",
+        "--seeds",
+        "0",
+        "--missing-rates",
+        "0",
+        "--epochs",
+        "2",
+    )
     code, out, err = run_cli(*grid, "-q", "--results", str(tmp_path / "q"))
     assert code == 0 and err == "", err  # no note about fusion_xattn, no progress bar
     assert "1 cells trained" in out and "late_fusion" in out

@@ -63,12 +63,14 @@ def test_method_follows_the_protocol(name):
 
 def _positional(count: int):
     """A hook taking exactly ``count`` arguments after self."""
+
     def hook(*args):
         return None
 
     names = ["self", *(f"arg{i}" for i in range(count))]
     hook.__signature__ = inspect.Signature(
-        [inspect.Parameter(name, inspect.Parameter.POSITIONAL_OR_KEYWORD) for name in names])
+        [inspect.Parameter(name, inspect.Parameter.POSITIONAL_OR_KEYWORD) for name in names]
+    )
     return hook
 
 
@@ -98,8 +100,14 @@ def test_a_method_missing_a_required_member_fails(member):
     assert len(problems) == 1 and f"has no {member}" in problems[0]
 
 
-@pytest.mark.parametrize("hook", sorted(n for n, signature in {**REQUIRED_MEMBERS, **OPTIONAL_HOOKS}.items()
-                                        if signature is not None and n != "search_space"))
+@pytest.mark.parametrize(
+    "hook",
+    sorted(
+        n
+        for n, signature in {**REQUIRED_MEMBERS, **OPTIONAL_HOOKS}.items()
+        if signature is not None and n != "search_space"
+    ),
+)
 def test_a_hook_of_the_wrong_arity_fails(hook):
     declared = {**REQUIRED_MEMBERS, **OPTIONAL_HOOKS}[hook]
     extras = {"adopt_pretrained": _positional(2)} if hook == "pretrain" else {}
@@ -119,8 +127,10 @@ def test_pretrain_needs_adopt_pretrained():
     assert problems == ["Minimal has pretrain but no adopt_pretrained to receive the stages"]
 
 
-@pytest.mark.parametrize("attribute, value", [("per_modality_trained_alone", 1), ("task", None),
-                                              ("legacy_hparams", ["x"]), ("holdout_fraction", 1.0)])
+@pytest.mark.parametrize(
+    "attribute, value",
+    [("per_modality_trained_alone", 1), ("task", None), ("legacy_hparams", ["x"]), ("holdout_fraction", 1.0)],
+)
 def test_an_optional_attribute_of_the_wrong_type_fails(attribute, value):
     assert len(method_contract_problems(_minimal_method(**{attribute: value}))) == 1
 

@@ -16,8 +16,18 @@ from bench import kernels
 PINNED = kernels.KERNEL_VARIABLES
 AVX2 = {"ATEN_CPU_CAPABILITY": "avx2", "MKL_CBWR": "AVX2", "ONEDNN_MAX_CPU_ISA": "AVX2"}
 x86_only = pytest.mark.skipif(platform.machine().lower() not in ("x86_64", "amd64"), reason="x86 pin only")
-CELL = ("--methods", "late_fusion", "--datasets", "synthetic_2m", "--seeds", "0", "--missing-rates", "0.5",
-        "--epochs", "2")
+CELL = (
+    "--methods",
+    "late_fusion",
+    "--datasets",
+    "synthetic_2m",
+    "--seeds",
+    "0",
+    "--missing-rates",
+    "0.5",
+    "--epochs",
+    "2",
+)
 
 
 def _clean_env(extra: dict[str, str]) -> dict[str, str]:
@@ -25,17 +35,21 @@ def _clean_env(extra: dict[str, str]) -> dict[str, str]:
 
 
 def _after_import(extra_env: dict[str, str]) -> list:
-    code = ("import bench, json, os, torch; from bench.cells import environment; e = environment(); "
-            f"print(json.dumps([os.environ.get(n) for n in {PINNED!r}] + [e['cpu_kernels'], e['cpu_kernel_env']]))")
-    out = subprocess.run([sys.executable, "-c", code], env=_clean_env(extra_env), capture_output=True, text=True,
-                         check=True)
+    code = (
+        "import bench, json, os, torch; from bench.cells import environment; e = environment(); "
+        f"print(json.dumps([os.environ.get(n) for n in {PINNED!r}] + [e['cpu_kernels'], e['cpu_kernel_env']]))"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], env=_clean_env(extra_env), capture_output=True, text=True, check=True
+    )
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
 def _native_capability() -> str:
     code = "import torch; print(torch.backends.cpu.get_cpu_capability())"  # torch alone: no bench, no pin
-    return subprocess.run([sys.executable, "-c", code], env=_clean_env({}), capture_output=True, text=True,
-                          check=True).stdout.strip()
+    return subprocess.run(
+        [sys.executable, "-c", code], env=_clean_env({}), capture_output=True, text=True, check=True
+    ).stdout.strip()
 
 
 @x86_only
@@ -61,8 +75,10 @@ def test_records_made_before_the_setting_was_recorded_infer_the_old_default_pin(
     assert kernels.recorded_kernel_env({"environment": {"platform": linux}}) == AVX2  # older: AVX2 machines
     own = kernels.recorded_kernel_env({"environment": {"cpu_kernels": "DEFAULT", "platform": linux}})
     assert own == AVX2 | {"ATEN_CPU_CAPABILITY": "default"}
-    assert kernels.recorded_kernel_env({"environment": {"cpu_kernels": "DEFAULT",
-                                                        "platform": "macOS-14-arm64-arm-64bit"}}) == {}
+    assert (
+        kernels.recorded_kernel_env({"environment": {"cpu_kernels": "DEFAULT", "platform": "macOS-14-arm64-arm-64bit"}})
+        == {}
+    )
     assert kernels.recorded_kernel_env({"environment": {"cpu_kernels": "AVX2", "cpu_kernel_env": {}}}) == {}
 
 
@@ -76,8 +92,12 @@ def test_a_pinned_record_is_rerun_pinned_by_verify(run_cli, tmp_path):
     pinned child for the cell, and the cell must come back bit for bit."""
     assert kernels.kernel_env() == {}, "the test process itself must run native kernels"
     pinned = tmp_path / "pinned"
-    subprocess.run([sys.executable, "-m", "bench", "run", *CELL, "--results", str(pinned), "--cpu-kernels", "avx2"],
-                   env=_clean_env({}), check=True, capture_output=True)
+    subprocess.run(
+        [sys.executable, "-m", "bench", "run", *CELL, "--results", str(pinned), "--cpu-kernels", "avx2"],
+        env=_clean_env({}),
+        check=True,
+        capture_output=True,
+    )
     (record,) = _records(pinned)
     assert record["environment"]["cpu_kernels"] == "AVX2" and record["environment"]["cpu_kernel_env"] == AVX2
 
@@ -121,7 +141,8 @@ def test_bf16_warning_names_the_cpu_without_bf16_and_the_pin():
 
 def test_bf16_on_a_cpu_without_bf16_prints_one_warning_line(run_cli, tmp_path, monkeypatch):
     monkeypatch.setattr(kernels, "_cpu_flags", lambda: {"fpu", "avx2", "fma"})
-    code, _, err = run_cli("run", *CELL, "--epochs", "1", "--results", str(tmp_path), "--precision", "bf16",
-                           "--device", "cpu")
+    code, _, err = run_cli(
+        "run", *CELL, "--epochs", "1", "--results", str(tmp_path), "--precision", "bf16", "--device", "cpu"
+    )
     warnings = [line for line in err.splitlines() if "--precision bf16" in line]
     assert code == 0 and len(warnings) == 1 and "many times slower" in warnings[0]

@@ -83,8 +83,9 @@ def test_trains_one_epoch_end_to_end(tiny, registered, tmp_path):
     with small inputs: the OGM-GE protocol's 257x188 spectrogram takes seconds per epoch on one CPU thread, and
     both protocols share everything but the feature functions, tested below."""
     variant = small(cremad.CREMAD_MLA, fbank_frames=64)
-    spec = dataclasses.replace(tiny_spec("late_fusion", missing_rate=0.3), dataset=registered("_cremad_mla_small", variant),
-                               epochs=1)
+    spec = dataclasses.replace(
+        tiny_spec("late_fusion", missing_rate=0.3), dataset=registered("_cremad_mla_small", variant), epochs=1
+    )
     result = run_cell(spec, data_root=tiny.root)
     sizes = result["notes"]["split_sizes"]
     assert sizes["train"] + sizes["val"] == len(tiny.mla_train) and sizes["val"] == 6  # one per class carved
@@ -97,7 +98,9 @@ def test_trains_one_epoch_end_to_end(tiny, registered, tmp_path):
 def test_registered_defaults_have_the_official_shapes(tiny):
     ogm, mla = cremad.CREMAD.load(tiny.root), cremad.CREMAD_MLA.load(tiny.root)
     assert [(m.name, m.shape, m.kind) for m in ogm.modalities] == [
-        ("audio", (1, 257, 188), "spectrogram_resnet18"), ("visual", (3, 1, 224, 224), "frames_resnet18")]
+        ("audio", (1, 257, 188), "spectrogram_resnet18"),
+        ("visual", (3, 1, 224, 224), "frames_resnet18"),
+    ]
     assert [m.shape for m in mla.modalities] == [(1, 1024, 128), (3, 3, 224, 224)]
     for data in (ogm, mla):
         assert data.val is None
@@ -167,17 +170,25 @@ def test_mla_fbank_is_the_kaldi_formula(tiny):
     got = data.train.inputs["audio"][row, 0].numpy()
     assert len(expected) < 1024
     np.testing.assert_allclose(got[: len(expected)], expected, atol=2e-3)
-    assert (got[len(expected):] == 0).all()  # zero-padded to 1,024 frames
+    assert (got[len(expected) :] == 0).all()  # zero-padded to 1,024 frames
 
 
 def test_kaldi_fbank_matches_torchaudio():
     kaldi = pytest.importorskip("torchaudio.compliance.kaldi")
     x = torch.from_numpy(tone(440, 1.2, 16000) + tone(3000, 1.2, 16000, amplitude=0.05, seed=1))
     for window, bins in (("povey", 23), ("hanning", 128), ("hamming", 40)):
-        expected = kaldi.fbank(x[None], sample_frequency=16000, num_mel_bins=bins, window_type=window, dither=0.0,
-                               use_energy=False, htk_compat=True)
-        torch.testing.assert_close(media.kaldi_fbank(x, 16000, num_mel_bins=bins, window=window), expected,
-                                   atol=2e-3, rtol=0)
+        expected = kaldi.fbank(
+            x[None],
+            sample_frequency=16000,
+            num_mel_bins=bins,
+            window_type=window,
+            dither=0.0,
+            use_energy=False,
+            htk_compat=True,
+        )
+        torch.testing.assert_close(
+            media.kaldi_fbank(x, 16000, num_mel_bins=bins, window=window), expected, atol=2e-3, rtol=0
+        )
 
 
 def test_a_pure_tone_lands_in_its_mel_band():
@@ -230,7 +241,7 @@ def test_each_media_file_is_hashed_once(tiny, monkeypatch):
     touched = tiny.wav(tiny.train[0])
     touched.write_bytes(touched.read_bytes())  # same content, new modification time
     small(cremad.CREMAD_MLA, fbank_frames=64).prepare(tiny.root)  # a third cache: only the touched file is hashed
-    assert hashed[2 * clips:] == [touched]
+    assert hashed[2 * clips :] == [touched]
 
 
 @pytest.mark.parametrize("where", ["decoding", "writing"])

@@ -15,8 +15,9 @@ from bench.loop import run_cell
 
 
 def _specs():
-    return expand(GridRequest(methods="late_fusion,mla", datasets="synthetic_2m", seeds=(0,),
-                              missing_rates=(0.0, 0.5), epochs=2)).specs
+    return expand(
+        GridRequest(methods="late_fusion,mla", datasets="synthetic_2m", seeds=(0,), missing_rates=(0.0, 0.5), epochs=2)
+    ).specs
 
 
 @pytest.mark.parametrize("workers", [0, 2])

@@ -91,8 +91,11 @@ def _kinetics_sounds(root):
     return dataclasses.replace(ks.KINETICS_SOUNDS, image_size=32, fbank_frames=64)
 
 
-@pytest.mark.parametrize("write", [_avmnist, _avmnist_multibench, _cremad, _kinetics_sounds, _mvsa, _iemocap],
-                         ids=lambda w: w.__name__.strip("_"))
+@pytest.mark.parametrize(
+    "write",
+    [_avmnist, _avmnist_multibench, _cremad, _kinetics_sounds, _mvsa, _iemocap],
+    ids=lambda w: w.__name__.strip("_"),
+)
 def test_describe_builds_no_cache_and_agrees_before_and_after_preparation(write, tmp_path, monkeypatch):
     cache = tmp_path / "cache"
     monkeypatch.setenv("BENCH_CACHE", str(cache))
@@ -146,8 +149,11 @@ def test_avmnist_cache_key_of_the_tiny_layout(tmp_path):
     recordings = sorted((root / avmnist.RECORDINGS).glob("*.wav"))
     files = [root / p for p in avmnist.MNIST_FILES.values()] + recordings
     assert avmnist.AVMNIST._key(root) == {
-        "audio": {"seconds": 1.0, "n_fft": 256, "hop": 128, "n_mels": 40}, "pca_energy_removed": 0.75,
-        "pair_seed": 0, "source": file_fingerprint(root, files)}
+        "audio": {"seconds": 1.0, "n_fft": 256, "hop": 128, "n_mels": 40},
+        "pca_energy_removed": 0.75,
+        "pair_seed": 0,
+        "source": file_fingerprint(root, files),
+    }
 
 
 def test_avmnist_cache_key_of_the_real_data_is_the_one_prepared_before(data_root, tmp_path, monkeypatch):
@@ -156,8 +162,11 @@ def test_avmnist_cache_key_of_the_real_data_is_the_one_prepared_before(data_root
     if not avmnist.AVMNIST.available(data_root)[0]:
         pytest.skip("no MNIST + FSDD under the data root")
     assert avmnist.AVMNIST._key(data_root) == {
-        "audio": {"hop": 128, "n_fft": 256, "n_mels": 40, "seconds": 1.0}, "pair_seed": 0,
-        "pca_energy_removed": 0.75, "source": "48d231d5f709bfac"}
+        "audio": {"hop": 128, "n_fft": 256, "n_mels": 40, "seconds": 1.0},
+        "pair_seed": 0,
+        "pca_energy_removed": 0.75,
+        "source": "48d231d5f709bfac",
+    }
     assert avmnist.AVMNIST.cache_path(data_root) == tmp_path / "cache" / "avmnist" / "v1-a70b32ad8a89e8c9"
     assert AVMNIST_MULTIBENCH.cache_path(data_root).name == "v1-b9d9436186d99cd9"
 
@@ -189,9 +198,10 @@ def test_stratified_rows_are_the_rows_of_the_three_former_copies(seed):
     labels = np.concatenate([rng.integers(0, 7, size=300), [7], [8, 8], [9, 9, 9]])  # tiny classes too
     rng.shuffle(labels)
     for fraction in (0.1, 0.2, 0.25):
-        assert np.array_equal(stratified_rows(labels, fraction, seed),
-                              _old_validation_rows(labels, fraction, seed))
-        assert np.array_equal(stratified_rows(labels, fraction, seed, at_least_one=False),
-                              _old_multiview_test_rows(labels, fraction, seed))
+        assert np.array_equal(stratified_rows(labels, fraction, seed), _old_validation_rows(labels, fraction, seed))
+        assert np.array_equal(
+            stratified_rows(labels, fraction, seed, at_least_one=False),
+            _old_multiview_test_rows(labels, fraction, seed),
+        )
     counts = label_counts(labels)
     assert carved_train_size(counts) == len(labels) - len(_old_validation_rows(labels, 0.2, 0))

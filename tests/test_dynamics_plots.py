@@ -17,8 +17,7 @@ def _with_history(record, accuracies, losses=None, *, modalities=("audio", "vide
     """``accuracies``: one {modality: acc} per epoch (epochs 1, 2, ...); a None entry has no per-modality part."""
     history = []
     for epoch, per in enumerate(accuracies, 1):
-        entry = {"epoch": epoch, "train_loss": (losses or [1.0 / epoch] * len(accuracies))[epoch - 1],
-                 "val_score": 0.5}
+        entry = {"epoch": epoch, "train_loss": (losses or [1.0 / epoch] * len(accuracies))[epoch - 1], "val_score": 0.5}
         if per is not None:
             entry["val_per_modality"] = {m: per[m] for m in modalities if m in per}
         history.append(entry)
@@ -31,8 +30,11 @@ def _run(method, seed, epochs_of_audio, *, rate=0.0, source="default", epochs=10
 
 
 def test_mean_over_seeds_uses_only_the_epochs_every_seed_has():
-    records = [_run("mla", 0, [0.2, 0.4, 0.6]), _run("mla", 1, [0.4, 0.6]),  # seed 1 stopped early
-               _run("late_fusion", 0, [0.5, 0.5, 0.5, 0.5])]
+    records = [
+        _run("mla", 0, [0.2, 0.4, 0.6]),
+        _run("mla", 1, [0.4, 0.6]),  # seed 1 stopped early
+        _run("late_fusion", 0, [0.5, 0.5, 0.5, 0.5]),
+    ]
     [(setting, rows)] = dynamics_curves(records).items()
     assert setting == setting_key(records[0]["spec"])
     assert rows["mla"].seeds == 2
@@ -59,8 +61,11 @@ def test_only_settings_with_qualifying_history_get_a_figure():
     noisy["spec"] = {**noisy["spec"], "noise": "gaussian"}
     failed = {**_run("mla", 0, [0.2, 0.4], epochs=50), "status": "failed", "metrics": None}
     assert dynamics_plot_names([plain, no_per_modality, missing, noisy, failed]) == []
-    good = [_run("mla", 0, [0.2, 0.4]), _run("late_fusion", 0, [0.3, 0.3]),
-            _run("mla", 0, [0.1, 0.2], source="tuned:mla/toy/e10/p1:20-trials")]
+    good = [
+        _run("mla", 0, [0.2, 0.4]),
+        _run("late_fusion", 0, [0.3, 0.3]),
+        _run("mla", 0, [0.1, 0.2], source="tuned:mla/toy/e10/p1:20-trials"),
+    ]
     names = dynamics_plot_names(good + [plain, no_per_modality, missing, noisy, failed])
     assert len(names) == 2  # default and tuned hyperparameters are separate settings
     assert all(name.startswith("toy_dynamics_") and name.endswith(".png") for name, _ in names)
@@ -82,8 +87,9 @@ def test_two_configs_of_one_method_are_not_averaged_together():
 @pytest.mark.parametrize("methods", [2, 8])  # one axis; small multiples above six methods
 def test_the_png_is_written_and_small(tmp_path, methods):
     pytest.importorskip("matplotlib")
-    records = [_run(f"method_{i}", seed, [0.1 * i + 0.05 * e for e in range(5)])
-               for i in range(methods) for seed in (0, 1)]
+    records = [
+        _run(f"method_{i}", seed, [0.1 * i + 0.05 * e for e in range(5)]) for i in range(methods) for seed in (0, 1)
+    ]
     [path] = dynamics_plots(records, tmp_path)
     assert path.name == dynamics_plot_names(records)[0][0]
     data = path.read_bytes()
@@ -96,8 +102,11 @@ def test_bench_table_draws_the_dynamics_figure_and_lists_it(run_cli, tmp_path):
     pytest.importorskip("matplotlib")
     from bench.store import write_record
 
-    records = [_run("late_fusion", 0, [0.3, 0.5, 0.6]), _run("mla", 0, [0.4, 0.6, 0.7]),
-               _run("mla", 0, [0.3, 0.4, 0.5], rate=0.5)]
+    records = [
+        _run("late_fusion", 0, [0.3, 0.5, 0.6]),
+        _run("mla", 0, [0.4, 0.6, 0.7]),
+        _run("mla", 0, [0.3, 0.4, 0.5], rate=0.5),
+    ]
     for r in records:
         _write(tmp_path, r, write_record)
     assert run_cli("table", "--results", str(tmp_path))[0] == 0

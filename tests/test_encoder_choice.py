@@ -11,8 +11,9 @@ from bench.nn import encoders
 
 
 def _request(*overrides: str) -> GridRequest:
-    return GridRequest(methods="late_fusion", datasets="synthetic_2m", seeds=(0,), missing_rates=(0.0,), epochs=1,
-                       overrides=overrides)
+    return GridRequest(
+        methods="late_fusion", datasets="synthetic_2m", seeds=(0,), missing_rates=(0.0,), epochs=1, overrides=overrides
+    )
 
 
 def test_the_choice_is_part_of_the_cell_and_reaches_the_model(monkeypatch):
@@ -31,10 +32,13 @@ def test_the_choice_is_part_of_the_cell_and_reaches_the_model(monkeypatch):
     assert built == ["weak"]
 
 
-@pytest.mark.parametrize("override, fragment", [
-    ("encoder.weak=nonsense", "unknown encoder kind"),
-    ("encoder.audio=vector", "no selected dataset has a modality 'audio'"),
-])
+@pytest.mark.parametrize(
+    "override, fragment",
+    [
+        ("encoder.weak=nonsense", "unknown encoder kind"),
+        ("encoder.audio=vector", "no selected dataset has a modality 'audio'"),
+    ],
+)
 def test_bad_choices_are_reported_before_training(override, fragment):
     with pytest.raises(UsageError, match=fragment):
         expand(_request(override))

@@ -16,8 +16,18 @@ from bench.spec import CellSpec
 from bench.store import write_record
 from bench.testing import applicable_tiny_datasets, tiny_spec
 
-CELLS = ("--methods", "late_fusion", "--datasets", "synthetic_2m", "--seeds", "0", "--missing-rates", "0,0.5",
-         "--epochs", "2")
+CELLS = (
+    "--methods",
+    "late_fusion",
+    "--datasets",
+    "synthetic_2m",
+    "--seeds",
+    "0",
+    "--missing-rates",
+    "0,0.5",
+    "--epochs",
+    "2",
+)
 
 
 def _methods() -> list[str]:
@@ -43,8 +53,12 @@ def test_eval_at_the_trained_setting_reproduces_the_record(name, tmp_path):
 def test_records_without_the_options_are_unchanged(tmp_path):
     spec = tiny_spec("late_fusion", missing_rate=0.25)
     plain = run_one(spec, data_root=None)
-    kept = run_one(spec, data_root=None, outputs=CellOutputs(save_model=True, log_samples=True, loggers=("csv",)),
-                   results_dir=tmp_path)
+    kept = run_one(
+        spec,
+        data_root=None,
+        outputs=CellOutputs(save_model=True, log_samples=True, loggers=("csv",)),
+        results_dir=tmp_path,
+    )
     assert "artifacts" not in plain and set(kept["artifacts"]) == {"model", "samples"}
     for field in ("metrics", "history", "notes", "spec", "key"):
         assert kept[field] == plain[field], field
@@ -96,7 +110,10 @@ def test_eval_uses_the_test_masks_of_the_rate_and_writes_distinguishable_records
     records = [json.loads(p.read_text()) for p in (saved / "records").rglob("*.json")]
     evaluated = {r["evaluated_from"]["key"]: r for r in records if "evaluated_from" in r}
     from_clean = evaluated[trained[0.0]["key"]]
-    assert from_clean["spec"]["missing_rate"] == 0.5 and from_clean["spec"]["extra"]["evaluated_from"] == trained[0.0]["key"]
+    assert (
+        from_clean["spec"]["missing_rate"] == 0.5
+        and from_clean["spec"]["extra"]["evaluated_from"] == trained[0.0]["key"]
+    )
     assert from_clean["notes"]["missing_fraction_test"] == trained[0.5]["notes"]["missing_fraction_test"]
     assert from_clean["evaluated_from"]["missing_rate"] == 0.0 and from_clean["history"] == []
     # the model trained at rate 0.5 and scored at 0.5 is the trained cell's own number
@@ -120,18 +137,23 @@ def test_a_cached_cell_reruns_only_when_a_requested_file_is_missing(saved, run_c
 def test_a_damaged_model_is_refused(tmp_path, run_cli):
     from bench.cli import main
 
-    assert main(["run", *CELLS[:-4], "--missing-rates", "0", "--epochs", "1", "--results", str(tmp_path),
-                 "--save-models"]) == 0
+    assert (
+        main(["run", *CELLS[:-4], "--missing-rates", "0", "--epochs", "1", "--results", str(tmp_path), "--save-models"])
+        == 0
+    )
     model = next((tmp_path / "records").rglob("*.pt"))
     model.write_bytes(model.read_bytes()[:-3] + b"xyz")
     code, _, err = run_cli("eval", "--results", str(tmp_path), "--missing-rates", "0.5")
     assert code == 2 and err.count("\n") == 1 and "does not match the sha256" in err
 
 
-@pytest.mark.parametrize("argv, fragment", [
-    (("--missing-rates", "1.5"), "outside [0, 1)"),
-    (("--methods", "qmf"), "has a saved model"),
-])
+@pytest.mark.parametrize(
+    "argv, fragment",
+    [
+        (("--missing-rates", "1.5"), "outside [0, 1)"),
+        (("--methods", "qmf"), "has a saved model"),
+    ],
+)
 def test_eval_bad_input_is_one_line(saved, run_cli, argv, fragment):
     code, _, err = run_cli("eval", "--results", str(saved), *argv)
     assert code == 2 and err.count("\n") == 1 and fragment in err
@@ -150,8 +172,18 @@ def test_verify_re_runs_trained_records_only(saved, run_cli):
 
 
 def test_eval_can_log_samples_under_noise(saved, run_cli):
-    code, _, err = run_cli("eval", "--results", str(saved), "--missing-rates", "0", "--noise", "salt_pepper",
-                           "--noise-levels", "0,10", "--log-samples")
+    code, _, err = run_cli(
+        "eval",
+        "--results",
+        str(saved),
+        "--missing-rates",
+        "0",
+        "--noise",
+        "salt_pepper",
+        "--noise-levels",
+        "0,10",
+        "--log-samples",
+    )
     assert code == 0, err
     records = [json.loads(p.read_text()) for p in (saved / "records").rglob("*.json")]
     noisy = [r for r in records if "evaluated_from" in r and r["spec"].get("noise") == "salt_pepper"]

@@ -12,16 +12,40 @@ import bench
 from bench.cli import main
 from bench.tables.frame import BASE_COLUMNS, load_history
 
-CELLS = ("--methods", "late_fusion", "--datasets", "synthetic_2m", "--seeds", "0", "--missing-rates", "0,0.5",
-         "--epochs", "2")
+CELLS = (
+    "--methods",
+    "late_fusion",
+    "--datasets",
+    "synthetic_2m",
+    "--seeds",
+    "0",
+    "--missing-rates",
+    "0,0.5",
+    "--epochs",
+    "2",
+)
 
 
 @pytest.fixture(scope="module")
 def results(tmp_path_factory):
     root = tmp_path_factory.mktemp("frame")
     assert main(["run", *CELLS, "--results", str(root)]) == 0
-    noisy = ("--methods", "late_fusion", "--datasets", "synthetic_2m", "--seeds", "1", "--missing-rates", "0",
-             "--epochs", "1", "--noise", "gaussian", "--noise-levels", "0,10")
+    noisy = (
+        "--methods",
+        "late_fusion",
+        "--datasets",
+        "synthetic_2m",
+        "--seeds",
+        "1",
+        "--missing-rates",
+        "0",
+        "--epochs",
+        "1",
+        "--noise",
+        "gaussian",
+        "--noise-levels",
+        "0,10",
+    )
     assert main(["run", *noisy, "--results", str(root)]) == 0
     return root
 
@@ -35,7 +59,7 @@ def test_one_row_per_record_with_the_documented_columns(results):
     records = _records(results)
     assert len(frame) == len(records) == 3
     assert tuple(frame.columns[: len(BASE_COLUMNS)]) == BASE_COLUMNS
-    dotted = list(frame.columns[len(BASE_COLUMNS):])
+    dotted = list(frame.columns[len(BASE_COLUMNS) :])
     assert dotted == sorted(dotted) and all("." in name for name in dotted)
     for _, row in frame.iterrows():
         record = records[row["key"]]
@@ -95,10 +119,13 @@ def test_export_round_trips(results, tmp_path, run_cli, suffix, reader):
     assert back["per_modality_accuracy.weak"].tolist() == frame["per_modality_accuracy.weak"].tolist()
 
 
-@pytest.mark.parametrize("extra, fragment", [
-    (("--out", "records.xlsx"), "cannot tell the format of 'records.xlsx'"),
-    (("--out", "/no/such/dir/r.csv"), "does not exist"),
-])
+@pytest.mark.parametrize(
+    "extra, fragment",
+    [
+        (("--out", "records.xlsx"), "cannot tell the format of 'records.xlsx'"),
+        (("--out", "/no/such/dir/r.csv"), "does not exist"),
+    ],
+)
 def test_export_bad_input_is_one_line(results, run_cli, extra, fragment):
     code, _, err = run_cli("export", "--results", str(results), *extra)
     assert code == 2 and err.count("\n") == 1 and fragment in err

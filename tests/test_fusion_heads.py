@@ -114,7 +114,9 @@ def test_film_applies_gamma_and_beta_from_the_others_to_the_last(m):
 def test_gmu_two_modalities_is_the_papers_sigmoid_gate_and_convex_combination():
     head, x = _head(GMUHead, DIMS[2]), _features(DIMS[2])
     z = torch.sigmoid(torch.cat([x["a"], x["b"]], dim=1) @ head.gate.weight.T)
-    h = z * torch.tanh(x["a"] @ head.transform["a"].weight.T) + (1 - z) * torch.tanh(x["b"] @ head.transform["b"].weight.T)
+    h = z * torch.tanh(x["a"] @ head.transform["a"].weight.T) + (1 - z) * torch.tanh(
+        x["b"] @ head.transform["b"].weight.T
+    )
     torch.testing.assert_close(head(x), _linear(h, head.out))
     gates = head.gates(x)
     torch.testing.assert_close(gates[:, 0], z)
@@ -162,7 +164,9 @@ def test_tensor_fusion_is_the_outer_product_with_an_appended_one(m):
 def test_tensor_fusion_projection_is_capped_at_4096_entries():
     assert [tensor_fusion_width(m) for m in (2, 3, 4, 6, 12, 13)] == [32, 15, 7, 3, 1, 0]
     for m in range(2, 13):
-        assert (tensor_fusion_width(m) + 1) ** m <= 4096 < (tensor_fusion_width(m) + 2) ** m or tensor_fusion_width(m) == 32
+        assert (tensor_fusion_width(m) + 1) ** m <= 4096 < (tensor_fusion_width(m) + 2) ** m or tensor_fusion_width(
+            m
+        ) == 32
     assert TensorFusionHead.applicable(_description(m=3)) is None
     many = DataDescription(tuple(ModalitySpec(f"m{i}", (2,)) for i in range(13)), CLASSES, 10)
     assert "exceeds 4096" in TensorFusionHead.applicable(many)
@@ -192,7 +196,10 @@ def _cross_modal_block_by_hand(block, target, source):
     w_q, w_k, w_v = block.attention.in_proj_weight.split(width)
     b_q, b_k, b_v = block.attention.in_proj_bias.split(width)
     norm = block.norm_attention
-    q_in, kv_in = F.layer_norm(target, (width,), norm.weight, norm.bias), F.layer_norm(source, (width,), norm.weight, norm.bias)
+    q_in, kv_in = (
+        F.layer_norm(target, (width,), norm.weight, norm.bias),
+        F.layer_norm(source, (width,), norm.weight, norm.bias),
+    )
     q, k, v = q_in @ w_q.T + b_q, kv_in @ w_k.T + b_k, kv_in @ w_v.T + b_v
     d = width // heads
     outputs = []
@@ -210,7 +217,9 @@ def _cross_modal_block_by_hand(block, target, source):
 def test_cross_attention_is_one_mult_layer_per_ordered_pair_max_pooled(m):
     lengths = {"a": 4, "b": 9, "c": 2}
     head, seqs = _head(CrossAttentionHead, DIMS[m], width=8, heads=2), _sequences(DIMS[m], lengths)
-    embedded = {n: math.sqrt(8) * seqs[n] @ head.project[n].weight.T + sinusoidal_positions(lengths[n], 8) for n in DIMS[m]}
+    embedded = {
+        n: math.sqrt(8) * seqs[n] @ head.project[n].weight.T + sinusoidal_positions(lengths[n], 8) for n in DIMS[m]
+    }
     pooled = []
     for target in DIMS[m]:
         for source in DIMS[m]:
@@ -230,9 +239,15 @@ def test_sinusoidal_positions_follow_sin_even_cos_odd():
         assert table[pos, 2 * i + 1].item() == pytest.approx(math.cos(angle), abs=1e-6)
 
 
-@pytest.mark.parametrize("head", [
-    lambda dims: ConcatHead(dims, CLASSES), lambda dims: SumHead(dims, CLASSES), lambda dims: GMUHead(dims, CLASSES),
-], ids=["concat", "sum", "gmu"])
+@pytest.mark.parametrize(
+    "head",
+    [
+        lambda dims: ConcatHead(dims, CLASSES),
+        lambda dims: SumHead(dims, CLASSES),
+        lambda dims: GMUHead(dims, CLASSES),
+    ],
+    ids=["concat", "sum", "gmu"],
+)
 @pytest.mark.parametrize("m", [2, 3])
 def test_sliced_heads_sum_back_to_the_fused_logits(head, m):
     torch.manual_seed(0)
@@ -278,8 +293,9 @@ def test_fusion_literal_lists_concat_sum_and_every_head():
 
 
 def test_grid_skips_cross_attention_on_vectors_with_one_note_and_keeps_the_rest():
-    plan = expand(GridRequest(methods="fusion_xattn,fusion_gmu", datasets="synthetic_2m", seeds=(0, 1),
-                              missing_rates=(0.0, 0.5)))
+    plan = expand(
+        GridRequest(methods="fusion_xattn,fusion_gmu", datasets="synthetic_2m", seeds=(0, 1), missing_rates=(0.0, 0.5))
+    )
     assert {s.method for s in plan.specs} == {"fusion_gmu"} and len(plan.specs) == 4
     assert list(plan.not_applicable) == [("fusion_xattn", "synthetic_2m")]
     notes = [w for w in plan.warnings if "fusion_xattn" in w]
@@ -294,19 +310,46 @@ def test_validate_reports_the_skipped_pair_and_succeeds(run_cli):
 
 
 def test_validate_sees_hyperparameters_set_on_the_command_line(run_cli):
-    code, out, _ = run_cli("validate", "--methods", "late_fusion", "--datasets", "synthetic_2m", "--seeds", "0",
-                           "--set", "late_fusion.fusion=xattn")
+    code, out, _ = run_cli(
+        "validate",
+        "--methods",
+        "late_fusion",
+        "--datasets",
+        "synthetic_2m",
+        "--seeds",
+        "0",
+        "--set",
+        "late_fusion.fusion=xattn",
+    )
     assert code == 0 and "ok: 0 cells" in out
 
 
 def test_leaderboard_shows_na_for_heads_that_cannot_be_split():
     def record(method, seed, per):
-        spec = {"method": method, "hparams": {"fusion": method}, "dataset": "toy", "dataset_version": "1",
-                "seed": seed, "missing_rate": 0.0, "epochs": 1, "batch_size": 8, "missing_on": "all",
-                "patience": None, "precision": "fp32", "hparams_source": "default", "protocol": 1, "extra": {}}
+        spec = {
+            "method": method,
+            "hparams": {"fusion": method},
+            "dataset": "toy",
+            "dataset_version": "1",
+            "seed": seed,
+            "missing_rate": 0.0,
+            "epochs": 1,
+            "batch_size": 8,
+            "missing_on": "all",
+            "patience": None,
+            "precision": "fp32",
+            "hparams_source": "default",
+            "protocol": 1,
+            "extra": {},
+        }
         metrics = {"accuracy": 0.5, "macro_f1": 0.4, "per_modality_accuracy": per}
-        return {"key": f"{method}{seed}", "spec": spec, "status": "ok", "metrics": metrics,
-                "notes": {"modalities": ["a", "b"]}}
+        return {
+            "key": f"{method}{seed}",
+            "spec": spec,
+            "status": "ok",
+            "metrics": metrics,
+            "notes": {"modalities": ["a", "b"]},
+        }
 
     text = leaderboard([record("gmu", 0, {"a": 0.3, "b": 0.2}), record("lmf", 0, None)])
     assert "| lmf | n/a | n/a |" in text

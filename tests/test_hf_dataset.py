@@ -17,20 +17,28 @@ from bench.datasets.hf import resolve  # noqa: E402
 from bench.registry import DATASETS  # noqa: E402
 from bench.spec import CellSpec  # noqa: E402
 
-FEATURES = {"a": datasets.List(datasets.Value("float32")), "b": datasets.List(datasets.Value("float32")),
-            "label": datasets.ClassLabel(names=["x", "y", "z"])}
+FEATURES = {
+    "a": datasets.List(datasets.Value("float32")),
+    "b": datasets.List(datasets.Value("float32")),
+    "label": datasets.ClassLabel(names=["x", "y", "z"]),
+}
 
 
 def _split(n: int, seed: int) -> dict:
     rng = np.random.default_rng(seed)
     y = rng.integers(0, 3, n)
-    return {"a": (np.eye(3)[y] * 2 + rng.normal(size=(n, 3))).astype("float32").tolist(),
-            "b": (rng.normal(size=(n, 4)) + y[:, None]).astype("float32").tolist(), "label": y.tolist()}
+    return {
+        "a": (np.eye(3)[y] * 2 + rng.normal(size=(n, 3))).astype("float32").tolist(),
+        "b": (rng.normal(size=(n, 4)) + y[:, None]).astype("float32").tolist(),
+        "label": y.tolist(),
+    }
 
 
 def _dict(**splits: dict):
     features = datasets.Features(FEATURES)
-    return datasets.DatasetDict({name: datasets.Dataset.from_dict(rows, features=features) for name, rows in splits.items()})
+    return datasets.DatasetDict(
+        {name: datasets.Dataset.from_dict(rows, features=features) for name, rows in splits.items()}
+    )
 
 
 @pytest.fixture
@@ -49,8 +57,16 @@ def cwd(tmp_path, monkeypatch):
 
 def _spec(name: str, rate: float = 0.0) -> CellSpec:
     adapter = DATASETS.get(name)
-    return CellSpec(method="late_fusion", hparams={}, dataset=name, dataset_version=adapter.info.version, seed=0,
-                    missing_rate=rate, epochs=1, batch_size=16)
+    return CellSpec(
+        method="late_fusion",
+        hparams={},
+        dataset=name,
+        dataset_version=adapter.info.version,
+        seed=0,
+        missing_rate=rate,
+        epochs=1,
+        batch_size=16,
+    )
 
 
 def test_save_to_disk_folder_loads_its_arrays_and_carves_validation(cwd):
@@ -88,8 +104,21 @@ def test_parquet_folder_gives_the_same_tensors_and_keeps_its_validation(cwd):
 
 def test_a_run_on_an_hf_folder_writes_records(cwd, run_cli):
     _dict(train=_split(60, 0), test=_split(20, 1)).save_to_disk("tiny")
-    code, out, err = run_cli("run", "--methods", "late_fusion", "--datasets", "hf:tiny", "--seeds", "0",
-                             "--missing-rates", "0,0.5", "--epochs", "1", "--results", "res")
+    code, out, err = run_cli(
+        "run",
+        "--methods",
+        "late_fusion",
+        "--datasets",
+        "hf:tiny",
+        "--seeds",
+        "0",
+        "--missing-rates",
+        "0,0.5",
+        "--epochs",
+        "1",
+        "--results",
+        "res",
+    )
     assert code == 0, err
     records = [json.loads(p.read_text()) for p in (cwd / "res" / "records").rglob("*.json")]
     assert len(records) == 2 and {r["spec"]["dataset"] for r in records} == {"hf:tiny"}
@@ -105,12 +134,18 @@ def test_the_version_follows_the_folder_content(cwd):
 
 
 def test_a_card_chooses_label_and_modalities(cwd):
-    rows = {"f1": [0.0, 1.0, 2.0, 3.0], "f2": [5.0, 6.0, 7.0, 8.0], "vec": [[1.0, 2.0]] * 4,
-            "kind": ["b", "a", "b", "a"]}
-    datasets.DatasetDict({"train": datasets.Dataset.from_dict(rows), "test": datasets.Dataset.from_dict(rows)}
-                         ).save_to_disk("carded")
-    (cwd / "carded" / "bench.json").write_text(json.dumps({"label": "kind",
-                                                           "modalities": {"stats": ["f1", "f2"], "v": "vec"}}))
+    rows = {
+        "f1": [0.0, 1.0, 2.0, 3.0],
+        "f2": [5.0, 6.0, 7.0, 8.0],
+        "vec": [[1.0, 2.0]] * 4,
+        "kind": ["b", "a", "b", "a"],
+    }
+    datasets.DatasetDict(
+        {"train": datasets.Dataset.from_dict(rows), "test": datasets.Dataset.from_dict(rows)}
+    ).save_to_disk("carded")
+    (cwd / "carded" / "bench.json").write_text(
+        json.dumps({"label": "kind", "modalities": {"stats": ["f1", "f2"], "v": "vec"}})
+    )
     loaded = DATASETS.get("hf:carded").load(None)
     assert [m.name for m in loaded.modalities] == ["stats", "v"]
     assert loaded.train.inputs["stats"].tolist() == [[0, 5], [1, 6], [2, 7], [3, 8]]
@@ -119,8 +154,9 @@ def test_a_card_chooses_label_and_modalities(cwd):
 
 def test_feature_sequences_are_zero_padded_to_the_longest(cwd):
     rows = {"seq": [[[1.0, 2.0]], [[3.0, 4.0], [5.0, 6.0]], [[7.0, 8.0]]], "label": [0, 1, 0]}
-    features = datasets.Features({"seq": datasets.List(datasets.List(datasets.Value("float32"))),
-                                  "label": datasets.ClassLabel(names=["a", "b"])})
+    features = datasets.Features(
+        {"seq": datasets.List(datasets.List(datasets.Value("float32"))), "label": datasets.ClassLabel(names=["a", "b"])}
+    )
     split = datasets.Dataset.from_dict(rows, features=features)
     datasets.DatasetDict({"train": split, "test": split.select([0])}).save_to_disk("seqs")
     loaded = DATASETS.get("hf:seqs").load(None)
@@ -156,15 +192,23 @@ def test_image_audio_and_text_columns(cwd):
         tokenizer = load_text_tokenizer(None)
     except Exception as exc:  # noqa: BLE001 - the text extra is not installed
         pytest.skip(f"the shipped text tokenizer is not available: {exc}")
-    features = datasets.Features({"img": datasets.Image(), "txt": datasets.Value("string"),
-                                  "label": datasets.ClassLabel(names=["lo", "hi"])})
-    split = datasets.Dataset.from_dict({"img": [{"bytes": _png(10), "path": None}, {"bytes": _png(200), "path": None}],
-                                        "txt": ["a cat", "a dog"], "label": [0, 1]}, features=features)
+    features = datasets.Features(
+        {"img": datasets.Image(), "txt": datasets.Value("string"), "label": datasets.ClassLabel(names=["lo", "hi"])}
+    )
+    split = datasets.Dataset.from_dict(
+        {
+            "img": [{"bytes": _png(10), "path": None}, {"bytes": _png(200), "path": None}],
+            "txt": ["a cat", "a dog"],
+            "label": [0, 1],
+        },
+        features=features,
+    )
     sounds = [_wav(200.0), _wav(900.0)]
     split = split.add_column("snd", [{"bytes": b, "path": None} for b in sounds]).cast_column("snd", datasets.Audio())
     datasets.DatasetDict({"train": split, "test": split}).save_to_disk("media")
-    (cwd / "media" / "bench.json").write_text(json.dumps({"image_size": 8, "max_tokens": 6, "audio_frames": 40,
-                                                          "n_mels": 23}))
+    (cwd / "media" / "bench.json").write_text(
+        json.dumps({"image_size": 8, "max_tokens": 6, "audio_frames": 40, "n_mels": 23})
+    )
     loaded = DATASETS.get("hf:media").load(None)
     specs = {m.name: (m.shape, m.kind) for m in loaded.modalities}
     assert specs == {"img": ((1, 8, 8), "image"), "txt": ((2, 6), "tokens"), "snd": ((1, 40, 23), "spectrogram")}
@@ -176,17 +220,21 @@ def test_image_audio_and_text_columns(cwd):
     assert np.allclose(loaded.train.inputs["snd"][1, 0].numpy(), expected)
 
 
-@pytest.mark.parametrize("setup, selection, fragment", [
-    (None, "hf:nowhere", "folder nowhere not found"),
-    ("nolabel", "hf:nolabel", "no ClassLabel column"),
-    (None, "hf:../up", "without '..'"),
-    ("empty", "hf:empty", "neither a save_to_disk DatasetDict"),
-])
+@pytest.mark.parametrize(
+    "setup, selection, fragment",
+    [
+        (None, "hf:nowhere", "folder nowhere not found"),
+        ("nolabel", "hf:nolabel", "no ClassLabel column"),
+        (None, "hf:../up", "without '..'"),
+        ("empty", "hf:empty", "neither a save_to_disk DatasetDict"),
+    ],
+)
 def test_bad_folders_are_one_line(cwd, run_cli, setup, selection, fragment):
     if setup == "nolabel":
         rows = {"v": [[1.0], [2.0]], "y": [0, 1]}
-        datasets.DatasetDict({"train": datasets.Dataset.from_dict(rows), "test": datasets.Dataset.from_dict(rows)}
-                             ).save_to_disk(setup)
+        datasets.DatasetDict(
+            {"train": datasets.Dataset.from_dict(rows), "test": datasets.Dataset.from_dict(rows)}
+        ).save_to_disk(setup)
     elif setup:
         (cwd / setup).mkdir()
     code, _, err = run_cli("validate", "--methods", "late_fusion", "--datasets", selection)

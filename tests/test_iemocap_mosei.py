@@ -78,8 +78,14 @@ def write_mla_iemocap(root) -> dict[str, list[tuple[str, str, str]]]:
                 for name, level in (("frame_c.jpg", 60), ("frame_a.jpg", 10), ("frame_b.jpg", 200)):
                     pixels = np.full((40, 40, 3), level, dtype=np.uint8)
                     Image.fromarray(pixels).save(faces / name, format="JPEG", quality=95)
-                enc = tokenizer(transcript, padding="max_length", truncation=True, max_length=TOKENS,
-                                add_special_tokens=False, return_tensors="np")
+                enc = tokenizer(
+                    transcript,
+                    padding="max_length",
+                    truncation=True,
+                    max_length=TOKENS,
+                    add_special_tokens=False,
+                    return_tensors="np",
+                )
                 tokens = folder / "text_token" / f"{split}_token"
                 tokens.mkdir(parents=True, exist_ok=True)
                 np.save(tokens / f"{utt}_token.npy", enc["input_ids"].astype(np.int64))
@@ -111,8 +117,10 @@ def test_iemocap_trains_one_epoch_end_to_end(iemocap_root, registered):
 def test_iemocap_modalities_labels_middle_image_and_tokens(iemocap_root):
     data = dataclasses.replace(IEMOCAP, **SMALL_IEMOCAP).load(iemocap_root)
     assert [(m.name, m.shape, m.kind) for m in data.modalities] == [
-        ("audio", (1, *FBANK), "spectrogram_resnet18"), ("visual", (3, 32, 32), "frames_resnet18"),
-        ("text", (2, TOKENS), "tokens")]
+        ("audio", (1, *FBANK), "spectrogram_resnet18"),
+        ("visual", (3, 32, 32), "frames_resnet18"),
+        ("text", (2, TOKENS), "tokens"),
+    ]
     assert data.val is None
     lines = (iemocap_root / "iemocap" / "my_train_iemo.txt").read_text(encoding="utf-8").splitlines()
     first_utt, _, first_label = lines[0].split(SEPARATOR)
@@ -205,8 +213,10 @@ def write_multibench_pickle(path, *, protocol=pickle.HIGHEST_PROTOCOL) -> dict:
     for key, n in MOSEI_SIZES.items():
         scores = rng.uniform(-3, 3, size=n).round(1)
         scores[0] = 0.0
-        split = {m: (rng.standard_normal((n, *shape)) + scores[:, None, None]).astype(np.float32)
-                 for m, shape in SHAPES.items()}
+        split = {
+            m: (rng.standard_normal((n, *shape)) + scores[:, None, None]).astype(np.float32)
+            for m, shape in SHAPES.items()
+        }
         split["text"][:, :10] = 0.0  # left padding, as the aligned file has
         split["text"][1] = 0.0  # no text at all: MultiBench's drop_entry removes it
         split["audio"][2, 3, :5] = -np.inf
@@ -281,7 +291,7 @@ def test_mosei_pickle_asking_for_code_is_not_unpickled(tmp_path, cache):
 
 def test_mosei_damaged_or_wrong_pickle_is_one_line(mosei_root):
     path = mosei_root / "mosei" / "mosei_senti_data.pkl"
-    path.write_bytes(path.read_bytes()[: 5000])
+    path.write_bytes(path.read_bytes()[:5000])
     with pytest.raises(UsageError, match="damaged or truncated") as err:
         MOSEI.load(mosei_root)
     assert str(path) in str(err.value) and "\n" not in str(err.value)

@@ -33,7 +33,8 @@ def test_bayes_accuracy_matches_oracle_fraction_correct_on_fresh_draw(pattern):
 def test_bayes_accuracy_of_a_mask_weights_its_patterns():
     mask = np.array([PATTERNS[0]] * 2 + [PATTERNS[1]] + [PATTERNS[2]])
     expected = 0.5 * IMBALANCE_2M.bayes_accuracy(PATTERNS[0]) + 0.25 * (
-        IMBALANCE_2M.bayes_accuracy(PATTERNS[1]) + IMBALANCE_2M.bayes_accuracy(PATTERNS[2]))
+        IMBALANCE_2M.bayes_accuracy(PATTERNS[1]) + IMBALANCE_2M.bayes_accuracy(PATTERNS[2])
+    )
     assert IMBALANCE_2M.bayes_accuracy(mask) == pytest.approx(expected)
     assert IMBALANCE_2M.bayes_accuracy((False, False)) == pytest.approx(1 / 6)
 
@@ -80,8 +81,9 @@ def test_coverage_changes_data_and_version():
         dataclasses.replace(IMBALANCE_2M, coverage=1.5)
 
 
-@pytest.mark.parametrize("name,modalities", [("imbalance_2m", ("fast", "slow")),
-                                             ("imbalance_3m", ("fast", "slow", "slow2"))])
+@pytest.mark.parametrize(
+    "name,modalities", [("imbalance_2m", ("fast", "slow")), ("imbalance_3m", ("fast", "slow", "slow2"))]
+)
 def test_adapter_loads_with_right_shapes(name, modalities):
     adapter = DATASETS.get(name)
     assert adapter.info.modalities == modalities and adapter.info.num_classes == 6
@@ -103,8 +105,15 @@ def test_adapter_loads_with_right_shapes(name, modalities):
 
 def test_the_coverage_knob_is_set_from_the_cli_and_is_part_of_the_cell_identity():
     plain = expand(GridRequest(methods="late_fusion", datasets="imbalance*", seeds=(3,), missing_rates=(0.0,)))
-    knob = expand(GridRequest(methods="late_fusion", datasets="imbalance*", seeds=(3,), missing_rates=(0.0,),
-                              overrides=("data.coverage=0.9",)))
+    knob = expand(
+        GridRequest(
+            methods="late_fusion",
+            datasets="imbalance*",
+            seeds=(3,),
+            missing_rates=(0.0,),
+            overrides=("data.coverage=0.9",),
+        )
+    )
     assert [s.dataset_version for s in plain.specs] == ["1", "1"] and all(not s.extra for s in plain.specs)
     assert [s.dataset_version for s in knob.specs] == ["1-cov0.9", "1-cov0.9"]
     assert all(s.extra == {"dataset_options": {"coverage": 0.9}} for s in knob.specs)
@@ -112,19 +121,33 @@ def test_the_coverage_knob_is_set_from_the_cli_and_is_part_of_the_cell_identity(
     assert len({setting_key(s.to_dict()) for s in plain.specs + knob.specs}) == 4  # never one table
 
 
-@pytest.mark.parametrize("datasets,value,message", [
-    ("synthetic_2m,imbalance_2m", "0.9", "dataset 'synthetic_2m' has no option 'coverage'"),
-    ("imbalance_2m", "1.5", "coverage must be in [0, 1]"),
-    ("imbalance_2m", "lots", "must be float"),
-])
+@pytest.mark.parametrize(
+    "datasets,value,message",
+    [
+        ("synthetic_2m,imbalance_2m", "0.9", "dataset 'synthetic_2m' has no option 'coverage'"),
+        ("imbalance_2m", "1.5", "coverage must be in [0, 1]"),
+        ("imbalance_2m", "lots", "must be float"),
+    ],
+)
 def test_a_bad_dataset_option_is_one_clear_error_before_any_cell(datasets, value, message):
     with pytest.raises(UsageError, match=re.escape(message)):
         expand(GridRequest(methods="late_fusion", datasets=datasets, overrides=(f"data.coverage={value}",)))
 
 
 def test_a_cell_records_the_bayes_ceiling_of_its_own_test_masks():
-    spec = next(s for s in expand(GridRequest(methods="late_fusion", datasets="imbalance_2m", seeds=(3,),
-                                              missing_rates=(0.5,), epochs=1, overrides=("data.coverage=0.9",))).specs)
+    spec = next(
+        s
+        for s in expand(
+            GridRequest(
+                methods="late_fusion",
+                datasets="imbalance_2m",
+                seeds=(3,),
+                missing_rates=(0.5,),
+                epochs=1,
+                overrides=("data.coverage=0.9",),
+            )
+        ).specs
+    )
     record = run_one(spec, data_root=None)
     adapter = dataclasses.replace(IMBALANCE_2M, coverage=0.9)
     test = adapter.load(None).test

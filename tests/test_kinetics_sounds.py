@@ -31,8 +31,11 @@ def pristine(tmp_path_factory):
 def tiny(pristine, tmp_path, monkeypatch):
     monkeypatch.setenv("BENCH_CACHE", str(tmp_path / "cache"))
     monkeypatch.delenv(ks.SKIP_ENV, raising=False)
-    copy = dataclasses.replace(pristine, root=tmp_path / "data",
-                               videos={c: tmp_path / "data" / p.relative_to(pristine.root) for c, p in pristine.videos.items()})
+    copy = dataclasses.replace(
+        pristine,
+        root=tmp_path / "data",
+        videos={c: tmp_path / "data" / p.relative_to(pristine.root) for c, p in pristine.videos.items()},
+    )
     shutil.copytree(pristine.root, copy.root)
     return copy
 
@@ -57,7 +60,9 @@ def test_trains_one_epoch_end_to_end(tiny, tmp_path):
 def test_registered_default_shapes_and_labels(tiny):
     data = ks.KINETICS_SOUNDS.load(tiny.root)
     assert [(m.name, m.shape, m.kind) for m in data.modalities] == [
-        ("audio", (1, 1024, 128), "spectrogram_resnet18"), ("visual", (3, 3, 224, 224), "frames_resnet18")]
+        ("audio", (1, 1024, 128), "spectrogram_resnet18"),
+        ("visual", (3, 3, 224, 224), "frames_resnet18"),
+    ]
     assert data.val is None and data.train.inputs["visual"].dtype == torch.uint8
     assert data.train.labels.tolist() == list(tiny.train.values())  # list order, labels as listed
     assert data.test.labels.tolist() == list(tiny.test.values())

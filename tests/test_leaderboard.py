@@ -10,19 +10,47 @@ from bench.tables.leaderboard import holm, leaderboard, paired_t_pvalue
 
 
 def _record(method, seed, acc, *, rate=0.0, status="ok", epochs=10, lr=0.001, per=None, hparams=None, source="default"):
-    spec = {"method": method, "hparams": hparams or {"lr": lr}, "dataset": "toy", "dataset_version": "1",
-            "seed": seed, "missing_rate": rate, "epochs": epochs, "batch_size": 64, "missing_on": "all",
-            "patience": None, "precision": "fp32", "hparams_source": source, "protocol": 1, "extra": {}}
-    metrics = None if status != "ok" else {"accuracy": acc, "macro_f1": acc - 0.01,
-                                          "per_modality_accuracy": per or {"audio": acc - 0.2, "video": acc - 0.1}}
-    return {"key": f"{method}{seed}{rate}{epochs}{lr}{hparams}", "spec": spec, "status": status, "metrics": metrics,
-            "notes": {"modalities": ["audio", "video"]}}
+    spec = {
+        "method": method,
+        "hparams": hparams or {"lr": lr},
+        "dataset": "toy",
+        "dataset_version": "1",
+        "seed": seed,
+        "missing_rate": rate,
+        "epochs": epochs,
+        "batch_size": 64,
+        "missing_on": "all",
+        "patience": None,
+        "precision": "fp32",
+        "hparams_source": source,
+        "protocol": 1,
+        "extra": {},
+    }
+    metrics = (
+        None
+        if status != "ok"
+        else {
+            "accuracy": acc,
+            "macro_f1": acc - 0.01,
+            "per_modality_accuracy": per or {"audio": acc - 0.2, "video": acc - 0.1},
+        }
+    )
+    return {
+        "key": f"{method}{seed}{rate}{epochs}{lr}{hparams}",
+        "spec": spec,
+        "status": status,
+        "metrics": metrics,
+        "notes": {"modalities": ["audio", "video"]},
+    }
 
 
 RECORDS = [
-    _record("late_fusion", 0, 0.60), _record("late_fusion", 1, 0.62),
-    _record("mla", 0, 0.70), _record("mla", 1, 0.74),
-    _record("mla", 0, 0.50, rate=0.5), _record("late_fusion", 0, 0.40, rate=0.5),
+    _record("late_fusion", 0, 0.60),
+    _record("late_fusion", 1, 0.62),
+    _record("mla", 0, 0.70),
+    _record("mla", 1, 0.74),
+    _record("mla", 0, 0.50, rate=0.5),
+    _record("late_fusion", 0, 0.40, rate=0.5),
     _record("qmf", 0, None, status="failed"),
 ]
 
@@ -48,8 +76,13 @@ def test_output_is_deterministic_under_reordering():
 
 
 def test_different_protocols_and_tuning_never_share_a_table():
-    text = leaderboard([_record("mla", 0, 0.7), _record("mla", 0, 0.9, epochs=20),
-                        _record("mla", 1, 0.8, source="tuned:mla/toy/e10/p1:20-trials")])
+    text = leaderboard(
+        [
+            _record("mla", 0, 0.7),
+            _record("mla", 0, 0.9, epochs=20),
+            _record("mla", 1, 0.8, source="tuned:mla/toy/e10/p1:20-trials"),
+        ]
+    )
     assert text.count("## toy") == 3 and "10 epochs" in text and "20 epochs" in text
     assert "tuned on validation (20 trials per method and dataset)" in text
 
@@ -63,8 +96,10 @@ def test_laziness_table_pairs_joint_modalities_with_trained_alone_by_seed():
     alone = [_record("unimodal", s, 0.5, per={"audio": 0.60, "video": 0.70}) for s in (0, 1)]
     for r in alone:
         r["notes"]["per_modality_trained_alone"] = True
-    joint = [_record("late_fusion", 0, 0.8, per={"audio": 0.50, "video": 0.72}),
-             _record("late_fusion", 1, 0.8, per={"audio": 0.54, "video": 0.70})]
+    joint = [
+        _record("late_fusion", 0, 0.8, per={"audio": 0.50, "video": 0.72}),
+        _record("late_fusion", 1, 0.8, per={"audio": 0.54, "video": 0.70}),
+    ]
     text = leaderboard(alone + joint)
     assert "| late_fusion | -8.00 ± 2.83 (n=2) | +1.00 ± 1.41 (n=2) |" in text
     assert "| unimodal | " not in text.split("minus the same modality")[1].split("\n\n")[1]
@@ -132,8 +167,12 @@ def test_capped_missing_rates_show_the_realised_fraction():
 def test_plots_never_mix_settings(tmp_path):
     from bench.tables.plots import missing_rate_plots, plot_names
 
-    rows = [_record("mla", 0, 0.7), _record("mla", 0, 0.5, rate=0.5),
-            _record("mla", 0, 0.8, source="tuned:s:5-trials"), _record("mla", 0, 0.6, rate=0.5, source="tuned:s:5-trials")]
+    rows = [
+        _record("mla", 0, 0.7),
+        _record("mla", 0, 0.5, rate=0.5),
+        _record("mla", 0, 0.8, source="tuned:s:5-trials"),
+        _record("mla", 0, 0.6, rate=0.5, source="tuned:s:5-trials"),
+    ]
     names = plot_names(rows)
     assert len(names) == 2 and names[0][0] != names[1][0]
     assert any("tuned" in caption for _, caption in names)
@@ -147,8 +186,9 @@ def test_the_results_page_names_significant_rows_with_their_holm_p():
     from bench.tables.leaderboard import results_readme
 
     rows = []
-    for seed, (lf, mla, qmf) in enumerate([(0.60, 0.70, 0.62), (0.61, 0.72, 0.59), (0.62, 0.71, 0.63),
-                                           (0.63, 0.74, 0.62)]):
+    for seed, (lf, mla, qmf) in enumerate(
+        [(0.60, 0.70, 0.62), (0.61, 0.72, 0.59), (0.62, 0.71, 0.63), (0.63, 0.74, 0.62)]
+    ):
         rows += [_record("late_fusion", seed, lf), _record("mla", seed, mla), _record("qmf", seed, qmf)]
     (line,) = [s for s in results_readme(rows).splitlines() if s.startswith("- **toy**")]
     assert "best without missing modalities is `mla` at 71.75%, 10.25 points ahead of `qmf`" in line
@@ -164,8 +204,10 @@ def test_the_results_page_says_which_cpus_made_the_records():
     for row, cpu in zip(rows, ["GenuineIntel 6/167 avx2", "GenuineIntel 6/167 avx2", "AuthenticAMD 23/49 avx2"]):
         row["environment"] = {"cpu": cpu}
     (line,) = [s for s in results_readme(rows).splitlines() if s.startswith("Machines:")]
-    assert line.startswith("Machines: 4 records, 1 of them made before records named their CPU, the others on "
-                           "`AuthenticAMD 23/49 avx2` (1); `GenuineIntel 6/167 avx2` (2).")
+    assert line.startswith(
+        "Machines: 4 records, 1 of them made before records named their CPU, the others on "
+        "`AuthenticAMD 23/49 avx2` (1); `GenuineIntel 6/167 avx2` (2)."
+    )
 
 
 def _paired_rows(rates, *, seeds=(0, 1, 2, 3)):
@@ -174,8 +216,10 @@ def _paired_rows(rates, *, seeds=(0, 1, 2, 3)):
     for seed in seeds:
         for rate in rates:
             base = 0.6 - 0.1 * rate + 0.01 * seed
-            rows += [_record("late_fusion", seed, base, rate=rate),
-                     _record("qmf", seed, base + 0.02 + 0.01 * (seed % 2), rate=rate)]
+            rows += [
+                _record("late_fusion", seed, base, rate=rate),
+                _record("qmf", seed, base + 0.02 + 0.01 * (seed % 2), rate=rate),
+            ]
     return rows
 
 
@@ -288,7 +332,7 @@ def test_the_critical_difference_diagram_shows_the_friedman_ranking_of_the_table
     (ranking,) = cross_dataset_rankings(classification_sections(records))
     assert ranking["average"] == {"qmf": 1.0, "mla": 2.0, "late_fusion": 3.0} and ranking["datasets"] == ["a", "b", "c"]
     assert f"{ranking['cd']:.2f} ranks" in leaderboard(records)  # the table and the diagram agree
-    (name, caption), = cd_diagram_names(records)
+    ((name, caption),) = cd_diagram_names(records)
     (path,) = cd_diagrams(records, tmp_path)
     assert path.name == name and f"{ranking['cd']:.2f}" in caption and path.read_bytes()[:4] == b"\x89PNG"
     assert cd_diagram_names(records[:12]) == []  # two datasets: no ranking, no diagram

@@ -10,8 +10,18 @@ import pytest
 
 from bench.loggers import LOGGERS
 
-CELLS = ("--methods", "late_fusion", "--datasets", "synthetic_2m", "--seeds", "0", "--missing-rates", "0",
-         "--epochs", "3")
+CELLS = (
+    "--methods",
+    "late_fusion",
+    "--datasets",
+    "synthetic_2m",
+    "--seeds",
+    "0",
+    "--missing-rates",
+    "0",
+    "--epochs",
+    "3",
+)
 
 
 def _record(root):
@@ -57,7 +67,8 @@ def test_a_registered_logger_sees_every_epoch_and_is_closed(tmp_path, run_cli):
         LOGGERS.unregister("recorder")
     record = _record(tmp_path)
     assert _Recorder.seen == [(record["key"], e["epoch"], e["val_score"]) for e in record["history"]] + [
-        (record["key"], "closed")]
+        (record["key"], "closed")
+    ]
 
 
 def test_tensorboard_logger_writes_event_files(tmp_path, run_cli):
@@ -75,11 +86,14 @@ def test_tensorboard_logger_writes_event_files(tmp_path, run_cli):
     assert "val/per_modality/weak" in events.Tags()["scalars"]
 
 
-@pytest.mark.parametrize("value, fragment", [
-    ("nope", "unknown logger 'nope'"),
-    ("tensorboard", "pip install 'bench-mml[tensorboard]'"),
-    (",", "--logger is empty"),
-])
+@pytest.mark.parametrize(
+    "value, fragment",
+    [
+        ("nope", "unknown logger 'nope'"),
+        ("tensorboard", "pip install 'bench-mml[tensorboard]'"),
+        (",", "--logger is empty"),
+    ],
+)
 def test_bad_logger_is_one_line(tmp_path, run_cli, monkeypatch, value, fragment):
     monkeypatch.setitem(sys.modules, "tensorboard", None)  # as if the package were not installed
     code, _, err = run_cli("run", *CELLS, "--results", str(tmp_path), "--logger", value)

@@ -35,16 +35,29 @@ class _Adversarial:
         x = (1.5 * rng.standard_normal((3, 4))[y] + rng.standard_normal((n, 4))).astype(np.float32)
         shown = y.copy()
         shown[500:] = (y[500:] + 1) % 3
+
         def split(a, b):
-            return SplitData({"a": torch.from_numpy(x[a:b, :2]), "b": torch.from_numpy(x[a:b, 2:])},
-                             torch.from_numpy(shown[a:b]))
-        return LoadedData((ModalitySpec("a", (2,)), ModalitySpec("b", (2,))), split(0, 300), split(500, n), split(300, 500))
+            return SplitData(
+                {"a": torch.from_numpy(x[a:b, :2]), "b": torch.from_numpy(x[a:b, 2:])}, torch.from_numpy(shown[a:b])
+            )
+
+        return LoadedData(
+            (ModalitySpec("a", (2,)), ModalitySpec("b", (2,))), split(0, 300), split(500, n), split(300, 500)
+        )
 
 
 @pytest.fixture(scope="module")
 def adversarial():
-    info = DatasetInfo(name="_adversarial", modalities=("a", "b"), num_classes=3, version="1", license="x",
-                       citation="x", homepage="x", needs_data_root=False)
+    info = DatasetInfo(
+        name="_adversarial",
+        modalities=("a", "b"),
+        num_classes=3,
+        version="1",
+        license="x",
+        citation="x",
+        homepage="x",
+        needs_data_root=False,
+    )
     if "_adversarial" not in DATASETS.names():
         DATASETS.register("_adversarial", _Adversarial(info))
     return "_adversarial"
@@ -128,6 +141,7 @@ class _ResampleSpy:
 
     def build(self, description):
         from bench.nn import SlicedFusionNet
+
         return SlicedFusionNet(description, "concat")
 
     def resample(self, model, epoch):
@@ -138,12 +152,14 @@ class _ResampleSpy:
 
     def loss(self, model, batch, ctx):
         from bench.protocol import LossOut
+
         _SEEN.append((batch.label.clone(), batch.mask.clone(), batch.inputs["b"].clone()))
         logits, _ = model(batch.inputs)
         return LossOut(torch.nn.functional.cross_entropy(logits, batch.label))
 
     def predict(self, model, batch):
         from bench.protocol import Prediction
+
         return Prediction(model(batch.inputs)[0])
 
     @staticmethod
@@ -153,6 +169,7 @@ class _ResampleSpy:
 
 def _register(name, obj):
     from bench.registry import METHODS
+
     if name not in METHODS.names():
         METHODS.register(name, obj, origin="tests")
 
@@ -200,6 +217,7 @@ class _PretrainSpy(_ResampleSpy):
 
     def pretrain(self, description):
         from bench.registry import default_method
+
         return {"teacher": default_method("late_fusion")}
 
     def adopt_pretrained(self, model, models):
@@ -214,8 +232,11 @@ def test_pretrain_stage_trains_like_a_cell_of_its_own_and_its_frozen_weights_sta
     result = run_cell(spec)
     alone = run_cell(tiny_spec("late_fusion", epochs=3, overrides={}))["metrics"]
     note = result["notes"]["pretrained"]["teacher"]
-    assert note == {"best_val_accuracy": alone["best_val_accuracy"], "selected_epoch": alone["selected_epoch"],
-                    "epochs_run": 3}
+    assert note == {
+        "best_val_accuracy": alone["best_val_accuracy"],
+        "selected_epoch": alone["selected_epoch"],
+        "epochs_run": 3,
+    }
 
 
 def test_pretrained_teacher_is_unchanged_by_the_main_training():
@@ -245,7 +266,8 @@ def test_without_no_weight_decay_the_optimizer_has_one_group_of_every_trainable_
     for method_name in ("late_fusion", "qmf", "align_uniform"):
         method = build_method(tiny_spec(method_name))
         model = method.build(_tiny_description(method_name))
-        # late fusion and QMF have no hook; align_uniform has it (shared by the alignment objectives) but no temperatures
+        # late fusion and QMF have no hook; align_uniform has it (shared by the alignment objectives) but no
+        # temperatures
         assert not list(getattr(method, "no_weight_decay", lambda m: [])(model))
         optimizer = _make_optimizer(method, model)
         assert len(optimizer.param_groups) == 1

@@ -69,7 +69,9 @@ def test_capped_rates_never_give_two_cells():
     """0.5, 0.7 and 0.9 on two modalities all realise the masks of 0.5: the grid makes one cell of them."""
     from bench.grid import GridRequest, expand
 
-    plan = expand(GridRequest(methods="late_fusion", datasets="synthetic_2m", seeds=(0,), missing_rates=(0.0, 0.5, 0.7, 0.9)))
+    plan = expand(
+        GridRequest(methods="late_fusion", datasets="synthetic_2m", seeds=(0,), missing_rates=(0.0, 0.5, 0.7, 0.9))
+    )
     assert sorted(s.missing_rate for s in plan.specs) == [0.0, 0.5]
     assert len({s.key for s in plan.specs}) == len(plan.specs)
     assert any("gives the masks of 0.5" in w for w in plan.warnings)

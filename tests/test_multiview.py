@@ -17,8 +17,8 @@ def _write_cub_like(root, n=60):
     rng = np.random.default_rng(0)
     y = np.repeat(np.arange(1, 11), n // 10)
     views = np.empty((1, 2), dtype=object)
-    views[0, 0] = (rng.standard_normal((1024, 10))[:, y - 1] + 0.1 * rng.standard_normal((1024, n)))
-    views[0, 1] = (rng.standard_normal((300, 10))[:, y - 1] + 0.1 * rng.standard_normal((300, n)))
+    views[0, 0] = rng.standard_normal((1024, 10))[:, y - 1] + 0.1 * rng.standard_normal((1024, n))
+    views[0, 1] = rng.standard_normal((300, 10))[:, y - 1] + 0.1 * rng.standard_normal((300, n))
     (root / "multiview" / "cub").mkdir(parents=True)
     scipy.io.savemat(root / "multiview" / "cub" / "CUB.mat", {"X": views, "gt": y.reshape(-1, 1).astype(np.uint8)})
 
@@ -35,7 +35,9 @@ def _write_handwritten_like(root):
     scipy.io.savemat(root / "multiview" / "handwritten" / "handwritten_6views.mat", mat)
 
 
-@pytest.mark.parametrize("name, writer, train_size", [("cub", _write_cub_like, 50), ("handwritten", _write_handwritten_like, 80)])
+@pytest.mark.parametrize(
+    "name, writer, train_size", [("cub", _write_cub_like, 50), ("handwritten", _write_handwritten_like, 80)]
+)
 def test_adapter_reads_the_real_layout_and_trains(tmp_path, name, writer, train_size):
     writer(tmp_path)
     spec = dataclasses.replace(tiny_spec("late_fusion"), dataset=name, epochs=1)

@@ -45,8 +45,16 @@ def test_draws_depend_on_the_sample_not_on_the_split_size_and_levels_are_nested(
     inputs, present = _inputs(400)
     full = _corrupt(inputs, present, level=10.0)
     stats = modality_stats(inputs, KINDS)
-    prefix = corrupt({k: v[:100] for k, v in inputs.items()}, present[:100], KINDS, stats, kind="gaussian",
-                     level=10.0, seed=0, split="test")
+    prefix = corrupt(
+        {k: v[:100] for k, v in inputs.items()},
+        present[:100],
+        KINDS,
+        stats,
+        kind="gaussian",
+        level=10.0,
+        seed=0,
+        split="test",
+    )
     assert torch.equal(prefix["a"], full["a"][:100])
     half = _corrupt(inputs, present, level=5.0)
     assert torch.allclose(full["a"] - inputs["a"], 2 * (half["a"] - inputs["a"]), atol=1e-5)
@@ -89,8 +97,16 @@ def test_bad_levels_are_rejected(text):
 
 
 def test_noise_free_identity_is_unchanged_and_noise_cells_differ():
-    base = dict(method="late_fusion", hparams={}, dataset="d", dataset_version="1", seed=0, missing_rate=0.0,
-                epochs=1, batch_size=8)
+    base = dict(
+        method="late_fusion",
+        hparams={},
+        dataset="d",
+        dataset_version="1",
+        seed=0,
+        missing_rate=0.0,
+        epochs=1,
+        batch_size=8,
+    )
     clean = CellSpec(**base)
     assert "noise" not in clean.to_dict()
     noisy = CellSpec(**base, noise="gaussian", noise_levels=[0, 5])
@@ -101,8 +117,21 @@ def test_noise_free_identity_is_unchanged_and_noise_cells_differ():
 
 
 def test_run_scores_every_level_and_the_table_shows_them(run_cli, tmp_path):
-    argv = ("run", "--methods", "late_fusion", "--datasets", "synthetic_2m", "--seeds", "0", "--missing-rates", "0",
-            "--epochs", "1", "--results", str(tmp_path))
+    argv = (
+        "run",
+        "--methods",
+        "late_fusion",
+        "--datasets",
+        "synthetic_2m",
+        "--seeds",
+        "0",
+        "--missing-rates",
+        "0",
+        "--epochs",
+        "1",
+        "--results",
+        str(tmp_path),
+    )
     assert run_cli(*argv, "--noise", "gaussian", "--noise-levels", "0,10")[0] == 0
     records = [json.loads(p.read_text()) for p in (tmp_path / "records").rglob("*.json")]
     assert len(records) == 1
@@ -122,11 +151,20 @@ def test_uint8_frames_are_clipped_not_wrapped_and_token_kinds_with_a_model_dir_c
     tokens = torch.stack([torch.randint(1, 100, (n, 12)), torch.ones(n, 12, dtype=torch.int64)], dim=1)
     inputs, kinds = {"v": frames, "t": tokens}, {"v": "frames", "t": "tokens:/some/model"}
     stats = modality_stats(inputs, kinds)
-    out = corrupt(inputs, torch.ones(n, 2, dtype=torch.bool), kinds, stats, kind="gaussian", level=10.0, seed=0,
-                  split="test")
+    out = corrupt(
+        inputs, torch.ones(n, 2, dtype=torch.bool), kinds, stats, kind="gaussian", level=10.0, seed=0, split="test"
+    )
     assert out["v"].dtype == torch.uint8
-    as_float = corrupt({"v": frames.float(), "t": tokens}, torch.ones(n, 2, dtype=torch.bool), kinds, stats,
-                       kind="gaussian", level=10.0, seed=0, split="test")
+    as_float = corrupt(
+        {"v": frames.float(), "t": tokens},
+        torch.ones(n, 2, dtype=torch.bool),
+        kinds,
+        stats,
+        kind="gaussian",
+        level=10.0,
+        seed=0,
+        split="test",
+    )
     # the same noise as on floats, rounded and clipped to 0-255: a dark pixel pushed below 0 stays 0 (no wrap)
     assert torch.equal(out["v"], as_float["v"].round().clamp(0, 255).to(torch.uint8))
     assert (as_float["v"] < 0).any() and (out["v"] == 0).any()
@@ -155,8 +193,9 @@ def test_a_method_with_a_holdout_is_scored_on_the_same_corrupted_test_inputs(mon
     monkeypatch.setattr(bench.loop, "corrupt", recording)
     specs = {}
     for method in ("late_fusion", "gblending"):
-        spec = dataclasses.replace(tiny_spec(method, missing_rate=0.25, epochs=1), noise="gaussian",
-                                   noise_levels=(5.0, 10.0))
+        spec = dataclasses.replace(
+            tiny_spec(method, missing_rate=0.25, epochs=1), noise="gaussian", noise_levels=(5.0, 10.0)
+        )
         specs[method] = spec
         run_cell(spec)
     assert len(seen["late_fusion"]) == len(seen["gblending"]) == 2

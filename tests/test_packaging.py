@@ -9,7 +9,10 @@ import pytest
 
 from conftest import REPO
 
-PROBE = "import datasets, bench.datasets; print(datasets.__file__); print(bench.datasets.__file__); print(hasattr(datasets, 'load_dataset'))"
+PROBE = (
+    "import datasets, bench.datasets; print(datasets.__file__); print(bench.datasets.__file__); "
+    "print(hasattr(datasets, 'load_dataset'))"
+)
 
 
 @pytest.mark.parametrize("cwd", ["repo_root", "elsewhere"])

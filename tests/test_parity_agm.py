@@ -86,8 +86,9 @@ def test_mono_scores_are_mean_cross_entropy_with_the_released_floor():
 
 def test_two_modality_coefficients_are_the_released_ones():
     s_a, s_v, hat_a, hat_v, alpha = 0.9, 1.4, 1.1, 1.2, 0.7
-    got = agm_coefficients(torch.tensor([s_a, s_v], dtype=torch.float64),
-                           torch.tensor([hat_a, hat_v], dtype=torch.float64), alpha).tolist()
+    got = agm_coefficients(
+        torch.tensor([s_a, s_v], dtype=torch.float64), torch.tensor([hat_a, hat_v], dtype=torch.float64), alpha
+    ).tolist()
     # run/CREMAD_main.py: ratio_a = exp(s_v - s_a), optimal_ratio_a = exp(hat_v - hat_a),
     # coeff_a = exp(alpha * min(optimal_ratio_a - ratio_a, 10)), symmetrically for v
     coeff_a = math.exp(alpha * min(math.exp(hat_v - hat_a) - math.exp(s_v - s_a), 10))
@@ -137,8 +138,12 @@ def _setup(method: AGM):
     torch.manual_seed(0)
     model = method.build(description)
     model.train()
-    batch = Batch({"a": torch.randn(8, 5), "v": torch.randn(8, 4)}, torch.tensor([0, 1, 2, 0, 1, 2, 0, 1]),
-                  torch.arange(8), torch.ones(8, 2, dtype=torch.bool))
+    batch = Batch(
+        {"a": torch.randn(8, 5), "v": torch.randn(8, 4)},
+        torch.tensor([0, 1, 2, 0, 1, 2, 0, 1]),
+        torch.arange(8),
+        torch.ones(8, 2, dtype=torch.bool),
+    )
     return model, batch
 
 

@@ -34,7 +34,10 @@ def test_dependence_is_a_softmax_share_above_sigma():
     assert dependent_modalities(sliced, 0.5) == {"a": True, "b": False}
     assert dependent_modalities(sliced, 0.7) == {"a": False, "b": False}
     # shares are averaged over the batch: a second sample where b holds 4/6 balances them to 1/2 each
-    both = {"a": torch.tensor([[math.log(3.0), 0.0], [0.0, 0.0]]), "b": torch.tensor([[0.0, 0.0], [math.log(3.0), 0.0]])}
+    both = {
+        "a": torch.tensor([[math.log(3.0), 0.0], [0.0, 0.0]]),
+        "b": torch.tensor([[0.0, 0.0], [math.log(3.0), 0.0]]),
+    }
     assert dependent_modalities(both, 0.5) == {"a": False, "b": False}
 
 

@@ -73,8 +73,12 @@ def _setup(method: GBlending):
 
     def batch(seed):
         gen = torch.Generator().manual_seed(seed)
-        return Batch({"a": torch.randn(12, 5, generator=gen), "b": torch.randn(12, 4, generator=gen)},
-                     torch.tensor([0, 1, 2] * 4), torch.arange(12), torch.ones(12, 2, dtype=torch.bool))
+        return Batch(
+            {"a": torch.randn(12, 5, generator=gen), "b": torch.randn(12, 4, generator=gen)},
+            torch.tensor([0, 1, 2] * 4),
+            torch.arange(12),
+            torch.ones(12, 2, dtype=torch.bool),
+        )
 
     return model, batch(1), batch(2)
 
@@ -128,9 +132,11 @@ def test_loss_is_the_weighted_sum_of_head_losses():
     state = {k: v.clone() for k, v in model.state_dict().items()}
     with torch.no_grad():
         logits, features = model(batch.inputs)
-        expected = (0.5 * F.cross_entropy(model.unimodal_heads["a"](features["a"]), batch.label)
-                    + 0.2 * F.cross_entropy(model.unimodal_heads["b"](features["b"]), batch.label)
-                    + 0.3 * F.cross_entropy(logits, batch.label)).item()
+        expected = (
+            0.5 * F.cross_entropy(model.unimodal_heads["a"](features["a"]), batch.label)
+            + 0.2 * F.cross_entropy(model.unimodal_heads["b"](features["b"]), batch.label)
+            + 0.3 * F.cross_entropy(logits, batch.label)
+        ).item()
     model.load_state_dict(state)
     out = method.loss(model, batch, StepContext(0, 1, 0, 1, 0))
     assert out.loss.item() == pytest.approx(expected, rel=1e-6)
@@ -140,8 +146,10 @@ def test_loss_is_the_weighted_sum_of_head_losses():
 def test_head_losses_weigh_batches_by_size():
     method = GBlending()
     model, batch, _ = _setup(method)
-    halves = [Batch({k: v[:5] for k, v in batch.inputs.items()}, batch.label[:5], batch.index[:5], batch.mask[:5]),
-              Batch({k: v[5:] for k, v in batch.inputs.items()}, batch.label[5:], batch.index[5:], batch.mask[5:])]
+    halves = [
+        Batch({k: v[:5] for k, v in batch.inputs.items()}, batch.label[:5], batch.index[:5], batch.mask[:5]),
+        Batch({k: v[5:] for k, v in batch.inputs.items()}, batch.label[5:], batch.index[5:], batch.mask[5:]),
+    ]
     whole = _hand_head_losses(model, batch)
     with torch.no_grad():
         assert head_losses(model, halves).tolist() == pytest.approx(whole, rel=1e-5)

@@ -49,8 +49,10 @@ def test_mmtm_gates_by_hand():
 
 def test_running_average_and_frozen_gate_of_the_caring_branch():
     mmtm = _mmtm_by_hand().train()
-    batches = [(torch.tensor([[2.0], [0.0]]), torch.tensor([[1.0], [0.0]])),
-               (torch.tensor([[1.0]]), torch.tensor([[1.0]]))]
+    batches = [
+        (torch.tensor([[2.0], [0.0]]), torch.tensor([[1.0], [0.0]])),
+        (torch.tensor([[1.0]]), torch.tensor([[1.0]])),
+    ]
     g0_means, g1_means = [], []
     for x0, x1 in batches:
         e = [max(0.0, float(a) + 2 * float(b) - 1) for a, b in zip(x0[:, 0], x1[:, 0])]

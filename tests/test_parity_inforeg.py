@@ -50,8 +50,12 @@ def _setup(**kwargs):
     torch.manual_seed(0)
     model = method.build(description)
     gen = torch.Generator().manual_seed(1)
-    batch = Batch({"a": torch.randn(12, 5, generator=gen), "b": torch.randn(12, 4, generator=gen)},
-                  torch.tensor([0, 1, 2] * 4), torch.arange(12), torch.ones(12, 2, dtype=torch.bool))
+    batch = Batch(
+        {"a": torch.randn(12, 5, generator=gen), "b": torch.randn(12, 4, generator=gen)},
+        torch.tensor([0, 1, 2] * 4),
+        torch.arange(12),
+        torch.ones(12, 2, dtype=torch.bool),
+    )
     return method, model, batch
 
 
@@ -64,8 +68,9 @@ def test_loss_is_fused_plus_sliced_unimodal_cross_entropies_and_scores_are_true_
         w, b = model.head.fc.weight, model.head.fc.bias
         z = h_a @ w[:, :64].T + h_b @ w[:, 64:].T + b
         z_a, z_b = h_a @ w[:, :64].T + b / 2, h_b @ w[:, 64:].T + b / 2
-        expected = F.cross_entropy(z, batch.label) + F.cross_entropy(z_a, batch.label) + F.cross_entropy(
-            z_b, batch.label)
+        expected = (
+            F.cross_entropy(z, batch.label) + F.cross_entropy(z_a, batch.label) + F.cross_entropy(z_b, batch.label)
+        )
         s_a = F.softmax(z_a, 1).gather(1, batch.label[:, None]).sum()
         s_b = F.softmax(z_b, 1).gather(1, batch.label[:, None]).sum()
     model.load_state_dict(state)
@@ -94,7 +99,7 @@ def test_after_backward_pulls_only_the_leading_encoder_back_and_accumulates_the_
     for n, p in model.encoders["b"].named_parameters():
         assert torch.equal(p.grad, plain[f"b.{n}"])
     first_layer = model.encoders["a"].net[1].weight
-    assert torch.allclose(model.fisher(0)[0], first_layer.grad ** 2)  # squared regulated gradient
+    assert torch.allclose(model.fisher(0)[0], first_layer.grad**2)  # squared regulated gradient
 
 
 def test_start_epoch_closes_the_trace_and_closes_the_window_when_acquisition_stalls():

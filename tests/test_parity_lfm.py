@@ -35,10 +35,18 @@ def test_divergences_by_hand():
     assert gap_divergence(p, q, "official").item() == pytest.approx(0.0, abs=1e-7)
     r = torch.tensor([[0.0, 0.0]])  # (1/2, 1/2); m with p = (3/8, 5/8)
     m = (3 / 8, 5 / 8)
-    official = 0.5 * (m[0] * math.log(m[0] / 0.25) + m[1] * math.log(m[1] / 0.75)
-                      + m[0] * math.log(m[0] / 0.5) + m[1] * math.log(m[1] / 0.5))
-    js = 0.5 * (0.25 * math.log(0.25 / m[0]) + 0.75 * math.log(0.75 / m[1])
-                + 0.5 * math.log(0.5 / m[0]) + 0.5 * math.log(0.5 / m[1]))
+    official = 0.5 * (
+        m[0] * math.log(m[0] / 0.25)
+        + m[1] * math.log(m[1] / 0.75)
+        + m[0] * math.log(m[0] / 0.5)
+        + m[1] * math.log(m[1] / 0.5)
+    )
+    js = 0.5 * (
+        0.25 * math.log(0.25 / m[0])
+        + 0.75 * math.log(0.75 / m[1])
+        + 0.5 * math.log(0.5 / m[0])
+        + 0.5 * math.log(0.5 / m[1])
+    )
     assert gap_divergence(p, r, "official").item() == pytest.approx(official, rel=1e-6)
     assert gap_divergence(p, r, "js").item() == pytest.approx(js, rel=1e-6)
     assert official != pytest.approx(js, rel=1e-3)  # the code's form is not the JS divergence
@@ -59,8 +67,12 @@ def test_loss_is_the_weighted_sum_of_ce_on_mean_logits_and_js():
     torch.manual_seed(0)
     model = method.build(description)
     gen = torch.Generator().manual_seed(1)
-    batch = Batch({"a": torch.randn(12, 5, generator=gen), "b": torch.randn(12, 4, generator=gen)},
-                  torch.tensor([0, 1, 2] * 4), torch.arange(12), torch.ones(12, 2, dtype=torch.bool))
+    batch = Batch(
+        {"a": torch.randn(12, 5, generator=gen), "b": torch.randn(12, 4, generator=gen)},
+        torch.tensor([0, 1, 2] * 4),
+        torch.arange(12),
+        torch.ones(12, 2, dtype=torch.bool),
+    )
     model.train()
     state = {k: v.clone() for k, v in model.state_dict().items()}
     with torch.no_grad():

@@ -35,8 +35,9 @@ def test_weights_are_the_true_class_gap_where_either_modality_is_right():
     za, zb, y = _pair()
     assert confidence_gap_weights(za, zb, y).tolist() == pytest.approx([0.25, 0.0])
     # both right on a sample: still the gap
-    assert confidence_gap_weights(za[:1], torch.tensor([[1.0, 0.0]], dtype=torch.float64), y[:1]).tolist() == \
-        pytest.approx([0.75 - math.e / (math.e + 1)])
+    assert confidence_gap_weights(
+        za[:1], torch.tensor([[1.0, 0.0]], dtype=torch.float64), y[:1]
+    ).tolist() == pytest.approx([0.75 - math.e / (math.e + 1)])
 
 
 def test_rs_and_kl_of_one_pair_by_hand():
@@ -90,9 +91,15 @@ def _independent(model, batch, rs_kind, kl_kind):
     return float(total) + (rs_sum + kl_sum) / len(pairs)
 
 
-@pytest.mark.parametrize(("num_modalities", "rs_input", "rs_kind"),
-                         [(2, "released", "logits"), (3, "released", "probabilities"), (3, "logits", "logits"),
-                          (2, "probabilities", "probabilities")])
+@pytest.mark.parametrize(
+    ("num_modalities", "rs_input", "rs_kind"),
+    [
+        (2, "released", "logits"),
+        (3, "released", "probabilities"),
+        (3, "logits", "logits"),
+        (2, "probabilities", "probabilities"),
+    ],
+)
 @pytest.mark.parametrize("kl", ["released", "log"])
 def test_loss_matches_the_independent_loop(num_modalities, rs_input, rs_kind, kl):
     method, model, batch = _setup(num_modalities, rs_input=rs_input, kl=kl)
@@ -108,8 +115,9 @@ def test_outside_the_window_only_the_fused_cross_entropy_remains():
     model.eval()
     with torch.no_grad():
         logits, _ = model(batch.inputs)
-        assert float(method.loss(model, batch, StepContext(4, 10, 0, 1, 0)).loss) == \
-            pytest.approx(float(F.cross_entropy(logits, batch.label)))
+        assert float(method.loss(model, batch, StepContext(4, 10, 0, 1, 0)).loss) == pytest.approx(
+            float(F.cross_entropy(logits, batch.label))
+        )
 
 
 def test_gradient_flows_through_the_weights():

@@ -129,7 +129,9 @@ def _description(num_modalities: int) -> DataDescription:
 
 def _batch(num_modalities: int) -> Batch:
     inputs = {f"m{i}": torch.randn(6, 3 + i) for i in range(num_modalities)}
-    return Batch(inputs, torch.tensor([0, 1, 2, 0, 1, 2]), torch.arange(6), torch.ones(6, num_modalities, dtype=torch.bool))
+    return Batch(
+        inputs, torch.tensor([0, 1, 2, 0, 1, 2]), torch.arange(6), torch.ones(6, num_modalities, dtype=torch.bool)
+    )
 
 
 def _run_steps(method: MLA, model, batch: Batch, ctx: StepContext):

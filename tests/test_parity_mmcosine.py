@@ -28,7 +28,9 @@ def test_cosine_logits_ignore_feature_and_weight_norms_and_are_bounded_by_the_sc
     torch.manual_seed(0)
     h, w = torch.randn(5, 7), torch.randn(3, 7)
     base = cosine_logits(h, w, 15.0)
-    scaled = cosine_logits(h * torch.tensor([[2.0], [0.1], [7.0], [1.0], [30.0]]), w * torch.tensor([[4.0], [0.5], [9.0]]), 15.0)
+    scaled = cosine_logits(
+        h * torch.tensor([[2.0], [0.1], [7.0], [1.0], [30.0]]), w * torch.tensor([[4.0], [0.5], [9.0]]), 15.0
+    )
     assert torch.allclose(base, scaled, atol=1e-5)
     assert float(base.abs().max()) <= 15.0 + 1e-5
     # a feature parallel to a class weight hits the bound exactly
@@ -47,7 +49,9 @@ def _setup(num_modalities: int):
     torch.manual_seed(2)
     model = method.build(description)
     inputs = {s.name: torch.randn(12, s.shape[0]) for s in specs}
-    batch = Batch(inputs, torch.tensor([0, 1, 2] * 4), torch.arange(12), torch.ones(12, num_modalities, dtype=torch.bool))
+    batch = Batch(
+        inputs, torch.tensor([0, 1, 2] * 4), torch.arange(12), torch.ones(12, num_modalities, dtype=torch.bool)
+    )
     return method, model, batch
 
 

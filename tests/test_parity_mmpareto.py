@@ -85,7 +85,9 @@ def _setup(num_modalities: int):
     model = method.build(description)
     model.train()
     inputs = {s.name: torch.randn(12, s.shape[0]) for s in specs}
-    batch = Batch(inputs, torch.tensor([0, 1, 2] * 4), torch.arange(12), torch.ones(12, num_modalities, dtype=torch.bool))
+    batch = Batch(
+        inputs, torch.tensor([0, 1, 2] * 4), torch.arange(12), torch.ones(12, num_modalities, dtype=torch.bool)
+    )
     return method, model, batch
 
 

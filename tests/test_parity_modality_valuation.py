@@ -41,8 +41,7 @@ def test_two_modality_values_follow_the_official_rule():
 
 def test_three_modality_values_by_hand():
     # one sample: right with {a}, {a,b}, {a,c}, {a,b,c}; wrong with {b}, {c}, {b,c}: a carries everything
-    correct = {(0,): _b(1), (1,): _b(0), (2,): _b(0), (0, 1): _b(1), (0, 2): _b(1), (1, 2): _b(0),
-               (0, 1, 2): _b(1)}
+    correct = {(0,): _b(1), (1,): _b(0), (2,): _b(0), (0, 1): _b(1), (0, 2): _b(1), (1, 2): _b(0), (0, 1, 2): _b(1)}
     phi = shapley_values(correct, 3, "size")
     # phi_a = 1/3 (v_a - 0) + 1/6 (v_ab - v_b) + 1/6 (v_ac - v_c) + 1/3 (v_abc - v_bc) = 1/3 + 2/6 + 2/6 + 1
     assert phi[0, 0].item() == pytest.approx(1 / 3 + 1 / 3 + 1 / 3 + 1)
@@ -74,12 +73,14 @@ def test_subset_logits_zero_the_dropped_features_in_the_concat_head():
     keep = torch.tensor([[True, True], [True, False], [False, True], [False, False]])
     got = subset_logits(model, features, keep)
     w, bias = model.head.fc.weight, model.head.fc.bias
-    expected = torch.stack([
-        features["a"][0] @ w[:, :64].T + features["b"][0] @ w[:, 64:].T + bias,
-        features["a"][1] @ w[:, :64].T + bias,
-        features["b"][2] @ w[:, 64:].T + bias,
-        bias,
-    ])
+    expected = torch.stack(
+        [
+            features["a"][0] @ w[:, :64].T + features["b"][0] @ w[:, 64:].T + bias,
+            features["a"][1] @ w[:, :64].T + bias,
+            features["b"][2] @ w[:, 64:].T + bias,
+            bias,
+        ]
+    )
     assert torch.allclose(got, expected, atol=1e-5)
 
 
@@ -89,8 +90,12 @@ def test_resample_hook_values_the_training_batches_it_is_given():
     torch.manual_seed(0)
     model = method.build(description).eval()
     gen = torch.Generator().manual_seed(3)
-    batch = Batch({"a": torch.randn(6, 3, generator=gen), "b": torch.randn(6, 2, generator=gen)},
-                  torch.tensor([0, 1, 0, 1, 0, 1]), torch.arange(6), torch.ones(6, 2, dtype=torch.bool))
+    batch = Batch(
+        {"a": torch.randn(6, 3, generator=gen), "b": torch.randn(6, 2, generator=gen)},
+        torch.tensor([0, 1, 0, 1, 0, 1]),
+        torch.arange(6),
+        torch.ones(6, 2, dtype=torch.bool),
+    )
     context = EpochContext(0, 3, lambda name: iter([batch]))
     with torch.no_grad():
         assert method.resample(model, context) is None  # still warming up

@@ -219,5 +219,8 @@ def test_registered_presets():
     defaults = OGMGE()
     assert (defaults.alpha, defaults.modulation_start, defaults.modulation_end) == (0.3, 0, 50)
     assert (defaults.coefficient, defaults.noise, defaults.param_rule, defaults.fusion) == (
-        "official", True, "all_weights", "concat"
+        "official",
+        True,
+        "all_weights",
+        "concat",
     )

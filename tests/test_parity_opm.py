@@ -147,4 +147,10 @@ def test_one_epoch_through_cells():
 def test_registered_with_the_official_defaults():
     assert "opm" in METHODS.names() and METHODS.error("opm") is None
     config = default_method("opm")
-    assert (config.q_base, config.lam, config.p_exe, config.modulation_start, config.modulation_end) == (0.5, 0.5, 0.7, 6, 80)
+    assert (config.q_base, config.lam, config.p_exe, config.modulation_start, config.modulation_end) == (
+        0.5,
+        0.5,
+        0.7,
+        6,
+        80,
+    )

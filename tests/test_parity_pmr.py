@@ -120,8 +120,10 @@ def _hand_prototypes(model, batch):
 
 
 def _epoch(batch, epoch=0):
-    halves = [Batch({k: v[:7] for k, v in batch.inputs.items()}, batch.label[:7], batch.index[:7], batch.mask[:7]),
-              Batch({k: v[7:] for k, v in batch.inputs.items()}, batch.label[7:], batch.index[7:], batch.mask[7:])]
+    halves = [
+        Batch({k: v[:7] for k, v in batch.inputs.items()}, batch.label[:7], batch.index[:7], batch.mask[:7]),
+        Batch({k: v[7:] for k, v in batch.inputs.items()}, batch.label[7:], batch.index[7:], batch.mask[7:]),
+    ]
     return EpochContext(epoch, 5, lambda name: iter(halves))
 
 
@@ -197,8 +199,10 @@ def _released_loss(alpha, model, batch):
     def ce(rows):
         return sum(-math.log(_softmax(r)[y]) for r, y in zip(rows, labels)) / len(rows)
 
-    rows = [[[-math.dist(hi, ck) for ck in c.tolist()] for hi in h.tolist()]
-            for h, c in zip(features.values(), model.prototypes())]
+    rows = [
+        [[-math.dist(hi, ck) for ck in c.tolist()] for hi in h.tolist()]
+        for h, c in zip(features.values(), model.prototypes())
+    ]
     score_a, score_v = (sum(_softmax(r)[y] for r, y in zip(m, labels)) for m in rows)
     beta = alpha if score_a < score_v else 0.0  # audio coefficient when ratio_a_p < 1
     lam = alpha if score_a > score_v else 0.0  # visual coefficient when ratio_a_p > 1
@@ -237,7 +241,9 @@ def test_before_prototypes_or_outside_the_window_the_loss_is_plain_ce():
     with torch.no_grad():
         logits, _ = model(batch.inputs)
     plain = F.cross_entropy(logits, batch.label).item()
-    assert method.loss(model, batch, StepContext(2, 5, 0, 1, 0)).loss.item() == pytest.approx(plain)  # no prototypes yet
+    assert method.loss(model, batch, StepContext(2, 5, 0, 1, 0)).loss.item() == pytest.approx(
+        plain
+    )  # no prototypes yet
     with torch.no_grad():
         method.start_epoch(model, _epoch(batch))
     model.train()

@@ -122,13 +122,19 @@ def test_rank_loss_trains_the_confidence():
 
 
 def _setup(method: QMF, num_train: int = 10):
-    description = DataDescription((ModalitySpec("a", (4,)), ModalitySpec("b", (3,))), num_classes=3, num_train=num_train)
+    description = DataDescription(
+        (ModalitySpec("a", (4,)), ModalitySpec("b", (3,))), num_classes=3, num_train=num_train
+    )
     torch.manual_seed(0)
     model = method.build(description)
     model.train()
     index = torch.tensor([7, 2, 5, 0])
-    batch = Batch({"a": torch.randn(4, 4), "b": torch.randn(4, 3)}, torch.tensor([0, 2, 1, 2]), index,
-                  torch.ones(4, 2, dtype=torch.bool))
+    batch = Batch(
+        {"a": torch.randn(4, 4), "b": torch.randn(4, 3)},
+        torch.tensor([0, 2, 1, 2]),
+        index,
+        torch.ones(4, 2, dtype=torch.bool),
+    )
     return model, batch
 
 
@@ -138,8 +144,9 @@ def _hand_total(method, logits, labels, histories, index):
     total = sum(sum(_ce(z[i], labels[i]) for i in range(b)) / b for z in logits)
     weights = [[_lse(z[i]) / method.temperature for i in range(b)] for z in logits]
     if method.fused_ce:
-        fused = [[sum(w[i] * z[i][c] for w, z in zip(weights, logits)) for c in range(len(logits[0][0]))]
-                 for i in range(b)]
+        fused = [
+            [sum(w[i] * z[i][c] for w, z in zip(weights, logits)) for c in range(len(logits[0][0]))] for i in range(b)
+        ]
         total += sum(_ce(fused[i], labels[i]) for i in range(b)) / b
     for w, hist in zip(weights, histories):
         low, high = min(hist), max(hist)
@@ -190,5 +197,9 @@ def test_registered_defaults():
     assert default_method("qmf") == QMF()
     q = QMF()
     assert (q.temperature, q.rank_weight, q.fused_ce, q.detach_weights, q.history_before_rank) == (
-        10.0, 1.0, True, True, True
+        10.0,
+        1.0,
+        True,
+        True,
+        True,
     )

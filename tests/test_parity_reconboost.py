@@ -43,7 +43,8 @@ def test_the_official_loss_is_the_class_mean_of_the_one_hot_products():
     label = torch.tensor([0, 1, 2, 3, 0, 1])
     target = F.one_hot(label, 4).float()
     official = -5.0 * (target * logits.log_softmax(1)).mean(-1) + 1.0 * (
-        target * others.softmax(1) * logits.log_softmax(1)).mean(-1)
+        target * others.softmax(1) * logits.log_softmax(1)
+    ).mean(-1)
     assert torch.allclose(boosting_loss(logits, others, label, 5.0, 1.0), official, atol=1e-6)
 
 
@@ -52,8 +53,14 @@ def test_stage_schedule():
     assert phases[:4] == [("boost", 0)] * 4 and phases[4:8] == [("correct", 0)] * 4
     assert phases[8:12] == [("boost", 1)] * 4 and phases[12:16] == [("correct", 1)] * 4
     assert phases[16:18] == [("boost", 0)] * 2
-    assert [phase_of(e, 3, 1, 1) for e in range(6)] == [("boost", 0), ("correct", 0), ("boost", 1),
-                                                        ("correct", 1), ("boost", 2), ("correct", 2)]
+    assert [phase_of(e, 3, 1, 1) for e in range(6)] == [
+        ("boost", 0),
+        ("correct", 0),
+        ("boost", 1),
+        ("correct", 1),
+        ("boost", 2),
+        ("correct", 2),
+    ]
 
 
 def _setup():
@@ -62,8 +69,12 @@ def _setup():
     torch.manual_seed(0)
     model = method.build(description)
     gen = torch.Generator().manual_seed(1)
-    batch = Batch({"a": torch.randn(12, 5, generator=gen), "b": torch.randn(12, 4, generator=gen)},
-                  torch.tensor([0, 1, 2] * 4), torch.arange(12), torch.ones(12, 2, dtype=torch.bool))
+    batch = Batch(
+        {"a": torch.randn(12, 5, generator=gen), "b": torch.randn(12, 4, generator=gen)},
+        torch.tensor([0, 1, 2] * 4),
+        torch.arange(12),
+        torch.ones(12, 2, dtype=torch.bool),
+    )
     return method, model, batch
 
 

@@ -87,8 +87,12 @@ def test_start_epoch_diagnoses_each_modality_and_reinitialises_its_encoder():
     def batch(seed, n):
         gen = torch.Generator().manual_seed(seed)
         y = torch.arange(2).repeat(n // 2)
-        return Batch({"a": torch.randn(n, 4, generator=gen) + 2 * y[:, None], "b": torch.randn(n, 3, generator=gen)},
-                     y, torch.arange(n), torch.ones(n, 2, dtype=torch.bool))
+        return Batch(
+            {"a": torch.randn(n, 4, generator=gen) + 2 * y[:, None], "b": torch.randn(n, 3, generator=gen)},
+            y,
+            torch.arange(n),
+            torch.ones(n, 2, dtype=torch.bool),
+        )
 
     train, held = batch(1, 40), batch(2, 20)
     context = EpochContext(2, 5, lambda name: iter([train if name == "train" else held]))

@@ -56,8 +56,12 @@ def test_loss_is_cross_entropy_plus_weighted_distillation_from_the_adopted_teach
     method.adopt_pretrained(model, stages)
     assert not any(p.requires_grad for p in model.teachers.parameters())
     gen = torch.Generator().manual_seed(1)
-    batch = Batch({"a": torch.randn(12, 5, generator=gen), "b": torch.randn(12, 4, generator=gen)},
-                  torch.tensor([0, 1, 2] * 4), torch.arange(12), torch.ones(12, 2, dtype=torch.bool))
+    batch = Batch(
+        {"a": torch.randn(12, 5, generator=gen), "b": torch.randn(12, 4, generator=gen)},
+        torch.tensor([0, 1, 2] * 4),
+        torch.arange(12),
+        torch.ones(12, 2, dtype=torch.bool),
+    )
     model.train()
     hand = copy.deepcopy(model)
     with torch.no_grad():
@@ -83,8 +87,11 @@ def test_teachers_are_trained_first_and_stay_frozen_while_umt_trains():
     fit = _fit(method, task_of(method), data, None, spec, cpu, autocast, pretrained=stages)
     for name in ("a", "b"):
         teacher = fit.model.teachers[name].state_dict()
-        trained = {k.removeprefix(f"encoders.{name}."): v for k, v in before[f"teacher_{name}"].items()
-                   if k.startswith(f"encoders.{name}.")}
+        trained = {
+            k.removeprefix(f"encoders.{name}."): v
+            for k, v in before[f"teacher_{name}"].items()
+            if k.startswith(f"encoders.{name}.")
+        }
         assert teacher.keys() == trained.keys()
         assert all(torch.equal(teacher[k], trained[k]) for k in trained)  # BatchNorm running stats included
 

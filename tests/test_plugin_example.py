@@ -17,9 +17,21 @@ EXAMPLE = REPO / "examples" / "bench-plugin-example"
 def plugin_env(tmp_path_factory):
     target = tmp_path_factory.mktemp("site")
     subprocess.run(
-        [sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", "--no-build-isolation",
-         "--target", str(target), str(EXAMPLE)],
-        check=True, capture_output=True, text=True,
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "install",
+            "--quiet",
+            "--no-deps",
+            "--no-build-isolation",
+            "--target",
+            str(target),
+            str(EXAMPLE),
+        ],
+        check=True,
+        capture_output=True,
+        text=True,
     )
     env = {k: v for k, v in os.environ.items() if k != "BENCH_DATA"}  # the plugin needs no real data
     return {**env, "PYTHONPATH": str(target)}
@@ -32,14 +44,30 @@ def _bench(env, *args, cwd):
 def test_installed_plugin_is_listed_run_and_conformant(plugin_env, tmp_path):
     listed = _bench(plugin_env, "ls", "methods", cwd=tmp_path)
     assert "mean_logits" in listed.stdout and "bench-plugin-example 0.1.0" in listed.stdout
-    ran = _bench(plugin_env, "run", "--methods", "mean_logits,late_fusion", "--datasets", "xor_pairs", "--seeds", "0",
-                 "--missing-rates", "0", "--results", str(tmp_path / "r"), cwd=tmp_path)
+    ran = _bench(
+        plugin_env,
+        "run",
+        "--methods",
+        "mean_logits,late_fusion",
+        "--datasets",
+        "xor_pairs",
+        "--seeds",
+        "0",
+        "--missing-rates",
+        "0",
+        "--results",
+        str(tmp_path / "r"),
+        cwd=tmp_path,
+    )
     assert ran.returncode == 0, ran.stderr
     assert "**xor_pairs**" in ran.stdout  # the who-wins summary; the tables are in the file
     assert "| mean_logits |" in (tmp_path / "r" / "leaderboard.md").read_text()
     check = subprocess.run(
         [sys.executable, "-c", "from bench.testing import check_method; check_method('mean_logits')"],
-        env=plugin_env, cwd=tmp_path, capture_output=True, text=True,
+        env=plugin_env,
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
     )
     assert check.returncode == 0, check.stderr
 

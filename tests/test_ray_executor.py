@@ -16,8 +16,18 @@ from pathlib import Path
 
 import pytest
 
-GRID = ["--methods", "late_fusion", "--datasets", "synthetic_2m", "--seeds", "0,1", "--missing-rates", "0,0.5",
-        "--epochs", "1"]
+GRID = [
+    "--methods",
+    "late_fusion",
+    "--datasets",
+    "synthetic_2m",
+    "--seeds",
+    "0,1",
+    "--missing-rates",
+    "0,0.5",
+    "--epochs",
+    "1",
+]
 CELLS = 4
 RAY_PROCESS_MARKERS = ("raylet", "gcs_server", "ray::", "ray/_private", "ray/dashboard", "ray/autoscaler")
 
@@ -42,8 +52,13 @@ def _ray_processes() -> set[int]:
 
 def _run(results: Path, *extra: str) -> subprocess.CompletedProcess:
     env = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0"}
-    return subprocess.run([sys.executable, "-m", "bench", "run", *GRID, "--results", str(results), *extra],
-                          capture_output=True, text=True, env=env, timeout=300)
+    return subprocess.run(
+        [sys.executable, "-m", "bench", "run", *GRID, "--results", str(results), *extra],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=300,
+    )
 
 
 @pytest.mark.skipif(not Path("/proc/self/cmdline").exists(), reason="the leak check reads /proc (Linux)")
@@ -55,7 +70,10 @@ def test_ray_executor_gives_the_records_of_a_local_run_and_resumes(tmp_path):
     # A relative --results: Ray workers run in another cwd, so the executor must send an absolute path.
     on_ray = subprocess.run(
         [sys.executable, "-m", "bench", "run", *GRID, "--results", "ray", "--executor", "ray"],
-        capture_output=True, text=True, cwd=tmp_path, env={**os.environ, "RAY_USAGE_STATS_ENABLED": "0"},
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        env={**os.environ, "RAY_USAGE_STATS_ENABLED": "0"},
         timeout=300,
     )
     assert on_ray.returncode == 0, on_ray.stderr

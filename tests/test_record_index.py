@@ -15,10 +15,27 @@ from bench.store import iter_records, read_record, record_path, write_record
 
 
 def _record(seed: int, method: str = "late_fusion", accuracy: float = 0.5) -> dict:
-    spec = CellSpec(method=method, dataset="synthetic_2m", dataset_version="2", seed=seed, missing_rate=0.0,
-                    epochs=1, batch_size=64, hparams={"lr": 0.1})
-    return {"schema_version": 1, "key": spec.key, "spec": spec.to_dict(), "status": "ok", "reason": None,
-            "metrics": {"accuracy": accuracy}, "timings": None, "notes": {}, "environment": {}}
+    spec = CellSpec(
+        method=method,
+        dataset="synthetic_2m",
+        dataset_version="2",
+        seed=seed,
+        missing_rate=0.0,
+        epochs=1,
+        batch_size=64,
+        hparams={"lr": 0.1},
+    )
+    return {
+        "schema_version": 1,
+        "key": spec.key,
+        "spec": spec.to_dict(),
+        "status": "ok",
+        "reason": None,
+        "metrics": {"accuracy": accuracy},
+        "timings": None,
+        "notes": {},
+        "environment": {},
+    }
 
 
 def _fresh(results: Path) -> list:
@@ -112,8 +129,9 @@ def test_order_is_that_of_sorted_rglob_even_where_names_sort_differently_as_stri
         target.parent.mkdir(parents=True)
         target.write_text(json.dumps({"not": "a record"}))
     loaded = record_index.load(results, read_record)
-    assert [str(r.path) if not isinstance(r, dict) else r["key"] for r in loaded] == \
-        [str(r.path) if not isinstance(r, dict) else r["key"] for r in _fresh(results)]
+    assert [str(r.path) if not isinstance(r, dict) else r["key"] for r in loaded] == [
+        str(r.path) if not isinstance(r, dict) else r["key"] for r in _fresh(results)
+    ]
 
 
 def test_records_come_back_typed_from_the_files_and_from_the_index_alike(results, monkeypatch):
@@ -132,8 +150,7 @@ def test_new_record_carries_the_store_schema_version_and_its_file_is_what_a_dict
     from bench.record import Record
 
     spec = CellSpec.from_dict(_record(0)["spec"])
-    record = store.new_record(spec, status="ok", metrics={"accuracy": 0.5}, notes={"task": "retrieval"},
-                              environment={})
+    record = store.new_record(spec, status="ok", metrics={"accuracy": 0.5}, notes={"task": "retrieval"}, environment={})
     assert record.schema_version == store.SCHEMA_VERSION and record.key == spec.key and record.is_retrieval
     assert "history" not in record and "artifacts" not in record  # optional fields are left out when None
     plain = {**record}

@@ -19,8 +19,21 @@ def _ragged_results(run_cli, results):
     assert run_cli("run", "--methods", "late_fusion", "--missing-rates", "0,0.5", *common)[0] == 0
     assert run_cli("run", "--methods", "qmf", "--missing-rates", "0", *common)[0] == 0
     assert run_cli("run", "--methods", "qmf", "--missing-rates", "0", "--precision", "bf16", *common)[0] == 0
-    assert run_cli("run", "--methods", "late_fusion", "--missing-rates", "0", "--noise", "gaussian",
-                   "--noise-levels", "0,5", *common)[0] == 0
+    assert (
+        run_cli(
+            "run",
+            "--methods",
+            "late_fusion",
+            "--missing-rates",
+            "0",
+            "--noise",
+            "gaussian",
+            "--noise-levels",
+            "0,5",
+            *common,
+        )[0]
+        == 0
+    )
     return [r for r in iter_records(results) if isinstance(r, dict)]
 
 
@@ -37,8 +50,17 @@ def test_the_commands_recreate_exactly_the_recorded_cells(run_cli, tmp_path):
 
 
 def test_tuned_records_are_tuned_first_with_their_budget():
-    spec = {"method": "mla", "dataset": "cub", "seed": 0, "missing_rate": 0.0, "epochs": 30, "batch_size": 64,
-            "missing_on": "all", "precision": "fp32", "hparams_source": "tuned:mla/cub/e30/p1:10-trials"}
+    spec = {
+        "method": "mla",
+        "dataset": "cub",
+        "seed": 0,
+        "missing_rate": 0.0,
+        "epochs": 30,
+        "batch_size": 64,
+        "missing_on": "all",
+        "precision": "fp32",
+        "hparams_source": "tuned:mla/cub/e30/p1:10-trials",
+    }
     records = [{"spec": dict(spec, seed=s), "timings": {"train_seconds": 6.0, "test_seconds": 1.0}} for s in (0, 1)]
     (line,) = regenerate_commands(records)
     tune, run = line.split(" && ")
@@ -49,13 +71,22 @@ def test_tuned_records_are_tuned_first_with_their_budget():
 
 
 def test_the_script_is_valid_bash_and_runs_every_command(tmp_path):
-    spec = {"method": "late_fusion", "dataset": "synthetic_2m", "seed": 0, "missing_rate": 0.0, "epochs": 1,
-            "batch_size": 64, "missing_on": "all", "precision": "fp32", "hparams_source": "default"}
+    spec = {
+        "method": "late_fusion",
+        "dataset": "synthetic_2m",
+        "seed": 0,
+        "missing_rate": 0.0,
+        "epochs": 1,
+        "batch_size": 64,
+        "missing_on": "all",
+        "precision": "fp32",
+        "hparams_source": "default",
+    }
     script = regenerate_script([{"spec": spec}])
     path = tmp_path / "regenerate.sh"
     path.write_text(script)
     assert subprocess.run(["bash", "-n", str(path)]).returncode == 0
-    assert 'python -m bench run --methods late_fusion --datasets synthetic_2m' in script
+    assert "python -m bench run --methods late_fusion --datasets synthetic_2m" in script
     assert script.rstrip().endswith('python -m bench table --results "$RESULTS"')
 
 
@@ -77,8 +108,9 @@ def test_the_script_resumes_the_directory_it_was_generated_for(run_cli, tmp_path
     (bindir / "python").chmod(0o755)
     env = {**os.environ, "PATH": f"{bindir}{os.pathsep}{os.environ['PATH']}", "JOBS": "1"}
     env.pop("RESULTS", None)
-    done = subprocess.run(["bash", str(results / "regenerate.sh")], cwd=elsewhere, env=env, capture_output=True,
-                          text=True, timeout=300)
+    done = subprocess.run(
+        ["bash", str(results / "regenerate.sh")], cwd=elsewhere, env=env, capture_output=True, text=True, timeout=300
+    )
     assert done.returncode == 0, done.stderr
     assert "nothing to train: all 1 cells already have records in " + str(results) in done.stdout
     assert {p: p.read_text() for p in (results / "records").rglob("*.json")} == before
@@ -88,10 +120,25 @@ def test_the_script_resumes_the_directory_it_was_generated_for(run_cli, tmp_path
 def test_dataset_options_encoders_and_patience_reach_the_commands(run_cli, tmp_path):
     first, second = tmp_path / "first", tmp_path / "second"
     common = ("--methods", "late_fusion", "--seeds", "0", "--epochs", "1", "--missing-rates", "0")
-    assert run_cli("run", *common, "--datasets", "imbalance_2m", "--set", "data.coverage=0.9",
-                   "--results", str(first))[0] == 0
-    assert run_cli("run", *common, "--datasets", "synthetic_2m", "--patience", "3", "--set", "encoder.weak=vector",
-                   "--results", str(first))[0] == 0
+    assert (
+        run_cli("run", *common, "--datasets", "imbalance_2m", "--set", "data.coverage=0.9", "--results", str(first))[0]
+        == 0
+    )
+    assert (
+        run_cli(
+            "run",
+            *common,
+            "--datasets",
+            "synthetic_2m",
+            "--patience",
+            "3",
+            "--set",
+            "encoder.weak=vector",
+            "--results",
+            str(first),
+        )[0]
+        == 0
+    )
     records = [r for r in iter_records(first) if isinstance(r, dict)]
     commands = regenerate_commands(records, run_extra=f" --results {second}")
     assert any("--set data.coverage=0.9" in line for line in commands)
@@ -102,8 +149,20 @@ def test_dataset_options_encoders_and_patience_reach_the_commands(run_cli, tmp_p
 
 
 def test_records_scored_from_saved_models_add_no_training_command():
-    spec = {"method": "mla", "dataset": "cub", "seed": 0, "missing_rate": 0.0, "epochs": 30, "batch_size": 64,
-            "missing_on": "all", "precision": "fp32", "hparams_source": "default"}
+    spec = {
+        "method": "mla",
+        "dataset": "cub",
+        "seed": 0,
+        "missing_rate": 0.0,
+        "epochs": 30,
+        "batch_size": 64,
+        "missing_on": "all",
+        "precision": "fp32",
+        "hparams_source": "default",
+    }
     trained = {"spec": spec, "timings": {"train_seconds": 6.0, "test_seconds": 1.0}}
-    evaluated = {"spec": dict(spec, missing_rate=0.5, extra={"evaluated_from": "abc"}), "timings": {"test_seconds": 1.0}}
+    evaluated = {
+        "spec": dict(spec, missing_rate=0.5, extra={"evaluated_from": "abc"}),
+        "timings": {"test_seconds": 1.0},
+    }
     assert regenerate_commands([trained, evaluated]) == regenerate_commands([trained])

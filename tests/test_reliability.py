@@ -14,8 +14,18 @@ import pytest
 
 from bench.store import read_record
 
-GRID = ["--methods", "late_fusion,late_fusion_sum", "--datasets", "synthetic_2m", "--seeds", "0,1,2",
-        "--missing-rates", "0,0.5", "--epochs", "2"]
+GRID = [
+    "--methods",
+    "late_fusion,late_fusion_sum",
+    "--datasets",
+    "synthetic_2m",
+    "--seeds",
+    "0,1,2",
+    "--missing-rates",
+    "0,0.5",
+    "--epochs",
+    "2",
+]
 CELLS = 12
 
 
@@ -26,8 +36,13 @@ def _default_sigint() -> None:
 
 
 def _start(results: Path, grid: list[str] = GRID) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, "-m", "bench", "run", *grid, "--results", str(results)],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, preexec_fn=_default_sigint)
+    return subprocess.Popen(
+        [sys.executable, "-m", "bench", "run", *grid, "--results", str(results)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        preexec_fn=_default_sigint,
+    )
 
 
 def _records(results: Path) -> list[Path]:
@@ -45,12 +60,14 @@ def test_sigkill_part_way_then_resume_gives_the_uninterrupted_tables(tmp_path):
     done_before = len(_records(killed))
     assert 3 <= done_before < CELLS, "the run must be killed part-way"
 
-    resumed = subprocess.run([sys.executable, "-m", "bench", "run", *GRID, "--results", str(killed)],
-                             capture_output=True, text=True)
+    resumed = subprocess.run(
+        [sys.executable, "-m", "bench", "run", *GRID, "--results", str(killed)], capture_output=True, text=True
+    )
     assert resumed.returncode == 0, resumed.stderr
     assert f"{CELLS - done_before} cells trained, {done_before} reused" in resumed.stdout
-    uninterrupted = subprocess.run([sys.executable, "-m", "bench", "run", *GRID, "--results", str(clean)],
-                                   capture_output=True, text=True)
+    uninterrupted = subprocess.run(
+        [sys.executable, "-m", "bench", "run", *GRID, "--results", str(clean)], capture_output=True, text=True
+    )
     assert uninterrupted.returncode == 0
     assert len(_records(killed)) == CELLS
     assert (killed / "leaderboard.md").read_text() == (clean / "leaderboard.md").read_text()
@@ -115,8 +132,11 @@ def test_parallel_jobs_give_the_records_of_a_sequential_run(tmp_path):
         return {p.name: json.loads(p.read_text())["metrics"] for p in _records(results)}
 
     for jobs in ("1", "2"):
-        out = subprocess.run([sys.executable, "-m", "bench", "run", *GRID, "--jobs", jobs,
-                              "--results", str(tmp_path / jobs)], capture_output=True, text=True)
+        out = subprocess.run(
+            [sys.executable, "-m", "bench", "run", *GRID, "--jobs", jobs, "--results", str(tmp_path / jobs)],
+            capture_output=True,
+            text=True,
+        )
         assert out.returncode == 0, out.stderr
     assert len(metrics(tmp_path / "1")) == CELLS
     assert metrics(tmp_path / "1") == metrics(tmp_path / "2")
@@ -129,8 +149,18 @@ def _bad_input_cases(tmp_path: Path) -> list[tuple[list[str], str]]:
     a_file = tmp_path / "a_file"
     a_file.write_text("not a directory\n")
     missing = tmp_path / "no_such_folder"
-    fast = ["--methods", "late_fusion", "--datasets", "synthetic_2m", "--seeds", "0", "--missing-rates", "0",
-            "--epochs", "1"]
+    fast = [
+        "--methods",
+        "late_fusion",
+        "--datasets",
+        "synthetic_2m",
+        "--seeds",
+        "0",
+        "--missing-rates",
+        "0",
+        "--epochs",
+        "1",
+    ]
     out = ["--results", str(tmp_path / "out")]
     import torch
 
@@ -139,8 +169,10 @@ def _bad_input_cases(tmp_path: Path) -> list[tuple[list[str], str]]:
         (["table", "--results", str(a_file)], "is a file, not a directory"),
         (["run", *fast, "--set", "late_fusion.lr=inf", *out], "late_fusion.lr=inf: not a finite number"),
         (["run", *fast, "--set", "late_fusion.lr=nan", *out], "late_fusion.lr=nan: not a finite number"),
-        (["run", *fast, "--set", "data.coverage=nan", "--datasets", "imbalance_2m", *out],
-         "data.coverage=nan: not a finite number"),
+        (
+            ["run", *fast, "--set", "data.coverage=nan", "--datasets", "imbalance_2m", *out],
+            "data.coverage=nan: not a finite number",
+        ),
         (["run", *fast, "--seeds", str(2**64), *out], "outside [0, 2**64 - 1]"),
         (["run", *fast, "--seeds", "-1", *out], "outside [0, 2**64 - 1]"),
         (["run", *fast, "--device", "floob", *out], "--device 'floob' is not a torch device"),
@@ -184,9 +216,14 @@ def _interrupt(results: Path, times: int) -> tuple[subprocess.Popen, str, int, f
     """Start a --jobs 2 run in its own process group, wait until both workers hold a cell (their claims), then
     press Ctrl-C ``times`` times as a terminal does (SIGINT to the whole group).
     -> (process, stderr, records then, seconds to exit)."""
-    proc = subprocess.Popen([sys.executable, "-m", "bench", "run", *SLOW, "--results", str(results)],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, preexec_fn=_default_sigint,
-                            start_new_session=True)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "bench", "run", *SLOW, "--results", str(results)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        preexec_fn=_default_sigint,
+        start_new_session=True,
+    )
     deadline = time.time() + 240
     while len(list(results.rglob("*.lock"))) < 2 and time.time() < deadline:
         time.sleep(0.05)

@@ -115,7 +115,9 @@ def test_all_metrics_of_three_modalities(monkeypatch):
     pdist_unif = torch.pdist(z["b"][rows]).pow(2).mul(-2).exp().mean().log()
     assert out["uniformity"]["b"] == pytest.approx(float(pdist_unif), rel=1e-5)
     union = torch.cat([z[m][rows][:3] for m in "abc"])  # 10 // 3 rows of each modality
-    assert out["uniformity_union"] == pytest.approx(float(torch.pdist(union).pow(2).mul(-2).exp().mean().log()), rel=1e-5)
+    assert out["uniformity_union"] == pytest.approx(
+        float(torch.pdist(union).pow(2).mul(-2).exp().mean().log()), rel=1e-5
+    )
     assert mean_recall_at_1(z) == pytest.approx(out["mean"]["R@1"])
 
 
@@ -167,36 +169,80 @@ def test_a_prediction_without_embeddings_fails_the_cell():
 
 
 def _spec(method: str, dataset: str, seed: int, rate: float = 0.0, hparams=None) -> dict:
-    return {"method": method, "hparams": hparams or {"lr": 0.001}, "dataset": dataset, "dataset_version": "1",
-            "seed": seed, "missing_rate": rate, "epochs": 5, "batch_size": 64, "missing_on": "all", "patience": None,
-            "precision": "fp32", "hparams_source": "default", "protocol": 1, "extra": {}}
+    return {
+        "method": method,
+        "hparams": hparams or {"lr": 0.001},
+        "dataset": dataset,
+        "dataset_version": "1",
+        "seed": seed,
+        "missing_rate": rate,
+        "epochs": 5,
+        "batch_size": 64,
+        "missing_on": "all",
+        "patience": None,
+        "precision": "fp32",
+        "hparams_source": "default",
+        "protocol": 1,
+        "extra": {},
+    }
 
 
 def _retrieval_record(method, seed, r1_ab, gap_ab, *, modalities=("a", "b"), rate=0.0, status="ok", hparams=None):
-    directions = {f"{x}->{y}": {"R@1": r1_ab, "R@5": 0.5, "R@10": 0.7, "median_rank": 3.0, "mean_rank": 4.0,
-                                "same_class@1": 0.9} for x in modalities for y in modalities if x != y}
-    metrics = None if status != "ok" else {"retrieval": {
-        "modalities": list(modalities), "directions": directions, "mean": directions["a->b"],
-        "gap": {"a|b": gap_ab}, "gap_mean": gap_ab, "alignment_mean": 1.0, "uniformity_mean": -3.0,
-        "uniformity_union": -3.5}, "best_val_mean_recall_at_1": r1_ab}
+    directions = {
+        f"{x}->{y}": {"R@1": r1_ab, "R@5": 0.5, "R@10": 0.7, "median_rank": 3.0, "mean_rank": 4.0, "same_class@1": 0.9}
+        for x in modalities
+        for y in modalities
+        if x != y
+    }
+    metrics = (
+        None
+        if status != "ok"
+        else {
+            "retrieval": {
+                "modalities": list(modalities),
+                "directions": directions,
+                "mean": directions["a->b"],
+                "gap": {"a|b": gap_ab},
+                "gap_mean": gap_ab,
+                "alignment_mean": 1.0,
+                "uniformity_mean": -3.0,
+                "uniformity_union": -3.5,
+            },
+            "best_val_mean_recall_at_1": r1_ab,
+        }
+    )
     notes = {"modalities": ["a", "b", "c"], "task": "retrieval"} if status == "ok" else {}
-    return {"key": f"{method}{seed}{rate}", "spec": _spec(method, "toy3", seed, rate, hparams), "status": status,
-            "metrics": metrics, "notes": notes}
+    return {
+        "key": f"{method}{seed}{rate}",
+        "spec": _spec(method, "toy3", seed, rate, hparams),
+        "status": status,
+        "metrics": metrics,
+        "notes": notes,
+    }
 
 
 def _classification_record(method, seed, acc):
-    return {"key": f"{method}{seed}", "spec": _spec(method, "toy3", seed), "status": "ok",
-            "metrics": {"accuracy": acc, "macro_f1": acc, "per_modality_accuracy": {"a": acc, "b": acc, "c": acc}},
-            "notes": {"modalities": ["a", "b", "c"]}}
+    return {
+        "key": f"{method}{seed}",
+        "spec": _spec(method, "toy3", seed),
+        "status": "ok",
+        "metrics": {"accuracy": acc, "macro_f1": acc, "per_modality_accuracy": {"a": acc, "b": acc, "c": acc}},
+        "notes": {"modalities": ["a", "b", "c"]},
+    }
 
 
 FAMILY = {"lr": 0.001, "modalities": "2"}
 RECORDS = [
-    _classification_record("late_fusion", 0, 0.6), _classification_record("late_fusion", 1, 0.7),
+    _classification_record("late_fusion", 0, 0.6),
+    _classification_record("late_fusion", 1, 0.7),
     _retrieval_record("align_clip", 0, 0.30, 0.50, hparams=FAMILY),
     _retrieval_record("align_clip", 1, 0.40, 0.60, hparams=FAMILY),
-    _retrieval_record("align_pairwise", 0, 0.20, 0.80, modalities=("a", "b", "c"), hparams={**FAMILY, "modalities": "all"}),
-    _retrieval_record("align_pairwise", 1, 0.24, 0.90, modalities=("a", "b", "c"), hparams={**FAMILY, "modalities": "all"}),
+    _retrieval_record(
+        "align_pairwise", 0, 0.20, 0.80, modalities=("a", "b", "c"), hparams={**FAMILY, "modalities": "all"}
+    ),
+    _retrieval_record(
+        "align_pairwise", 1, 0.24, 0.90, modalities=("a", "b", "c"), hparams={**FAMILY, "modalities": "all"}
+    ),
     _retrieval_record("align_pairwise", 2, None, None, status="failed", hparams={**FAMILY, "modalities": "all"}),
 ]
 
@@ -270,6 +316,6 @@ def test_retrieval_ranking_across_datasets_uses_the_shared_pair_by_hand(tmp_path
     assert ranking["cd"] == pytest.approx(2.343 * math.sqrt(12 / 18), abs=2e-3)
     text = leaderboard(records)
     assert "## Retrieval ranking across datasets" in text and "| z | 3.00 | no |" in text
-    (name, caption), = cd_diagram_names(records)
+    ((name, caption),) = cd_diagram_names(records)
     assert name.startswith("critical_difference_retrieval_") and caption.startswith("Retrieval objectives.")
     assert retrieval_rankings(records[:12]) == []  # two datasets: no ranking

@@ -8,8 +8,17 @@ from bench.spec import CellSpec
 
 
 def _spec(**changes) -> CellSpec:
-    base = dict(method="late_fusion", hparams={"lr": 0.001, "fusion": "concat"}, dataset="synthetic_2m",
-                dataset_version="1", seed=0, missing_rate=0.0, epochs=15, batch_size=64, protocol=1)
+    base = dict(
+        method="late_fusion",
+        hparams={"lr": 0.001, "fusion": "concat"},
+        dataset="synthetic_2m",
+        dataset_version="1",
+        seed=0,
+        missing_rate=0.0,
+        epochs=15,
+        batch_size=64,
+        protocol=1,
+    )
     return CellSpec(**{**base, **changes})
 
 
@@ -25,9 +34,20 @@ def test_key_ignores_mapping_order_and_round_trips():
     assert CellSpec.from_dict(a.to_dict()).key == a.key
 
 
-@pytest.mark.parametrize("field, value", [("seed", 1), ("missing_rate", 0.5), ("epochs", 16), ("method", "qmf"),
-                                          ("dataset_version", "2"), ("protocol", 2), ("precision", "bf16"),
-                                          ("missing_on", "test"), ("hparams", {"lr": 0.01, "fusion": "concat"})])
+@pytest.mark.parametrize(
+    "field, value",
+    [
+        ("seed", 1),
+        ("missing_rate", 0.5),
+        ("epochs", 16),
+        ("method", "qmf"),
+        ("dataset_version", "2"),
+        ("protocol", 2),
+        ("precision", "bf16"),
+        ("missing_on", "test"),
+        ("hparams", {"lr": 0.01, "fusion": "concat"}),
+    ],
+)
 def test_every_field_changes_the_key(field, value):
     assert _spec(**{field: value}).key != _spec().key
 

@@ -85,8 +85,9 @@ def registered():
     names = []
 
     def register(adapter, name, **options):
-        variant = dataclasses.replace(adapter, info=dataclasses.replace(adapter.info, name=name),
-                                      **{**SMALL, **options})
+        variant = dataclasses.replace(
+            adapter, info=dataclasses.replace(adapter.info, name=name), **{**SMALL, **options}
+        )
         DATASETS.register(name, variant, origin="tests")
         names.append(name)
         return variant
@@ -105,8 +106,9 @@ def test_trains_one_epoch_end_to_end(which, request, registered):
     spec = dataclasses.replace(tiny_spec("late_fusion"), dataset=name, epochs=1, batch_size=64)
     result = run_cell(spec, data_root=root)
     assert result["notes"]["validation"] == "shipped with the dataset"
-    assert result["notes"]["split_sizes"] == {s: classes * sizes[f] for s, f in
-                                              (("train", "train"), ("val", "dev"), ("test", "test"))}
+    assert result["notes"]["split_sizes"] == {
+        s: classes * sizes[f] for s, f in (("train", "train"), ("val", "dev"), ("test", "test"))
+    }
     assert result["metrics"]["num_test_samples"] == classes
     assert set(result["metrics"]["per_modality_accuracy"]) == {"image", "text"}
 
@@ -114,7 +116,9 @@ def test_trains_one_epoch_end_to_end(which, request, registered):
 def test_shapes_kinds_and_dtypes(mvsa_root):
     data = MVSA.load(mvsa_root)
     assert [(m.name, m.shape, m.kind) for m in data.modalities] == [
-        ("image", (3, 224, 224), "frames_resnet18"), ("text", (2, 128), "tokens")]
+        ("image", (3, 224, 224), "frames_resnet18"),
+        ("text", (2, 128), "tokens"),
+    ]
     assert data.train.inputs["image"].dtype == torch.uint8 and data.train.inputs["text"].dtype == torch.int64
     assert [len(s) for s in (data.train, data.val, data.test)] == [6, 3, 3]
     assert (FOOD101.resize, FOOD101.image_size) == (128, 112)  # QMF's transform at half its size
@@ -142,8 +146,9 @@ def test_uint8_frames_are_normalised_like_torchvision_and_missing_stays_zero():
     pixels[1] = 0  # a zero-filled (missing) sample
     batch = torch.from_numpy(pixels.transpose(0, 3, 1, 2).copy())  # (B, 3, H, W)
     out = normalise_uint8_frames(batch.unsqueeze(2))  # (B, 3, 1, H, W)
-    reference = transforms.Compose([transforms.ToTensor(),
-                                    transforms.Normalize([0.485, 0.456, 0.406], [0.229, 0.224, 0.225])])
+    reference = transforms.Compose(
+        [transforms.ToTensor(), transforms.Normalize([0.485, 0.456, 0.406], [0.229, 0.224, 0.225])]
+    )
     assert torch.allclose(out[0, :, 0], reference(Image.fromarray(pixels[0])), atol=1e-6)
     assert out[1].abs().sum() == 0
 

@@ -25,7 +25,9 @@ def test_tune_writes_best_params_and_run_tuned_uses_them(run_cli, tmp_path):
     again = json.loads((tmp_path / "tuned" / "synthetic_2m" / "late_fusion.json").read_text())
     assert again["finished_trials"] == 3 and again["params"] == tuned["params"]
 
-    code, out, err = run_cli("run", *TINY, "--seeds", "0", "--missing-rates", "0", "--tuned", "--results", str(tmp_path))
+    code, out, err = run_cli(
+        "run", *TINY, "--seeds", "0", "--missing-rates", "0", "--tuned", "--results", str(tmp_path)
+    )
     assert code == 0, err
     record = json.loads(next((tmp_path / "records").rglob("*.json")).read_text())
     assert record["spec"]["hparams_source"] == "tuned:late_fusion/synthetic_2m/e2/p1:3-trials"
@@ -58,11 +60,23 @@ def test_tuning_never_evaluates_test(monkeypatch, tmp_path):
 
     calls = []
     original = bench.loop.evaluate
-    monkeypatch.setattr(bench.loop, "evaluate", lambda method, model, split, *rest: calls.append(len(split)) or original(method, model, split, *rest))
+    monkeypatch.setattr(
+        bench.loop,
+        "evaluate",
+        lambda method, model, split, *rest: calls.append(len(split)) or original(method, model, split, *rest),
+    )
     from bench.tune import tune_one
 
-    tune_one("late_fusion", "synthetic_2m", trials=1, results_dir=tmp_path, storage=None, epochs=2, batch_size=64,
-             data_root=None)
+    tune_one(
+        "late_fusion",
+        "synthetic_2m",
+        trials=1,
+        results_dir=tmp_path,
+        storage=None,
+        epochs=2,
+        batch_size=64,
+        data_root=None,
+    )
     assert calls and set(calls) == {500}  # the validation split only; test has 1,000 samples
 
 
@@ -113,8 +127,16 @@ def test_a_diverging_trial_scores_zero_and_counts_toward_the_budget(tmp_path, mo
         return real(spec, **kwargs)
 
     monkeypatch.setattr(bench.loop, "run_cell", sometimes_diverges)
-    summary = tune_one("late_fusion", "synthetic_2m", trials=3, results_dir=tmp_path, storage=None, epochs=1,
-                       batch_size=64, data_root=None)
+    summary = tune_one(
+        "late_fusion",
+        "synthetic_2m",
+        trials=3,
+        results_dir=tmp_path,
+        storage=None,
+        epochs=1,
+        batch_size=64,
+        data_root=None,
+    )
     assert summary["finished_trials"] == 3 and calls["n"] == 3
     assert "trial 2/3 diverged, scores 0" in capsys.readouterr().err
     assert summary["best_value"] > 0
@@ -125,11 +147,27 @@ def test_run_tuned_skips_a_method_that_does_not_apply_instead_of_asking_for_its_
     skips its cells with the usual note, where it used to stop the whole run asking for that tuning."""
     code, _, _ = run_cli("tune", *TINY, "--trials", "1", "--results", str(tmp_path))
     assert code == 0
-    code, out, err = run_cli("run", "--methods", "late_fusion,fusion_xattn", "--datasets", "synthetic_2m", "--epochs",
-                             "2", "--seeds", "0", "--missing-rates", "0", "--tuned", "--results", str(tmp_path))
+    code, out, err = run_cli(
+        "run",
+        "--methods",
+        "late_fusion,fusion_xattn",
+        "--datasets",
+        "synthetic_2m",
+        "--epochs",
+        "2",
+        "--seeds",
+        "0",
+        "--missing-rates",
+        "0",
+        "--tuned",
+        "--results",
+        str(tmp_path),
+    )
     assert code == 0, err
     assert "fusion_xattn does not apply to synthetic_2m" in out + err
-    assert [json.loads(p.read_text())["spec"]["method"] for p in (tmp_path / "records").rglob("*.json")] == ["late_fusion"]
+    assert [json.loads(p.read_text())["spec"]["method"] for p in (tmp_path / "records").rglob("*.json")] == [
+        "late_fusion"
+    ]
 
 
 def _trial_specs(monkeypatch):
@@ -145,13 +183,19 @@ def _trial_specs(monkeypatch):
 ONE = ("--methods", "late_fusion", "--datasets", "synthetic_2m", "--epochs", "1", "--trials", "1")
 
 
-@pytest.mark.parametrize("option, study_part, check", [
-    (("--set", "encoder.strong=vector"), "/encoder.strong=vector",
-     lambda spec: spec.extra["encoders"] == {"strong": "vector"}),
-    (("--patience", "3"), "/patience3", lambda spec: spec.patience == 3),
-    (("--batch-size", "32"), "/b32", lambda spec: spec.batch_size == 32),
-    (("--set", "late_fusion.momentum=0.5"), "/set.momentum=0.5", lambda spec: spec.hparams["momentum"] == 0.5),
-])
+@pytest.mark.parametrize(
+    "option, study_part, check",
+    [
+        (
+            ("--set", "encoder.strong=vector"),
+            "/encoder.strong=vector",
+            lambda spec: spec.extra["encoders"] == {"strong": "vector"},
+        ),
+        (("--patience", "3"), "/patience3", lambda spec: spec.patience == 3),
+        (("--batch-size", "32"), "/b32", lambda spec: spec.batch_size == 32),
+        (("--set", "late_fusion.momentum=0.5"), "/set.momentum=0.5", lambda spec: spec.hparams["momentum"] == 0.5),
+    ],
+)
 def test_tune_honours_every_option_that_changes_a_cell(run_cli, tmp_path, monkeypatch, option, study_part, check):
     """Each option reaches every trial's cell and names the study: `run --tuned` with the tuning's options uses
     the file, without them it refuses in one line (the cells would differ from the tuned ones)."""
@@ -161,8 +205,21 @@ def test_tune_honours_every_option_that_changes_a_cell(run_cli, tmp_path, monkey
     assert seen and all(check(spec) for spec in seen)
     tuned = json.loads((tmp_path / "tuned" / "synthetic_2m" / "late_fusion.json").read_text())
     assert tuned["study"] == f"late_fusion/synthetic_2m/e1/p1{study_part}"
-    grid = ("--methods", "late_fusion", "--datasets", "synthetic_2m", "--epochs", "1", "--seeds", "0",
-            "--missing-rates", "0", "--tuned", "--results", str(tmp_path))
+    grid = (
+        "--methods",
+        "late_fusion",
+        "--datasets",
+        "synthetic_2m",
+        "--epochs",
+        "1",
+        "--seeds",
+        "0",
+        "--missing-rates",
+        "0",
+        "--tuned",
+        "--results",
+        str(tmp_path),
+    )
     code, _, err = run_cli("run", *grid)
     assert code == 2 and err.count("\n") == 1 and "not 'late_fusion/synthetic_2m/e1/p1'" in err, err
     code, _, err = run_cli("run", *grid, *option)
@@ -173,8 +230,21 @@ def test_tune_honours_every_option_that_changes_a_cell(run_cli, tmp_path, monkey
 
 def test_tune_honours_a_dataset_option(run_cli, tmp_path, monkeypatch):
     seen = _trial_specs(monkeypatch)
-    code, _, err = run_cli("tune", "--methods", "late_fusion", "--datasets", "imbalance_2m", "--epochs", "1",
-                           "--trials", "1", "--set", "data.coverage=0.9", "--results", str(tmp_path))
+    code, _, err = run_cli(
+        "tune",
+        "--methods",
+        "late_fusion",
+        "--datasets",
+        "imbalance_2m",
+        "--epochs",
+        "1",
+        "--trials",
+        "1",
+        "--set",
+        "data.coverage=0.9",
+        "--results",
+        str(tmp_path),
+    )
     assert code == 0, err
     assert seen and all(spec.extra["dataset_options"] == {"coverage": 0.9} for spec in seen)
     assert all(spec.dataset_version.endswith("cov0.9") for spec in seen)  # the adapter names its option
@@ -184,9 +254,25 @@ def test_tune_honours_a_dataset_option(run_cli, tmp_path, monkeypatch):
 
 def test_run_tune_tunes_on_the_encoder_it_runs_on(run_cli, tmp_path, monkeypatch):
     seen = _trial_specs(monkeypatch)
-    code, _, err = run_cli("run", "--methods", "late_fusion", "--datasets", "synthetic_2m", "--epochs", "1",
-                           "--seeds", "0", "--missing-rates", "0", "--tune", "1", "--set", "encoder.weak=vector",
-                           "--results", str(tmp_path))
+    code, _, err = run_cli(
+        "run",
+        "--methods",
+        "late_fusion",
+        "--datasets",
+        "synthetic_2m",
+        "--epochs",
+        "1",
+        "--seeds",
+        "0",
+        "--missing-rates",
+        "0",
+        "--tune",
+        "1",
+        "--set",
+        "encoder.weak=vector",
+        "--results",
+        str(tmp_path),
+    )
     assert code == 0, err
     trials = [s for s in seen if s.hparams_source == "tuning-trial"]
     cells = [s for s in seen if s.hparams_source != "tuning-trial"]
@@ -200,8 +286,16 @@ def test_a_batch_size_change_does_not_reuse_the_default_batch_study(run_cli, tmp
     assert seen and {s.batch_size for s in seen} == {32}  # tuned again, not the batch-64 file reused
 
 
-@pytest.mark.parametrize("option", [("--seeds", "0,1"), ("--missing-rates", "0.5"), ("--noise", "gaussian"),
-                                    ("--noise-levels", "5"), ("--missing-on", "test")])
+@pytest.mark.parametrize(
+    "option",
+    [
+        ("--seeds", "0,1"),
+        ("--missing-rates", "0.5"),
+        ("--noise", "gaussian"),
+        ("--noise-levels", "5"),
+        ("--missing-on", "test"),
+    ],
+)
 def test_tune_refuses_options_that_only_choose_evaluation_cells(run_cli, tmp_path, option):
     code, _, err = run_cli("tune", *ONE, *option, "--results", str(tmp_path))
     assert code == 2 and err.count("\n") == 1 and f"tune does not take {option[0]}" in err, err
@@ -210,8 +304,22 @@ def test_tune_refuses_options_that_only_choose_evaluation_cells(run_cli, tmp_pat
 
 def test_run_tuned_with_other_epochs_than_the_tuning_refuses_in_one_line(run_cli, tmp_path):
     assert run_cli("tune", *TINY, "--trials", "1", "--results", str(tmp_path))[0] == 0
-    code, _, err = run_cli("run", "--methods", "late_fusion", "--datasets", "synthetic_2m", "--epochs", "3",
-                           "--seeds", "0", "--missing-rates", "0", "--tuned", "--results", str(tmp_path))
+    code, _, err = run_cli(
+        "run",
+        "--methods",
+        "late_fusion",
+        "--datasets",
+        "synthetic_2m",
+        "--epochs",
+        "3",
+        "--seeds",
+        "0",
+        "--missing-rates",
+        "0",
+        "--tuned",
+        "--results",
+        str(tmp_path),
+    )
     assert code == 2 and err.count("\n") == 1
     assert "tuned with --epochs 2, but this run uses --epochs 3" in err
     assert not (tmp_path / "records").exists()

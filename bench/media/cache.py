@@ -101,8 +101,9 @@ def read_prepared(directory: Path) -> dict[str, np.ndarray] | None:
         for name, meta in manifest["arrays"].items():
             array = np.load(directory / f"{name}.npy", mmap_mode="r", allow_pickle=False)
             if list(array.shape) != meta["shape"] or str(array.dtype) != meta["dtype"]:
-                raise ValueError(f"{name}.npy is {array.dtype}{list(array.shape)}, manifest says "
-                                 f"{meta['dtype']}{meta['shape']}")
+                raise ValueError(
+                    f"{name}.npy is {array.dtype}{list(array.shape)}, manifest says {meta['dtype']}{meta['shape']}"
+                )
             arrays[name] = array
     except (OSError, ValueError, KeyError, TypeError) as exc:
         reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
@@ -127,7 +128,7 @@ def _remove_stale_temporaries(final: Path) -> None:
     """Temporary directories left by a killed preparation on this host (their process is gone)."""
     prefix = f".{final.name}.tmp-{socket.gethostname()}-"
     for path in final.parent.glob(f"{prefix}*"):
-        pid = path.name[len(prefix):].split("-", 1)[0]
+        pid = path.name[len(prefix) :].split("-", 1)[0]
         if not pid.isdigit():
             continue
         try:
@@ -144,11 +145,14 @@ def write_prepared(directory: Path, arrays: Mapping[str, np.ndarray], manifest: 
     try:
         final.parent.mkdir(parents=True, exist_ok=True)
         _remove_stale_temporaries(final)
-        tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.tmp-{socket.gethostname()}-{os.getpid()}-",
-                                    dir=final.parent))
+        tmp = Path(
+            tempfile.mkdtemp(prefix=f".{final.name}.tmp-{socket.gethostname()}-{os.getpid()}-", dir=final.parent)
+        )
     except OSError as exc:
-        raise UsageError(f"cannot create the cache folder {final.parent} ({exc.strerror or exc}); "
-                         "set BENCH_CACHE to a writable folder") from None
+        raise UsageError(
+            f"cannot create the cache folder {final.parent} ({exc.strerror or exc}); "
+            "set BENCH_CACHE to a writable folder"
+        ) from None
     try:
         described = {}
         for name, array in arrays.items():
@@ -158,8 +162,12 @@ def write_prepared(directory: Path, arrays: Mapping[str, np.ndarray], manifest: 
                 handle.flush()
                 os.fsync(handle.fileno())
             described[name] = {"shape": list(array.shape), "dtype": str(array.dtype)}
-        body = {"cache_schema": CACHE_SCHEMA, **manifest, "arrays": described,
-                "created": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
+        body = {
+            "cache_schema": CACHE_SCHEMA,
+            **manifest,
+            "arrays": described,
+            "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        }
         atomic_write_text(tmp / MANIFEST, json.dumps(body, indent=1, sort_keys=True, allow_nan=False) + "\n")
         os.chmod(tmp / MANIFEST, 0o644)  # mkstemp/mkdtemp create private files; a cache may be shared
         os.chmod(tmp, 0o755)

@@ -161,8 +161,9 @@ def _declared_seconds(container: Any, stream: Any) -> float | None:
 
 def _check_complete(path: Path, decoded: float, declared: float | None, what: str, fix: str) -> None:
     if declared and decoded < _TRUNCATION_FRACTION * declared and declared - decoded > _TRUNCATION_SECONDS:
-        raise UsageError(f"{path} is truncated: its {what} decodes to {decoded:.2f} s of the {declared:.2f} s "
-                         f"it declares; {fix}")
+        raise UsageError(
+            f"{path} is truncated: its {what} decodes to {decoded:.2f} s of the {declared:.2f} s it declares; {fix}"
+        )
 
 
 def _open(path: Path, fix: str) -> Any:
@@ -274,8 +275,15 @@ def log_stft(samples: np.ndarray, n_fft: int, hop: int, *, pad_mode: str = "refl
     # float64: the quiet bins of a float32 STFT carry rounding noise of the loud ones (librosa's own float32
     # result differs from the exact value there by up to a few percent)
     x = torch.from_numpy(np.ascontiguousarray(samples, dtype=np.float64))
-    spec = torch.stft(x, n_fft=n_fft, hop_length=hop, window=torch.hann_window(n_fft, dtype=torch.float64),
-                      center=True, pad_mode=pad_mode, return_complex=True)
+    spec = torch.stft(
+        x,
+        n_fft=n_fft,
+        hop_length=hop,
+        window=torch.hann_window(n_fft, dtype=torch.float64),
+        center=True,
+        pad_mode=pad_mode,
+        return_complex=True,
+    )
     return torch.log(spec.abs() + 1e-7).float().numpy()
 
 
@@ -283,8 +291,9 @@ def _kaldi_mel(freq: torch.Tensor) -> torch.Tensor:
     return 1127.0 * torch.log1p(freq / 700.0)
 
 
-def kaldi_mel_banks(num_bins: int, padded_window: int, sample_rate: float, low_freq: float = 20.0,
-                    high_freq: float = 0.0) -> torch.Tensor:
+def kaldi_mel_banks(
+    num_bins: int, padded_window: int, sample_rate: float, low_freq: float = 20.0, high_freq: float = 0.0
+) -> torch.Tensor:
     """(num_bins, padded_window // 2 + 1) triangular filters of Kaldi's ``MelBanks``.
 
     Triangles are evenly spaced and linear on the mel scale ``1127 ln(1 + f / 700)`` between ``low_freq`` and
@@ -295,11 +304,16 @@ def kaldi_mel_banks(num_bins: int, padded_window: int, sample_rate: float, low_f
     high = high_freq if high_freq > 0 else nyquist + high_freq
     if not 0.0 <= low_freq < high <= nyquist:
         raise ValueError(f"mel range {low_freq}..{high} Hz does not fit 0..{nyquist} Hz")
-    low_mel, high_mel = _kaldi_mel(torch.tensor(low_freq, dtype=torch.float64)), _kaldi_mel(torch.tensor(high, dtype=torch.float64))
+    low_mel, high_mel = (
+        _kaldi_mel(torch.tensor(low_freq, dtype=torch.float64)),
+        _kaldi_mel(torch.tensor(high, dtype=torch.float64)),
+    )
     edges = low_mel + (high_mel - low_mel) / (num_bins + 1) * torch.arange(num_bins + 2, dtype=torch.float64)
     left, centre, right = edges[:-2, None], edges[1:-1, None], edges[2:, None]
     bin_mel = _kaldi_mel(sample_rate / padded_window * torch.arange(padded_window // 2, dtype=torch.float64))[None]
-    banks = torch.clamp(torch.minimum((bin_mel - left) / (centre - left), (right - bin_mel) / (right - centre)), min=0.0)
+    banks = torch.clamp(
+        torch.minimum((bin_mel - left) / (centre - left), (right - bin_mel) / (right - centre)), min=0.0
+    )
     return torch.nn.functional.pad(banks, (0, 1)).float()
 
 
@@ -317,10 +331,20 @@ def _kaldi_window(kind: str, size: int) -> torch.Tensor:
     raise ValueError(f"window must be povey, hanning, hamming or rectangular, got {kind!r}")
 
 
-def kaldi_fbank(samples: torch.Tensor | np.ndarray, sample_rate: float, *, num_mel_bins: int = 23,
-                frame_length_ms: float = 25.0, frame_shift_ms: float = 10.0, window: str = "povey",
-                preemphasis: float = 0.97, remove_dc_offset: bool = True, low_freq: float = 20.0,
-                high_freq: float = 0.0, round_to_power_of_two: bool = True) -> torch.Tensor:
+def kaldi_fbank(
+    samples: torch.Tensor | np.ndarray,
+    sample_rate: float,
+    *,
+    num_mel_bins: int = 23,
+    frame_length_ms: float = 25.0,
+    frame_shift_ms: float = 10.0,
+    window: str = "povey",
+    preemphasis: float = 0.97,
+    remove_dc_offset: bool = True,
+    low_freq: float = 20.0,
+    high_freq: float = 0.0,
+    round_to_power_of_two: bool = True,
+) -> torch.Tensor:
     """(frames, num_mel_bins) float32 log mel filterbank energies of a mono signal, as Kaldi's
     ``compute-fbank-feats`` and ``torchaudio.compliance.kaldi.fbank`` compute them with ``dither=0`` and
     ``use_energy=False`` (the keyword defaults are Kaldi's; ``htk_compat`` only moves the energy column).
@@ -465,8 +489,9 @@ def _read_memo(path: Path) -> dict[str, list]:
         return {}
 
 
-def verify_sha256(expected: Mapping[Path, tuple[str, int]], memo: Path,
-                  progress: Callable[[int], None] | None = None) -> list[tuple[Path, str]]:
+def verify_sha256(
+    expected: Mapping[Path, tuple[str, int]], memo: Path, progress: Callable[[int], None] | None = None
+) -> list[tuple[Path, str]]:
     """(file, why) for every file whose size or SHA-256 differs from ``expected[file] = (sha256, size)``.
 
     A file is hashed once: its digest is remembered in the JSON file ``memo`` under its absolute path with its
@@ -484,7 +509,9 @@ def verify_sha256(expected: Mapping[Path, tuple[str, int]], memo: Path,
                 problems.append((Path(path), "not found"))
                 continue
             if stat.st_size != size:
-                pointer = " (a Git LFS pointer: run git lfs pull)" if describe_bad_file(path).startswith("a Git LFS") else ""
+                pointer = (
+                    " (a Git LFS pointer: run git lfs pull)" if describe_bad_file(path).startswith("a Git LFS") else ""
+                )
                 problems.append((Path(path), f"{stat.st_size:,} bytes, expected {size:,}{pointer}"))
                 continue
             key = str(Path(path).resolve())

@@ -74,8 +74,10 @@ class ScratchArrays:
                 self.folder = Path(tempfile.mkdtemp(prefix=prefix, dir=self.final.parent))
             except OSError as exc:
                 reason = exc.strerror or exc
-                raise UsageError(f"cannot create the cache folder {self.final.parent} ({reason}); "
-                                 "set BENCH_CACHE to a writable folder") from None
+                raise UsageError(
+                    f"cannot create the cache folder {self.final.parent} ({reason}); "
+                    "set BENCH_CACHE to a writable folder"
+                ) from None
         return np.lib.format.open_memmap(self.folder / f"{name}.npy", mode="w+", dtype=dtype, shape=shape)
 
     def close(self) -> None:
@@ -96,8 +98,9 @@ def mapped_tensors(directory: Path, names: Iterable[str]) -> dict[str, torch.Ten
     process instead of reaching the cache. Call after :func:`bench.media.cache.read_prepared` checked the
     files."""
     folder = Path(directory)
-    return {name: torch.from_numpy(np.load(folder / f"{name}.npy", mmap_mode="c", allow_pickle=False))
-            for name in names}
+    return {
+        name: torch.from_numpy(np.load(folder / f"{name}.npy", mmap_mode="c", allow_pickle=False)) for name in names
+    }
 
 
 def cache_state(directory: Path, dataset: str, describe: Callable[[dict[str, Any]], str]) -> tuple[str, str]:
@@ -108,10 +111,12 @@ def cache_state(directory: Path, dataset: str, describe: Callable[[dict[str, Any
         try:
             return "prepared", f"cache {directory} ({describe(read_manifest(directory))})"
         except _DAMAGED:
-            return "raw found", (f"cache {directory} is damaged; delete it and run "
-                                 f"python -m bench data prepare {dataset}")
-    return "raw found", (f"not prepared yet: python -m bench data prepare {dataset} (or the first run) "
-                         f"caches it in {directory}")
+            return "raw found", (
+                f"cache {directory} is damaged; delete it and run python -m bench data prepare {dataset}"
+            )
+    return "raw found", (
+        f"not prepared yet: python -m bench data prepare {dataset} (or the first run) caches it in {directory}"
+    )
 
 
 class PreparedDataset:
@@ -149,8 +154,9 @@ class PreparedDataset:
     def _missing(self, root: Path) -> str | None:
         raise NotImplementedError
 
-    def _build(self, root: Path, scratch: ScratchArrays, progress: Progress | None
-               ) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
+    def _build(
+        self, root: Path, scratch: ScratchArrays, progress: Progress | None
+    ) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
         raise NotImplementedError
 
     def _options(self) -> dict[str, Any]:
@@ -173,8 +179,10 @@ class PreparedDataset:
         return tuple(ModalitySpec(m, tuple(shapes[m]), kinds[m]) for m in self.info.modalities)
 
     def _no_data_root(self) -> str:
-        return (f"no data root; set BENCH_DATA or --data-root to the folder holding {self.info.layout} "
-                f"(download: {self.info.homepage})")
+        return (
+            f"no data root; set BENCH_DATA or --data-root to the folder holding {self.info.layout} "
+            f"(download: {self.info.homepage})"
+        )
 
     def _describe_cache(self, manifest: dict[str, Any]) -> str:
         sizes = manifest["split_sizes"]
@@ -226,11 +234,17 @@ class PreparedDataset:
         directory = cache_dir(self.info.name, self.info.version, key)
 
         with ScratchArrays(directory) as scratch:
+
             def build() -> tuple[dict[str, np.ndarray], dict[str, Any]]:
                 arrays, manifest = self._build(root, scratch, progress)
                 sizes = {s: int(len(arrays[f"{s}_label"])) for s in SPLITS if f"{s}_label" in arrays}
-                return arrays, {"dataset": self.info.name, "version": self.info.version, "key": key,
-                                "split_sizes": sizes, **manifest}
+                return arrays, {
+                    "dataset": self.info.name,
+                    "version": self.info.version,
+                    "key": key,
+                    "split_sizes": sizes,
+                    **manifest,
+                }
 
             prepare_cached(directory, build)
         return directory
@@ -240,8 +254,7 @@ class PreparedDataset:
         self._check_prepared(directory)
         arrays = read_prepared(directory)
         if arrays is None:
-            raise UsageError(f"no prepared cache at {directory}; "
-                             f"run python -m bench data prepare {self.info.name}")
+            raise UsageError(f"no prepared cache at {directory}; run python -m bench data prepare {self.info.name}")
         modalities = self.modalities(_train_shapes(arrays, self.info.modalities))
         names = [m.name for m in modalities]
         splits = {}
@@ -266,8 +279,11 @@ class PreparedDataset:
         arrays = read_prepared(self.cache_path(root))
         if arrays is None:
             return self._describe_raw(root)
-        return DatasetSummary(self.modalities(_train_shapes(arrays, self.info.modalities)),
-                              label_counts(arrays["train_label"]), "val_label" in arrays)
+        return DatasetSummary(
+            self.modalities(_train_shapes(arrays, self.info.modalities)),
+            label_counts(arrays["train_label"]),
+            "val_label" in arrays,
+        )
 
 
 def _train_shapes(arrays: Mapping[str, np.ndarray], modalities: Iterable[str]) -> dict[str, tuple[int, ...]]:

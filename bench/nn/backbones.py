@@ -187,9 +187,7 @@ def load_tokenizer(model_dir: str | Path | None = None) -> Any:
 def tokenize(tokenizer: Any, texts: Sequence[str], max_length: int) -> torch.Tensor:
     """Texts -> the (N, 2, max_length) int64 ``tokens`` tensor: ``[:, 0]`` input ids, ``[:, 1]`` attention
     mask; padded and truncated to ``max_length`` with the tokenizer's special tokens."""
-    enc = tokenizer(
-        list(texts), padding="max_length", truncation=True, max_length=max_length, return_tensors="pt"
-    )
+    enc = tokenizer(list(texts), padding="max_length", truncation=True, max_length=max_length, return_tensors="pt")
     return torch.stack([enc["input_ids"], enc["attention_mask"]], dim=1).to(torch.int64)
 
 

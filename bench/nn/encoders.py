@@ -43,8 +43,12 @@ class MLPEncoder(nn.Module):
         self.out_dim = out_dim
         self.net = nn.Sequential(
             nn.Flatten(),
-            nn.Linear(in_dim, hidden), nn.BatchNorm1d(hidden), nn.ReLU(),
-            nn.Linear(hidden, out_dim), nn.BatchNorm1d(out_dim), nn.ReLU(),
+            nn.Linear(in_dim, hidden),
+            nn.BatchNorm1d(hidden),
+            nn.ReLU(),
+            nn.Linear(hidden, out_dim),
+            nn.BatchNorm1d(out_dim),
+            nn.ReLU(),
         )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -100,7 +104,9 @@ class ConvEncoder(nn.Module):
 
 def _cnn_for(spec: ModalitySpec) -> nn.Module:
     if len(spec.shape) not in (2, 3):
-        raise ValueError(f"modality {spec.name!r} of kind {spec.kind!r} needs shape (C, H, W) or (H, W), got {spec.shape}")
+        raise ValueError(
+            f"modality {spec.name!r} of kind {spec.kind!r} needs shape (C, H, W) or (H, W), got {spec.shape}"
+        )
     return ConvEncoder(spec.shape[0] if len(spec.shape) == 3 else 1)
 
 
@@ -163,11 +169,14 @@ def encode(encoders: nn.ModuleDict, inputs: Mapping[str, torch.Tensor]) -> dict[
 #: 0.83-0.90 without, on 2 AVX2 cores (benchmarks/ogm_ge_official.py, BENCHMARKS.md).
 CHANNELS_LAST = True
 
+
 # Media encoders (bench/nn/backbones.py) need the optional extras; these factories import it only when a
 # modality of their kind is built, so `import bench.nn` stays free of timm and transformers.
 def _spectrogram_resnet18(spec: ModalitySpec) -> nn.Module:
     if len(spec.shape) not in (2, 3):
-        raise ValueError(f"modality {spec.name!r} of kind {spec.kind!r} needs shape (1, F, T) or (F, T), got {spec.shape}")
+        raise ValueError(
+            f"modality {spec.name!r} of kind {spec.kind!r} needs shape (1, F, T) or (F, T), got {spec.shape}"
+        )
     from bench.nn.backbones import ResNet18Audio
 
     return ResNet18Audio(in_chans=spec.shape[0] if len(spec.shape) == 3 else 1, channels_last=CHANNELS_LAST)
@@ -175,7 +184,9 @@ def _spectrogram_resnet18(spec: ModalitySpec) -> nn.Module:
 
 def _frames_resnet18(spec: ModalitySpec) -> nn.Module:
     if len(spec.shape) not in (3, 4):
-        raise ValueError(f"modality {spec.name!r} of kind {spec.kind!r} needs shape (C, T, H, W) or (C, H, W), got {spec.shape}")
+        raise ValueError(
+            f"modality {spec.name!r} of kind {spec.kind!r} needs shape (C, T, H, W) or (C, H, W), got {spec.shape}"
+        )
     from bench.nn.backbones import ResNet18Frames
 
     return ResNet18Frames(in_chans=spec.shape[0], channels_last=CHANNELS_LAST)
@@ -183,12 +194,17 @@ def _frames_resnet18(spec: ModalitySpec) -> nn.Module:
 
 def _tokens(spec: ModalitySpec) -> nn.Module:
     if len(spec.shape) != 2 or spec.shape[0] != 2:
-        raise ValueError(f"modality {spec.name!r} of kind 'tokens' needs shape (2, L): input ids and attention mask, got {spec.shape}")
+        raise ValueError(
+            f"modality {spec.name!r} of kind 'tokens' needs shape (2, L): input ids and attention mask, "
+            f"got {spec.shape}"
+        )
     from bench.nn.backbones import TextEncoder
 
     encoder = TextEncoder(kind_argument(spec) or None)  # "tokens:<model dir>", else the shipped MiniLM
     if encoder.max_length is not None and spec.shape[1] > encoder.max_length:
-        raise ValueError(f"modality {spec.name!r}: {spec.shape[1]} tokens exceed the text model's {encoder.max_length} positions")
+        raise ValueError(
+            f"modality {spec.name!r}: {spec.shape[1]} tokens exceed the text model's {encoder.max_length} positions"
+        )
     return encoder
 
 

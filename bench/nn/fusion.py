@@ -268,8 +268,10 @@ class TensorFusionHead(FusionHead):
     def applicable_reason(num_modalities: int) -> str | None:
         if tensor_fusion_width(num_modalities) >= 1:
             return None
-        return (f"tensor fusion of {num_modalities} modalities exceeds {TENSOR_FUSION_MAX_ENTRIES} entries even "
-                "with 1-dimensional projections; use fusion_lmf, its low-rank form")
+        return (
+            f"tensor fusion of {num_modalities} modalities exceeds {TENSOR_FUSION_MAX_ENTRIES} entries even "
+            "with 1-dimensional projections; use fusion_lmf, its low-rank form"
+        )
 
     @classmethod
     def applicable(cls, description: DataDescription) -> str | None:
@@ -403,8 +405,10 @@ class CrossAttentionHead(FusionHead):
                 short.append(f"{spec.name} ({spec.kind} of shape {spec.shape}: {length} position)")
         if not short:
             return None
-        return ("cross-attention needs a sequence of 2 or more positions per modality (over one pooled vector it "
-                "is a linear map); not so for " + ", ".join(short))
+        return (
+            "cross-attention needs a sequence of 2 or more positions per modality (over one pooled vector it "
+            "is a linear map); not so for " + ", ".join(short)
+        )
 
     def embed(self, name: str, sequence: torch.Tensor) -> torch.Tensor:
         x = math.sqrt(self.width) * self.project[name](sequence)

@@ -18,11 +18,36 @@ from bench.record import SETTING_FIELDS, Record, config_id, records_of, setting_
 from bench.spec import canonical_json
 
 __all__ = [
-    "ALPHA", "MIN_SEEDS", "SETTING_FIELDS", "Cell", "Comparison", "by_setting", "ceiling_sweeps",
-    "compare_paired", "config_id", "drop_capped_duplicates", "friedman_nemenyi", "holm", "in_table_order",
-    "markdown_table", "mean_std", "paired_cells", "paired_t_pvalue", "per_seed_differences",
-    "rank_across_datasets", "ranked", "ranking_markdown", "ranks", "row_labels", "setting_key",
-    "setting_title", "split_by_task", "summarize", "table_order", "text_order", "tuning_label",
+    "ALPHA",
+    "MIN_SEEDS",
+    "SETTING_FIELDS",
+    "Cell",
+    "Comparison",
+    "by_setting",
+    "ceiling_sweeps",
+    "compare_paired",
+    "config_id",
+    "drop_capped_duplicates",
+    "friedman_nemenyi",
+    "holm",
+    "in_table_order",
+    "markdown_table",
+    "mean_std",
+    "paired_cells",
+    "paired_t_pvalue",
+    "per_seed_differences",
+    "rank_across_datasets",
+    "ranked",
+    "ranking_markdown",
+    "ranks",
+    "row_labels",
+    "setting_key",
+    "setting_title",
+    "split_by_task",
+    "summarize",
+    "table_order",
+    "text_order",
+    "tuning_label",
 ]
 
 ALPHA = 0.05
@@ -105,12 +130,16 @@ class Comparison:
         return f"{self.p:.3g}{' *' if self.p < ALPHA else ''}"
 
 
-def paired_cells(records: Sequence[Record], labels: Sequence[str], label: str,
-                 value: Callable[[Record], float | None]) -> dict[tuple[int, float], float]:
+def paired_cells(
+    records: Sequence[Record], labels: Sequence[str], label: str, value: Callable[[Record], float | None]
+) -> dict[tuple[int, float], float]:
     """(seed, missing rate) -> ``value`` of the ok records of one row (``labels`` name each record's row):
     the cells, hence the masks, that a paired comparison matches (:func:`per_seed_differences`)."""
-    return {(r.seed, r.missing_rate): v for r, lab in zip(records, labels)
-            if lab == label and r.ok and (v := value(r)) is not None}
+    return {
+        (r.seed, r.missing_rate): v
+        for r, lab in zip(records, labels)
+        if lab == label and r.ok and (v := value(r)) is not None
+    }
 
 
 def per_seed_differences(a: Mapping[tuple[int, float], float], b: Mapping[tuple[int, float], float]) -> list[float]:
@@ -152,9 +181,9 @@ def friedman_nemenyi(scores: Mapping[str, Sequence[float]]) -> tuple[dict[str, f
     return average, chi2, p, q_alpha * math.sqrt(k * (k + 1) / (6 * n))
 
 
-def rank_across_datasets(sections: Mapping[tuple, list[Record]],
-                         block_scores: Callable[[list[Record]], Mapping[str, float]],
-                         track: str) -> list[dict[str, Any]]:
+def rank_across_datasets(
+    sections: Mapping[tuple, list[Record]], block_scores: Callable[[list[Record]], Mapping[str, float]], track: str
+) -> list[dict[str, Any]]:
     """The Friedman test on each row's rank across datasets, with the Nemenyi critical difference (Demsar
     2006), for one track of tables (``classification`` or ``retrieval``).
 
@@ -177,8 +206,9 @@ def rank_across_datasets(sections: Mapping[tuple, list[Record]],
             continue
         datasets = sorted(per_block)
         average, chi2, p, cd = friedman_nemenyi({m: [per_block[d][m] for d in datasets] for m in common})
-        rankings.append({"track": track, "tuning": tuning, "datasets": datasets, "average": average, "chi2": chi2,
-                         "p": p, "cd": cd})
+        rankings.append(
+            {"track": track, "tuning": tuning, "datasets": datasets, "average": average, "chi2": chi2, "p": p, "cd": cd}
+        )
     return rankings
 
 
@@ -187,15 +217,26 @@ def ranking_markdown(ranking: Mapping[str, Any], title: str, score: str) -> list
     was ranked."""
     average, cd, p, datasets = ranking["average"], ranking["cd"], ranking["p"], ranking["datasets"]
     best = min(average.values())
-    body = [[m, f"{average[m]:.2f}", "yes" if average[m] - best <= cd else "no"]
-            for m in sorted(average, key=lambda m: (average[m], m))]
-    return [f"## {title}: {ranking['tuning']}", "",
+    body = [
+        [m, f"{average[m]:.2f}", "yes" if average[m] - best <= cd else "no"]
+        for m in sorted(average, key=lambda m: (average[m], m))
+    ]
+    return (
+        [
+            f"## {title}: {ranking['tuning']}",
+            "",
             f"Friedman test over {len(datasets)} datasets ({', '.join(datasets)}) and {len(average)} methods "
             f"present on all of them, ranking {score}: "
             f"chi-square = {ranking['chi2']:.2f}, p = {p:.3g}. Nemenyi critical difference at {ALPHA}: "
             f"{cd:.2f} ranks (Demšar, JMLR 2006); 'within CD of the best' = not significantly worse than the "
-            f"best-ranked method" + ("" if p < ALPHA else ", though the Friedman test itself does not reject "
-            "equal ranks") + ":", ""] + markdown_table(["method", "average rank", "within CD of the best"], body) + [""]
+            f"best-ranked method"
+            + ("" if p < ALPHA else ", though the Friedman test itself does not reject equal ranks")
+            + ":",
+            "",
+        ]
+        + markdown_table(["method", "average rank", "within CD of the best"], body)
+        + [""]
+    )
 
 
 def holm(pvalues: Sequence[float]) -> list[float]:
@@ -263,8 +304,7 @@ def drop_capped_duplicates(records: Iterable[Mapping[str, Any]]) -> list[Record]
 
     # Only records at or above the cap can share realised masks (below it the rate is the masks'), so only
     # they need an identity: the tables call this on every record several times.
-    capped = sorted((r for r in records if r.at_rate_cap),
-                    key=lambda r: (float(r.missing_rate), r.get("key", "")))
+    capped = sorted((r for r in records if r.at_rate_cap), key=lambda r: (float(r.missing_rate), r.get("key", "")))
     chosen: dict[str, Record] = {}
     for r in capped:
         chosen.setdefault(identity(r), r)  # the lowest nominal rate, i.e. the uncapped one, wins
@@ -348,7 +388,6 @@ def markdown_table(header: list[str], body: list[list[str]]) -> list[str]:
     ]
 
 
-
 def ceiling_sweeps(records: Iterable[Mapping[str, Any]]) -> dict[tuple, dict[str, dict[float, list[float]]]]:
     """Gap to the Bayes ceiling against a dataset option (e.g. the imbalance knob): (dataset, option, tuning,
     epochs, precision) -> row label -> option value -> per-seed ``bayes_accuracy - accuracy``.
@@ -356,11 +395,19 @@ def ceiling_sweeps(records: Iterable[Mapping[str, Any]]) -> dict[tuple, dict[str
     From ok classification records without missing modalities or noise whose notes carry the option values
     (``dataset_options``) and ``bayes_accuracy``; only options with at least two values recorded. Rows are
     labelled by method and configuration (``config_id``) within one sweep, like the tables' rows."""
-    sweeps: dict[tuple, dict[str, dict[float, list[float]]]] = defaultdict(lambda: defaultdict(lambda: defaultdict(list)))
+    sweeps: dict[tuple, dict[str, dict[float, list[float]]]] = defaultdict(
+        lambda: defaultdict(lambda: defaultdict(list))
+    )
     for r in records_of(records):
         notes = r.notes
-        if (not r.ok or "bayes_accuracy" not in notes or not notes.get("dataset_options")
-                or r.missing_rate != 0 or r.noise != "none" or "accuracy" not in r.metrics):
+        if (
+            not r.ok
+            or "bayes_accuracy" not in notes
+            or not notes.get("dataset_options")
+            or r.missing_rate != 0
+            or r.noise != "none"
+            or "accuracy" not in r.metrics
+        ):
             continue
         for option, value in notes["dataset_options"].items():
             key = (r.dataset, option, r.tuning, r.epochs, r.precision)

@@ -34,30 +34,83 @@ FRAME_VERSION = 1
 #: The columns every frame has, in order (docs/records.md describes each).
 BASE_COLUMNS = (
     # identity
-    "key", "schema_version", "status", "reason", "evaluated_from",
+    "key",
+    "schema_version",
+    "status",
+    "reason",
+    "evaluated_from",
     # the spec
-    "method", "dataset", "dataset_version", "seed", "missing_rate", "effective_missing_rate", "missing_on",
-    "epochs", "batch_size", "patience", "precision", "hparams_source", "tuned", "noise", "noise_levels",
-    "protocol", "hparams", "extra",
+    "method",
+    "dataset",
+    "dataset_version",
+    "seed",
+    "missing_rate",
+    "effective_missing_rate",
+    "missing_on",
+    "epochs",
+    "batch_size",
+    "patience",
+    "precision",
+    "hparams_source",
+    "tuned",
+    "noise",
+    "noise_levels",
+    "protocol",
+    "hparams",
+    "extra",
     # the test metrics and the selection
-    "task", "accuracy", "macro_f1", "best_val_accuracy", "best_val_mean_recall_at_1", "selected_epoch",
-    "epochs_run", "num_test_samples",
+    "task",
+    "accuracy",
+    "macro_f1",
+    "best_val_accuracy",
+    "best_val_mean_recall_at_1",
+    "selected_epoch",
+    "epochs_run",
+    "num_test_samples",
     # realised missing fractions and reference numbers of the data
-    "missing_fraction_train", "missing_fraction_val", "missing_fraction_test", "bayes_accuracy",
-    "oracle_test_accuracy", "modalities", "validation", "per_modality_trained_alone", "n_train", "n_val",
+    "missing_fraction_train",
+    "missing_fraction_val",
+    "missing_fraction_test",
+    "bayes_accuracy",
+    "oracle_test_accuracy",
+    "modalities",
+    "validation",
+    "per_modality_trained_alone",
+    "n_train",
+    "n_val",
     "n_test",
     # how it ran
-    "train_seconds", "test_seconds", "device", "threads", "env_bench", "env_torch", "env_python", "env_cpu",
-    "env_cpu_kernels", "env_platform", "env_git_commit",
+    "train_seconds",
+    "test_seconds",
+    "device",
+    "threads",
+    "env_bench",
+    "env_torch",
+    "env_python",
+    "env_cpu",
+    "env_cpu_kernels",
+    "env_platform",
+    "env_git_commit",
 )
 
 HISTORY_COLUMNS = ("key", "method", "dataset", "seed", "missing_rate", "epoch", "train_loss", "val_score")
 
 #: Notes that have a base column (or a dotted family) of their own.
 _NOTES_WITH_COLUMNS = {
-    "missing_fraction_train", "missing_fraction_val", "missing_fraction_test", "bayes_accuracy",
-    "bayes_accuracy_alone", "oracle_test_accuracy", "modalities", "validation", "per_modality_trained_alone",
-    "split_sizes", "dataset_options", "device", "threads", "task",
+    "missing_fraction_train",
+    "missing_fraction_val",
+    "missing_fraction_test",
+    "bayes_accuracy",
+    "bayes_accuracy_alone",
+    "oracle_test_accuracy",
+    "modalities",
+    "validation",
+    "per_modality_trained_alone",
+    "split_sizes",
+    "dataset_options",
+    "device",
+    "threads",
+    "task",
 }
 
 
@@ -123,8 +176,10 @@ def record_row(record: Mapping[str, Any]) -> dict[str, Any]:
         "test_seconds": timings.get("test_seconds"),
         "device": notes.get("device"),
         "threads": notes.get("threads"),
-        **{f"env_{name}": env.get(name) for name in
-           ("bench", "torch", "python", "cpu", "cpu_kernels", "platform", "git_commit")},
+        **{
+            f"env_{name}": env.get(name)
+            for name in ("bench", "torch", "python", "cpu", "cpu_kernels", "platform", "git_commit")
+        },
     }
     dotted: dict[str, Any] = {}
     for name, value in (metrics.get("per_modality_accuracy") or {}).items():
@@ -187,9 +242,16 @@ def load_history(results: Path | str | Iterable[Mapping[str, Any]] = "results"):
     rows = []
     for r in _records(results):
         for entry in r.history:
-            row = {"key": r.get("key"), "method": r.method, "dataset": r.dataset, "seed": r.seed,
-                   "missing_rate": float(r.missing_rate), "epoch": entry.get("epoch"),
-                   "train_loss": entry.get("train_loss"), "val_score": entry.get("val_score")}
+            row = {
+                "key": r.get("key"),
+                "method": r.method,
+                "dataset": r.dataset,
+                "seed": r.seed,
+                "missing_rate": float(r.missing_rate),
+                "epoch": entry.get("epoch"),
+                "train_loss": entry.get("train_loss"),
+                "val_score": entry.get("val_score"),
+            }
             for name, value in (entry.get("val_per_modality") or {}).items():
                 row[f"val_per_modality.{name}"] = value
             rows.append(row)
@@ -198,7 +260,9 @@ def load_history(results: Path | str | Iterable[Mapping[str, Any]] = "results"):
 
 
 EXPORT_FORMATS = ("parquet", "csv")
-PARQUET_MISSING = "--format parquet needs pyarrow, a dependency of bench-mml: pip install 'pyarrow>=12' (or use --format csv)"
+PARQUET_MISSING = (
+    "--format parquet needs pyarrow, a dependency of bench-mml: pip install 'pyarrow>=12' (or use --format csv)"
+)
 
 
 def export(results: Path | str, out: Path | str, fmt: str | None = None) -> tuple[int, int, str]:
@@ -229,4 +293,3 @@ def export(results: Path | str, out: Path | str, fmt: str | None = None) -> tupl
         frame.to_csv(tmp, index=False)
     tmp.replace(out)
     return len(frame), len(frame.columns), fmt
-

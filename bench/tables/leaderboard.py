@@ -54,29 +54,38 @@ from bench.tables.common import (
 from bench.tables.regenerate import SCRIPT_FILE, recorded_hours, regenerate_commands
 from bench.tables.retrieval import retrieval_sections
 
-__all__ = ["holm", "leaderboard", "paired_t_pvalue", "results_readme", "run_summary", "setting_key", "setting_title",
-           "summarize"]
+__all__ = [
+    "holm",
+    "leaderboard",
+    "paired_t_pvalue",
+    "results_readme",
+    "run_summary",
+    "setting_key",
+    "setting_title",
+    "summarize",
+]
 
 
 def _ranks(rows: Mapping[str, Mapping[str, Cell]], column: str) -> dict[str, int]:
     """Rank of each row in ``column`` (:func:`ranks`: 1 best, 2 second), among the rows with values there."""
-    return ranks({label: cells[column].mean for label, cells in rows.items()
-                  if column in cells and cells[column].values})
+    return ranks(
+        {label: cells[column].mean for label, cells in rows.items() if column in cells and cells[column].values}
+    )
 
 
-def _ranked_table(header: list[str], rows: dict[str, dict[str, Cell]], columns: list[str],
-                  reference: dict[str, Cell] | None = None) -> list[str]:
+def _ranked_table(
+    header: list[str], rows: dict[str, dict[str, Cell]], columns: list[str], reference: dict[str, Cell] | None = None
+) -> list[str]:
     """Rows ranked per column; ``reference`` (column -> cell), when given, is a last, unranked row: a ceiling
     known from the data's generator, not a method."""
     ranked = {col: _ranks(rows, col) for col in columns}
     body = []
     for label in sorted(rows):
-        body.append([label] + [
-            rows[label][col].text(ranked[col].get(label)) if col in rows[label] else "" for col in columns
-        ])
+        body.append(
+            [label] + [rows[label][col].text(ranked[col].get(label)) if col in rows[label] else "" for col in columns]
+        )
     if reference:
-        body.append([f"*{REFERENCE_ROW}*"]
-                    + [reference[col].text() if col in reference else "" for col in columns])
+        body.append([f"*{REFERENCE_ROW}*"] + [reference[col].text() if col in reference else "" for col in columns])
     return markdown_table(header, body)
 
 
@@ -160,8 +169,10 @@ def _laziness_table(records, labels, modalities) -> list[str]:
         for m in modalities:
             cells.append(mean_std(rows[label][m], signed=True))
         body.append([label] + cells)
-    intro = ("Per-modality accuracy inside the joint model minus the same modality trained alone "
-             "(percentage points, paired by seed; negative = the modality is under-trained):")
+    intro = (
+        "Per-modality accuracy inside the joint model minus the same modality trained alone "
+        "(percentage points, paired by seed; negative = the modality is under-trained):"
+    )
     return [intro, ""] + markdown_table(["method"] + modalities, body) + [""]
 
 
@@ -174,8 +185,11 @@ def _curve_auc(points: Mapping[float, float]) -> float:
 
 def _rate_header(records, rate: float) -> str:
     """``rate r``, plus the realised test fraction when the one-modality-kept rule capped it."""
-    realized = [r.notes["missing_fraction_test"] for r in records
-                if r.missing_rate == rate and "missing_fraction_test" in r.notes]
+    realized = [
+        r.notes["missing_fraction_test"]
+        for r in records
+        if r.missing_rate == rate and "missing_fraction_test" in r.notes
+    ]
     if realized and abs(statistics.fmean(realized) - rate) > 0.01:
         return f"rate {rate:g} (realised {statistics.fmean(realized):.2g})"
     return f"rate {rate:g}"
@@ -196,8 +210,11 @@ def _missing_rate_table(records, labels) -> list[str]:
             rows[label].setdefault("AUC", Cell()).values.append(_curve_auc(points))
     columns = [f"{rate:g}" for rate in rates] + ["AUC"]
     header = ["method"] + [_rate_header(records, rate) for rate in rates] + [f"AUC over {rates[0]:g}-{rates[-1]:g}"]
-    return ["Multimodal accuracy by missing rate (AUC: area under the curve divided by the rate range, per seed):",
-            ""] + _ranked_table(header, rows, columns, _reference_by_rate(records, rates)) + [""]
+    return (
+        ["Multimodal accuracy by missing rate (AUC: area under the curve divided by the rate range, per seed):", ""]
+        + _ranked_table(header, rows, columns, _reference_by_rate(records, rates))
+        + [""]
+    )
 
 
 def _reference_by_rate(records, rates) -> dict[str, Cell]:
@@ -223,7 +240,9 @@ def _ablation_tables(records, labels) -> list[str]:
     for _, members in sorted(families.items(), key=lambda kv: sorted(kv[1])):
         if len(members) < 2:
             continue
-        fields = sorted(f for f in next(iter(members.values())) if len({canonical_json(h[f]) for h in members.values()}) > 1)
+        fields = sorted(
+            f for f in next(iter(members.values())) if len({canonical_json(h[f]) for h in members.values()}) > 1
+        )
         if not fields or len(fields) > 4:
             continue
         rows: dict[str, dict[str, Cell]] = defaultdict(dict)
@@ -285,16 +304,31 @@ def _significance_table(records, labels, baseline: str) -> list[str]:
     body = []
     for label in okay:
         c = versus_best.get(label)
-        verdict = ("best" if label == best else "no claim" if c is None or not c.claim
-                   else "worse than best" if c.significant else "≈ best")
+        verdict = (
+            "best"
+            if label == best
+            else "no claim"
+            if c is None or not c.claim
+            else "worse than best"
+            if c.significant
+            else "≈ best"
+        )
         body.append([label] + column(label, versus_base) + column(label, versus_best) + [verdict])
-    header = ["method", f"Δ acc vs {baseline} (pp) [95% CI]", "p (Holm)", f"Δ acc vs {best} (pp) [95% CI]",
-              "p (Holm)", "verdict"]
-    intro = (f"Paired t-tests with the seed as the unit: per seed, the accuracy difference averaged over the missing "
-             f"rates both rows have (same seed and rate, hence the same masks); one difference per seed, so n is "
-             f"the number of seeds. Holm-corrected within each column; * = p < {ALPHA}; fewer than {MIN_SEEDS} seeds "
-             f"or identical differences on every seed make no claim; '≈ best' = not significantly worse than the "
-             f"best row (the highest mean of per-seed means):")
+    header = [
+        "method",
+        f"Δ acc vs {baseline} (pp) [95% CI]",
+        "p (Holm)",
+        f"Δ acc vs {best} (pp) [95% CI]",
+        "p (Holm)",
+        "verdict",
+    ]
+    intro = (
+        f"Paired t-tests with the seed as the unit: per seed, the accuracy difference averaged over the missing "
+        f"rates both rows have (same seed and rate, hence the same masks); one difference per seed, so n is "
+        f"the number of seeds. Holm-corrected within each column; * = p < {ALPHA}; fewer than {MIN_SEEDS} seeds "
+        f"or identical differences on every seed make no claim; '≈ best' = not significantly worse than the "
+        f"best row (the highest mean of per-seed means):"
+    )
     return [intro, ""] + markdown_table(header, body) + [""]
 
 
@@ -344,8 +378,9 @@ def classification_sections(records: Iterable[Mapping[str, Any]]) -> dict[tuple,
 def _average_rank(sections: Mapping[tuple, list[Record]]) -> list[str]:
     lines: list[str] = []
     for ranking in cross_dataset_rankings(sections):
-        lines += ranking_markdown(ranking, "Ranking across datasets",
-                                  "the seed-mean multimodal accuracy without missing modalities")
+        lines += ranking_markdown(
+            ranking, "Ranking across datasets", "the seed-mean multimodal accuracy without missing modalities"
+        )
     return lines
 
 
@@ -371,17 +406,25 @@ def _noise_section(setting: tuple, kind: str, records: list[Record]) -> list[str
             if len(points) == len(ordered):
                 rows[label].setdefault("AUC", Cell()).values.append(_curve_auc(points))
     columns = [f"{level:g}" for level in ordered] + (["AUC"] if len(ordered) >= 2 else [])
-    header = ["method"] + [f"level {c}" for c in columns[:len(ordered)]] + (
-        [f"AUC over {ordered[0]:g}-{ordered[-1]:g}"] if len(ordered) >= 2 else [])
-    return [
-        f"## {values['dataset']}: test-time {kind.replace('_', ' ')} noise",
-        "",
-        f"Protocol v{values['protocol']} · {values['tuning']} · {values['epochs']} epochs · {values['precision']} · "
-        "trained and selected on clean data; each modality of a test sample corrupted with probability 0.5 at the "
-        "level shown (`bench.noise`), the same corrupted samples for every method · accuracy in %, mean ± std "
-        "over seeds (**best**, <u>second</u>):",
-        "",
-    ] + _ranked_table(header, rows, columns) + [""]
+    header = (
+        ["method"]
+        + [f"level {c}" for c in columns[: len(ordered)]]
+        + ([f"AUC over {ordered[0]:g}-{ordered[-1]:g}"] if len(ordered) >= 2 else [])
+    )
+    return (
+        [
+            f"## {values['dataset']}: test-time {kind.replace('_', ' ')} noise",
+            "",
+            f"Protocol v{values['protocol']} · {values['tuning']} · {values['epochs']} epochs · "
+            f"{values['precision']} · "
+            "trained and selected on clean data; each modality of a test sample corrupted with probability 0.5 at the "
+            "level shown (`bench.noise`), the same corrupted samples for every method · accuracy in %, mean ± std "
+            "over seeds (**best**, <u>second</u>):",
+            "",
+        ]
+        + _ranked_table(header, rows, columns)
+        + [""]
+    )
 
 
 def leaderboard(records: Iterable[Mapping[str, Any]], *, baseline: str = "late_fusion") -> str:
@@ -404,7 +447,7 @@ def leaderboard(records: Iterable[Mapping[str, Any]], *, baseline: str = "late_f
     ]
     for setting, ordered in sections.items():
         lines += _setting_section(setting, ordered, baseline)
-    for (setting, kind) in sorted(noisy, key=text_order):
+    for setting, kind in sorted(noisy, key=text_order):
         lines += _noise_section(setting, kind, sorted(noisy[(setting, kind)], key=table_order))
     lines += _sweep_sections(classification)
     lines += _average_rank(sections)
@@ -416,8 +459,9 @@ def _sweep_sections(records) -> list[str]:
     """Per dataset option swept (e.g. the imbalance knob): each method's gap to the Bayes ceiling, in points,
     mean ± std over seeds, at every value recorded (no missing modalities)."""
     lines = []
-    for (dataset, option, tuning, epochs, precision), rows in sorted(ceiling_sweeps(records).items(),
-                                                                       key=lambda kv: text_order(kv[0])):
+    for (dataset, option, tuning, epochs, precision), rows in sorted(
+        ceiling_sweeps(records).items(), key=lambda kv: text_order(kv[0])
+    ):
         values = sorted({v for points in rows.values() for v in points})
         body = []
         for label in sorted(rows):
@@ -425,10 +469,17 @@ def _sweep_sections(records) -> list[str]:
             for v in values:
                 cells.append(mean_std(rows[label].get(v, [])))
             body.append([label] + cells)
-        lines += [f"## {dataset}: gap to the Bayes ceiling against `{option}`", "",
-                  f"{tuning} · {epochs} epochs · {precision} · no missing modalities · Bayes accuracy minus test "
-                  f"accuracy in points (smaller is better), mean ± std over seeds; set with `--set data.{option}=...`.",
-                  ""] + markdown_table(["method"] + [f"{option} = {v:g}" for v in values], body) + [""]
+        lines += (
+            [
+                f"## {dataset}: gap to the Bayes ceiling against `{option}`",
+                "",
+                f"{tuning} · {epochs} epochs · {precision} · no missing modalities · Bayes accuracy minus test "
+                f"accuracy in points (smaller is better), mean ± std over seeds; set with `--set data.{option}=...`.",
+                "",
+            ]
+            + markdown_table(["method"] + [f"{option} = {v:g}" for v in values], body)
+            + [""]
+        )
     return lines
 
 
@@ -447,25 +498,34 @@ def _section_summary(setting: tuple, records: list[Record], baseline: str) -> li
         return []
     (best_acc, best), rest = ranked[0], ranked[1:]
     options = next((r.notes["dataset_options"] for r in records if r.notes.get("dataset_options")), {})
-    knobs = "".join(f", {name} = {value:g}" if isinstance(value, float) else f", {name} = {value}"
-                    for name, value in sorted(options.items()))
-    line = f"- **{values['dataset']}**{knobs} ({values['tuning']}, {values['epochs']} epochs, {values['precision']}): " \
-           f"best without missing modalities is `{best}` at {100 * best_acc:.2f}%"
+    knobs = "".join(
+        f", {name} = {value:g}" if isinstance(value, float) else f", {name} = {value}"
+        for name, value in sorted(options.items())
+    )
+    line = (
+        f"- **{values['dataset']}**{knobs} ({values['tuning']}, {values['epochs']} epochs, {values['precision']}): "
+        f"best without missing modalities is `{best}` at {100 * best_acc:.2f}%"
+    )
     if rest:
         gap = 100 * (best_acc - rest[0][0])
         line += f", tied with `{rest[0][1]}`" if gap < 0.005 else f", {gap:.2f} points ahead of `{rest[0][1]}`"
     ceiling = [notes["bayes_accuracy"] for (_, rate), notes in _bayes_by_seed(records).items() if rate == 0]
     if ceiling:
-        line += (f", {100 * (statistics.fmean(ceiling) - best_acc):.2f} points below the Bayes ceiling "
-                 f"({100 * statistics.fmean(ceiling):.2f}%)")
+        line += (
+            f", {100 * (statistics.fmean(ceiling) - best_acc):.2f} points below the Bayes ceiling "
+            f"({100 * statistics.fmean(ceiling):.2f}%)"
+        )
         if baseline in clean and clean[baseline]:
-            line += f"; `{baseline}` is {100 * (statistics.fmean(ceiling) - statistics.fmean(clean[baseline])):.2f} below it"
+            gap = 100 * (statistics.fmean(ceiling) - statistics.fmean(clean[baseline]))
+            line += f"; `{baseline}` is {gap:.2f} below it"
     complete = [i for i, r in enumerate(records) if r.missing_rate == 0]
     lazy = _laziness([records[i] for i in complete], [labels[i] for i in complete]).get(baseline, {})
     if lazy:
         weakest = min(sorted(lazy), key=lambda m: statistics.fmean(lazy[m]))
-        line += (f"; inside `{baseline}` the `{weakest}` modality is {-100 * statistics.fmean(lazy[weakest]):.2f} "
-                 f"points below the same modality trained alone (paired by seed, n={len(lazy[weakest])})")
+        line += (
+            f"; inside `{baseline}` the `{weakest}` modality is {-100 * statistics.fmean(lazy[weakest]):.2f} "
+            f"points below the same modality trained alone (paired by seed, n={len(lazy[weakest])})"
+        )
     okay = sorted({label for r, label in zip(records, labels) if r.ok})
     if baseline not in okay:
         return [line + "."]
@@ -477,11 +537,15 @@ def _section_summary(setting: tuple, records: list[Record], baseline: str) -> li
     unclaimed = [label for label, c in versus.items() if not c.claim]
 
     def listed(chosen):
-        return ", ".join(f"`{label}` {versus[label].describe()} (p = {versus[label].p:.2g})"
-                         for label in sorted(chosen, key=lambda label: -abs(versus[label].mean)))
+        return ", ".join(
+            f"`{label}` {versus[label].describe()} (p = {versus[label].p:.2g})"
+            for label in sorted(chosen, key=lambda label: -abs(versus[label].mean))
+        )
 
-    line += (f". Against `{baseline}` (paired t over seeds, each seed's difference averaged over its missing rates, "
-             f"95% CI, Holm-corrected over {len(versus)} rows): ")
+    line += (
+        f". Against `{baseline}` (paired t over seeds, each seed's difference averaged over its missing rates, "
+        f"95% CI, Holm-corrected over {len(versus)} rows): "
+    )
     parts = []
     if better:
         parts.append(f"significantly better {listed(better)}")
@@ -510,9 +574,11 @@ def _noise_summary(records: list[Record]) -> list[str]:
                 aucs[label].append(_curve_auc(points))
         if aucs:
             best = max(sorted(aucs), key=lambda label: statistics.fmean(aucs[label]))
-            lines.append(f"- **{setting[0]}** under test-time {kind.replace('_', ' ')} noise: most robust is "
-                         f"`{best}` (normalised AUC of accuracy over the noise levels "
-                         f"{100 * statistics.fmean(aucs[best]):.2f}%).")
+            lines.append(
+                f"- **{setting[0]}** under test-time {kind.replace('_', ' ')} noise: most robust is "
+                f"`{best}` (normalised AUC of accuracy over the noise levels "
+                f"{100 * statistics.fmean(aucs[best]):.2f}%)."
+            )
     return lines
 
 
@@ -522,11 +588,14 @@ def _machines_paragraph(records: Sequence[Record]) -> list[str]:
     cpus = Counter(r.environment.get("cpu") for r in records)
     unnamed = cpus.pop(None, 0)
     named = "; ".join(f"`{cpu}` ({n})" for cpu, n in sorted(cpus.items()))
-    text = (f"Machines: {len(records)} records, {unnamed} of them made before records named their CPU"
-            + (f", the others on {named}" if named else "") + ". A cell re-run on another CPU model can give other "
-            "digits (float summation order; the top-level README has the measurement): `python -m bench verify` "
-            "requires identical bits only on the CPU a record names. Compare methods by their seed means, as the "
-            "tables do.")
+    text = (
+        f"Machines: {len(records)} records, {unnamed} of them made before records named their CPU"
+        + (f", the others on {named}" if named else "")
+        + ". A cell re-run on another CPU model can give other "
+        "digits (float summation order; the top-level README has the measurement): `python -m bench verify` "
+        "requires identical bits only on the CPU a record names. Compare methods by their seed means, as the "
+        "tables do."
+    )
     return [text, ""]
 
 
@@ -557,13 +626,20 @@ def _retrieval_summary(setting: tuple, records: list[Record]) -> list[str]:
     if not scores:
         return []
     best = max(sorted(scores), key=lambda label: statistics.fmean(scores[label]))
-    return [f"- **{values['dataset']}** · retrieval ({values['tuning']}, {values['epochs']} epochs): best mean R@1 "
-            f"without missing modalities is `{best}` at {100 * statistics.fmean(scores[best]):.2f}% "
-            f"(of {len(scores)} objectives)."]
+    return [
+        f"- **{values['dataset']}** · retrieval ({values['tuning']}, {values['epochs']} epochs): best mean R@1 "
+        f"without missing modalities is `{best}` at {100 * statistics.fmean(scores[best]):.2f}% "
+        f"(of {len(scores)} objectives)."
+    ]
 
 
-def results_readme(records: Iterable[Mapping[str, Any]], *, baseline: str = "late_fusion",
-                   plots: Sequence[tuple[str, str]] = (), dynamics: Sequence[tuple[str, str]] = ()) -> str:
+def results_readme(
+    records: Iterable[Mapping[str, Any]],
+    *,
+    baseline: str = "late_fusion",
+    plots: Sequence[tuple[str, str]] = (),
+    dynamics: Sequence[tuple[str, str]] = (),
+) -> str:
     """The results page: who wins where and by how much, then links to the full tables and plots (``plots``:
     accuracy against missing rate, ``dynamics``: per-modality validation accuracy by epoch; (path, caption))."""
     records = drop_capped_duplicates(records)
@@ -589,15 +665,25 @@ def results_readme(records: Iterable[Mapping[str, Any]], *, baseline: str = "lat
         lines += _section_summary(setting, groups[setting], baseline)
     lines += _noise_summary(noisy)
     cells, cell_hours, tuning_hours = recorded_hours(every)
-    lines += ["", "## Regenerate", "",
-              f"`bash results/{SCRIPT_FILE}` runs every command below (real datasets read from `$BENCH_DATA`; "
-              f"`RESULTS=DIR` writes to a fresh directory instead of resuming this one). By the records, the "
-              f"{cells} cells took {cell_hours:.1f} hours of single-thread compute and tuning about "
-              f"{tuning_hours:.1f} hours more (estimated): about {(cell_hours + tuning_hours) / 2:.1f} hours with "
-              f"`--jobs 2` on 2 cores.", "", "```bash"]
+    lines += [
+        "",
+        "## Regenerate",
+        "",
+        f"`bash results/{SCRIPT_FILE}` runs every command below (real datasets read from `$BENCH_DATA`; "
+        f"`RESULTS=DIR` writes to a fresh directory instead of resuming this one). By the records, the "
+        f"{cells} cells took {cell_hours:.1f} hours of single-thread compute and tuning about "
+        f"{tuning_hours:.1f} hours more (estimated): about {(cell_hours + tuning_hours) / 2:.1f} hours with "
+        f"`--jobs 2` on 2 cores.",
+        "",
+        "```bash",
+    ]
     lines += regenerate_commands(every)
-    lines += ["python -m bench table          # tables, this page, the plots and the script, from the records",
-              "python -m bench table --check  # what CI runs: fails if these files are stale", "```", ""]
+    lines += [
+        "python -m bench table          # tables, this page, the plots and the script, from the records",
+        "python -m bench table --check  # what CI runs: fails if these files are stale",
+        "```",
+        "",
+    ]
     lines += _machines_paragraph(every)
     if plots:
         lines += ["## Accuracy against missing rate and against dataset options", ""]

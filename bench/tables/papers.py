@@ -34,7 +34,9 @@ def read_reported(path: Path) -> list[dict[str, str]]:
         rows = list(reader)
     for line, row in enumerate(rows, start=2):
         if any(not (row.get(c) or "").strip() for c in COLUMNS):
-            raise UsageError(f"{path}:{line}: every column needs a value (a reported number without its source is not kept)")
+            raise UsageError(
+                f"{path}:{line}: every column needs a value (a reported number without its source is not kept)"
+            )
         if row["metric"] not in METRICS:
             raise UsageError(f"{path}:{line}: metric {row['metric']!r} is not one of {', '.join(METRICS)}")
         try:
@@ -54,8 +56,10 @@ def _ours(records: Iterable[Mapping[str, Any]]) -> dict[tuple[str, str, str], li
             value = r.metric(metric)
             if value is not None:
                 values[(r.dataset, r.method, metric)][r.setting_key].append(float(value))
-    return {key: [(setting_title(s), v) for s, v in sorted(per.items(), key=lambda kv: text_order(kv[0]))]
-            for key, per in values.items()}
+    return {
+        key: [(setting_title(s), v) for s, v in sorted(per.items(), key=lambda kv: text_order(kv[0]))]
+        for key, per in values.items()
+    }
 
 
 def _format_ours(entries: Sequence[tuple[str, list[float]]]) -> str:
@@ -84,14 +88,23 @@ def papers_table(records: Iterable[Mapping[str, Any]], reported: Sequence[Mappin
     for row in reported:
         by_source[(row["source"], row["setup"])].append(row)
     for (source, setup), rows in sorted(by_source.items()):
-        lines += [f"## {source}", "", f"Setup: {setup}.", "",
-                  "| dataset | method (reported as) | metric | reported (%) | ours (%) |", "|---|---|---|---|---|"]
+        lines += [
+            f"## {source}",
+            "",
+            f"Setup: {setup}.",
+            "",
+            "| dataset | method (reported as) | metric | reported (%) | ours (%) |",
+            "|---|---|---|---|---|",
+        ]
         for row in sorted(rows, key=lambda r: (r["dataset"], r["method"], r["metric"])):
             ours_text = _format_ours(ours.get((row["dataset"], row["method"], row["metric"]), []))
-            lines.append(f"| {row['dataset']} | {row['method']} ({row['reported_as']}) | {row['metric']} | "
-                         f"{float(row['value']):.2f} | {ours_text} |")
+            lines.append(
+                f"| {row['dataset']} | {row['method']} ({row['reported_as']}) | {row['metric']} | "
+                f"{float(row['value']):.2f} | {ours_text} |"
+            )
         lines.append("")
     datasets_with_both = sorted({row["dataset"] for row in reported} & {k[0] for k in ours})
-    lines.append(f"Datasets with both a reported number and records of ours: {', '.join(datasets_with_both) or 'none yet'}.")
+    lines.append(
+        f"Datasets with both a reported number and records of ours: {', '.join(datasets_with_both) or 'none yet'}."
+    )
     return "\n".join(lines).rstrip() + "\n"
-

@@ -24,8 +24,18 @@ from typing import Any
 from bench.record import Record, records_of
 from bench.tables.common import by_setting, ceiling_sweeps, row_labels, setting_title, text_order
 
-__all__ = ["Dynamics", "dynamics_curves", "dynamics_plot_names", "dynamics_plots", "missing_rate_plots", "plot_names",
-           "sweep_plot_names", "sweep_plots", "cd_diagram_names", "cd_diagrams"]
+__all__ = [
+    "Dynamics",
+    "dynamics_curves",
+    "dynamics_plot_names",
+    "dynamics_plots",
+    "missing_rate_plots",
+    "plot_names",
+    "sweep_plot_names",
+    "sweep_plots",
+    "cd_diagram_names",
+    "cd_diagrams",
+]
 
 #: Above this many methods a dynamics figure gets one panel per method instead of one crowded axis.
 MAX_METHODS_ON_ONE_AXIS = 6
@@ -50,7 +60,9 @@ def _save(out_dir: Path, name: str, data: bytes) -> Path:
 
 
 def _curves(records: Iterable[Mapping[str, Any]]) -> dict[tuple, dict[str, dict[float, list[float]]]]:
-    curves: dict[tuple, dict[str, dict[float, list[float]]]] = defaultdict(lambda: defaultdict(lambda: defaultdict(list)))
+    curves: dict[tuple, dict[str, dict[float, list[float]]]] = defaultdict(
+        lambda: defaultdict(lambda: defaultdict(list))
+    )
     for r in records_of(records):
         if r.ok and r.noise == "none":
             curves[r.setting_key][r.method][r.missing_rate].append(r.metrics["accuracy"])
@@ -110,9 +122,14 @@ def _mean_over_runs(runs: list[dict[int, float]]) -> list[tuple[int, float]]:
 
 def _qualifies(r: Record) -> bool:
     history = r.history
-    return (r.ok and r.noise == "none" and not r.is_retrieval and float(r.missing_rate) == 0
-            and isinstance(history, list)
-            and any(isinstance(e, Mapping) and e.get("val_per_modality") for e in history))
+    return (
+        r.ok
+        and r.noise == "none"
+        and not r.is_retrieval
+        and float(r.missing_rate) == 0
+        and isinstance(history, list)
+        and any(isinstance(e, Mapping) and e.get("val_per_modality") for e in history)
+    )
 
 
 def dynamics_curves(records: Iterable[Mapping[str, Any]]) -> dict[tuple, dict[str, Dynamics]]:
@@ -179,8 +196,13 @@ def _draw_dynamics(plt: Any, setting: tuple, rows: dict[str, Dynamics]) -> bytes
 
     def accuracy_lines(ax: Any, label: str) -> None:
         for m, points in sorted(rows[label].per_modality.items()):
-            ax.plot([e for e, _ in points], [100 * v for _, v in points], color=colour[label], linestyle=style[m],
-                    linewidth=1.2)
+            ax.plot(
+                [e for e, _ in points],
+                [100 * v for _, v in points],
+                color=colour[label],
+                linestyle=style[m],
+                linewidth=1.2,
+            )
 
     if grid:
         panels = len(labels) + has_loss
@@ -191,11 +213,11 @@ def _draw_dynamics(plt: Any, setting: tuple, rows: dict[str, Dynamics]) -> bytes
         for ax, label in zip(flat, labels):
             accuracy_lines(ax, label)
             ax.set_title(f"{label} (n={rows[label].seeds})", fontsize=7)
-        accuracy_axes = flat[:len(labels)]
+        accuracy_axes = flat[: len(labels)]
         for ax in accuracy_axes[1:]:
             ax.sharey(accuracy_axes[0])  # panels compare at a glance
         loss_ax = flat[len(labels)] if has_loss else None
-        for ax in flat[len(labels) + has_loss:]:
+        for ax in flat[len(labels) + has_loss :]:
             ax.set_visible(False)
         for ax in axes[:, 0]:
             ax.set_ylabel("val accuracy (%)", fontsize=7)
@@ -218,11 +240,19 @@ def _draw_dynamics(plt: Any, setting: tuple, rows: dict[str, Dynamics]) -> bytes
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     modality_handles = [Line2D([], [], color="0.3", linestyle=style[m], label=m) for m in modalities]
     # modalities by line style, in a strip under the panels; methods by colour (panel titles in the grid)
-    fig.legend(handles=modality_handles, fontsize=7, loc="lower center", ncol=len(modalities), frameon=False,
-               title="modality (line style)", title_fontsize=7)
+    fig.legend(
+        handles=modality_handles,
+        fontsize=7,
+        loc="lower center",
+        ncol=len(modalities),
+        frameon=False,
+        title="modality (line style)",
+        title_fontsize=7,
+    )
     if not grid:
-        method_handles = [Line2D([], [], color=colour[label], label=f"{label} (n={rows[label].seeds})")
-                          for label in labels]
+        method_handles = [
+            Line2D([], [], color=colour[label], label=f"{label} (n={rows[label].seeds})") for label in labels
+        ]
         axes[0, 0].legend(handles=method_handles, fontsize=6, loc="best", title="method", title_fontsize=6)
     fig.suptitle(setting_title(setting), fontsize=8)
     fig.tight_layout(rect=(0, 0.09 if not grid else 0.3 / fig.get_figheight(), 1, 1))
@@ -266,8 +296,10 @@ def dynamics_plots(records: Iterable[Mapping[str, Any]], out_dir: Path) -> list[
     plt = _pyplot()
     if plt is None:
         return None
-    return [_save(out_dir, _file_name(setting, "dynamics"), _draw_dynamics(plt, setting, rows))
-            for setting, rows in sorted(dynamics_curves(records).items(), key=lambda kv: text_order(kv[0]))]
+    return [
+        _save(out_dir, _file_name(setting, "dynamics"), _draw_dynamics(plt, setting, rows))
+        for setting, rows in sorted(dynamics_curves(records).items(), key=lambda kv: text_order(kv[0]))
+    ]
 
 
 # --------------------------------------------------------------------------------------------------
@@ -281,8 +313,9 @@ def _sweep_caption(key: tuple) -> str:
 
 def sweep_plot_names(records: Iterable[Mapping[str, Any]]) -> list[tuple[str, str]]:
     """(file name, caption) of every figure :func:`sweep_plots` writes, without drawing."""
-    return [(_file_name(k, f"sweep_{k[1]}"), _sweep_caption(k))
-            for k in sorted(ceiling_sweeps(records), key=text_order)]
+    return [
+        (_file_name(k, f"sweep_{k[1]}"), _sweep_caption(k)) for k in sorted(ceiling_sweeps(records), key=text_order)
+    ]
 
 
 def sweep_plots(records: Iterable[Mapping[str, Any]], out_dir: Path) -> list[Path] | None:
@@ -328,8 +361,7 @@ def _rankings(records: Iterable[Mapping[str, Any]]) -> list[dict[str, Any]]:
     from bench.tables.retrieval import retrieval_rankings
 
     records = records_of(records)
-    return (cross_dataset_rankings(classification_sections(records))
-            + retrieval_rankings(split_by_task(records)[1]))
+    return cross_dataset_rankings(classification_sections(records)) + retrieval_rankings(split_by_task(records)[1])
 
 
 def cd_diagram_names(records: Iterable[Mapping[str, Any]]) -> list[tuple[str, str]]:
@@ -356,9 +388,13 @@ def cd_diagrams(records: Iterable[Mapping[str, Any]], out_dir: Path) -> list[Pat
             ax.annotate(method, (average[method], row), xytext=(6, -3), textcoords="offset points", fontsize=7)
         ax.plot([1, 1 + cd], [-1.2, -1.2], color="black", linewidth=2)
         ax.text(1 + cd / 2, -1.6, f"CD = {cd:.2f}", ha="center", fontsize=7)
-        ax.set(xlim=(0.5, k + 0.5), ylim=(k, -2.2), yticks=[], xlabel="average rank (1 = best)",
-               title=f"{_cd_title(ranking)}\n"
-                     f"Nemenyi critical difference {cd:.2f}, Friedman p = {ranking['p']:.3g}")
+        ax.set(
+            xlim=(0.5, k + 0.5),
+            ylim=(k, -2.2),
+            yticks=[],
+            xlabel="average rank (1 = best)",
+            title=f"{_cd_title(ranking)}\nNemenyi critical difference {cd:.2f}, Friedman p = {ranking['p']:.3g}",
+        )
         ax.title.set_fontsize(8)
         ax.legend(fontsize=7, loc="lower right")
         fig.tight_layout()

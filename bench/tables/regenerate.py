@@ -42,8 +42,18 @@ def _grid_key(r: Record) -> tuple:
     extra = r.extra or {}
     sets = tuple(sorted((f"encoder.{m}", k) for m, k in (extra.get("encoders") or {}).items()))
     sets += tuple(sorted((f"data.{o}", _value(v)) for o, v in (extra.get("dataset_options") or {}).items()))
-    return (r.dataset, r.epochs, r.batch_size, r.missing_on, r.precision, _trials(r) or 0, r.noise,
-            tuple(r.noise_levels), r.patience, sets)
+    return (
+        r.dataset,
+        r.epochs,
+        r.batch_size,
+        r.missing_on,
+        r.precision,
+        _trials(r) or 0,
+        r.noise,
+        tuple(r.noise_levels),
+        r.patience,
+        sets,
+    )
 
 
 def _value(value: Any) -> str:
@@ -71,8 +81,9 @@ def _options(key: tuple, *, tune: bool = False) -> list[str]:
     return options
 
 
-def regenerate_commands(records: Iterable[Mapping[str, Any]], *, tune_extra: str = "",
-                        run_extra: str = "") -> list[str]:
+def regenerate_commands(
+    records: Iterable[Mapping[str, Any]], *, tune_extra: str = "", run_extra: str = ""
+) -> list[str]:
     """One command line per block of records: methods with the same seeds and missing rates in one grid
     (``tune ... &&`` first for tuned ones). The extras are appended to every ``tune`` and ``run``."""
     cells: dict[tuple, dict[str, tuple[set, set]]] = defaultdict(lambda: defaultdict(lambda: (set(), set())))
@@ -89,12 +100,25 @@ def regenerate_commands(records: Iterable[Mapping[str, Any]], *, tune_extra: str
             blocks[(_joined(seeds), _joined(rates))].append(method)
         for (seeds, rates), methods in sorted(blocks.items()):
             options = _options(key)
-            run = " ".join(["python -m bench run", f"--methods {_joined(methods)}", *options,
-                            f"--seeds {seeds}", f"--missing-rates {rates}"])
+            run = " ".join(
+                [
+                    "python -m bench run",
+                    f"--methods {_joined(methods)}",
+                    *options,
+                    f"--seeds {seeds}",
+                    f"--missing-rates {rates}",
+                ]
+            )
             trials = key[5]
             if trials:
-                tune = " ".join(["python -m bench tune", f"--methods {_joined(methods)}", *_options(key, tune=True),
-                                 f"--trials {trials}"])
+                tune = " ".join(
+                    [
+                        "python -m bench tune",
+                        f"--methods {_joined(methods)}",
+                        *_options(key, tune=True),
+                        f"--trials {trials}",
+                    ]
+                )
                 lines.append(f"{tune}{tune_extra} && {run} --tuned{run_extra}")
             else:
                 lines.append(run + run_extra)
@@ -140,12 +164,13 @@ def regenerate_script(records: Iterable[Mapping[str, Any]]) -> str:
         "# estimated as one cell of its method at missing rate 0). With JOBS=2 on 2 cores that is about",
         f"# {(cell_hours + tuning_hours) / 2:.1f} hours of wall time.",
         "set -euo pipefail",
-        '# The directory that holds this script, from wherever it is run.',
+        "# The directory that holds this script, from wherever it is run.",
         'RESULTS="${RESULTS:-$(cd "$(dirname "$0")" && pwd)}"',
         'JOBS="${JOBS:-2}"',
         "",
     ]
-    lines += regenerate_commands(records, tune_extra=' --results "$RESULTS"',
-                                 run_extra=' --results "$RESULTS" --jobs "$JOBS"')
+    lines += regenerate_commands(
+        records, tune_extra=' --results "$RESULTS"', run_extra=' --results "$RESULTS" --jobs "$JOBS"'
+    )
     lines += ['python -m bench table --results "$RESULTS"', ""]
     return "\n".join(lines)

@@ -122,8 +122,10 @@ def _body(records: list[Record], labels: list[str], columns: list[_Column]) -> l
             if column.applies(r):
                 cell.add(r, column.value(r) if r.ok else None)
     ranks = [_ranks({label: row[i] for label, row in cells.items()}, c.better) for i, c in enumerate(columns)]
-    return [[label] + [_format(row[i], c, ranks[i].get(label)) for i, c in enumerate(columns)]
-            for label, row in sorted(cells.items())]
+    return [
+        [label] + [_format(row[i], c, ranks[i].get(label)) for i, c in enumerate(columns)]
+        for label, row in sorted(cells.items())
+    ]
 
 
 def _table(records: list[Record], labels: list[str], columns: list[_Column], first: str = "objective") -> list[str]:
@@ -161,10 +163,12 @@ def _direction_metric(direction: str, key: str) -> Callable[[Record], float | No
 
 
 def _main_table(records: list[Record], labels: list[str]) -> list[str]:
-    intro = ("No missing modalities. R@K, median rank and same-class@1 averaged over every direction between the "
-             "row's modalities (so rows with different modalities are compared on the shared pair below); gap, "
-             "alignment: mean over modality pairs; uniformity: mean over modalities, and over their union "
-             "(**best**, <u>second</u>):")
+    intro = (
+        "No missing modalities. R@K, median rank and same-class@1 averaged over every direction between the "
+        "row's modalities (so rows with different modalities are compared on the shared pair below); gap, "
+        "alignment: mean over modality pairs; uniformity: mean over modalities, and over their union "
+        "(**best**, <u>second</u>):"
+    )
     return [intro, ""] + _table(records, labels, MAIN_COLUMNS) + [""]
 
 
@@ -173,12 +177,17 @@ def _direction_table(records: list[Record], labels: list[str]) -> list[str]:
     directions = sorted({d for r in records for d in _retrieval(r).get("directions", {})})
     body = []
     for direction in directions:
-        embeds = [(r, label) for r, label in zip(records, labels)
-                  if direction in _retrieval(r).get("directions", {}) or not r.ok]
-        columns = [_Column("R@1", _direction_metric(direction, "R@1"), percent=True, better="high"),
-                   _Column("R@5", _direction_metric(direction, "R@5"), percent=True, better="high"),
-                   _Column("R@10", _direction_metric(direction, "R@10"), percent=True, better="high"),
-                   _Column("median rank", _direction_metric(direction, "median_rank"), digits=1, better="low")]
+        embeds = [
+            (r, label)
+            for r, label in zip(records, labels)
+            if direction in _retrieval(r).get("directions", {}) or not r.ok
+        ]
+        columns = [
+            _Column("R@1", _direction_metric(direction, "R@1"), percent=True, better="high"),
+            _Column("R@5", _direction_metric(direction, "R@5"), percent=True, better="high"),
+            _Column("R@10", _direction_metric(direction, "R@10"), percent=True, better="high"),
+            _Column("median rank", _direction_metric(direction, "median_rank"), digits=1, better="low"),
+        ]
         body += _body([r for r, _ in embeds], [f"{direction} · {label}" for _, label in embeds], columns)
     if not body:
         return []
@@ -190,10 +199,20 @@ def _shared_pair_by_rate(records: list[Record], labels: list[str], pair: tuple[s
     rates = sorted({r.missing_rate for r in records})
     if len(rates) < 2:
         return []
-    columns = [_Column(f"rate {rate:g}", lambda r: _pair_r1(r, pair), percent=True, better="high",
-                       applies=lambda r, rate=rate: r.missing_rate == rate) for rate in rates]
-    intro = (f"R@1 on the shared pair {pair[0]} <-> {pair[1]} (both directions averaged) by the rate of missing "
-             "modalities in training (validation and test retrieval always on complete data):")
+    columns = [
+        _Column(
+            f"rate {rate:g}",
+            lambda r: _pair_r1(r, pair),
+            percent=True,
+            better="high",
+            applies=lambda r, rate=rate: r.missing_rate == rate,
+        )
+        for rate in rates
+    ]
+    intro = (
+        f"R@1 on the shared pair {pair[0]} <-> {pair[1]} (both directions averaged) by the rate of missing "
+        "modalities in training (validation and test retrieval always on complete data):"
+    )
     return [intro, ""] + _table(records, labels, columns) + [""]
 
 
@@ -212,10 +231,12 @@ def _significance_table(records: list[Record], labels: list[str], pair: tuple[st
             continue
         verdict = "no claim" if not c.claim else ("differs" if c.significant else "no significant difference")
         body.append([label, c.describe(), c.p_text(), verdict])
-    intro = (f"Paired t-tests against `{reference}` on R@1 of the shared pair {pair[0]} <-> {pair[1]}, with the seed "
-             f"as the unit (each seed's difference averaged over the missing rates both rows have, i.e. the same "
-             f"masks), 95% CI, Holm-corrected; * = p < {ALPHA}; fewer than {MIN_SEEDS} seeds or identical "
-             f"differences make no claim:")
+    intro = (
+        f"Paired t-tests against `{reference}` on R@1 of the shared pair {pair[0]} <-> {pair[1]}, with the seed "
+        f"as the unit (each seed's difference averaged over the missing rates both rows have, i.e. the same "
+        f"masks), 95% CI, Holm-corrected; * = p < {ALPHA}; fewer than {MIN_SEEDS} seeds or identical "
+        f"differences make no claim:"
+    )
     header = ["objective", f"Δ R@1 vs {reference} (pp) [95% CI]", "p (Holm)", "verdict"]
     return [intro, ""] + markdown_table(header, body) + [""]
 
@@ -258,12 +279,24 @@ def _modalities_table(records: list[Record], labels: list[str], pair: tuple[str,
                 body.append(row)
     if not body:
         return []
-    intro = (f"2 vs 3 modalities: the same objective trained on the first two modalities and on more, measured on "
-             f"the shared pair {pair[0]} <-> {pair[1]} (R@1 in %, both directions averaged; gap = distance between "
-             f"the two modality centroids). Δ = more minus fewer modalities, paired by seed; p: paired t-test, "
-             f"uncorrected:")
-    header = ["objective (modalities)", "missing rate", "R@1 fewer", "R@1 more", "Δ R@1 (pp)", "p",
-              "gap fewer", "gap more", "Δ gap", "p"]
+    intro = (
+        f"2 vs 3 modalities: the same objective trained on the first two modalities and on more, measured on "
+        f"the shared pair {pair[0]} <-> {pair[1]} (R@1 in %, both directions averaged; gap = distance between "
+        f"the two modality centroids). Δ = more minus fewer modalities, paired by seed; p: paired t-test, "
+        f"uncorrected:"
+    )
+    header = [
+        "objective (modalities)",
+        "missing rate",
+        "R@1 fewer",
+        "R@1 more",
+        "Δ R@1 (pp)",
+        "p",
+        "gap fewer",
+        "gap more",
+        "Δ gap",
+        "p",
+    ]
     return [intro, ""] + markdown_table(header, body) + [""]
 
 
@@ -271,8 +304,7 @@ def _before_after(records, labels, few: str, many: str, value, scale: float) -> 
     digits = 2 if scale == 100.0 else 3
 
     def stat(label: str) -> str:
-        values = [v for r, lab in zip(records, labels)
-                  if lab == label and r.ok and (v := value(r)) is not None]
+        values = [v for r, lab in zip(records, labels) if lab == label and r.ok and (v := value(r)) is not None]
         return mean_std(values, scale=scale, digits=digits)
 
     more, fewer = paired_cells(records, labels, many, value), paired_cells(records, labels, few, value)
@@ -284,9 +316,11 @@ def _before_after(records, labels, few: str, many: str, value, scale: float) -> 
 
 def _section(setting: tuple, records: list[Record], reference: str) -> list[str]:
     values = dict(zip(SETTING_FIELDS + ("tuning",), setting))
-    masked = ("missing modalities remove sides of training pairs: a pair trains only when both sides are present"
-              if values["missing_on"] == "all" else "no missing modalities in training (masks on validation and "
-              "test only)")
+    masked = (
+        "missing modalities remove sides of training pairs: a pair trains only when both sides are present"
+        if values["missing_on"] == "all"
+        else "no missing modalities in training (masks on validation and test only)"
+    )
     lines = [
         f"## {values['dataset']} · retrieval",
         "",
@@ -341,8 +375,10 @@ def _rankings(settings: Mapping[tuple, list[Record]]) -> list[dict[str, Any]]:
     return rank_across_datasets(settings, _shared_pair_scores, "retrieval")
 
 
-RANKING_SCORE = ("the seed-mean R@1 on each dataset's shared pair (its first two modalities, both directions "
-                 "averaged) without missing modalities")
+RANKING_SCORE = (
+    "the seed-mean R@1 on each dataset's shared pair (its first two modalities, both directions "
+    "averaged) without missing modalities"
+)
 
 
 def retrieval_sections(records: Iterable[Mapping[str, Any]], *, reference: str = REFERENCE) -> list[str]:
@@ -354,8 +390,11 @@ def retrieval_sections(records: Iterable[Mapping[str, Any]], *, reference: str =
     groups, noisy = _settings(records)
     lines: list[str] = []
     if noisy:
-        lines += [f"Retrieval: {noisy} cell records scored under test-time noise (`--noise`) are not tabulated "
-                  "here; their records hold the retrieval metrics per noise level.", ""]
+        lines += [
+            f"Retrieval: {noisy} cell records scored under test-time noise (`--noise`) are not tabulated "
+            "here; their records hold the retrieval metrics per noise level.",
+            "",
+        ]
     for setting, ordered in in_table_order(groups):
         lines += _section(setting, ordered, reference)
     for ranking in _rankings(groups):
