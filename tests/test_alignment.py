@@ -9,6 +9,7 @@ import math
 import pytest
 import torch
 import torch.nn.functional as F
+from cli_helpers import grid_args, record_paths
 
 from bench.data import cell_data, iterate_batches
 from bench.errors import UsageError
@@ -359,24 +360,10 @@ def test_bad_hyperparameters_are_one_line_errors(bad):
 
 def test_cli_runs_retrieval_cells_writes_records_and_the_retrieval_leaderboard(run_cli, tmp_path):
     results = tmp_path / "results"
-    args = (
-        "run",
-        "--methods",
-        "align_clip,align_pairwise",
-        "--datasets",
-        "synthetic_2m,synthetic_3m",
-        "--seeds",
-        "0",
-        "--missing-rates",
-        "0",
-        "--epochs",
-        "1",
-        "--results",
-        str(results),
-    )
+    args = ("run", *grid_args("align_clip,align_pairwise", "synthetic_2m,synthetic_3m"), "--results", str(results))
     code, out, err = run_cli(*args)
     assert code == 0, err
-    records = sorted((results / "records").rglob("*.json"))
+    records = record_paths(results)
     assert len(records) == 4
     import json
 

@@ -5,19 +5,9 @@ from __future__ import annotations
 import json
 
 import pytest
+from cli_helpers import grid_args, record_paths
 
-FAST = (
-    "--methods",
-    "late_fusion",
-    "--datasets",
-    "synthetic_2m",
-    "--seeds",
-    "0",
-    "--missing-rates",
-    "0,0.5",
-    "--epochs",
-    "1",
-)
+FAST = grid_args(missing_rates="0,0.5")
 
 
 @pytest.mark.parametrize(
@@ -56,7 +46,7 @@ def test_validate_reports_every_problem_at_once(run_cli):
 def test_run_then_resume_trains_nothing(run_cli, tmp_path):
     code, out, _ = run_cli("run", *FAST, "--results", str(tmp_path))
     assert code == 0 and "2 cells trained" in out
-    records = sorted((tmp_path / "records").rglob("*.json"))
+    records = record_paths(tmp_path)
     assert len(records) == 2
     before = [p.read_text() for p in records]
     code, out, _ = run_cli("run", *FAST, "--results", str(tmp_path))
@@ -66,7 +56,7 @@ def test_run_then_resume_trains_nothing(run_cli, tmp_path):
 
 def test_corrupt_or_edited_records_are_reported_and_recomputed(run_cli, tmp_path):
     run_cli("run", *FAST, "--results", str(tmp_path))
-    truncated, edited = sorted((tmp_path / "records").rglob("*.json"))
+    truncated, edited = record_paths(tmp_path)
     truncated.write_text(truncated.read_text()[:50])
     record = json.loads(edited.read_text())
     record["metrics"]["accuracy"] = 0.99
@@ -135,7 +125,7 @@ def test_verify_reruns_recorded_cells_and_catches_a_changed_number(run_cli, tmp_
     run_cli("run", *FAST, "--results", str(tmp_path))
     code, out, _ = run_cli("verify", "--results", str(tmp_path), "--sample", "2", "--seed", "1")
     assert code == 0 and out.count("  same  ") == 2
-    path = sorted((tmp_path / "records").rglob("*.json"))[0]
+    path = record_paths(tmp_path)[0]
     _reseal(path, lambda record: record["metrics"].update(accuracy=record["metrics"]["accuracy"] + 0.001))
     code, out, err = run_cli("verify", "--results", str(tmp_path), "--sample", "2", "--seed", "1")
     assert code == 1 and "DIFFERENT" in out and "1 of 2 re-run cells differ" in err
@@ -143,7 +133,7 @@ def test_verify_reruns_recorded_cells_and_catches_a_changed_number(run_cli, tmp_
 
 def test_verify_holds_a_record_from_another_cpu_to_determinism_and_strict_to_its_bits(run_cli, tmp_path):
     run_cli("run", *FAST, "--results", str(tmp_path))
-    changed, untouched = sorted((tmp_path / "records").rglob("*.json"))
+    changed, untouched = record_paths(tmp_path)
 
     def from_another_cpu(record):
         record["environment"]["cpu"] = "AuthenticAMD 23/49 avx2 fma"
@@ -163,7 +153,7 @@ def test_verify_holds_a_record_from_another_cpu_to_determinism_and_strict_to_its
 
 def test_verify_draws_half_its_sample_from_records_made_on_this_cpu(run_cli, tmp_path):
     run_cli("run", *FAST, "--seeds", "0,1", "--results", str(tmp_path))
-    paths = sorted((tmp_path / "records").rglob("*.json"))
+    paths = record_paths(tmp_path)
     for path in paths[2:]:
         _reseal(path, lambda record: record["environment"].update(cpu="AuthenticAMD 23/49 avx2 fma"))
 
@@ -196,18 +186,7 @@ def test_verify_fails_a_cell_that_reruns_differently(run_cli, tmp_path, monkeypa
     assert code == 1 and "NOT DETERMINISTIC" in out and len(calls) == 2 and "1 of 1 re-run cells differ" in err
 
 
-ONE_CELL = (
-    "--methods",
-    "late_fusion",
-    "--datasets",
-    "synthetic_2m",
-    "--seeds",
-    "0",
-    "--missing-rates",
-    "0",
-    "--epochs",
-    "1",
-)
+ONE_CELL = grid_args()
 
 
 def _failing_cells(monkeypatch):
@@ -222,7 +201,7 @@ def _failing_cells(monkeypatch):
 
 def test_overwrite_whose_cell_fails_keeps_the_ok_record(run_cli, tmp_path, monkeypatch):
     assert run_cli("run", *ONE_CELL, "--results", str(tmp_path))[0] == 0
-    (path,) = (tmp_path / "records").rglob("*.json")
+    (path,) = record_paths(tmp_path)
     good = path.read_text()
     with monkeypatch.context() as patch:
         _failing_cells(patch)
@@ -242,7 +221,7 @@ def test_a_plain_rerun_retries_failed_cells_and_says_so(run_cli, tmp_path, monke
     with monkeypatch.context() as patch:
         _failing_cells(patch)
         assert run_cli("run", *ONE_CELL, "--results", str(tmp_path))[0] == 1
-    (path,) = (tmp_path / "records").rglob("*.json")
+    (path,) = record_paths(tmp_path)
     assert json.loads(path.read_text())["status"] == "failed"
     code, out, err = run_cli("run", *ONE_CELL, "--jobs", jobs, "--results", str(tmp_path))
     assert code == 0 and "1 cells trained, 0 reused" in out
@@ -257,7 +236,7 @@ def test_a_plain_rerun_retries_failed_cells_and_says_so(run_cli, tmp_path, monke
 def test_table_check_fails_on_a_damaged_record(run_cli, tmp_path):
     run_cli("run", *FAST, "--results", str(tmp_path))
     assert run_cli("table", "--results", str(tmp_path), "--check")[0] == 0
-    first, second = sorted((tmp_path / "records").rglob("*.json"))
+    first, second = record_paths(tmp_path)
     good = first.read_text()
     first.write_text(good[: len(good) // 2])  # truncated JSON
     code, _, err = run_cli("table", "--results", str(tmp_path), "--check")
@@ -299,19 +278,7 @@ def test_version_and_the_help_hint_name_the_right_command(run_cli):
 
 
 def test_quiet_prints_only_the_summary_and_verbose_every_epoch(run_cli, tmp_path):
-    grid = (
-        "run",
-        "--methods",
-        "late_fusion,fusion_xattn",
-        "--datasets",
-        "synthetic_2m",
-        "--seeds",
-        "0",
-        "--missing-rates",
-        "0",
-        "--epochs",
-        "2",
-    )
+    grid = ("run", *grid_args("late_fusion,fusion_xattn", epochs="2"))
     code, out, err = run_cli(*grid, "-q", "--results", str(tmp_path / "q"))
     assert code == 0 and err == "", err  # no note about fusion_xattn, no progress bar
     assert "1 cells trained" in out and "late_fusion" in out

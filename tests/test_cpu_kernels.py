@@ -7,27 +7,16 @@ import os
 import platform
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
+from cli_helpers import grid_args, read_records
 
 from bench import kernels
 
 PINNED = kernels.KERNEL_VARIABLES
 AVX2 = {"ATEN_CPU_CAPABILITY": "avx2", "MKL_CBWR": "AVX2", "ONEDNN_MAX_CPU_ISA": "AVX2"}
 x86_only = pytest.mark.skipif(platform.machine().lower() not in ("x86_64", "amd64"), reason="x86 pin only")
-CELL = (
-    "--methods",
-    "late_fusion",
-    "--datasets",
-    "synthetic_2m",
-    "--seeds",
-    "0",
-    "--missing-rates",
-    "0.5",
-    "--epochs",
-    "2",
-)
+CELL = grid_args(missing_rates="0.5", epochs="2")
 
 
 def _clean_env(extra: dict[str, str]) -> dict[str, str]:
@@ -82,10 +71,6 @@ def test_records_made_before_the_setting_was_recorded_infer_the_old_default_pin(
     assert kernels.recorded_kernel_env({"environment": {"cpu_kernels": "AVX2", "cpu_kernel_env": {}}}) == {}
 
 
-def _records(results: Path) -> list[dict]:
-    return [json.loads(p.read_text()) for p in sorted((results / "records").rglob("*.json"))]
-
-
 @x86_only
 def test_a_pinned_record_is_rerun_pinned_by_verify(run_cli, tmp_path):
     """The record is made by a pinned command; verify runs in this (native) test process, so it must start a
@@ -98,7 +83,7 @@ def test_a_pinned_record_is_rerun_pinned_by_verify(run_cli, tmp_path):
         check=True,
         capture_output=True,
     )
-    (record,) = _records(pinned)
+    (record,) = read_records(pinned)
     assert record["environment"]["cpu_kernels"] == "AVX2" and record["environment"]["cpu_kernel_env"] == AVX2
 
     (fresh,) = kernels.rerun(record, data_root=None, threads=1)
@@ -110,7 +95,7 @@ def test_a_pinned_record_is_rerun_pinned_by_verify(run_cli, tmp_path):
     # A record of the same cell made with native kernels re-runs in this process, natively.
     native = tmp_path / "native"
     code, _, _ = run_cli("run", *CELL, "--results", str(native))
-    (mine,) = _records(native)
+    (mine,) = read_records(native)
     assert code == 0 and mine["environment"]["cpu_kernel_env"] == {}
     assert mine["environment"]["cpu_kernels"] == _native_capability()
     code, out, _ = run_cli("verify", "--results", str(native), "--sample", "1", "--seed", "0")

@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-import json
-
 import numpy as np
 import pytest
+from cli_helpers import grid_args, read_records
 
 import bench
 from bench.artifacts import CellOutputs, evaluate_saved
@@ -16,18 +15,7 @@ from bench.spec import CellSpec
 from bench.store import write_record
 from bench.testing import applicable_tiny_datasets, tiny_spec
 
-CELLS = (
-    "--methods",
-    "late_fusion",
-    "--datasets",
-    "synthetic_2m",
-    "--seeds",
-    "0",
-    "--missing-rates",
-    "0,0.5",
-    "--epochs",
-    "2",
-)
+CELLS = grid_args(missing_rates="0,0.5", epochs="2")
 
 
 def _methods() -> list[str]:
@@ -74,7 +62,7 @@ def saved(tmp_path_factory):
 
 
 def _trained(root):
-    records = [json.loads(p.read_text()) for p in (root / "records").rglob("*.json")]
+    records = read_records(root)
     return {r["spec"]["missing_rate"]: r for r in records if "evaluated_from" not in r}
 
 
@@ -107,7 +95,7 @@ def test_eval_uses_the_test_masks_of_the_rate_and_writes_distinguishable_records
     assert code == 0, err
     assert "2 evaluation records written" in out
     trained = _trained(saved)
-    records = [json.loads(p.read_text()) for p in (saved / "records").rglob("*.json")]
+    records = read_records(saved)
     evaluated = {r["evaluated_from"]["key"]: r for r in records if "evaluated_from" in r}
     from_clean = evaluated[trained[0.0]["key"]]
     assert (
@@ -185,7 +173,7 @@ def test_eval_can_log_samples_under_noise(saved, run_cli):
         "--log-samples",
     )
     assert code == 0, err
-    records = [json.loads(p.read_text()) for p in (saved / "records").rglob("*.json")]
+    records = read_records(saved)
     noisy = [r for r in records if "evaluated_from" in r and r["spec"].get("noise") == "salt_pepper"]
     assert len(noisy) == 2
     for record in noisy:

@@ -7,45 +7,20 @@ import sys
 
 import pandas as pd
 import pytest
+from cli_helpers import grid_args, record_paths
 
 import bench
 from bench.cli import main
 from bench.tables.frame import BASE_COLUMNS, load_history
 
-CELLS = (
-    "--methods",
-    "late_fusion",
-    "--datasets",
-    "synthetic_2m",
-    "--seeds",
-    "0",
-    "--missing-rates",
-    "0,0.5",
-    "--epochs",
-    "2",
-)
+CELLS = grid_args(missing_rates="0,0.5", epochs="2")
 
 
 @pytest.fixture(scope="module")
 def results(tmp_path_factory):
     root = tmp_path_factory.mktemp("frame")
     assert main(["run", *CELLS, "--results", str(root)]) == 0
-    noisy = (
-        "--methods",
-        "late_fusion",
-        "--datasets",
-        "synthetic_2m",
-        "--seeds",
-        "1",
-        "--missing-rates",
-        "0",
-        "--epochs",
-        "1",
-        "--noise",
-        "gaussian",
-        "--noise-levels",
-        "0,10",
-    )
+    noisy = (*grid_args(seeds="1"), "--noise", "gaussian", "--noise-levels", "0,10")
     assert main(["run", *noisy, "--results", str(root)]) == 0
     return root
 
@@ -91,7 +66,7 @@ def test_damaged_records_are_skipped_with_a_warning(results, tmp_path):
         target = copy / path.relative_to(results)
         target.parent.mkdir(parents=True, exist_ok=True)
         target.write_text(path.read_text())
-    victim = sorted((copy / "records").rglob("*.json"))[0]
+    victim = record_paths(copy)[0]
     victim.write_text(victim.read_text()[:40])
     with pytest.warns(UserWarning, match="unreadable record"):
         frame = bench.load_records(copy)

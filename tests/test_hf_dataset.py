@@ -9,6 +9,7 @@ import wave
 import numpy as np
 import pytest
 import torch
+from cli_helpers import grid_args, read_records
 
 datasets = pytest.importorskip("datasets")
 
@@ -104,23 +105,9 @@ def test_parquet_folder_gives_the_same_tensors_and_keeps_its_validation(cwd):
 
 def test_a_run_on_an_hf_folder_writes_records(cwd, run_cli):
     _dict(train=_split(60, 0), test=_split(20, 1)).save_to_disk("tiny")
-    code, out, err = run_cli(
-        "run",
-        "--methods",
-        "late_fusion",
-        "--datasets",
-        "hf:tiny",
-        "--seeds",
-        "0",
-        "--missing-rates",
-        "0,0.5",
-        "--epochs",
-        "1",
-        "--results",
-        "res",
-    )
+    code, out, err = run_cli("run", *grid_args(datasets="hf:tiny", missing_rates="0,0.5"), "--results", "res")
     assert code == 0, err
-    records = [json.loads(p.read_text()) for p in (cwd / "res" / "records").rglob("*.json")]
+    records = read_records(cwd / "res")
     assert len(records) == 2 and {r["spec"]["dataset"] for r in records} == {"hf:tiny"}
     assert all(r["status"] == "ok" and r["metrics"]["num_test_samples"] == 20 for r in records)
 

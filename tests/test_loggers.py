@@ -7,25 +7,15 @@ import json
 import sys
 
 import pytest
+from cli_helpers import grid_args, record_paths
 
 from bench.loggers import LOGGERS
 
-CELLS = (
-    "--methods",
-    "late_fusion",
-    "--datasets",
-    "synthetic_2m",
-    "--seeds",
-    "0",
-    "--missing-rates",
-    "0",
-    "--epochs",
-    "3",
-)
+CELLS = grid_args(epochs="3")
 
 
 def _record(root):
-    (path,) = (root / "records").rglob("*.json")
+    (path,) = record_paths(root)
     return json.loads(path.read_text())
 
 

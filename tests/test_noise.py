@@ -6,6 +6,7 @@ import json
 
 import pytest
 import torch
+from cli_helpers import grid_args, read_records
 
 from bench.noise import corrupt, modality_stats, parse_levels
 from bench.spec import CellSpec
@@ -117,23 +118,9 @@ def test_noise_free_identity_is_unchanged_and_noise_cells_differ():
 
 
 def test_run_scores_every_level_and_the_table_shows_them(run_cli, tmp_path):
-    argv = (
-        "run",
-        "--methods",
-        "late_fusion",
-        "--datasets",
-        "synthetic_2m",
-        "--seeds",
-        "0",
-        "--missing-rates",
-        "0",
-        "--epochs",
-        "1",
-        "--results",
-        str(tmp_path),
-    )
+    argv = ("run", *grid_args(), "--results", str(tmp_path))
     assert run_cli(*argv, "--noise", "gaussian", "--noise-levels", "0,10")[0] == 0
-    records = [json.loads(p.read_text()) for p in (tmp_path / "records").rglob("*.json")]
+    records = read_records(tmp_path)
     assert len(records) == 1
     metrics = records[0]["metrics"]
     assert set(metrics["noise"]) == {"0", "10"}

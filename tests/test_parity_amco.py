@@ -11,9 +11,10 @@ import math
 import pytest
 import torch
 import torch.nn.functional as F
+from parity_problems import seeded_problem
 
 from bench.methods.amco import AMCo, dependent_modalities, mask_ratio
-from bench.protocol import Batch, DataDescription, ModalitySpec, StepContext
+from bench.protocol import StepContext
 from bench.registry import DATASETS, METHODS, default_method
 from bench.testing import one_epoch_record
 
@@ -42,14 +43,8 @@ def test_dependence_is_a_softmax_share_above_sigma():
 
 
 def _setup(num_modalities: int):
-    specs = tuple(ModalitySpec(name, (d,)) for name, d in list(zip("abc", (5, 4, 6)))[:num_modalities])
-    description = DataDescription(specs, num_classes=4, num_train=16)
     method = AMCo()
-    torch.manual_seed(3)
-    model = method.build(description)
-    inputs = {s.name: torch.randn(16, s.shape[0]) for s in specs}
-    batch = Batch(inputs, torch.arange(16) % 4, torch.arange(16), torch.ones(16, num_modalities, dtype=torch.bool))
-    return method, model, batch
+    return method, *seeded_problem(method, num_modalities, num_classes=4, num_samples=16, seed=3)
 
 
 @pytest.mark.parametrize("num_modalities", [2, 3])

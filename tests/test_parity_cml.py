@@ -11,9 +11,10 @@ import math
 import pytest
 import torch
 import torch.nn.functional as F
+from parity_problems import seeded_problem
 
 from bench.methods.cml import CML, confidence, confidence_penalty
-from bench.protocol import Batch, DataDescription, ModalitySpec, StepContext
+from bench.protocol import StepContext
 from bench.registry import DATASETS, METHODS, default_method
 from bench.testing import one_epoch_record
 
@@ -42,16 +43,8 @@ def test_batch_hinge_sums_before_clipping_and_sample_hinge_clips_each():
 
 
 def _setup(num_modalities: int, hinge="batch"):
-    specs = tuple(ModalitySpec(name, (d,)) for name, d in list(zip("abc", (5, 4, 6)))[:num_modalities])
-    description = DataDescription(specs, num_classes=3, num_train=12)
     method = CML(hinge=hinge)
-    torch.manual_seed(4)
-    model = method.build(description)
-    inputs = {s.name: torch.randn(12, s.shape[0]) for s in specs}
-    batch = Batch(
-        inputs, torch.tensor([0, 1, 2] * 4), torch.arange(12), torch.ones(12, num_modalities, dtype=torch.bool)
-    )
-    return method, model, batch
+    return method, *seeded_problem(method, num_modalities, num_classes=3, num_samples=12, seed=4)
 
 
 def _independent_loss(model, batch, order, lam, hinge):

@@ -12,11 +12,12 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+from parity_problems import seeded_model, two_modality_batch
 
 from bench.data import cell_data
 from bench.loop import _carve_holdout, _holdout_rows, build_method, run_cell
 from bench.methods.gblending import GBlending, blend_weights, head_losses, ogr_terms
-from bench.protocol import Batch, DataDescription, EpochContext, ModalitySpec, StepContext
+from bench.protocol import Batch, EpochContext, StepContext
 from bench.registry import DATASETS, METHODS, default_method
 from bench.testing import one_epoch_record, tiny_spec
 
@@ -67,20 +68,7 @@ def test_super_epoch_boundaries():
 
 
 def _setup(method: GBlending):
-    description = DataDescription((ModalitySpec("a", (5,)), ModalitySpec("b", (4,))), num_classes=3, num_train=12)
-    torch.manual_seed(0)
-    model = method.build(description)
-
-    def batch(seed):
-        gen = torch.Generator().manual_seed(seed)
-        return Batch(
-            {"a": torch.randn(12, 5, generator=gen), "b": torch.randn(12, 4, generator=gen)},
-            torch.tensor([0, 1, 2] * 4),
-            torch.arange(12),
-            torch.ones(12, 2, dtype=torch.bool),
-        )
-
-    return model, batch(1), batch(2)
+    return seeded_model(method), two_modality_batch(1), two_modality_batch(2)
 
 
 def _hand_head_losses(model, batch):

@@ -10,9 +10,10 @@ import math
 import pytest
 import torch
 import torch.nn.functional as F
+from parity_problems import seeded_model, two_modality_batch
 
 from bench.methods.inforeg import HISTORY, InfoReg, regulation, window_k
-from bench.protocol import Batch, DataDescription, EpochContext, ModalitySpec, StepContext
+from bench.protocol import EpochContext, StepContext
 from bench.testing import one_epoch_record
 
 torch.set_num_threads(1)
@@ -45,18 +46,8 @@ def test_regulation_coefficient_by_hand():
 
 
 def _setup(**kwargs):
-    description = DataDescription((ModalitySpec("a", (5,)), ModalitySpec("b", (4,))), num_classes=3, num_train=12)
     method = InfoReg(**kwargs)
-    torch.manual_seed(0)
-    model = method.build(description)
-    gen = torch.Generator().manual_seed(1)
-    batch = Batch(
-        {"a": torch.randn(12, 5, generator=gen), "b": torch.randn(12, 4, generator=gen)},
-        torch.tensor([0, 1, 2] * 4),
-        torch.arange(12),
-        torch.ones(12, 2, dtype=torch.bool),
-    )
-    return method, model, batch
+    return method, seeded_model(method), two_modality_batch()
 
 
 def test_loss_is_fused_plus_sliced_unimodal_cross_entropies_and_scores_are_true_class_sums():

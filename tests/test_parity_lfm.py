@@ -9,9 +9,10 @@ import math
 import pytest
 import torch
 import torch.nn.functional as F
+from parity_problems import seeded_model, two_modality_batch
 
 from bench.methods.lfm import ALPHA1_COEFFICIENTS, LFM, fitted_weights, gap_divergence
-from bench.protocol import Batch, DataDescription, ModalitySpec, StepContext
+from bench.protocol import StepContext
 from bench.testing import one_epoch_record
 
 torch.set_num_threads(1)
@@ -62,17 +63,9 @@ def test_official_divergence_is_the_code_s_kl_div_form():
 
 
 def test_loss_is_the_weighted_sum_of_ce_on_mean_logits_and_js():
-    description = DataDescription((ModalitySpec("a", (5,)), ModalitySpec("b", (4,))), num_classes=3, num_train=12)
     method = LFM()
-    torch.manual_seed(0)
-    model = method.build(description)
-    gen = torch.Generator().manual_seed(1)
-    batch = Batch(
-        {"a": torch.randn(12, 5, generator=gen), "b": torch.randn(12, 4, generator=gen)},
-        torch.tensor([0, 1, 2] * 4),
-        torch.arange(12),
-        torch.ones(12, 2, dtype=torch.bool),
-    )
+    model = seeded_model(method)
+    batch = two_modality_batch()
     model.train()
     state = {k: v.clone() for k, v in model.state_dict().items()}
     with torch.no_grad():

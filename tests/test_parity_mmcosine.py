@@ -9,9 +9,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from parity_problems import seeded_problem
 
 from bench.methods.mmcosine import MMCosine, cosine_logits
-from bench.protocol import Batch, DataDescription, ModalitySpec, StepContext
+from bench.protocol import StepContext
 from bench.registry import DATASETS, METHODS, default_method
 from bench.testing import one_epoch_record
 
@@ -43,16 +44,8 @@ def test_zero_feature_gives_zero_logits_not_nan():
 
 
 def _setup(num_modalities: int):
-    specs = tuple(ModalitySpec(name, (d,)) for name, d in list(zip("abc", (5, 4, 6)))[:num_modalities])
-    description = DataDescription(specs, num_classes=3, num_train=12)
     method = MMCosine()
-    torch.manual_seed(2)
-    model = method.build(description)
-    inputs = {s.name: torch.randn(12, s.shape[0]) for s in specs}
-    batch = Batch(
-        inputs, torch.tensor([0, 1, 2] * 4), torch.arange(12), torch.ones(12, num_modalities, dtype=torch.bool)
-    )
-    return method, model, batch
+    return method, *seeded_problem(method, num_modalities, num_classes=3, num_samples=12, seed=2)
 
 
 @pytest.mark.parametrize("num_modalities", [2, 3])

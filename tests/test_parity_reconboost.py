@@ -10,10 +10,11 @@ import math
 import pytest
 import torch
 import torch.nn.functional as F
+from parity_problems import seeded_model, two_modality_batch
 
 from bench.loop import run_cell
 from bench.methods.reconboost import ReconBoost, boosting_loss, phase_of
-from bench.protocol import Batch, DataDescription, ModalitySpec, StepContext
+from bench.protocol import Batch, StepContext
 from bench.testing import one_epoch_record, tiny_spec
 
 torch.set_num_threads(1)
@@ -64,18 +65,8 @@ def test_stage_schedule():
 
 
 def _setup():
-    description = DataDescription((ModalitySpec("a", (5,)), ModalitySpec("b", (4,))), num_classes=3, num_train=12)
     method = ReconBoost(epochs_per_stage=1, correct_epochs=1)
-    torch.manual_seed(0)
-    model = method.build(description)
-    gen = torch.Generator().manual_seed(1)
-    batch = Batch(
-        {"a": torch.randn(12, 5, generator=gen), "b": torch.randn(12, 4, generator=gen)},
-        torch.tensor([0, 1, 2] * 4),
-        torch.arange(12),
-        torch.ones(12, 2, dtype=torch.bool),
-    )
-    return method, model, batch
+    return method, seeded_model(method), two_modality_batch()
 
 
 def _grads(model):

@@ -9,11 +9,12 @@ import copy
 import pytest
 import torch
 import torch.nn.functional as F
+from parity_problems import seeded_model, two_modality_batch, two_modality_description
 
 from bench.data import cell_data
 from bench.loop import _fit, _pretrain, autocast_for, build_method, run_cell, task_of
 from bench.methods.umt import UMT, distillation_loss, present_cross_entropy
-from bench.protocol import Batch, DataDescription, ModalitySpec, StepContext
+from bench.protocol import StepContext
 from bench.testing import one_epoch_record, tiny_spec
 
 torch.set_num_threads(1)
@@ -47,21 +48,14 @@ def test_present_cross_entropy_skips_absent_samples():
 
 
 def test_loss_is_cross_entropy_plus_weighted_distillation_from_the_adopted_teachers():
-    description = DataDescription((ModalitySpec("a", (5,)), ModalitySpec("b", (4,))), num_classes=3, num_train=12)
+    description = two_modality_description()
     method = UMT(distill_weight=10.0)
-    torch.manual_seed(0)
-    model = method.build(description)
+    model = seeded_model(method, description)
     stages = {name: stage.build(description) for name, stage in method.pretrain(description).items()}
     assert sorted(stages) == ["teacher_a", "teacher_b"]
     method.adopt_pretrained(model, stages)
     assert not any(p.requires_grad for p in model.teachers.parameters())
-    gen = torch.Generator().manual_seed(1)
-    batch = Batch(
-        {"a": torch.randn(12, 5, generator=gen), "b": torch.randn(12, 4, generator=gen)},
-        torch.tensor([0, 1, 2] * 4),
-        torch.arange(12),
-        torch.ones(12, 2, dtype=torch.bool),
-    )
+    batch = two_modality_batch()
     model.train()
     hand = copy.deepcopy(model)
     with torch.no_grad():

@@ -15,25 +15,15 @@ import time
 from pathlib import Path
 
 import pytest
+from cli_helpers import grid_args, record_paths
 
-GRID = [
-    "--methods",
-    "late_fusion",
-    "--datasets",
-    "synthetic_2m",
-    "--seeds",
-    "0,1",
-    "--missing-rates",
-    "0,0.5",
-    "--epochs",
-    "1",
-]
+GRID = list(grid_args(seeds="0,1", missing_rates="0,0.5"))
 CELLS = 4
 RAY_PROCESS_MARKERS = ("raylet", "gcs_server", "ray::", "ray/_private", "ray/dashboard", "ray/autoscaler")
 
 
 def _metrics(results: Path) -> dict[str, dict]:
-    return {p.name: json.loads(p.read_text())["metrics"] for p in sorted((results / "records").rglob("*.json"))}
+    return {p.name: json.loads(p.read_text())["metrics"] for p in record_paths(results)}
 
 
 def _ray_processes() -> set[int]:

@@ -49,8 +49,9 @@ def test_the_commands_recreate_exactly_the_recorded_cells(run_cli, tmp_path):
     assert _record_files(second) == _record_files(first)
 
 
-def test_tuned_records_are_tuned_first_with_their_budget():
-    spec = {
+def _mla_cub_spec(hparams_source: str) -> dict:
+    """A 30-epoch MLA cell on CUB, as much of its spec as regenerate_commands reads."""
+    return {
         "method": "mla",
         "dataset": "cub",
         "seed": 0,
@@ -59,8 +60,12 @@ def test_tuned_records_are_tuned_first_with_their_budget():
         "batch_size": 64,
         "missing_on": "all",
         "precision": "fp32",
-        "hparams_source": "tuned:mla/cub/e30/p1:10-trials",
+        "hparams_source": hparams_source,
     }
+
+
+def test_tuned_records_are_tuned_first_with_their_budget():
+    spec = _mla_cub_spec("tuned:mla/cub/e30/p1:10-trials")
     records = [{"spec": dict(spec, seed=s), "timings": {"train_seconds": 6.0, "test_seconds": 1.0}} for s in (0, 1)]
     (line,) = regenerate_commands(records)
     tune, run = line.split(" && ")
@@ -149,17 +154,7 @@ def test_dataset_options_encoders_and_patience_reach_the_commands(run_cli, tmp_p
 
 
 def test_records_scored_from_saved_models_add_no_training_command():
-    spec = {
-        "method": "mla",
-        "dataset": "cub",
-        "seed": 0,
-        "missing_rate": 0.0,
-        "epochs": 30,
-        "batch_size": 64,
-        "missing_on": "all",
-        "precision": "fp32",
-        "hparams_source": "default",
-    }
+    spec = _mla_cub_spec("default")
     trained = {"spec": spec, "timings": {"train_seconds": 6.0, "test_seconds": 1.0}}
     evaluated = {
         "spec": dict(spec, missing_rate=0.5, extra={"evaluated_from": "abc"}),

@@ -11,21 +11,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from cli_helpers import grid_args, record_paths
 
 from bench.store import read_record
 
-GRID = [
-    "--methods",
-    "late_fusion,late_fusion_sum",
-    "--datasets",
-    "synthetic_2m",
-    "--seeds",
-    "0,1,2",
-    "--missing-rates",
-    "0,0.5",
-    "--epochs",
-    "2",
-]
+GRID = list(grid_args("late_fusion,late_fusion_sum", seeds="0,1,2", missing_rates="0,0.5", epochs="2"))
 CELLS = 12
 
 
@@ -46,7 +36,7 @@ def _start(results: Path, grid: list[str] = GRID) -> subprocess.Popen:
 
 
 def _records(results: Path) -> list[Path]:
-    return sorted((results / "records").rglob("*.json")) if (results / "records").exists() else []
+    return record_paths(results) if (results / "records").exists() else []
 
 
 def test_sigkill_part_way_then_resume_gives_the_uninterrupted_tables(tmp_path):
@@ -149,18 +139,7 @@ def _bad_input_cases(tmp_path: Path) -> list[tuple[list[str], str]]:
     a_file = tmp_path / "a_file"
     a_file.write_text("not a directory\n")
     missing = tmp_path / "no_such_folder"
-    fast = [
-        "--methods",
-        "late_fusion",
-        "--datasets",
-        "synthetic_2m",
-        "--seeds",
-        "0",
-        "--missing-rates",
-        "0",
-        "--epochs",
-        "1",
-    ]
+    fast = list(grid_args())
     out = ["--results", str(tmp_path / "out")]
     import torch
 

@@ -7,26 +7,14 @@ import json
 import subprocess
 import sys
 
+from cli_helpers import grid_args
+
 TRIALS = 8
 
 
 def test_two_processes_fill_one_study_to_its_budget(tmp_path):
-    command = [
-        sys.executable,
-        "-m",
-        "bench",
-        "tune",
-        "--methods",
-        "late_fusion",
-        "--datasets",
-        "synthetic_2m",
-        "--epochs",
-        "1",
-        "--trials",
-        str(TRIALS),
-        "--results",
-        str(tmp_path),
-    ]
+    tune = ("tune", *grid_args(seeds=None, missing_rates=None), "--trials", str(TRIALS))
+    command = [sys.executable, "-m", "bench", *tune, "--results", str(tmp_path)]
     procs = [subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for _ in range(2)]
     outputs = [p.communicate(timeout=300) for p in procs]
     assert all(p.returncode == 0 for p in procs), [err for _, err in outputs]

@@ -5,8 +5,10 @@ from __future__ import annotations
 import json
 
 import pytest
+from cli_helpers import grid_args
 
-TINY = ("--methods", "late_fusion", "--datasets", "synthetic_2m", "--epochs", "2")
+# tune refuses --seeds and --missing-rates: they only choose evaluation cells
+TINY = grid_args(seeds=None, missing_rates=None, epochs="2")
 
 
 def test_tune_writes_best_params_and_run_tuned_uses_them(run_cli, tmp_path):
@@ -55,6 +57,22 @@ def test_a_committed_tuned_file_resumes_without_its_journal(run_cli, tmp_path, m
     assert json.loads(path.read_text())["trials"] == 3 and trained
 
 
+def _tune_late_fusion(results_dir, *, trials: int, epochs: int) -> dict:
+    """tune_one in-process on the synthetic grid; imported on call, after the test has patched bench.loop."""
+    from bench.tune import tune_one
+
+    return tune_one(
+        "late_fusion",
+        "synthetic_2m",
+        trials=trials,
+        results_dir=results_dir,
+        storage=None,
+        epochs=epochs,
+        batch_size=64,
+        data_root=None,
+    )
+
+
 def test_tuning_never_evaluates_test(monkeypatch, tmp_path):
     import bench.loop
 
@@ -65,18 +83,7 @@ def test_tuning_never_evaluates_test(monkeypatch, tmp_path):
         "evaluate",
         lambda method, model, split, *rest: calls.append(len(split)) or original(method, model, split, *rest),
     )
-    from bench.tune import tune_one
-
-    tune_one(
-        "late_fusion",
-        "synthetic_2m",
-        trials=1,
-        results_dir=tmp_path,
-        storage=None,
-        epochs=2,
-        batch_size=64,
-        data_root=None,
-    )
+    _tune_late_fusion(tmp_path, trials=1, epochs=2)
     assert calls and set(calls) == {500}  # the validation split only; test has 1,000 samples
 
 
@@ -115,7 +122,6 @@ def test_two_tuners_share_one_journal_safely(tmp_path):
 def test_a_diverging_trial_scores_zero_and_counts_toward_the_budget(tmp_path, monkeypatch, capsys):
     import bench.loop
     from bench.errors import CellFailure
-    from bench.tune import tune_one
 
     real = bench.loop.run_cell
     calls = {"n": 0}
@@ -127,16 +133,7 @@ def test_a_diverging_trial_scores_zero_and_counts_toward_the_budget(tmp_path, mo
         return real(spec, **kwargs)
 
     monkeypatch.setattr(bench.loop, "run_cell", sometimes_diverges)
-    summary = tune_one(
-        "late_fusion",
-        "synthetic_2m",
-        trials=3,
-        results_dir=tmp_path,
-        storage=None,
-        epochs=1,
-        batch_size=64,
-        data_root=None,
-    )
+    summary = _tune_late_fusion(tmp_path, trials=3, epochs=1)
     assert summary["finished_trials"] == 3 and calls["n"] == 3
     assert "trial 2/3 diverged, scores 0" in capsys.readouterr().err
     assert summary["best_value"] > 0
@@ -148,20 +145,7 @@ def test_run_tuned_skips_a_method_that_does_not_apply_instead_of_asking_for_its_
     code, _, _ = run_cli("tune", *TINY, "--trials", "1", "--results", str(tmp_path))
     assert code == 0
     code, out, err = run_cli(
-        "run",
-        "--methods",
-        "late_fusion,fusion_xattn",
-        "--datasets",
-        "synthetic_2m",
-        "--epochs",
-        "2",
-        "--seeds",
-        "0",
-        "--missing-rates",
-        "0",
-        "--tuned",
-        "--results",
-        str(tmp_path),
+        "run", *grid_args("late_fusion,fusion_xattn", epochs="2"), "--tuned", "--results", str(tmp_path)
     )
     assert code == 0, err
     assert "fusion_xattn does not apply to synthetic_2m" in out + err
@@ -180,7 +164,7 @@ def _trial_specs(monkeypatch):
     return seen
 
 
-ONE = ("--methods", "late_fusion", "--datasets", "synthetic_2m", "--epochs", "1", "--trials", "1")
+ONE = (*grid_args(seeds=None, missing_rates=None), "--trials", "1")
 
 
 @pytest.mark.parametrize(
@@ -205,21 +189,7 @@ def test_tune_honours_every_option_that_changes_a_cell(run_cli, tmp_path, monkey
     assert seen and all(check(spec) for spec in seen)
     tuned = json.loads((tmp_path / "tuned" / "synthetic_2m" / "late_fusion.json").read_text())
     assert tuned["study"] == f"late_fusion/synthetic_2m/e1/p1{study_part}"
-    grid = (
-        "--methods",
-        "late_fusion",
-        "--datasets",
-        "synthetic_2m",
-        "--epochs",
-        "1",
-        "--seeds",
-        "0",
-        "--missing-rates",
-        "0",
-        "--tuned",
-        "--results",
-        str(tmp_path),
-    )
+    grid = (*grid_args(), "--tuned", "--results", str(tmp_path))
     code, _, err = run_cli("run", *grid)
     assert code == 2 and err.count("\n") == 1 and "not 'late_fusion/synthetic_2m/e1/p1'" in err, err
     code, _, err = run_cli("run", *grid, *option)
@@ -230,21 +200,8 @@ def test_tune_honours_every_option_that_changes_a_cell(run_cli, tmp_path, monkey
 
 def test_tune_honours_a_dataset_option(run_cli, tmp_path, monkeypatch):
     seen = _trial_specs(monkeypatch)
-    code, _, err = run_cli(
-        "tune",
-        "--methods",
-        "late_fusion",
-        "--datasets",
-        "imbalance_2m",
-        "--epochs",
-        "1",
-        "--trials",
-        "1",
-        "--set",
-        "data.coverage=0.9",
-        "--results",
-        str(tmp_path),
-    )
+    tune = ("tune", *grid_args(datasets="imbalance_2m", seeds=None, missing_rates=None), "--trials", "1")
+    code, _, err = run_cli(*tune, "--set", "data.coverage=0.9", "--results", str(tmp_path))
     assert code == 0, err
     assert seen and all(spec.extra["dataset_options"] == {"coverage": 0.9} for spec in seen)
     assert all(spec.dataset_version.endswith("cov0.9") for spec in seen)  # the adapter names its option
@@ -255,23 +212,7 @@ def test_tune_honours_a_dataset_option(run_cli, tmp_path, monkeypatch):
 def test_run_tune_tunes_on_the_encoder_it_runs_on(run_cli, tmp_path, monkeypatch):
     seen = _trial_specs(monkeypatch)
     code, _, err = run_cli(
-        "run",
-        "--methods",
-        "late_fusion",
-        "--datasets",
-        "synthetic_2m",
-        "--epochs",
-        "1",
-        "--seeds",
-        "0",
-        "--missing-rates",
-        "0",
-        "--tune",
-        "1",
-        "--set",
-        "encoder.weak=vector",
-        "--results",
-        str(tmp_path),
+        "run", *grid_args(), "--tune", "1", "--set", "encoder.weak=vector", "--results", str(tmp_path)
     )
     assert code == 0, err
     trials = [s for s in seen if s.hparams_source == "tuning-trial"]
@@ -304,22 +245,7 @@ def test_tune_refuses_options_that_only_choose_evaluation_cells(run_cli, tmp_pat
 
 def test_run_tuned_with_other_epochs_than_the_tuning_refuses_in_one_line(run_cli, tmp_path):
     assert run_cli("tune", *TINY, "--trials", "1", "--results", str(tmp_path))[0] == 0
-    code, _, err = run_cli(
-        "run",
-        "--methods",
-        "late_fusion",
-        "--datasets",
-        "synthetic_2m",
-        "--epochs",
-        "3",
-        "--seeds",
-        "0",
-        "--missing-rates",
-        "0",
-        "--tuned",
-        "--results",
-        str(tmp_path),
-    )
+    code, _, err = run_cli("run", *grid_args(epochs="3"), "--tuned", "--results", str(tmp_path))
     assert code == 2 and err.count("\n") == 1
     assert "tuned with --epochs 2, but this run uses --epochs 3" in err
     assert not (tmp_path / "records").exists()
