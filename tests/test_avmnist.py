@@ -11,6 +11,7 @@ import wave
 import numpy as np
 import pytest
 import torch
+from call_spies import count_calls, interrupt_at_call
 
 import bench.datasets.avmnist as avmnist
 from bench.errors import UsageError
@@ -64,18 +65,6 @@ def tiny_root(tmp_path, monkeypatch):
     return root
 
 
-def _count_decodes(monkeypatch) -> list[int]:
-    calls = [0]
-    real = avmnist.read_wav
-
-    def counting(path):
-        calls[0] += 1
-        return real(path)
-
-    monkeypatch.setattr(avmnist, "read_wav", counting)
-    return calls
-
-
 def test_trains_one_epoch_end_to_end(tiny_root, tmp_path):
     spec = dataclasses.replace(tiny_spec("late_fusion"), dataset="avmnist", epochs=1)
     result = run_cell(spec, data_root=tiny_root)
@@ -104,7 +93,7 @@ def test_shapes_ranges_and_pairing(tiny_root):
 
 
 def test_second_load_reads_the_cache_without_decoding(tiny_root, monkeypatch):
-    calls = _count_decodes(monkeypatch)
+    calls = count_calls(monkeypatch, avmnist, "read_wav")
     first = avmnist.AVMNIST.load(tiny_root)
     assert calls[0] == 10 * len(SPEAKERS) * len(REPETITIONS)
     (manifest,) = (tiny_root.parent / "cache" / "avmnist").glob("v1-*/manifest.json")
@@ -152,21 +141,10 @@ def test_truncated_idx_gz_is_one_line_naming_the_file(tiny_root):
 def test_interrupted_preparation_leaves_no_cache(tiny_root, monkeypatch, where):
     import bench.media.cache
 
-    def interrupt(*args, **kwargs):
-        raise KeyboardInterrupt  # as if the user pressed Ctrl-C half-way
-
     if where == "decoding":
-        monkeypatch.setattr(avmnist, "log_mel", interrupt)
+        interrupt_at_call(monkeypatch, avmnist, "log_mel", 1)
     else:  # after some arrays are already written into the temporary directory
-        calls, real_save = [0], np.save
-
-        def save_then_interrupt(*args, **kwargs):
-            calls[0] += 1
-            if calls[0] == 3:
-                interrupt()
-            return real_save(*args, **kwargs)
-
-        monkeypatch.setattr(bench.media.cache.np, "save", save_then_interrupt)
+        calls = interrupt_at_call(monkeypatch, bench.media.cache.np, "save", 3)
     with pytest.raises(KeyboardInterrupt):
         avmnist.AVMNIST.load(tiny_root)
     if where == "writing":

@@ -9,6 +9,7 @@ import json
 import numpy as np
 import pytest
 import torch
+from call_spies import count_calls
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from media_fixtures import tone, write_wav
@@ -209,14 +210,7 @@ def test_pairs_are_deterministic_across_builds(tiny, tmp_path, monkeypatch):
 
 def test_second_load_reads_the_cache_without_decoding(tiny, monkeypatch):
     root, _ = tiny
-    calls = [0]
-    real = amb.read_wav
-
-    def counting(path):
-        calls[0] += 1
-        return real(path)
-
-    monkeypatch.setattr(amb, "read_wav", counting)
+    calls = count_calls(monkeypatch, amb, "read_wav")
     assert amb.AVMNIST_MULTIBENCH.status(root)[0] == "raw found"
     amb.AVMNIST_MULTIBENCH.load(root)
     assert calls[0] == 10 * 4 * len(REPETITIONS)  # every pool clip once, george's never

@@ -12,6 +12,7 @@ import wave
 import numpy as np
 import pytest
 import torch
+from call_spies import count_calls, interrupt_at_call
 from media_fixtures import (
     CREMAD_EMOTIONS,
     MLA_NAMES,
@@ -204,14 +205,7 @@ def test_a_pure_tone_lands_in_its_mel_band():
 
 
 def test_second_load_reads_the_cache_without_decoding(tiny, monkeypatch):
-    calls = [0]
-    real = cremad.read_wav
-
-    def counting(path, **kwargs):
-        calls[0] += 1
-        return real(path, **kwargs)
-
-    monkeypatch.setattr(cremad, "read_wav", counting)
+    calls = count_calls(monkeypatch, cremad, "read_wav")
     variant = small(cremad.CREMAD)
     first = variant.load(tiny.root)
     assert calls[0] == len(tiny.train) + len(tiny.test)
@@ -248,21 +242,10 @@ def test_each_media_file_is_hashed_once(tiny, monkeypatch):
 def test_interrupted_preparation_leaves_no_cache(tiny, monkeypatch, where):
     import bench.media.cache
 
-    calls = [0]
-
-    def interrupt_third(real):
-        def wrapped(*args, **kwargs):
-            calls[0] += 1
-            if calls[0] == 3:
-                raise KeyboardInterrupt  # as if the user pressed Ctrl-C half-way
-            return real(*args, **kwargs)
-
-        return wrapped
-
     if where == "decoding":
-        monkeypatch.setattr(cremad, "sampled_frames", interrupt_third(cremad.sampled_frames))
+        interrupt_at_call(monkeypatch, cremad, "sampled_frames", 3)
     else:
-        monkeypatch.setattr(bench.media.cache.np, "save", interrupt_third(np.save))
+        interrupt_at_call(monkeypatch, bench.media.cache.np, "save", 3)
     variant = small(cremad.CREMAD)
     with pytest.raises(KeyboardInterrupt):
         variant.load(tiny.root)

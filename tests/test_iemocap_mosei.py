@@ -12,9 +12,9 @@ import pickle
 import numpy as np
 import pytest
 import torch
+from call_spies import interrupt_at_call
 from PIL import Image
 
-import bench.datasets._jsonl_image_text as helper
 from bench.datasets.iemocap import CLASSES, IEMOCAP, SEPARATOR
 from bench.datasets.mosei import MOSEI, read_feature_pickle
 from bench.errors import UsageError
@@ -177,15 +177,7 @@ def test_iemocap_token_ids_beyond_the_text_models_vocabulary_are_refused(iemocap
 def test_iemocap_interrupted_preparation_leaves_no_cache(iemocap_root, cache, monkeypatch):
     import bench.datasets.iemocap as iemocap
 
-    calls, real = [0], helper.read_rgb
-
-    def interrupt_half_way(*args):
-        calls[0] += 1
-        if calls[0] == 9:
-            raise KeyboardInterrupt
-        return real(*args)
-
-    monkeypatch.setattr(iemocap, "read_rgb", interrupt_half_way)
+    interrupt_at_call(monkeypatch, iemocap, "read_rgb", 9)  # half-way through decoding
     with pytest.raises(KeyboardInterrupt):
         IEMOCAP.load(iemocap_root)
     assert list((cache / "iemocap").iterdir()) == []

@@ -10,6 +10,7 @@ import socket
 import numpy as np
 import pytest
 import torch
+from call_spies import count_calls, interrupt_at_call
 from PIL import Image
 
 import bench.datasets._jsonl_image_text as helper
@@ -179,14 +180,7 @@ def test_tokens_are_the_tokenizers_ids_and_mask_and_cuts_are_counted(mvsa_root):
 
 
 def test_second_load_reads_the_cache_and_writes_never_reach_it(mvsa_root, monkeypatch):
-    calls = [0]
-    real = helper.read_rgb
-
-    def counting(*args):
-        calls[0] += 1
-        return real(*args)
-
-    monkeypatch.setattr(helper, "read_rgb", counting)
+    calls = count_calls(monkeypatch, helper, "read_rgb")
     first = MVSA.load(mvsa_root)
     assert calls[0] == 12
     original = first.train.inputs["image"][0].clone()
@@ -249,15 +243,8 @@ def test_absent_dataset_says_which_file(tmp_path, cache):
 
 
 def test_interrupted_preparation_leaves_no_cache(mvsa_root, cache, monkeypatch):
-    calls, real = [0], helper.read_rgb
-
-    def interrupt_half_way(*args):
-        calls[0] += 1
-        if calls[0] == 7:
-            raise KeyboardInterrupt  # Ctrl-C while images are being decoded into the scratch arrays
-        return real(*args)
-
-    monkeypatch.setattr(helper, "read_rgb", interrupt_half_way)
+    # Ctrl-C while images are being decoded into the scratch arrays
+    interrupt_at_call(monkeypatch, helper, "read_rgb", 7)
     with pytest.raises(KeyboardInterrupt):
         MVSA.load(mvsa_root)
     assert list((cache / "mvsa").iterdir()) == []  # neither a cache nor a scratch or temporary folder
