@@ -7,38 +7,10 @@ a kind added through ``bench.models`` reaches every encoder), but a module attri
 monkeypatched ``CHANNELS_LAST``) does not reach :mod:`bench.nn.encoders`: patch that module instead.
 """
 
-from bench.nn.classifiers import (
-    FusionWithUnimodalHeads,
-    PerModalityClassifiers,
-    SlicedFusionNet,
-    sliced_prediction,
-)
-from bench.nn.encoders import (  # noqa: F401 - CHANNELS_LAST was a public name of the old module
-    CHANNELS_LAST,
-    ENCODER_FACTORIES,
-    SEQUENCE_LENGTHS,
-    ConvEncoder,
-    MLPEncoder,
-    build_encoders,
-    encode,
-    kind_argument,
-    sequence_length,
-)
-from bench.nn.fusion import ConcatHead, SumHead
+from bench.nn import *  # noqa: F403 - the old module's names, the very same objects
+from bench.nn import __all__ as _NN_NAMES
+from bench.nn.encoders import CHANNELS_LAST  # noqa: F401 - a public name of the old module
 
-__all__ = [
-    "ENCODER_FACTORIES",
-    "SEQUENCE_LENGTHS",
-    "ConcatHead",
-    "ConvEncoder",
-    "FusionWithUnimodalHeads",
-    "MLPEncoder",
-    "PerModalityClassifiers",
-    "SlicedFusionNet",
-    "sliced_prediction",
-    "SumHead",
-    "build_encoders",
-    "encode",
-    "kind_argument",
-    "sequence_length",
-]
+#: The names of :mod:`bench.nn` that came with it (the fusion-head registry): not the old module's.
+_ADDED_SINCE = ("FUSION_HEADS", "FusionHead", "FusionNet", "fusion_not_applicable")
+__all__ = [name for name in _NN_NAMES if name not in _ADDED_SINCE]

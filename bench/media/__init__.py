@@ -8,62 +8,37 @@
   adapter that prepares a cache (status, prepare, load memory-mapped, describe), and
   :class:`~bench.media.prepared.ScratchArrays` for arrays larger than memory.
 
-``from bench.media import read_wav`` and the like keep working: the public names of the three modules are
-looked up here on first use, so importing ``bench.media.cache`` does not import torch.
+``from bench.media import read_wav`` and the like keep working: the public names of the three modules (their
+``__all__``) are looked up here on first use, so importing ``bench.media.cache`` does not import torch.
 """
 
 from __future__ import annotations
 
 import importlib
+from types import ModuleType
 from typing import Any
 
-_MODULES = {
-    "decode": (
-        "MissingStream",
-        "clip_fbank",
-        "decode_audio",
-        "describe_bad_file",
-        "frames_per_second",
-        "kaldi_fbank",
-        "kaldi_mel_banks",
-        "log_stft",
-        "pad_or_cut",
-        "pick_frames",
-        "read_wav",
-        "resample",
-        "rgb_frame",
-        "sampled_frames",
-        "sha256_of",
-        "tile_to",
-        "verify_sha256",
-    ),
-    "prepared": ("SPLITS", "PreparedDataset", "ScratchArrays", "cache_state", "mapped_tensors"),
-    "cache": (
-        "MANIFEST",
-        "STATES",
-        "Progress",
-        "cache_dir",
-        "cache_root",
-        "dataset_status",
-        "file_fingerprint",
-        "prepare_cached",
-        "read_manifest",
-        "read_prepared",
-        "write_prepared",
-    ),
-}
-_HOME = {name: module for module, names in _MODULES.items() for name in names}
+#: The modules whose public names (each one's ``__all__``, the one list of them) this package offers, searched
+#: in this order: the torch-free cache first, so that its names resolve without importing torch.
+_MODULES = ("cache", "prepared", "decode")
 
-__all__ = sorted(_HOME)
+
+def _module(name: str) -> ModuleType:
+    return importlib.import_module(f"{__name__}.{name}")
 
 
 def __getattr__(name: str) -> Any:
-    """A public name of :mod:`bench.media.decode`, ``.prepared`` or ``.cache``, imported on first use."""
-    module = _HOME.get(name)
-    if module is None:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    return getattr(importlib.import_module(f"{__name__}.{module}"), name)
+    """A submodule, or a public name of one imported on first use; ``__all__`` is all of those names."""
+    if name == "__all__":
+        return sorted(public for module in _MODULES for public in _module(module).__all__)
+    if name in _MODULES:
+        return _module(name)
+    if not name.startswith("_"):  # a private or special name is never a module's public one: no import for it
+        for module in map(_module, _MODULES):
+            if name in module.__all__:
+                return getattr(module, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def __dir__() -> list[str]:
-    return sorted({*globals(), *_HOME})
+    return sorted({*globals(), *__getattr__("__all__")})
