@@ -64,7 +64,17 @@ from bench.media.cache import Progress, file_fingerprint
 from bench.media.prepared import PreparedDataset, ScratchArrays
 from bench.protocol import DatasetInfo, ModalitySpec
 
-__all__ = ["AVMNIST", "AVMNISTDataset", "AudioParams", "log_mel", "mel_filterbank", "read_idx", "read_wav"]
+__all__ = [
+    "AVMNIST",
+    "AVMNISTDataset",
+    "AudioParams",
+    "fsdd_recordings",
+    "log_mel",
+    "mel_filterbank",
+    "read_idx",
+    "read_mnist",
+    "read_wav",
+]
 
 MNIST_FILES = {
     "train_images": "mnist/raw/train-images-idx3-ubyte.gz",
@@ -126,6 +136,33 @@ def read_wav(path: Path) -> np.ndarray:
     if frames == 0 or len(data) != 2 * frames:
         raise UsageError(f"{path} is truncated ({len(data) // 2} of {frames} samples); {_REDOWNLOAD}")
     return np.frombuffer(data, dtype="<i2").astype(np.float32) / 32768.0
+
+
+def read_mnist(root: Path) -> dict[str, np.ndarray]:
+    """The four MNIST files under ``root``, keyed as :data:`MNIST_FILES`; each images file must hold as many
+    images as its labels file holds labels."""
+    mnist = {name: read_idx(root / rel, 2049 if name.endswith("labels") else 2051) for name, rel in MNIST_FILES.items()}
+    for split in ("train", "test"):
+        if len(mnist[f"{split}_images"]) != len(mnist[f"{split}_labels"]):
+            raise UsageError(
+                f"{root / MNIST_FILES[split + '_images']} and its labels file hold different counts; {_REDOWNLOAD}"
+            )
+    return mnist
+
+
+def fsdd_recordings(data_root: Path) -> list[tuple[Path, int, str, int]]:
+    """(path, digit, speaker, repetition index) of every FSDD recording, in sorted file-name order; a file not
+    named ``{digit}_{speaker}_{index}.wav`` is a UsageError."""
+    out = []
+    for path in sorted((Path(data_root) / RECORDINGS).glob("*.wav")):
+        match = _NAME.match(path.name)
+        if match is None:
+            raise UsageError(
+                f"unexpected file {path}; FSDD recordings are named {{digit}}_{{speaker}}_{{index}}.wav: "
+                "move it out of the folder"
+            )
+        out.append((path, int(match.group(1)), match.group(2), int(match.group(3))))
+    return out
 
 
 # --------------------------------------------------------------------------------------------------
@@ -287,16 +324,7 @@ class AVMNISTDataset(PreparedDataset):
 
     def _recordings(self, data_root: Path) -> list[tuple[Path, int, bool]]:
         """(path, digit, is_test) of every recording, in sorted name order."""
-        out = []
-        for path in sorted((Path(data_root) / RECORDINGS).glob("*.wav")):
-            match = _NAME.match(path.name)
-            if match is None:
-                raise UsageError(
-                    f"unexpected file {path}; FSDD recordings are named {{digit}}_{{speaker}}_{{index}}.wav: "
-                    "move it out of the folder"
-                )
-            out.append((path, int(match.group(1)), int(match.group(3)) in TEST_INDICES))
-        return out
+        return [(path, digit, index in TEST_INDICES) for path, digit, _, index in fsdd_recordings(data_root)]
 
     def _key(self, root: Path) -> dict[str, Any]:
         files = [root / p for p in MNIST_FILES.values()] + [p for p, _, _ in self._recordings(root)]
@@ -326,14 +354,7 @@ class AVMNISTDataset(PreparedDataset):
     def _build(
         self, root: Path, scratch: ScratchArrays, progress: Progress | None
     ) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
-        mnist = {
-            name: read_idx(root / rel, 2049 if name.endswith("labels") else 2051) for name, rel in MNIST_FILES.items()
-        }
-        for split in ("train", "test"):
-            if len(mnist[f"{split}_images"]) != len(mnist[f"{split}_labels"]):
-                raise UsageError(
-                    f"{root / MNIST_FILES[split + '_images']} and its labels file hold different counts; {_REDOWNLOAD}"
-                )
+        mnist = read_mnist(root)
         recordings = self._recordings(root)
         steps = len(recordings) + 2  # one per recording, then the spectrograms, then the images
 

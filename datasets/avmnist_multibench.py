@@ -99,13 +99,14 @@ import torch
 
 from bench.data import DatasetSummary, label_counts
 from bench.datasets.avmnist import (
-    _NAME,
     _REDOWNLOAD,
     AVMNIST,
     MNIST_FILES,
     RECORDINGS,
     SAMPLE_RATE,
+    fsdd_recordings,
     read_idx,
+    read_mnist,
     read_wav,
 )
 from bench.errors import UsageError
@@ -280,16 +281,9 @@ class AVMNISTMultiBench(PreparedDataset):
     def _pools(self, data_root: Path) -> dict[str, list[tuple[Path, int]]]:
         """(path, digit) of the chosen speakers' recordings per audio pool, in sorted file-name order."""
         pools: dict[str, list[tuple[Path, int]]] = {"train": [], "test": []}
-        for path in sorted((Path(data_root) / RECORDINGS).glob("*.wav")):
-            match = _NAME.match(path.name)
-            if match is None:
-                raise UsageError(
-                    f"unexpected file {path}; FSDD recordings are named {{digit}}_{{speaker}}_{{index}}.wav: "
-                    "move it out of the folder"
-                )
-            if match.group(2) in self.speakers:
-                pool = "test" if int(match.group(3)) in TEST_REPETITIONS else "train"
-                pools[pool].append((path, int(match.group(1))))
+        for path, digit, speaker, repetition in fsdd_recordings(data_root):
+            if speaker in self.speakers:
+                pools["test" if repetition in TEST_REPETITIONS else "train"].append((path, digit))
         return pools
 
     def _no_data_root(self) -> str:
@@ -339,14 +333,7 @@ class AVMNISTMultiBench(PreparedDataset):
     def _build(
         self, root: Path, scratch: ScratchArrays, progress: Progress | None
     ) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
-        mnist = {
-            name: read_idx(root / rel, 2049 if name.endswith("labels") else 2051) for name, rel in MNIST_FILES.items()
-        }
-        for part in ("train", "test"):
-            if len(mnist[f"{part}_images"]) != len(mnist[f"{part}_labels"]):
-                raise UsageError(
-                    f"{root / MNIST_FILES[part + '_images']} and its labels file hold different counts; {_REDOWNLOAD}"
-                )
+        mnist = read_mnist(root)
         pools = self._pools(root)
         clips = len(pools["train"]) + len(pools["test"])
         steps = clips + 3  # one per recording, the two PCA fits, the writing
