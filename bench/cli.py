@@ -43,11 +43,17 @@ def _items(text: str, flag: str, example: str) -> list[str]:
     return items
 
 
-def _int_list(text: str) -> tuple[int, ...]:
+def _number_list(text: str, flag: str, number: type, example: str, what: str) -> tuple:
+    """The comma-separated ``number`` values of ``text``; ``example`` says what to give, ``what`` what a list of
+    them is (the messages of an empty list, an empty item and an item that is not a number)."""
     try:
-        values = tuple(int(v) for v in _items(text, "--seeds", "integers like 0,1,2"))
+        return tuple(number(v) for v in _items(text, flag, example))
     except ValueError:
-        raise UsageError(f"--seeds {text!r} is not a comma-separated list of integers (e.g. --seeds 0,1,2)") from None
+        raise UsageError(f"{flag} {text!r} is not a comma-separated list of {what}") from None
+
+
+def _int_list(text: str) -> tuple[int, ...]:
+    values = _number_list(text, "--seeds", int, "integers like 0,1,2", "integers (e.g. --seeds 0,1,2)")
     for value in values:
         if not 0 <= value <= MAX_SEED:
             raise UsageError(
@@ -58,11 +64,7 @@ def _int_list(text: str) -> tuple[int, ...]:
 
 
 def _rate_list(text: str) -> tuple[float, ...]:
-    try:
-        values = tuple(float(v) for v in _items(text, "--missing-rates", "numbers in [0, 1) like 0,0.5"))
-    except ValueError:
-        raise UsageError(f"--missing-rates {text!r} is not a comma-separated list of numbers (e.g. 0,0.5)") from None
-    return values
+    return _number_list(text, "--missing-rates", float, "numbers in [0, 1) like 0,0.5", "numbers (e.g. 0,0.5)")
 
 
 def _results_dir(args: argparse.Namespace) -> None:

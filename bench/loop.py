@@ -342,7 +342,8 @@ def _epoch_context(
     return EpochContext(epoch, spec.epochs, batches)
 
 
-def _start_epoch(
+def _call_epoch_hook(
+    name: str,
     method: Any,
     model,
     data: CellData,
@@ -350,16 +351,15 @@ def _start_epoch(
     spec: CellSpec,
     epoch: int,
     autocast=contextlib.nullcontext,
-) -> None:
-    """The optional ``start_epoch`` hook, before each epoch's training (epoch 0 included): eval mode, no
-    gradients, unshuffled batches of the training split and, where carved, of the held-out part."""
-    # Optional hook start_epoch(model, epoch: EpochContext) -> None, before each epoch's training.
-    hook = getattr(method, "start_epoch", None)
+) -> Any:
+    """The method's optional epoch hook ``name`` called in eval mode without gradients, given the epoch's
+    :class:`~bench.protocol.EpochContext`; its result, or None where the method has no such hook."""
+    hook = getattr(method, name, None)
     if hook is None:
-        return
+        return None
     model.eval()
     with torch.no_grad(), autocast():
-        hook(model, _epoch_context("start_epoch", data, holdout, spec, epoch))
+        return hook(model, _epoch_context(name, data, holdout, spec, epoch))
 
 
 def resampled_split(train: MaskedSplit, rows: torch.Tensor, keep: torch.Tensor, zero_fill: bool) -> MaskedSplit:
@@ -390,12 +390,7 @@ def _resample(
     """The optional ``resample`` hook, after ``start_epoch``: the epoch's training split as (rows, keep), or None
     for the cell's training split unchanged."""
     # Optional hook resample(model, epoch: EpochContext) -> (rows, keep) | None, after start_epoch.
-    hook = getattr(method, "resample", None)
-    if hook is None:
-        return None
-    model.eval()
-    with torch.no_grad(), autocast():
-        chosen = hook(model, _epoch_context("resample", data, holdout, spec, epoch))
+    chosen = _call_epoch_hook("resample", method, model, data, holdout, spec, epoch, autocast)
     if chosen is None:
         return None
     rows, keep = chosen
@@ -453,7 +448,10 @@ def _fit(
     started = time.perf_counter()
     for epoch in range(spec.epochs):
         epochs_run += 1
-        _start_epoch(method, model, data, holdout, spec, epoch, autocast)
+        # Optional hook start_epoch(model, epoch: EpochContext) -> None, before each epoch's training (epoch 0
+        # included): eval mode, no gradients, unshuffled batches of the training split and, where carved, of the
+        # held-out part.
+        _call_epoch_hook("start_epoch", method, model, data, holdout, spec, epoch, autocast)
         train = _resample(method, model, data, holdout, spec, epoch, autocast)
         step, train_loss = _train_epoch(method, model, optimizer, data, spec, epoch, gen, step, autocast, train)
         scheduler.step()
