@@ -27,6 +27,7 @@ __all__ = [
     "carve_validation",
     "carved_train_size",
     "cell_data",
+    "check_disjoint_lists",
     "data_workers",
     "iterate_batches",
     "label_counts",
@@ -110,6 +111,14 @@ def label_counts(labels: Iterable[int] | np.ndarray) -> dict[int, int]:
     """``{label: count}`` of a split's labels, in label order (what :class:`DatasetSummary` holds)."""
     values, counts = np.unique(np.asarray(labels, dtype=np.int64), return_counts=True)
     return {int(v): int(c) for v, c in zip(values, counts)}
+
+
+def check_disjoint_lists(lists: Mapping[str, Iterable[tuple[str, int]]], where: str, fix: str) -> None:
+    """A UsageError when a clip is listed in both the ``train`` and ``test`` (clip id, label) lists of a dataset
+    whose split lists come with it (``where``: the lists, ``fix``: how to get good ones)."""
+    shared = {sample for sample, _ in lists["train"]} & {sample for sample, _ in lists["test"]}
+    if shared:
+        raise UsageError(f"{len(shared)} clip(s) are in both {where}, e.g. {sorted(shared)[0]}; {fix}")
 
 
 @dataclass(frozen=True)

@@ -65,7 +65,7 @@ from typing import Any, Literal
 
 import numpy as np
 
-from bench.data import DatasetSummary, label_counts
+from bench.data import DatasetSummary, check_disjoint_lists, label_counts
 from bench.errors import UsageError
 from bench.media.cache import Progress, cache_root, file_fingerprint
 from bench.media.decode import (
@@ -275,12 +275,8 @@ class CremaD(PreparedDataset):
 
     def _clips(self, folder: Path) -> dict[str, list[tuple[str, int]]]:
         splits = {split: _split_rows(path, self.protocol) for split, path in self._split_paths(folder).items()}
-        shared = {c for c, _ in splits["train"]} & {c for c, _ in splits["test"]}
-        if shared:
-            raise UsageError(
-                f"{len(shared)} clip(s) are in both the train and test lists of {folder}, e.g. "
-                f"{sorted(shared)[0]}; copy the split files again from {SPLIT_SOURCES[self.protocol]}"
-            )
+        where = f"the train and test lists of {folder}"
+        check_disjoint_lists(splits, where, f"copy the split files again from {SPLIT_SOURCES[self.protocol]}")
         return splits
 
     def _key(self, root: Path) -> dict[str, Any]:

@@ -43,7 +43,7 @@ from typing import Any
 
 import numpy as np
 
-from bench.data import DatasetSummary, label_counts
+from bench.data import DatasetSummary, check_disjoint_lists, label_counts
 from bench.errors import UsageError
 from bench.media.cache import Progress, file_fingerprint
 from bench.media.decode import MissingStream, clip_fbank, decode_audio, sampled_frames
@@ -151,12 +151,9 @@ class KineticsSounds(PreparedDataset):
     # -- where things are -------------------------------------------------------------------------
     def _lists(self, data_root: Path) -> dict[str, list[tuple[str, int]]]:
         splits = {split: _list_rows(Path(data_root) / rel) for split, rel in LISTS.items()}
-        shared = {c for c, _ in splits["train"]} & {c for c, _ in splits["test"]}
-        if shared:
-            raise UsageError(
-                f"{len(shared)} clip(s) are in both {LISTS['train']} and {LISTS['test']}, e.g. "
-                f"{sorted(shared)[0]}; copy the lists again from {OGM_GE_REPO}"
-            )
+        check_disjoint_lists(
+            splits, f"{LISTS['train']} and {LISTS['test']}", f"copy the lists again from {OGM_GE_REPO}"
+        )
         return splits
 
     def _present(self, data_root: Path) -> tuple[dict[str, list[tuple[str, int, Path]]], list[str]]:

@@ -134,76 +134,85 @@ class MultiViewDataset:
         )
 
 
-def _info(name: str, modalities: tuple[str, ...], num_classes: int, **kwargs: str) -> DatasetInfo:
-    return DatasetInfo(
+#: The split of the datasets that ship none (see the module docstring).
+_STRATIFIED = "stratified 80/20 train/test, seed 0; validation carved from train"
+
+
+def _dataset(
+    name: str,
+    modalities: tuple[str, ...],
+    num_classes: int,
+    relative_path: str,
+    reader: Callable[[Path], _Arrays],
+    layout_note: str = "",
+    **info: str,
+) -> MultiViewDataset:
+    """One .mat file's dataset; its ``layout`` is the file's path under the data root (and ``layout_note``)."""
+    layout = f"{relative_path} {layout_note}" if layout_note else relative_path
+    info = DatasetInfo(
         name=name,
         modalities=modalities,
         num_classes=num_classes,
         version="1",
         default_epochs=30,
         default_batch_size=64,
-        **kwargs,
+        layout=layout,
+        **info,
     )
+    return MultiViewDataset(info, relative_path, reader)
 
 
-HANDWRITTEN = MultiViewDataset(
-    _info(
-        "handwritten",
-        ("pixel", "fourier", "profile", "zernike", "karhunen_loeve", "morphological"),
-        10,
-        license="CC BY 4.0 (UCI Multiple Features)",
-        citation="Duin, R. Multiple Features [Dataset], UCI Machine Learning Repository; split of Han et al., "
-        "Trusted Multi-View Classification, ICLR 2021",
-        homepage="https://github.com/hanmenghan/TMC (TMC ICLR/datasets/handwritten_6views.mat)",
-        description="2,000 handwritten digits, 6 feature views",
-        splits="1,600 train / 400 test (TMC's fixed split); validation carved from train",
-        layout="multiview/handwritten/handwritten_6views.mat",
-    ),
+def _cell_file(label_key: str, transposed: bool) -> Callable[[Path], _Arrays]:
+    return lambda path: _read_cell_file(path, label_key, transposed=transposed)
+
+
+HANDWRITTEN = _dataset(
+    "handwritten",
+    ("pixel", "fourier", "profile", "zernike", "karhunen_loeve", "morphological"),
+    10,
     "multiview/handwritten/handwritten_6views.mat",
     lambda path: _read_presplit_file(path, 6),
+    license="CC BY 4.0 (UCI Multiple Features)",
+    citation="Duin, R. Multiple Features [Dataset], UCI Machine Learning Repository; split of Han et al., "
+    "Trusted Multi-View Classification, ICLR 2021",
+    homepage="https://github.com/hanmenghan/TMC (TMC ICLR/datasets/handwritten_6views.mat)",
+    description="2,000 handwritten digits, 6 feature views",
+    splits="1,600 train / 400 test (TMC's fixed split); validation carved from train",
 )
-SCENE15 = MultiViewDataset(
-    _info(
-        "scene15",
-        ("view1", "view2", "view3"),
-        15,
-        license="research data (see the Completer repository, MIT)",
-        citation="Lazebnik, Schmid, Ponce, CVPR 2006; features of Lin et al., COMPLETER, CVPR 2021",
-        homepage="https://github.com/XLearning-SCU/2021-CVPR-Completer (data/Scene-15.mat)",
-        description="4,485 scene images, 3 opaque feature views",
-        splits="stratified 80/20 train/test, seed 0; validation carved from train",
-        layout="multiview/scene15/Scene-15.mat",
-    ),
+SCENE15 = _dataset(
+    "scene15",
+    ("view1", "view2", "view3"),
+    15,
     "multiview/scene15/Scene-15.mat",
-    lambda path: _read_cell_file(path, "Y", transposed=False),
+    _cell_file("Y", transposed=False),
+    license="research data (see the Completer repository, MIT)",
+    citation="Lazebnik, Schmid, Ponce, CVPR 2006; features of Lin et al., COMPLETER, CVPR 2021",
+    homepage="https://github.com/XLearning-SCU/2021-CVPR-Completer (data/Scene-15.mat)",
+    description="4,485 scene images, 3 opaque feature views",
+    splits=_STRATIFIED,
 )
-LANDUSE21 = MultiViewDataset(
-    _info(
-        "landuse21",
-        ("view1", "view2", "view3"),
-        21,
-        license="research data (see the Completer repository, MIT)",
-        citation="Yang and Newsam, ACM GIS 2010; features of Lin et al., COMPLETER, CVPR 2021",
-        homepage="https://github.com/XLearning-SCU/2021-CVPR-Completer (data/LandUse-21.mat)",
-        description="2,100 aerial images, 3 opaque feature views",
-        splits="stratified 80/20 train/test, seed 0; validation carved from train",
-        layout="multiview/landuse21/LandUse-21.mat",
-    ),
+LANDUSE21 = _dataset(
+    "landuse21",
+    ("view1", "view2", "view3"),
+    21,
     "multiview/landuse21/LandUse-21.mat",
-    lambda path: _read_cell_file(path, "Y", transposed=False),
+    _cell_file("Y", transposed=False),
+    license="research data (see the Completer repository, MIT)",
+    citation="Yang and Newsam, ACM GIS 2010; features of Lin et al., COMPLETER, CVPR 2021",
+    homepage="https://github.com/XLearning-SCU/2021-CVPR-Completer (data/LandUse-21.mat)",
+    description="2,100 aerial images, 3 opaque feature views",
+    splits=_STRATIFIED,
 )
-CUB = MultiViewDataset(
-    _info(
-        "cub",
-        ("image", "text"),
-        10,
-        license="research use (CUB-200-2011 and Reed et al. descriptions)",
-        citation="Wah et al., CUB-200-2011; Reed et al., CVPR 2016; features as in Han et al., ICLR 2021",
-        homepage="https://github.com/Lihong-Liu/CCML (data/CUB.mat)",
-        description="600 birds of 10 classes: image (1024-d) and text (300-d) features",
-        splits="stratified 80/20 train/test, seed 0; validation carved from train",
-        layout="multiview/cub/CUB.mat (views stored d x N)",
-    ),
+CUB = _dataset(
+    "cub",
+    ("image", "text"),
+    10,
     "multiview/cub/CUB.mat",
-    lambda path: _read_cell_file(path, "gt", transposed=True),
+    _cell_file("gt", transposed=True),
+    layout_note="(views stored d x N)",
+    license="research use (CUB-200-2011 and Reed et al. descriptions)",
+    citation="Wah et al., CUB-200-2011; Reed et al., CVPR 2016; features as in Han et al., ICLR 2021",
+    homepage="https://github.com/Lihong-Liu/CCML (data/CUB.mat)",
+    description="600 birds of 10 classes: image (1024-d) and text (300-d) features",
+    splits=_STRATIFIED,
 )
