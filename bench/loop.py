@@ -378,21 +378,8 @@ def resampled_split(train: MaskedSplit, rows: torch.Tensor, keep: torch.Tensor, 
     return MaskedSplit(inputs, split.labels, mask)
 
 
-def _resample(
-    method: Any,
-    model,
-    data: CellData,
-    holdout: MaskedSplit | None,
-    spec: CellSpec,
-    epoch: int,
-    autocast=contextlib.nullcontext,
-) -> MaskedSplit | None:
-    """The optional ``resample`` hook, after ``start_epoch``: the epoch's training split as (rows, keep), or None
-    for the cell's training split unchanged."""
-    # Optional hook resample(model, epoch: EpochContext) -> (rows, keep) | None, after start_epoch.
-    chosen = _call_epoch_hook("resample", method, model, data, holdout, spec, epoch, autocast)
-    if chosen is None:
-        return None
+def _resampled_epoch(method: Any, data: CellData, spec: CellSpec, chosen: tuple) -> MaskedSplit:
+    """The epoch's training split from what the ``resample`` hook gave, ``(rows, keep)``, checked first."""
     rows, keep = chosen
     rows = torch.as_tensor(rows, dtype=torch.int64).cpu()
     modalities = len(data.description.modalities)
@@ -452,7 +439,10 @@ def _fit(
         # included): eval mode, no gradients, unshuffled batches of the training split and, where carved, of the
         # held-out part.
         _call_epoch_hook("start_epoch", method, model, data, holdout, spec, epoch, autocast)
-        train = _resample(method, model, data, holdout, spec, epoch, autocast)
+        # Optional hook resample(model, epoch: EpochContext) -> (rows, keep) | None, after start_epoch: the epoch's
+        # training split as (rows, keep), or None for the cell's training split unchanged.
+        chosen = _call_epoch_hook("resample", method, model, data, holdout, spec, epoch, autocast)
+        train = None if chosen is None else _resampled_epoch(method, data, spec, chosen)
         step, train_loss = _train_epoch(method, model, optimizer, data, spec, epoch, gen, step, autocast, train)
         scheduler.step()
         val_scores = task.evaluate(method, model, data.val, num_classes, autocast)
