@@ -2,7 +2,8 @@
 
 Two fixed modalities: a (5 features) and b (4 features), 3 classes, 12 samples drawn from their own generator.
 Or the first one to three of a (5), b (4), c (6), with the batch drawn from the global torch seed right after the
-model is built, as AMCo's, MMCosine's and CML's tests do.
+model is built, as AMCo's, MMCosine's and CML's tests do. And the one-epoch run through the cells that most parity
+files end with, and the registry check they all make.
 """
 
 from __future__ import annotations
@@ -10,6 +11,8 @@ from __future__ import annotations
 import torch
 
 from bench.protocol import Batch, DataDescription, ModalitySpec
+from bench.registry import DATASETS, METHODS, default_method
+from bench.testing import one_epoch_record
 
 
 def two_modality_description() -> DataDescription:
@@ -43,3 +46,18 @@ def seeded_problem(method, num_modalities: int, *, num_classes: int, num_samples
     label = torch.arange(num_samples) % num_classes
     present = torch.ones(num_samples, num_modalities, dtype=torch.bool)
     return model, Batch(inputs, label, torch.arange(num_samples), present)
+
+
+def one_epoch_scoring_every_modality(method: str, dataset: str) -> dict:
+    """The record of one epoch of `method` on the registered `dataset` through the cells, after checking that it
+    ran ("ok", else its reason is shown) and that it reports an accuracy for each of the dataset's modalities."""
+    record = one_epoch_record(method, dataset)
+    assert record["status"] == "ok", record["reason"]
+    assert set(record["metrics"]["per_modality_accuracy"]) == set(DATASETS.get(dataset).info.modalities)
+    return record
+
+
+def registered_defaults(method: str):
+    """The registered `method`'s default config, after checking that the registry lists it without an error."""
+    assert method in METHODS.names() and METHODS.error(method) is None
+    return default_method(method)

@@ -11,6 +11,7 @@ import math
 import pytest
 import torch
 import torch.nn.functional as F
+from parity_problems import one_epoch_scoring_every_modality, registered_defaults
 
 from bench.methods.agm import (
     AGM,
@@ -22,8 +23,6 @@ from bench.methods.agm import (
 )
 from bench.nn import encode
 from bench.protocol import Batch, DataDescription, ModalitySpec, StepContext
-from bench.registry import DATASETS, METHODS, default_method
-from bench.testing import one_epoch_record
 
 torch.set_num_threads(1)
 
@@ -219,13 +218,10 @@ def test_predict_gives_full_logits_and_responses():
 
 @pytest.mark.parametrize("dataset", ["synthetic_2m", "synthetic_3m"])
 def test_one_epoch_through_cells(dataset):
-    record = one_epoch_record("agm", dataset)
-    assert record["status"] == "ok", record["reason"]
+    record = one_epoch_scoring_every_modality("agm", dataset)
     assert 0.0 <= record["metrics"]["accuracy"] <= 1.0
-    assert set(record["metrics"]["per_modality_accuracy"]) == set(DATASETS.get(dataset).info.modalities)
 
 
 def test_registered_with_released_defaults():
-    assert "agm" in METHODS.names() and METHODS.error("agm") is None
-    config = default_method("agm")
+    config = registered_defaults("agm")
     assert (config.alpha, config.modulation_start, config.modulation_end, config.grad_clip) == (1.0, 0, 20, False)

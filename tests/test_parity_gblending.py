@@ -12,14 +12,13 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
-from parity_problems import seeded_model, two_modality_batch
+from parity_problems import one_epoch_scoring_every_modality, registered_defaults, seeded_model, two_modality_batch
 
 from bench.data import cell_data
 from bench.loop import _carve_holdout, _holdout_rows, build_method, run_cell
 from bench.methods.gblending import GBlending, blend_weights, head_losses, ogr_terms
 from bench.protocol import Batch, EpochContext, StepContext
-from bench.registry import DATASETS, METHODS, default_method
-from bench.testing import one_epoch_record, tiny_spec
+from bench.testing import tiny_spec
 
 torch.set_num_threads(1)
 
@@ -195,16 +194,13 @@ def test_start_epoch_sees_holdout_and_train_never_validation(monkeypatch):
 
 @pytest.mark.parametrize("dataset", ["synthetic_2m", "synthetic_3m"])
 def test_one_epoch_through_cells(dataset):
-    record = one_epoch_record("gblending", dataset)
-    assert record["status"] == "ok", record["reason"]
+    record = one_epoch_scoring_every_modality("gblending", dataset)
     assert 0.0 <= record["metrics"]["accuracy"] <= 1.0
-    assert set(record["metrics"]["per_modality_accuracy"]) == set(DATASETS.get(dataset).info.modalities)
     sizes = record["notes"]["split_sizes"]
     assert sizes["train"] + sizes["holdout"] == 1500  # synthetic: 1500 training samples
     assert math.isclose(sizes["holdout"], 150, abs_tol=6)  # 10 %, rounded per class
 
 
 def test_registered_with_paper_defaults():
-    assert "gblending" in METHODS.names() and METHODS.error("gblending") is None
-    config = default_method("gblending")
+    config = registered_defaults("gblending")
     assert (config.super_epoch, config.first_super_epoch, config.holdout_fraction) == (5, 10, 0.1)

@@ -12,10 +12,10 @@ import math
 import pytest
 import torch
 import torch.nn.functional as F
+from parity_problems import registered_defaults
 
 from bench.methods.greedy import MMTM, Greedy, bdr_difference, next_curation_state, relative_grad_sums
 from bench.protocol import Batch, DataDescription, ModalitySpec, StepContext
-from bench.registry import METHODS, default_method
 from bench.testing import one_epoch_record
 
 torch.set_num_threads(1)
@@ -172,5 +172,4 @@ def test_one_epoch_through_cells():
 
 
 def test_registered_with_official_defaults():
-    assert "greedy" in METHODS.names() and METHODS.error("greedy") is None
-    assert default_method("greedy") == Greedy(epsilon=0.01, window=5, starting_epoch=2, average_gate="own")
+    assert registered_defaults("greedy") == Greedy(epsilon=0.01, window=5, starting_epoch=2, average_gate="own")

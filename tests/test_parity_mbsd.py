@@ -12,11 +12,10 @@ from itertools import combinations
 import pytest
 import torch
 import torch.nn.functional as F
+from parity_problems import one_epoch_scoring_every_modality, registered_defaults
 
 from bench.methods.mbsd import MBSD, agreement_terms, confidence_gap_weights
 from bench.protocol import Batch, DataDescription, ModalitySpec, StepContext
-from bench.registry import DATASETS, METHODS, default_method
-from bench.testing import one_epoch_record
 
 torch.set_num_threads(1)
 
@@ -135,11 +134,10 @@ def test_gradient_flows_through_the_weights():
 
 @pytest.mark.parametrize("dataset", ["synthetic_2m", "synthetic_3m"])
 def test_one_epoch_through_cells(dataset):
-    record = one_epoch_record("mbsd", dataset)
-    assert record["status"] == "ok", record["reason"]
-    assert set(record["metrics"]["per_modality_accuracy"]) == set(DATASETS.get(dataset).info.modalities)
+    one_epoch_scoring_every_modality("mbsd", dataset)
 
 
 def test_registered_with_released_defaults():
-    assert "mbsd" in METHODS.names() and METHODS.error("mbsd") is None
-    assert default_method("mbsd") == MBSD(modulation_start=0, modulation_end=80, rs_input="released", kl="released")
+    assert registered_defaults("mbsd") == MBSD(
+        modulation_start=0, modulation_end=80, rs_input="released", kl="released"
+    )

@@ -11,10 +11,10 @@ import math
 import pytest
 import torch
 import torch.nn.functional as F
+from parity_problems import registered_defaults
 
 from bench.methods.opm import OPM, drop_features, drop_probabilities, expected_drop_fraction
 from bench.protocol import Batch, DataDescription, ModalitySpec, StepContext
-from bench.registry import METHODS, default_method
 from bench.testing import one_epoch_record, run_cell, tiny_spec
 
 torch.set_num_threads(1)
@@ -145,8 +145,7 @@ def test_one_epoch_through_cells():
 
 
 def test_registered_with_the_official_defaults():
-    assert "opm" in METHODS.names() and METHODS.error("opm") is None
-    config = default_method("opm")
+    config = registered_defaults("opm")
     assert (config.q_base, config.lam, config.p_exe, config.modulation_start, config.modulation_end) == (
         0.5,
         0.5,

@@ -10,6 +10,7 @@ import math
 import pytest
 import torch
 import torch.nn.functional as F
+from parity_problems import one_epoch_scoring_every_modality, registered_defaults
 
 from bench.loop import run_cell
 from bench.methods.pmr import (
@@ -22,8 +23,7 @@ from bench.methods.pmr import (
     prototype_scores,
 )
 from bench.protocol import Batch, DataDescription, EpochContext, ModalitySpec, StepContext
-from bench.registry import DATASETS, METHODS, default_method
-from bench.testing import one_epoch_record, tiny_spec
+from bench.testing import tiny_spec
 
 torch.set_num_threads(1)
 
@@ -269,14 +269,11 @@ def test_start_epoch_hook_runs_before_every_epoch_in_eval_mode_without_gradients
 
 @pytest.mark.parametrize("dataset", ["synthetic_2m", "synthetic_3m"])
 def test_one_epoch_through_cells(dataset):
-    record = one_epoch_record("pmr", dataset)
-    assert record["status"] == "ok", record["reason"]
+    record = one_epoch_scoring_every_modality("pmr", dataset)
     assert 0.0 <= record["metrics"]["accuracy"] <= 1.0
-    assert set(record["metrics"]["per_modality_accuracy"]) == set(DATASETS.get(dataset).info.modalities)
 
 
 def test_registered_with_defaults():
-    assert "pmr" in METHODS.names() and METHODS.error("pmr") is None
-    config = default_method("pmr")
+    config = registered_defaults("pmr")
     assert (config.alpha, config.momentum, config.mu, config.entropy_epochs) == (1.0, 0.2, 0.01, 10)
     assert (config.modulation_start, config.modulation_end, config.coefficient) == (0, 100, "proportional")
