@@ -24,6 +24,7 @@ import numpy as np
 from bench.data import DatasetSummary, label_counts
 from bench.errors import UsageError
 from bench.media.cache import Progress, file_fingerprint
+from bench.media.decode import reason, text_lines
 from bench.media.prepared import PreparedDataset, ScratchArrays
 from bench.protocol import DatasetInfo, ModalitySpec
 
@@ -55,12 +56,6 @@ _TOKENIZER_FILES = (
 )
 _TOKENIZE_CHUNK = 1024
 _SPLIT_FILES = {"train": "train.jsonl", "val": "dev.jsonl", "test": "test.jsonl"}
-
-
-def reason(exc: BaseException) -> str:
-    """``Type: first line`` of an exception, for one-line messages."""
-    text = str(exc).splitlines()[0] if str(exc) else "corrupt"
-    return f"{type(exc).__name__}: {text}"
 
 
 # --------------------------------------------------------------------------------------------------
@@ -100,14 +95,9 @@ def read_rgb(path: Path, resize: int, crop: int) -> np.ndarray:
 
 def text_model_dir(text_model: str | None) -> Path:
     """The local model directory named by ``text_model``; None = the shipped all-MiniLM-L6-v2."""
-    from bench.nn.backbones import default_text_model_dir
+    from bench.nn.backbones import local_model_dir
 
-    if text_model is None:
-        return default_text_model_dir()
-    path = Path(text_model).expanduser()
-    if not (path / "config.json").is_file():
-        raise UsageError(f"no Hugging Face model (config.json) in {path}: text_model must be a local model directory")
-    return path
+    return local_model_dir(text_model, "text_model must be a local model directory")
 
 
 def tokenizer_key(text_model: str | None) -> dict[str, Any]:
@@ -152,16 +142,8 @@ def tokenize_texts(tokenizer: Any, texts: Sequence[str], max_tokens: int, out: n
 def read_jsonl(path: Path) -> list[dict[str, Any]]:
     """Rows ``{"id", "label", "text", "img"}`` of one of QMF's jsonl files; ``label``, ``text`` and ``img`` must
     be strings (``id`` is not used)."""
-    try:
-        lines = path.read_text(encoding="utf-8").splitlines()
-    except FileNotFoundError:
-        raise UsageError(f"{path} not found; {REDOWNLOAD}") from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise UsageError(f"cannot read {path} ({reason(exc)}); {REDOWNLOAD}") from None
     rows = []
-    for number, line in enumerate(lines, start=1):
-        if not line.strip():
-            continue
+    for number, line in text_lines(path, REDOWNLOAD, missing=REDOWNLOAD):
         try:
             row = json.loads(line)
         except json.JSONDecodeError as exc:

@@ -61,6 +61,7 @@ import torch
 from bench.data import DatasetSummary, label_counts
 from bench.errors import UsageError
 from bench.media.cache import Progress, file_fingerprint
+from bench.media.decode import reason
 from bench.media.prepared import PreparedDataset, ScratchArrays
 from bench.protocol import DatasetInfo, ModalitySpec
 
@@ -94,11 +95,6 @@ _REDOWNLOAD = "download it again"
 # Reading the raw files
 
 
-def _reason(exc: BaseException) -> str:
-    text = str(exc).splitlines()[0] if str(exc) else "corrupt"
-    return f"{type(exc).__name__}: {text}"
-
-
 def read_idx(path: Path, magic: int) -> np.ndarray:
     """One MNIST IDX ``.gz`` file as uint8, shape (N,) for labels (magic 2049) or (N, 28, 28) for images (2051)."""
     try:
@@ -106,7 +102,7 @@ def read_idx(path: Path, magic: int) -> np.ndarray:
             raw = handle.read()
     except (OSError, EOFError, zlib.error) as exc:  # BadGzipFile is an OSError; a truncated file an EOFError
         raise UsageError(
-            f"cannot read {path} ({_reason(exc)}); the file is damaged or truncated: {_REDOWNLOAD}"
+            f"cannot read {path} ({reason(exc)}); the file is damaged or truncated: {_REDOWNLOAD}"
         ) from None
     dims = 1 if magic == 2049 else 3
     header = 4 * (1 + dims)
@@ -127,7 +123,7 @@ def read_wav(path: Path) -> np.ndarray:
             frames = handle.getnframes()
             data = handle.readframes(frames)
     except (wave.Error, EOFError, OSError, struct.error) as exc:
-        raise UsageError(f"cannot read {path} ({_reason(exc)}); the recording is damaged: {_REDOWNLOAD}") from None
+        raise UsageError(f"cannot read {path} ({reason(exc)}); the recording is damaged: {_REDOWNLOAD}") from None
     if (channels, width, rate) != (1, 2, SAMPLE_RATE):
         raise UsageError(
             f"{path} is {channels} channel(s), {8 * width}-bit, {rate} Hz; expected FSDD's mono 16-bit "

@@ -56,9 +56,10 @@ from typing import Any
 import numpy as np
 
 from bench.data import DatasetSummary, label_counts
-from bench.datasets._jsonl_image_text import IMAGE_SUFFIXES, read_rgb, reason, text_kind, text_model_dir
+from bench.datasets._jsonl_image_text import IMAGE_SUFFIXES, read_rgb, text_kind, text_model_dir
 from bench.errors import UsageError
 from bench.media.cache import Progress, read_manifest
+from bench.media.decode import reason, text_lines
 from bench.media.prepared import PreparedDataset, ScratchArrays
 from bench.protocol import DatasetInfo
 
@@ -147,14 +148,8 @@ class IemocapDataset(PreparedDataset):
         return None
 
     def _parse_list(self, path: Path) -> list[tuple[str, int]]:
-        try:
-            lines = path.read_text(encoding="utf-8").splitlines()
-        except (OSError, UnicodeDecodeError) as exc:
-            raise UsageError(f"cannot read {path} ({reason(exc)}); copy it again from MLA's data/ folder") from None
         out = []
-        for number, line in enumerate(lines, start=1):
-            if not line.strip():
-                continue
+        for number, line in text_lines(path, "copy it again from MLA's data/ folder"):
             fields = line.strip().split(SEPARATOR)
             if len(fields) < 2:
                 raise UsageError(

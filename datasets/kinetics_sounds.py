@@ -46,7 +46,7 @@ import numpy as np
 from bench.data import DatasetSummary, check_disjoint_lists, label_counts
 from bench.errors import UsageError
 from bench.media.cache import Progress, file_fingerprint
-from bench.media.decode import MissingStream, clip_fbank, decode_audio, sampled_frames
+from bench.media.decode import MissingStream, clip_fbank, decode_audio, sampled_frames, text_lines
 from bench.media.prepared import PreparedDataset, ScratchArrays
 from bench.protocol import DatasetInfo, ModalitySpec
 
@@ -90,14 +90,9 @@ def ogm_ge_fbank(samples: np.ndarray, rate: int, *, length: int = 1024) -> np.nd
 
 def _list_rows(path: Path) -> list[tuple[str, int]]:
     """(clip id, label) of each ``<clip id>,10,<label>`` line; a bad line is a UsageError."""
-    try:
-        lines = path.read_text(encoding="utf-8-sig").splitlines()
-    except (OSError, UnicodeDecodeError) as exc:
-        raise UsageError(f"cannot read {path} ({exc}); copy it again from {OGM_GE_REPO} data/KineticSound/") from None
+    fix = f"copy it again from {OGM_GE_REPO} data/KineticSound/"
     rows = []
-    for number, line in enumerate(lines, start=1):
-        if not line.strip():
-            continue
+    for number, line in text_lines(path, fix, encoding="utf-8-sig", describe=str):
         fields = [f.strip() for f in line.split(",")]
         if len(fields) != 3 or not fields[0] or not fields[2].isdigit() or int(fields[2]) >= NUM_CLASSES:
             raise UsageError(

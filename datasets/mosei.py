@@ -44,9 +44,9 @@ from typing import Any
 
 import numpy as np
 
-from bench.datasets._jsonl_image_text import reason
 from bench.errors import UsageError
 from bench.media.cache import Progress
+from bench.media.decode import reason
 from bench.media.prepared import PreparedDataset, ScratchArrays
 from bench.protocol import DatasetInfo
 

@@ -50,6 +50,8 @@ __all__ = [
     "rgb_frame",
     "sampled_frames",
     "sha256_of",
+    "reason",
+    "text_lines",
     "tile_to",
     "verify_sha256",
 ]
@@ -83,6 +85,35 @@ def describe_bad_file(path: Path, exc: BaseException | None = None) -> str:
             if handle.read(len(_LFS_POINTER)) == _LFS_POINTER:
                 return "a Git LFS pointer, not the media: run git lfs pull"
     return _first_line(exc) if exc is not None else "unreadable"
+
+
+def reason(exc: BaseException) -> str:
+    """``Type: first line`` of an exception, for one-line messages."""
+    text = str(exc).splitlines()[0] if str(exc) else "corrupt"
+    return f"{type(exc).__name__}: {text}"
+
+
+def text_lines(
+    path: Path,
+    fix: str,
+    *,
+    encoding: str = "utf-8",
+    missing: str | None = None,
+    describe: Callable[[BaseException], str] = reason,
+) -> list[tuple[int, str]]:
+    """The non-blank lines of a list or jsonl file, each with its 1-based line number (for the adapters' messages).
+
+    An unreadable file is a UsageError ``cannot read <path> (<describe(exc)>); <fix>``; with ``missing``, an
+    absent one is ``<path> not found; <missing>`` instead."""
+    try:
+        lines = path.read_text(encoding=encoding).splitlines()
+    except FileNotFoundError as exc:
+        if missing is None:
+            raise UsageError(f"cannot read {path} ({describe(exc)}); {fix}") from None
+        raise UsageError(f"{path} not found; {missing}") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise UsageError(f"cannot read {path} ({describe(exc)}); {fix}") from None
+    return [(number, line) for number, line in enumerate(lines, start=1) if line.strip()]
 
 
 # --------------------------------------------------------------------------------------------------

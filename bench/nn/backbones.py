@@ -42,6 +42,7 @@ __all__ = [
     "TextEncoder",
     "default_text_model_dir",
     "load_tokenizer",
+    "local_model_dir",
     "normalise_uint8_frames",
     "tokenize",
 ]
@@ -170,18 +171,20 @@ def _transformers() -> Any:
     return transformers
 
 
-def _model_dir(model_dir: str | Path | None) -> Path:
+def local_model_dir(model_dir: str | Path | None, fix: str = "pass a local model directory") -> Path:
+    """The local Hugging Face model directory ``model_dir`` (None = the shipped all-MiniLM-L6-v2); one without a
+    ``config.json`` is a UsageError ending in ``fix``."""
     if model_dir is None:
         return default_text_model_dir()
     path = Path(model_dir).expanduser()
     if not (path / "config.json").is_file():
-        raise UsageError(f"no Hugging Face model (config.json) in {path}: pass a local model directory")
+        raise UsageError(f"no Hugging Face model (config.json) in {path}: {fix}")
     return path
 
 
 def load_tokenizer(model_dir: str | Path | None = None) -> Any:
     """The tokenizer saved next to the model (default: the shipped MiniLM), read from disk only."""
-    return _transformers().AutoTokenizer.from_pretrained(str(_model_dir(model_dir)), local_files_only=True)
+    return _transformers().AutoTokenizer.from_pretrained(str(local_model_dir(model_dir)), local_files_only=True)
 
 
 def tokenize(tokenizer: Any, texts: Sequence[str], max_length: int) -> torch.Tensor:
@@ -202,7 +205,7 @@ class TextEncoder(nn.Module):
 
     def __init__(self, model_dir: str | Path | None = None) -> None:
         super().__init__()
-        path = _model_dir(model_dir)
+        path = local_model_dir(model_dir)
         self.model_dir = path
         transformers = _transformers()
         logging = transformers.utils.logging
