@@ -10,8 +10,9 @@ different tone on the right channel).
 from __future__ import annotations
 
 import hashlib
+import shutil
 import wave
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -112,6 +113,16 @@ class TinyCremad:
 
     def flv(self, clip: str) -> Path:
         return self.folder / "VideoFlash" / f"{clip}.flv"
+
+
+def private_copy(pristine, tmp_path: Path, monkeypatch, unset_env: str, **fields):
+    """A copy of a tiny dataset under tmp_path / "data" (tests damage files), with BENCH_CACHE pointed at a
+    private tmp_path / "cache" and the adapter's switch `unset_env` cleared; `fields` replace more of its paths."""
+    monkeypatch.setenv("BENCH_CACHE", str(tmp_path / "cache"))
+    monkeypatch.delenv(unset_env, raising=False)
+    copy = replace(pristine, root=tmp_path / "data", **fields)
+    shutil.copytree(pristine.root, copy.root)
+    return copy
 
 
 def cremad_label(clip: str) -> int:

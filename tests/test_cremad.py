@@ -20,6 +20,7 @@ from media_fixtures import (
     frame_colour,
     plain_kaldi_fbank,
     plain_log_stft,
+    private_copy,
     tone,
     write_tiny_cremad,
     write_wav,
@@ -43,11 +44,7 @@ def pristine(tmp_path_factory):
 @pytest.fixture
 def tiny(pristine, tmp_path, monkeypatch):
     """A private copy of the tiny dataset (tests damage files) and a private cache."""
-    monkeypatch.setenv("BENCH_CACHE", str(tmp_path / "cache"))
-    monkeypatch.delenv(cremad.VERIFY_ENV, raising=False)
-    copy = dataclasses.replace(pristine, root=tmp_path / "data")
-    shutil.copytree(pristine.root, copy.root)
-    return copy
+    return private_copy(pristine, tmp_path, monkeypatch, cremad.VERIFY_ENV)
 
 
 @pytest.fixture

@@ -10,7 +10,7 @@ import shutil
 import numpy as np
 import pytest
 import torch
-from media_fixtures import frame_colour, plain_kaldi_fbank, write_tiny_kinetics_sounds, write_video
+from media_fixtures import frame_colour, plain_kaldi_fbank, private_copy, write_tiny_kinetics_sounds, write_video
 
 import bench.datasets.kinetics_sounds as ks
 import bench.media.decode as media
@@ -29,15 +29,8 @@ def pristine(tmp_path_factory):
 
 @pytest.fixture
 def tiny(pristine, tmp_path, monkeypatch):
-    monkeypatch.setenv("BENCH_CACHE", str(tmp_path / "cache"))
-    monkeypatch.delenv(ks.SKIP_ENV, raising=False)
-    copy = dataclasses.replace(
-        pristine,
-        root=tmp_path / "data",
-        videos={c: tmp_path / "data" / p.relative_to(pristine.root) for c, p in pristine.videos.items()},
-    )
-    shutil.copytree(pristine.root, copy.root)
-    return copy
+    videos = {c: tmp_path / "data" / p.relative_to(pristine.root) for c, p in pristine.videos.items()}
+    return private_copy(pristine, tmp_path, monkeypatch, ks.SKIP_ENV, videos=videos)
 
 
 def small(**options) -> ks.KineticsSounds:
