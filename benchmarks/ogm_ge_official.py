@@ -2,7 +2,8 @@
 ``--device cuda``, on a GPU).
 
     python benchmarks/ogm_ge_official.py [--train-clips 128] [--threads 1,2] [--repeats 1]
-        [--official DIR [--official-site DIR] [--official-workers 32]] [--channels-last] [--json OUT]
+        [--official DIR [--official-site DIR] [--official-workers 32]] [--channels-last]
+        [--precision fp32,bf16] [--json OUT]
     python benchmarks/ogm_ge_official.py --dry-run        # 2 clips, bench's part only, one step (a smoke test)
     python benchmarks/ogm_ge_official.py --device cuda [--precision bf16] ...   # on a GPU (benchmarks/gpu_check.sh)
 
@@ -19,9 +20,10 @@ the clips bench trains on (with ``--train-clips 128``: two full batches of 64 in
 **bench.** Preparation (verify, decode, STFT, write the cache) is timed once, cold, into a fresh ``BENCH_CACHE``.
 Then each epoch runs in a fresh process (so neither code benefits from a warm oneDNN primitive cache): load the
 cell's data from the cache (timed apart), build ``ogm_ge``'s model (seed 0), and time
-``bench.loop._train_epoch`` alone: the harness's training loop, batch 64, fp32, ``torch.set_num_threads(T)``.
-The registered encoders are NCHW; ``--channels-last`` adds runs whose ResNet-18s are switched to the
-channels-last memory format that ``bench.nn.backbones`` supports (not selectable from ``bench run``).
+``bench.loop._train_epoch`` alone: the harness's training loop, batch 64, ``torch.set_num_threads(T)``, in each
+precision of ``--precision`` (``fp32,bf16`` times both in one run, against the same official epoch). The
+registered ResNet-18 encoders run channels-last already (``CHANNELS_LAST`` in :mod:`bench.nn.encoders`), so
+``--channels-last``, which switches them explicitly, only matters for a checkout where that default is off.
 
 **Official code** (``--official DIR``: a checkout of https://github.com/GeWu-Lab/OGM-GE_CVPR2022, e.g. an
 export of commit 343dc1d). DIR is copied into the temporary folder and left untouched; in the copy:
@@ -508,15 +510,18 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     )
     p.add_argument(
         "--precision",
-        choices=("fp32", "bf16"),
         default="fp32",
-        help="bench's epoch in fp32 or under bf16 autocast (the official code has no bf16: fp32)",
+        help="bench's epoch in fp32 and/or under bf16 autocast, comma-separated, e.g. fp32,bf16 "
+        "(the official code has no bf16: it runs fp32)",
     )
     p.add_argument("--json", type=Path, help="write the runs to this file")
     p.add_argument("--dry-run", action="store_true", help="2 clips, bench only, in this process (a smoke test)")
     p.add_argument("--bench-epoch", type=Path, help=argparse.SUPPRESS)  # internal: one epoch in a child process
     args = p.parse_args(argv)
     args.threads = [int(t) for t in str(args.threads).split(",") if t.strip()]
+    args.precisions = [x.strip() for x in str(args.precision).split(",") if x.strip()]
+    if not args.precisions or set(args.precisions) - {"fp32", "bf16"}:
+        p.error(f"--precision takes fp32, bf16 or both comma-separated, not {args.precision!r}")
     if args.train_clips < 2 or args.test_clips < 1 or not args.threads or min(args.threads) < 1:
         p.error("need --train-clips >= 2, --test-clips >= 1 and thread counts >= 1")
     return args
@@ -541,7 +546,7 @@ def main(argv: Sequence[str] | None = None) -> None:
                     args.threads[0],
                     channels_last=args.channels_last,
                     device=args.device,
-                    precision=args.precision,
+                    precision=args.precisions[0],
                 )
             )
         )
@@ -596,15 +601,18 @@ def measure(args: argparse.Namespace, work: Path) -> None:
                     )
                 elif code == "bench":
                     runs += [
-                        bench_epoch_subprocess(layout, cache, threads, cl, args.device, args.precision)
+                        bench_epoch_subprocess(layout, cache, threads, cl, args.device, precision)
+                        for precision in args.precisions
                         for cl in variants
                     ]
                 else:
                     continue
-                print("\n".join(per_clip_lines(runs[-(len(variants) if code == "bench" else 1) :])), flush=True)
+                bench_runs = len(variants) * len(args.precisions)
+                print("\n".join(per_clip_lines(runs[-(bench_runs if code == "bench" else 1) :])), flush=True)
     flops = flops_per_clip()
-    where = f"CPU ({os.cpu_count()} cores, busy: other jobs running)" if args.device == "cpu" else args.device
-    report = ["", f"one OGM-GE epoch, batch {BATCH_SIZE}, bench {args.precision} (official fp32), {where}"]
+    where = f"CPU ({os.cpu_count()} cores)" if args.device == "cpu" else args.device
+    precisions = "/".join(args.precisions)
+    report = ["", f"one OGM-GE epoch, batch {BATCH_SIZE}, bench {precisions} (official fp32), {where}"]
     report += per_clip_lines(runs) + ratio_lines(runs)
     best = min(r["epoch_seconds"] / r["clips"] for r in runs)
     report.append(
