@@ -693,17 +693,22 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
 
 def _ls_methods() -> None:
+    """One row per registered method: its task family, the first line of its docstring, where it comes from."""
+    from tabulate import tabulate
+
     from bench.registry import METHODS, default_method
 
+    rows = []
     for name in METHODS.names():
         error = METHODS.error(name)
         if error:
-            print(f"{name:24s} BROKEN ({METHODS.origin(name)}): {error}")
+            rows.append((name, "", f"BROKEN: {error}", METHODS.origin(name)))
             continue
         doc = (METHODS.get(name).__doc__ or "").strip().splitlines()
-        task = getattr(type(default_method(name)), "task", "classification")
-        kind = "" if task == "classification" else f"({task}) "  # classification is the default, left unsaid
-        print(f"{name:24s} {kind}{doc[0] if doc else ''}  [{METHODS.origin(name)}]")
+        task = getattr(type(default_method(name)), "task", "classification")  # optional class attribute task
+        rows.append((name, task, doc[0] if doc else "", METHODS.origin(name)))
+    # the docstring's line wraps at 70 characters so the table fits a terminal
+    print(tabulate(rows, headers=("method", "task", "what", "from"), maxcolwidths=[None, None, 70, None]))
 
 
 def _dataset_adapters():
@@ -719,14 +724,21 @@ def _dataset_adapters():
 
 
 def _ls_datasets(data_root: Path | None) -> None:
+    """One row per registered dataset: modalities, classes, version, and whether it is available here."""
+    from tabulate import tabulate
+
+    rows = []
     for name, adapter, broken in _dataset_adapters():
         if broken:
-            print(f"{name:16s} {broken}")
+            rows.append((name, "", "", "", broken))
             continue
         info = adapter.info
         ok, why = adapter.available(data_root)
-        state = "available" if ok else f"missing: {why}"
-        print(f"{name:16s} {'+'.join(info.modalities)}, {info.num_classes} classes, v{info.version}: {state}")
+        rows.append(
+            (name, "+".join(info.modalities), info.num_classes, info.version, "available" if ok else f"missing: {why}")
+        )
+    headers = ("dataset", "modalities", "classes", "version", "status")  # long reasons wrap at 70 characters
+    print(tabulate(rows, headers=headers, disable_numparse=True, maxcolwidths=[None, 24, None, None, 70]))
 
 
 def cmd_ls(args: argparse.Namespace) -> int:
