@@ -32,13 +32,13 @@ from bench.tables.common import (
     Comparison,
     by_setting,
     ceiling_sweeps,
+    cells_by_label,
     compare_paired,
     drop_capped_duplicates,
     holm,
     in_table_order,
     markdown_table,
     mean_std,
-    paired_cells,
     paired_t_pvalue,
     rank_across_datasets,
     ranking_markdown,
@@ -262,30 +262,31 @@ def _ablation_tables(records, labels) -> list[str]:
     return lines
 
 
-def _cells(records, labels, label: str) -> dict[tuple[int, float], float]:
-    """(seed, missing rate) -> accuracy of one row (:func:`paired_cells`)."""
-    return paired_cells(records, labels, label, lambda r: r.metric("accuracy"))
+def _accuracy_cells(records, labels) -> dict[str, dict[tuple[int, float], float]]:
+    """label -> (seed, missing rate) -> accuracy of that row (:func:`bench.tables.common.cells_by_label`)."""
+    return cells_by_label(records, labels, lambda r: r.metric("accuracy"))
 
 
-def _seed_means(records, labels, label: str) -> list[float]:
-    """The row's accuracy averaged over its missing rates, one number per seed (each seed weighs the same)."""
+def _seed_means(cells: Mapping[tuple[int, float], float]) -> list[float]:
+    """A row's accuracy averaged over its missing rates, one number per seed (each seed weighs the same)."""
     by_seed: dict[int, list[float]] = defaultdict(list)
-    for (seed, _), value in _cells(records, labels, label).items():
+    for (seed, _), value in cells.items():
         by_seed[seed].append(value)
     return [statistics.fmean(v) for _, v in sorted(by_seed.items())]
 
 
-def _against(records, labels, reference: str, others: Sequence[str]) -> dict[str, Comparison]:
+def _against(cells: Mapping[str, Mapping], reference: str, others: Sequence[str]) -> dict[str, Comparison]:
     """label -> paired comparison with ``reference`` (one difference per seed, Holm-adjusted over ``others``);
-    rows without matched cells (and the reference itself) are left out."""
+    rows without matched cells (and the reference itself) are left out. ``cells``: :func:`_accuracy_cells`."""
     rows = [label for label in others if label != reference]
-    base = _cells(records, labels, reference)
-    compared = compare_paired([(_cells(records, labels, label), base) for label in rows])
+    base = cells.get(reference, {})
+    compared = compare_paired([(cells.get(label, {}), base) for label in rows])
     return {label: c for label, c in zip(rows, compared) if c.n}
 
 
 def _best_row(records, labels) -> str | None:
-    means = {label: _seed_means(records, labels, label) for label in sorted(set(labels))}
+    cells = _accuracy_cells(records, labels)
+    means = {label: _seed_means(cells.get(label, {})) for label in sorted(set(labels))}
     means = {label: v for label, v in means.items() if v}
     return max(sorted(means), key=lambda label: statistics.fmean(means[label])) if means else None
 
@@ -295,8 +296,9 @@ def _significance_table(records, labels, baseline: str) -> list[str]:
     if len(okay) < 2:
         return []
     best = _best_row(records, labels)
-    versus_base = _against(records, labels, baseline, okay) if baseline in okay else {}
-    versus_best = _against(records, labels, best, okay)
+    cells = _accuracy_cells(records, labels)
+    versus_base = _against(cells, baseline, okay) if baseline in okay else {}
+    versus_best = _against(cells, best, okay)
 
     def column(label, versus):
         return [versus[label].describe(), versus[label].p_text()] if label in versus else ["", ""]
@@ -359,7 +361,8 @@ def _setting_section(setting: tuple, records: list[Record], baseline: str) -> li
 def _clean_accuracy(records: list[Record]) -> dict[str, float]:
     """Per row: the mean over seeds of multimodal accuracy without missing modalities."""
     clean = [(r, lab) for r, lab in zip(records, row_labels(records)) if r.missing_rate == 0]
-    means = {lab: _seed_means([r for r, _ in clean], [lab_ for _, lab_ in clean], lab) for _, lab in clean}
+    cells = _accuracy_cells([r for r, _ in clean], [lab for _, lab in clean])
+    means = {lab: _seed_means(cells.get(lab, {})) for _, lab in clean}
     return {lab: statistics.fmean(v) for lab, v in means.items() if v}
 
 
@@ -529,7 +532,7 @@ def _section_summary(setting: tuple, records: list[Record], baseline: str) -> li
     okay = sorted({label for r, label in zip(records, labels) if r.ok})
     if baseline not in okay:
         return [line + "."]
-    versus = _against(records, labels, baseline, okay)
+    versus = _against(_accuracy_cells(records, labels), baseline, okay)
     if not versus:  # no row shares a (seed, missing rate) cell with the baseline
         return [line + "."]
     better = [label for label, c in versus.items() if c.significant and c.mean > 0]

@@ -11,11 +11,12 @@ model per modality, at missing rate 0 without test noise, one line per (method, 
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import math
 import statistics
 from collections import defaultdict
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from io import BytesIO
 from pathlib import Path
@@ -45,6 +46,54 @@ def _file_name(key: tuple, what: str) -> str:
     """``<dataset>_<what>_<digest>.png``: one file per setting (or sweep) ``key``, whose first field is the
     dataset."""
     return f"{key[0]}_{what}_{hashlib.sha256(repr(key).encode()).hexdigest()[:6]}.png"
+
+
+@functools.lru_cache(maxsize=1)
+def _drawing_environment() -> tuple:
+    """Everything a figure's pixels depend on besides its plotted values: the code that draws and titles it
+    (this module, and the titles and labels of bench.tables.common and bench.record), matplotlib's and Pillow's
+    versions and matplotlib's settings (a user's matplotlibrc included)."""
+    import matplotlib
+
+    try:
+        import PIL
+
+        pillow = PIL.__version__
+    except ImportError:
+        pillow = None
+    here = Path(__file__).resolve()
+    sources = (here, here.with_name("common.py"), here.parents[1] / "record.py")
+    code = hashlib.sha256(b"".join(path.read_bytes() for path in sources)).hexdigest()
+    return code, matplotlib.__version__, pillow, repr(sorted(matplotlib.rcParams.items()))
+
+
+def _is_whole_png(data: bytes) -> bool:
+    return data.startswith(b"\x89PNG\r\n\x1a\n") and data.endswith(b"IEND\xaeB`\x82")
+
+
+def _figure(inputs: tuple, draw: Callable[[], bytes]) -> bytes:
+    """A figure's PNG bytes, drawn by ``draw`` or, when the very same figure was drawn before, from the figure
+    cache (``$BENCH_CACHE/figures``): drawing and encoding dominate ``bench table`` at scale, and most figures
+    do not change between two runs. ``inputs`` holds everything ``draw`` reads (kind, setting, plotted
+    values); the cache key adds :func:`_drawing_environment`, so a cached figure is never stale: other values,
+    code or library versions make another key. Figures are a pure function of the records either way."""
+    from bench.media.cache import cache_root
+    from bench.store import atomic_write_bytes
+
+    key = hashlib.sha256(repr((inputs, _drawing_environment())).encode()).hexdigest()
+    path = cache_root() / "figures" / f"{key}.png"
+    try:
+        cached = path.read_bytes()
+    except OSError:
+        cached = b""
+    if _is_whole_png(cached):
+        return cached
+    data = draw()
+    try:
+        atomic_write_bytes(path, data)
+    except OSError:  # a read-only or full cache only costs the next run a redraw
+        pass
+    return data
 
 
 def _save(out_dir: Path, name: str, data: bytes) -> Path:
@@ -83,17 +132,25 @@ def missing_rate_plots(records: Iterable[Mapping[str, Any]], out_dir: Path) -> l
         return None
     written = []
     for setting, methods in sorted(_curves(records).items(), key=lambda kv: text_order(kv[0])):
-        fig, ax = plt.subplots(figsize=(6, 4), dpi=100)
-        for method in sorted(methods):
-            rates = sorted(methods[method])
-            ax.plot(rates, [100 * statistics.fmean(methods[method][r]) for r in rates], marker="o", label=method)
-        ax.set(xlabel="missing rate", ylabel="multimodal accuracy (%)", title=setting_title(setting))
-        ax.title.set_fontsize(8)
-        ax.grid(alpha=0.3)
-        ax.legend(fontsize=7, ncol=2)
-        fig.tight_layout()
-        written.append(_save(out_dir, _file_name(setting, "missing_rate"), _png(plt, fig, palette=False)))
+        lines = tuple(
+            (method, tuple((r, 100 * statistics.fmean(methods[method][r])) for r in sorted(methods[method])))
+            for method in sorted(methods)
+        )
+        png = _figure(("missing_rate", setting, lines), functools.partial(_draw_missing_rate, plt, setting, lines))
+        written.append(_save(out_dir, _file_name(setting, "missing_rate"), png))
     return written
+
+
+def _draw_missing_rate(plt: Any, setting: tuple, lines: tuple) -> bytes:
+    fig, ax = plt.subplots(figsize=(6, 4), dpi=100)
+    for method, points in lines:
+        ax.plot([r for r, _ in points], [y for _, y in points], marker="o", label=method)
+    ax.set(xlabel="missing rate", ylabel="multimodal accuracy (%)", title=setting_title(setting))
+    ax.title.set_fontsize(8)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7, ncol=2)
+    fig.tight_layout()
+    return _png(plt, fig, palette=False)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -297,7 +354,11 @@ def dynamics_plots(records: Iterable[Mapping[str, Any]], out_dir: Path) -> list[
     if plt is None:
         return None
     return [
-        _save(out_dir, _file_name(setting, "dynamics"), _draw_dynamics(plt, setting, rows))
+        _save(
+            out_dir,
+            _file_name(setting, "dynamics"),
+            _figure(("dynamics", setting, rows), functools.partial(_draw_dynamics, plt, setting, rows)),
+        )
         for setting, rows in sorted(dynamics_curves(records).items(), key=lambda kv: text_order(kv[0]))
     ]
 
@@ -326,15 +387,23 @@ def sweep_plots(records: Iterable[Mapping[str, Any]], out_dir: Path) -> list[Pat
         return None
     written = []
     for key, rows in sorted(ceiling_sweeps(records).items(), key=lambda kv: text_order(kv[0])):
-        fig, ax = plt.subplots(figsize=(7, 4.5), dpi=100)
-        for label in sorted(rows):
-            values = sorted(rows[label])
-            ax.plot(values, [100 * statistics.fmean(rows[label][v]) for v in values], marker="o", label=label)
-        ax.set(xlabel=key[1], ylabel="Bayes accuracy - test accuracy (points)", title=_sweep_caption(key))
-        ax.legend(fontsize=6, ncol=2)
-        fig.tight_layout()
-        written.append(_save(out_dir, _file_name(key, f"sweep_{key[1]}"), _png(plt, fig)))
+        lines = tuple(
+            (label, tuple((v, 100 * statistics.fmean(rows[label][v])) for v in sorted(rows[label])))
+            for label in sorted(rows)
+        )
+        png = _figure(("sweep", key, lines), functools.partial(_draw_sweep, plt, key, lines))
+        written.append(_save(out_dir, _file_name(key, f"sweep_{key[1]}"), png))
     return written
+
+
+def _draw_sweep(plt: Any, key: tuple, lines: tuple) -> bytes:
+    fig, ax = plt.subplots(figsize=(7, 4.5), dpi=100)
+    for label, points in lines:
+        ax.plot([v for v, _ in points], [y for _, y in points], marker="o", label=label)
+    ax.set(xlabel=key[1], ylabel="Bayes accuracy - test accuracy (points)", title=_sweep_caption(key))
+    ax.legend(fontsize=6, ncol=2)
+    fig.tight_layout()
+    return _png(plt, fig)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -377,26 +446,31 @@ def cd_diagrams(records: Iterable[Mapping[str, Any]], out_dir: Path) -> list[Pat
         return None
     written = []
     for ranking in _rankings(records):
-        average, cd = ranking["average"], ranking["cd"]
-        order = sorted(average, key=lambda m: (average[m], m))
-        k = len(order)
-        fig, ax = plt.subplots(figsize=(7, 0.9 + 0.28 * k), dpi=100)
-        best = average[order[0]]
-        ax.axvspan(best, min(best + cd, k), color="0.9", label="within CD of the best")
-        for row, method in enumerate(order):
-            ax.plot([average[method]], [row], "o", color="black")
-            ax.annotate(method, (average[method], row), xytext=(6, -3), textcoords="offset points", fontsize=7)
-        ax.plot([1, 1 + cd], [-1.2, -1.2], color="black", linewidth=2)
-        ax.text(1 + cd / 2, -1.6, f"CD = {cd:.2f}", ha="center", fontsize=7)
-        ax.set(
-            xlim=(0.5, k + 0.5),
-            ylim=(k, -2.2),
-            yticks=[],
-            xlabel="average rank (1 = best)",
-            title=f"{_cd_title(ranking)}\nNemenyi critical difference {cd:.2f}, Friedman p = {ranking['p']:.3g}",
-        )
-        ax.title.set_fontsize(8)
-        ax.legend(fontsize=7, loc="lower right")
-        fig.tight_layout()
-        written.append(_save(out_dir, _cd_file_name(ranking), _png(plt, fig)))
+        png = _figure(("cd", repr(sorted(ranking.items()))), functools.partial(_draw_cd, plt, ranking))
+        written.append(_save(out_dir, _cd_file_name(ranking), png))
     return written
+
+
+def _draw_cd(plt: Any, ranking: Mapping[str, Any]) -> bytes:
+    average, cd = ranking["average"], ranking["cd"]
+    order = sorted(average, key=lambda m: (average[m], m))
+    k = len(order)
+    fig, ax = plt.subplots(figsize=(7, 0.9 + 0.28 * k), dpi=100)
+    best = average[order[0]]
+    ax.axvspan(best, min(best + cd, k), color="0.9", label="within CD of the best")
+    for row, method in enumerate(order):
+        ax.plot([average[method]], [row], "o", color="black")
+        ax.annotate(method, (average[method], row), xytext=(6, -3), textcoords="offset points", fontsize=7)
+    ax.plot([1, 1 + cd], [-1.2, -1.2], color="black", linewidth=2)
+    ax.text(1 + cd / 2, -1.6, f"CD = {cd:.2f}", ha="center", fontsize=7)
+    ax.set(
+        xlim=(0.5, k + 0.5),
+        ylim=(k, -2.2),
+        yticks=[],
+        xlabel="average rank (1 = best)",
+        title=f"{_cd_title(ranking)}\nNemenyi critical difference {cd:.2f}, Friedman p = {ranking['p']:.3g}",
+    )
+    ax.title.set_fontsize(8)
+    ax.legend(fontsize=7, loc="lower right")
+    fig.tight_layout()
+    return _png(plt, fig)
