@@ -6,11 +6,14 @@ as real seeds do), every metric jittered by a seeded 1% and re-sealed; each one 
 ``environment.synthetic``. They are written to a temporary folder, which is deleted afterwards; nothing of
 them is ever committed.
 
-Timed, each as the whole command in a fresh process: ``bench table`` (writes the tables and figures; the
-first run over a folder also builds the records index, bench.store), ``bench table`` again (index warm),
-then ``bench table --check`` (must pass: the tables the second run wrote match the records). Prints the three
-wall and CPU times; the last line is ``table: N records in S s`` with S the warm ``bench table`` run.
-Run: python benchmarks/table_scale.py --records 100000 [--keep DIR]
+Timed, each as the whole command in a fresh process with a fresh ``BENCH_CACHE`` of its own: ``bench table``
+(writes the tables and figures; the first run over a folder also builds the records index, bench.store, and
+draws every figure), ``bench table`` again (index warm; figures whose plotted values did not change come from
+the figure cache, bench.tables.plots), ``bench table --check`` (must pass: the tables the second run wrote
+match the records), and ``bench table`` after ``--grow`` more records were added (new files indexed, the
+figures of the settings they changed redrawn). Prints the wall and CPU times; the last line is ``table: N
+records in S s`` with S the warm ``bench table`` run.
+Run: python benchmarks/table_scale.py --records 100000 [--grow 500] [--keep DIR]
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ import argparse
 import copy
 import hashlib
 import json
+import os
 import random
 import resource
 import subprocess
@@ -69,10 +73,11 @@ def synthetic_record(template: dict, round_: int, rng: random.Random) -> dict:
     return record
 
 
-def build(results: Path, count: int) -> None:
+def build(results: Path, count: int, start: int = 0) -> None:
+    """Write synthetic records ``start`` to ``start + count - 1`` (copy round and template from the index)."""
     base = templates()
-    rng = random.Random(0)
-    for i in range(count):
+    rng = random.Random(start)
+    for i in range(start, start + count):
         round_, index = divmod(i, len(base))
         record = synthetic_record(base[index], round_, rng)
         spec = record["spec"]
@@ -81,8 +86,9 @@ def build(results: Path, count: int) -> None:
         path.write_text(json.dumps(record, indent=1, sort_keys=True, allow_nan=False) + "\n", encoding="utf-8")
 
 
-def timed_table(results: Path, *extra: str) -> tuple[float, float]:
-    """(wall seconds, CPU seconds) of one ``bench table`` command."""
+def timed_table(results: Path, cache: Path, *extra: str) -> tuple[float, float]:
+    """(wall seconds, CPU seconds) of one ``bench table`` command, with its own ``BENCH_CACHE`` (records index
+    and figure cache), so the first run is cold whatever ran before."""
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
     started = time.perf_counter()
     done = subprocess.run(
@@ -90,6 +96,7 @@ def timed_table(results: Path, *extra: str) -> tuple[float, float]:
         cwd=REPO,
         capture_output=True,
         text=True,
+        env={**os.environ, "BENCH_CACHE": str(cache)},
     )
     seconds = time.perf_counter() - started
     after = resource.getrusage(resource.RUSAGE_CHILDREN)
@@ -102,18 +109,29 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--records", type=int, default=100_000)
     parser.add_argument("--keep", help="build the records in this folder and keep it (default: a temporary one)")
+    parser.add_argument(
+        "--grow", type=int, default=500, help="records added after the warm run, then timed again (default 500)"
+    )
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="bench-table-scale-") as scratch:
         results = Path(args.keep) if args.keep else Path(scratch) / "results"
+        cache = Path(scratch) / "cache"
         started = time.perf_counter()
         build(results, args.records)
         print(f"built {args.records} synthetic records in {time.perf_counter() - started:.1f} s under {results}")
-        cold = timed_table(results)
-        warm = timed_table(results)
-        check = timed_table(results, "--check")
+        cold = timed_table(results, cache)
+        warm = timed_table(results, cache)
+        check = timed_table(results, cache, "--check")
         print(
-            f"bench table: first {cold[0]:.1f} s (CPU {cold[1]:.1f} s; builds the records index), again "
-            f"{warm[0]:.1f} s (CPU {warm[1]:.1f} s); --check {check[0]:.1f} s (CPU {check[1]:.1f} s; passed)"
+            f"bench table: first {cold[0]:.1f} s (CPU {cold[1]:.1f} s; builds the records index and draws every "
+            f"figure), again {warm[0]:.1f} s (CPU {warm[1]:.1f} s; figures unchanged, from the figure cache); "
+            f"--check {check[0]:.1f} s (CPU {check[1]:.1f} s; passed)"
+        )
+        build(results, args.grow, start=args.records)
+        grown = timed_table(results, cache)
+        print(
+            f"after adding {args.grow} records: {grown[0]:.1f} s (CPU {grown[1]:.1f} s; indexes them and redraws "
+            "the figures whose values changed)"
         )
         print(f"table: {args.records} records in {warm[0]:.1f} s")
 
