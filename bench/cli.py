@@ -227,6 +227,8 @@ def _write_tables(results_dir: Path, *, check: bool = False) -> tuple[int, list[
     from bench.tables.plots import (
         cd_diagram_names,
         cd_diagrams,
+        cd_rankings,
+        dynamics_curves,
         dynamics_plot_names,
         dynamics_plots,
         missing_rate_plots,
@@ -243,15 +245,19 @@ def _write_tables(results_dir: Path, *, check: bool = False) -> tuple[int, list[
         print(f"warning: {problem}", file=sys.stderr)
     text = leaderboard(records)
     plotted = split_by_task(records)[0]  # the accuracy plots show classification records only
+    # computed once: both the results page (figure names) and the figures need them
+    rankings, curves = cd_rankings(records), dynamics_curves(plotted)
     pages = {
         LEADERBOARD_FILE: text,
         "README.md": results_readme(
             records,
             plots=[
                 (f"plots/{name}", caption)
-                for name, caption in plot_names(plotted) + sweep_plot_names(plotted) + cd_diagram_names(records)
+                for name, caption in plot_names(plotted)
+                + sweep_plot_names(plotted)
+                + cd_diagram_names(records, rankings=rankings)
             ],
-            dynamics=[(f"plots/{n}", c) for n, c in dynamics_plot_names(plotted)],
+            dynamics=[(f"plots/{n}", c) for n, c in dynamics_plot_names(plotted, curves=curves)],
         ),
         SCRIPT_FILE: regenerate_script(records),
     }
@@ -287,8 +293,8 @@ def _write_tables(results_dir: Path, *, check: bool = False) -> tuple[int, list[
     if drawn is None:
         print("note: matplotlib is not installed, plots were not redrawn", file=sys.stderr)
         return 0, records, [results_dir / name for name in pages]
-    drawn += (dynamics_plots(plotted, plots_dir) or []) + (sweep_plots(plotted, plots_dir) or [])
-    drawn += cd_diagrams(records, plots_dir) or []  # one per track and kind of hyperparameters
+    drawn += (dynamics_plots(plotted, plots_dir, curves=curves) or []) + (sweep_plots(plotted, plots_dir) or [])
+    drawn += cd_diagrams(records, plots_dir, rankings=rankings) or []  # one per track and kind of hyperparameters
     for stale in set(plots_dir.glob("*.png")) - set(drawn):
         stale.unlink()  # a plot of a setting that no longer has records
     return 0, records, [results_dir / name for name in pages] + sorted(drawn)

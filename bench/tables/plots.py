@@ -36,6 +36,7 @@ __all__ = [
     "sweep_plots",
     "cd_diagram_names",
     "cd_diagrams",
+    "cd_rankings",
 ]
 
 #: Above this many methods a dynamics figure gets one panel per method instead of one crowded axis.
@@ -230,9 +231,12 @@ def _dynamics_caption(setting: tuple) -> str:
     return f"{setting_title(setting)}: per-modality validation accuracy by epoch (mean over seeds)"
 
 
-def dynamics_plot_names(records: Iterable[Mapping[str, Any]]) -> list[tuple[str, str]]:
-    """(file name, caption) of every figure :func:`dynamics_plots` writes, without drawing."""
-    curves = dynamics_curves(records)
+def dynamics_plot_names(
+    records: Iterable[Mapping[str, Any]], *, curves: Mapping[tuple, Mapping[str, Dynamics]] | None = None
+) -> list[tuple[str, str]]:
+    """(file name, caption) of every figure :func:`dynamics_plots` writes, without drawing. ``curves``: the
+    records' :func:`dynamics_curves` when the caller has them already."""
+    curves = dynamics_curves(records) if curves is None else curves
     return [(_file_name(s, "dynamics"), _dynamics_caption(s)) for s in sorted(curves, key=text_order)]
 
 
@@ -347,19 +351,26 @@ def _palette_png(data: bytes) -> bytes:
     return out.getvalue()
 
 
-def dynamics_plots(records: Iterable[Mapping[str, Any]], out_dir: Path) -> list[Path] | None:
-    """One PNG per setting whose records have per-modality validation history (see :func:`dynamics_curves`);
-    returns the written paths, or None when matplotlib cannot be imported."""
+def dynamics_plots(
+    records: Iterable[Mapping[str, Any]],
+    out_dir: Path,
+    *,
+    curves: Mapping[tuple, Mapping[str, Dynamics]] | None = None,
+) -> list[Path] | None:
+    """One PNG per setting whose records have per-modality validation history (see :func:`dynamics_curves`;
+    ``curves``: those of ``records`` when the caller has them already); returns the written paths, or None when
+    matplotlib cannot be imported."""
     plt = _pyplot()
     if plt is None:
         return None
+    curves = dynamics_curves(records) if curves is None else curves
     return [
         _save(
             out_dir,
             _file_name(setting, "dynamics"),
             _figure(("dynamics", setting, rows), functools.partial(_draw_dynamics, plt, setting, rows)),
         )
-        for setting, rows in sorted(dynamics_curves(records).items(), key=lambda kv: text_order(kv[0]))
+        for setting, rows in sorted(curves.items(), key=lambda kv: text_order(kv[0]))
     ]
 
 
@@ -424,7 +435,9 @@ def _cd_caption(ranking: Mapping[str, Any]) -> str:
     return f"{_cd_title(ranking)}: Nemenyi critical difference {ranking['cd']:.2f} (Friedman p = {ranking['p']:.3g})"
 
 
-def _rankings(records: Iterable[Mapping[str, Any]]) -> list[dict[str, Any]]:
+def cd_rankings(records: Iterable[Mapping[str, Any]]) -> list[dict[str, Any]]:
+    """The cross-dataset rankings a critical-difference diagram is drawn for: the classification track's and
+    the retrieval track's (bench.tables.leaderboard, bench.tables.retrieval)."""
     from bench.tables.common import split_by_task
     from bench.tables.leaderboard import classification_sections, cross_dataset_rankings
     from bench.tables.retrieval import retrieval_rankings
@@ -433,19 +446,25 @@ def _rankings(records: Iterable[Mapping[str, Any]]) -> list[dict[str, Any]]:
     return cross_dataset_rankings(classification_sections(records)) + retrieval_rankings(split_by_task(records)[1])
 
 
-def cd_diagram_names(records: Iterable[Mapping[str, Any]]) -> list[tuple[str, str]]:
-    """(file name, caption) of every diagram :func:`cd_diagrams` writes, without drawing."""
-    return [(_cd_file_name(r), _cd_caption(r)) for r in _rankings(records)]
+def cd_diagram_names(
+    records: Iterable[Mapping[str, Any]], *, rankings: list[dict[str, Any]] | None = None
+) -> list[tuple[str, str]]:
+    """(file name, caption) of every diagram :func:`cd_diagrams` writes, without drawing. ``rankings``: the
+    records' :func:`cd_rankings` when the caller has them already."""
+    return [(_cd_file_name(r), _cd_caption(r)) for r in (cd_rankings(records) if rankings is None else rankings)]
 
 
-def cd_diagrams(records: Iterable[Mapping[str, Any]], out_dir: Path) -> list[Path] | None:
+def cd_diagrams(
+    records: Iterable[Mapping[str, Any]], out_dir: Path, *, rankings: list[dict[str, Any]] | None = None
+) -> list[Path] | None:
     """One PNG per kind of hyperparameters: each method at its average rank (1 = best), the critical
-    difference drawn as a bar, and the band of ranks not significantly worse than the best shaded."""
+    difference drawn as a bar, and the band of ranks not significantly worse than the best shaded
+    (``rankings``: the records' :func:`cd_rankings` when the caller has them already)."""
     plt = _pyplot()
     if plt is None:
         return None
     written = []
-    for ranking in _rankings(records):
+    for ranking in cd_rankings(records) if rankings is None else rankings:
         png = _figure(("cd", repr(sorted(ranking.items()))), functools.partial(_draw_cd, plt, ranking))
         written.append(_save(out_dir, _cd_file_name(ranking), png))
     return written
