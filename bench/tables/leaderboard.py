@@ -362,7 +362,7 @@ def _clean_accuracy(records: list[Record]) -> dict[str, float]:
     """Per row: the mean over seeds of multimodal accuracy without missing modalities."""
     clean = [(r, lab) for r, lab in zip(records, row_labels(records)) if r.missing_rate == 0]
     cells = _accuracy_cells([r for r, _ in clean], [lab for _, lab in clean])
-    means = {lab: _seed_means(cells.get(lab, {})) for _, lab in clean}
+    means = {lab: _seed_means(cells.get(lab, {})) for lab in dict.fromkeys(lab for _, lab in clean)}
     return {lab: statistics.fmean(v) for lab, v in means.items() if v}
 
 
