@@ -104,11 +104,23 @@ def environment() -> dict[str, Any]:
 
 
 def numerics(environment: dict[str, Any], threads: int | None) -> tuple[Any, ...] | None:
-    """What must agree for two runs of one cell to be bit-identical: CPU, kernel family, torch, threads.
-    None for a record that predates ``environment.cpu``: its CPU is unknown."""
+    """What must agree for two runs of one cell to be bit-identical: CPU, kernel family, torch, threads and
+    the operating system build (``platform``). None for a record that predates ``environment.cpu``.
+
+    The OS build is there because a virtual machine's CPU string can hide different hardware: measured, the 54
+    AV-MNIST records (convolutional encoders) made under ``Linux-6.18.44-fc-v1045`` with the CPU string
+    ``GenuineIntel 6/167 ... amx_tile`` re-ran to other bits under ``fc-v1252`` with the same string, with the
+    pre-layout code as with this one, while the imbalance (MLP) records of that machine that verify sampled re-ran
+    identically."""
     if "cpu" not in environment:
         return None
-    return environment["cpu"], environment.get("cpu_kernels"), environment.get("torch"), threads
+    return (
+        environment["cpu"],
+        environment.get("cpu_kernels"),
+        environment.get("torch"),
+        threads,
+        environment.get("platform"),
+    )
 
 
 def recorded_numerics(record: dict[str, Any]) -> tuple[Any, ...] | None:

@@ -598,7 +598,7 @@ def cmd_verify(args: argparse.Namespace) -> int:
         print(
             f"{elsewhere} of {len(sample)} cells were recorded on another or an unrecorded CPU and differ "
             "there; each re-ran identically twice here (records are bit-identical only on the same CPU "
-            "model, kernels, torch and threads; --strict fails on these too)",
+            "model, kernels, torch, threads and OS build; --strict fails on these too)",
             file=sys.stderr,
         )
     if failed or (args.strict and elsewhere):

@@ -1,6 +1,7 @@
 """``bench verify``: re-run a random sample of recorded cells and compare them with their records.
 
-A record made on this CPU model, kernel setting, torch version and thread count must come back bit for bit;
+A record made on this CPU model, kernel setting, torch version, thread count and OS build must come back bit for bit
+(:func:`bench.cells.numerics`);
 one made elsewhere must at least re-run identically twice here (float results differ across CPU models: see
 :func:`bench.cells.cpu_identity`). The sampling and the verdicts live here; ``bench.cli`` only prints them.
 """
@@ -39,7 +40,7 @@ def pick_sample(candidates: list[dict], here: tuple, size: int, seed: int) -> li
     on_this_cpu, others = [], []
     for record in candidates:
         made = recorded_numerics(record)  # kernels aside: each record re-runs under its own (bench.kernels)
-        same = made is not None and (made[0], made[2], made[3]) == (here[0], here[2], here[3])
+        same = made is not None and (made[0], *made[2:]) == (here[0], *here[2:])
         (on_this_cpu if same else others).append(record)
     rng = random.Random(seed)
     rng.shuffle(on_this_cpu)
@@ -69,5 +70,6 @@ def verify_record(record: dict, here: tuple, data_root: Path | None) -> tuple[st
     again = rerun(record, data_root=data_root, threads=here[3])[0]
     if again["metrics"] != fresh["metrics"]:
         return "NOT DETERMINISTIC", f"{detail}, then -> {headline(again['metrics'])[1]}"
-    made_on = record["environment"].get("cpu", "an unrecorded CPU")
+    env = record["environment"]
+    made_on = f"{env.get('cpu', 'an unrecorded CPU')}, {env.get('platform', 'an unrecorded OS build')}"
     return "other-cpu", f"{detail} (made on {made_on}; identical on two re-runs here)"
