@@ -57,3 +57,21 @@ def test_a_damaged_cache_file_is_redrawn(tmp_path, monkeypatch):
     cached.write_bytes(cached.read_bytes()[:100])  # truncated
     (again,) = plots.dynamics_plots(_records(), tmp_path / "b")
     assert len(drawn) == 2 and again.read_bytes() == first.read_bytes()
+
+
+def test_figures_unused_for_30_days_are_pruned_and_used_ones_kept(tmp_path, monkeypatch):
+    import os
+    import time
+
+    monkeypatch.setenv("BENCH_CACHE", str(tmp_path / "cache"))
+    plots.dynamics_plots(_records(), tmp_path / "a")
+    (used,) = (tmp_path / "cache" / "figures").iterdir()
+    month_ago = time.time() - 31 * 86400
+    os.utime(used, (month_ago, month_ago))
+    plots.dynamics_plots(_records(), tmp_path / "b")  # a cache hit marks the figure as used
+    assert used.stat().st_mtime > month_ago + 86400
+    forgotten = used.with_name("0" * 64 + ".png")
+    forgotten.write_bytes(used.read_bytes())
+    os.utime(forgotten, (month_ago, month_ago))
+    plots.dynamics_plots(_records(audio=(0.3, 0.5, 0.7)), tmp_path / "c")  # a new figure is drawn and kept
+    assert not forgotten.exists() and used.exists()

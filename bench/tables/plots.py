@@ -11,10 +11,13 @@ model per modality, at missing rate 0 without test noise, one line per (method, 
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import hashlib
 import math
+import os
 import statistics
+import time
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
@@ -88,13 +91,26 @@ def _figure(inputs: tuple, draw: Callable[[], bytes]) -> bytes:
     except OSError:
         cached = b""
     if _is_whole_png(cached):
+        with contextlib.suppress(OSError):
+            os.utime(path)  # in use: kept by the pruning below
         return cached
     data = draw()
-    try:
+    with contextlib.suppress(OSError):  # a read-only or full cache only costs the next run a redraw
         atomic_write_bytes(path, data)
-    except OSError:  # a read-only or full cache only costs the next run a redraw
-        pass
+        _prune_figures(path.parent)
     return data
+
+
+def _prune_figures(directory: Path) -> None:
+    """Delete cached figures no ``bench table`` has used for 30 days (the records index's rule,
+    bench.record_index.STALE_SECONDS), so that a cache kept for years does not grow without bound."""
+    from bench.record_index import STALE_SECONDS
+
+    stale = time.time() - STALE_SECONDS
+    for old in directory.glob("*.png"):
+        with contextlib.suppress(OSError):
+            if old.stat().st_mtime < stale:
+                old.unlink()
 
 
 def _save(out_dir: Path, name: str, data: bytes) -> Path:
