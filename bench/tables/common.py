@@ -34,7 +34,6 @@ __all__ = [
     "markdown_table",
     "mean_std",
     "cells_by_label",
-    "paired_cells",
     "paired_t_pvalue",
     "per_seed_differences",
     "rank_across_datasets",
@@ -141,25 +140,15 @@ class Comparison:
 def cells_by_label(
     records: Sequence[Record], labels: Sequence[str], value: Callable[[Record], float | None]
 ) -> dict[str, dict[tuple[int, float], float]]:
-    """:func:`paired_cells` of every row at once, in one pass over the records (a table compares every row
-    with one or two others, so asking row by row would read the records once per row)."""
+    """Row label -> (seed, missing rate) -> ``value`` of that row's ok records (``labels`` name each record's
+    row): the cells, hence the masks, that a paired comparison matches (:func:`per_seed_differences`). One pass
+    for all rows: a table compares every row with one or two others, and asking row by row would read the
+    records once per row."""
     cells: dict[str, dict[tuple[int, float], float]] = defaultdict(dict)
     for r, lab in zip(records, labels):
         if r.ok and (v := value(r)) is not None:
             cells[lab][(r.seed, r.missing_rate)] = v
     return dict(cells)
-
-
-def paired_cells(
-    records: Sequence[Record], labels: Sequence[str], label: str, value: Callable[[Record], float | None]
-) -> dict[tuple[int, float], float]:
-    """(seed, missing rate) -> ``value`` of the ok records of one row (``labels`` name each record's row):
-    the cells, hence the masks, that a paired comparison matches (:func:`per_seed_differences`)."""
-    return {
-        (r.seed, r.missing_rate): v
-        for r, lab in zip(records, labels)
-        if lab == label and r.ok and (v := value(r)) is not None
-    }
 
 
 def per_seed_differences(a: Mapping[tuple[int, float], float], b: Mapping[tuple[int, float], float]) -> list[float]:

@@ -38,12 +38,12 @@ from bench.tables.common import (
     SETTING_FIELDS,
     Cell,
     by_setting,
+    cells_by_label,
     compare_paired,
     drop_capped_duplicates,
     in_table_order,
     markdown_table,
     mean_std,
-    paired_cells,
     rank_across_datasets,
     ranking_markdown,
     ranks,
@@ -222,8 +222,8 @@ def _significance_table(records: list[Record], labels: list[str], pair: tuple[st
         return []
     others = [label for label in present if label != reference]
     r1 = lambda r: _pair_r1(r, pair)  # noqa: E731
-    base = paired_cells(records, labels, reference, r1)
-    compared = compare_paired([(paired_cells(records, labels, label, r1), base) for label in others])
+    cells = cells_by_label(records, labels, r1)
+    compared = compare_paired([(cells.get(label, {}), cells.get(reference, {})) for label in others])
     body = []
     for label, c in zip(others, compared):
         if not c.n:
@@ -307,7 +307,8 @@ def _before_after(records, labels, few: str, many: str, value, scale: float) -> 
         values = [v for r, lab in zip(records, labels) if lab == label and r.ok and (v := value(r)) is not None]
         return mean_std(values, scale=scale, digits=digits)
 
-    more, fewer = paired_cells(records, labels, many, value), paired_cells(records, labels, few, value)
+    cells = cells_by_label(records, labels, value)
+    more, fewer = cells.get(many, {}), cells.get(few, {})
     (c,) = compare_paired([(more, fewer)])
     if not c.n:
         return [stat(few), stat(many), "", ""]
