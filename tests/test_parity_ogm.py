@@ -137,6 +137,19 @@ def test_noise_is_drawn_from_the_seeded_global_generator():
     assert torch.equal(first, modulate_gradient(g, 0.5, noise=True))
 
 
+def test_noise_matches_the_official_draw_whatever_the_memory_format():
+    """main.py: ``grad * coeff + torch.zeros_like(grad).normal_(0, grad.std().item() + 1e-8)`` on a contiguous
+    model; bench's ResNet-18s keep channels-last gradients, which must get the same draw per element."""
+    torch.manual_seed(0)
+    g = torch.randn(8, 3, 3, 3)
+    std = g.std().item() + 1e-8
+    torch.manual_seed(7)
+    official = g * 0.5 + torch.zeros_like(g).normal_(0, std)
+    for grad in (g, g.to(memory_format=torch.channels_last)):
+        torch.manual_seed(7)
+        assert torch.allclose(modulate_gradient(grad, 0.5, noise=True), official, rtol=0, atol=1e-6)
+
+
 def _two_modality_setup(method: OGMGE, epoch: int):
     description = DataDescription((ModalitySpec("a", (5,)), ModalitySpec("b", (7,))), num_classes=3, num_train=8)
     torch.manual_seed(0)
