@@ -216,12 +216,13 @@ def cmd_validate(args: argparse.Namespace) -> int:
     return 0
 
 
-def _write_tables(results_dir: Path, *, check: bool = False) -> tuple[int, list[dict], list[Path]]:
+def _write_tables(results_dir: Path, *, check: bool = False) -> tuple[int, Sequence[dict], list[Path]]:
     """Regenerate (or, with ``check``, compare) leaderboard.md, README.md and the plots of a results dir.
-    -> (exit status, the valid records, the files written). ``check`` fails on stale files and on damaged
-    records (unreadable, truncated, or edited so that their checksum no longer matches: bench.store)."""
+    -> (exit status, the valid records with capped-rate twins dropped (bench.tables.common.RecordSet), the
+    files written). ``check`` fails on stale files and on damaged records (unreadable, truncated, or edited so
+    that their checksum no longer matches: bench.store)."""
     from bench.store import atomic_write_text, iter_records
-    from bench.tables.common import split_by_task
+    from bench.tables.common import drop_capped_duplicates, split_by_task
     from bench.tables.leaderboard import leaderboard, results_readme
     from bench.tables.papers import REPORTED_FILE, papers_table, read_reported
     from bench.tables.plots import (
@@ -243,14 +244,17 @@ def _write_tables(results_dir: Path, *, check: bool = False) -> tuple[int, list[
         (records if isinstance(item, dict) else problems).append(item)
     for problem in problems:
         print(f"warning: {problem}", file=sys.stderr)
-    text = leaderboard(records)
+    # One frozen set of records for the tables (capped-rate twins dropped), so what several tables need is
+    # computed once on it (bench.tables.common.RecordSet); the plots and the script read the records as they are.
+    tabled = drop_capped_duplicates(records)
+    text = leaderboard(tabled)
     plotted = split_by_task(records)[0]  # the accuracy plots show classification records only
     # computed once: both the results page (figure names) and the figures need them
-    rankings, curves = cd_rankings(records), dynamics_curves(plotted)
+    rankings, curves = cd_rankings(tabled), dynamics_curves(plotted)
     pages = {
         LEADERBOARD_FILE: text,
         "README.md": results_readme(
-            records,
+            tabled,
             plots=[
                 (f"plots/{name}", caption)
                 for name, caption in plot_names(plotted)
@@ -270,7 +274,7 @@ def _write_tables(results_dir: Path, *, check: bool = False) -> tuple[int, list[
             "recomputes a damaged record)",
             file=sys.stderr,
         )
-        return 1, records, []
+        return 1, tabled, []
     if check:
         stale = [
             name
@@ -283,21 +287,21 @@ def _write_tables(results_dir: Path, *, check: bool = False) -> tuple[int, list[
                 f"generates; run: python -m bench table --results {results_dir}",
                 file=sys.stderr,
             )
-            return 1, records, []
+            return 1, tabled, []
         print(f"{', '.join(str(results_dir / n) for n in pages)} match their {len(records)} records")
-        return 0, records, []
+        return 0, tabled, []
     for name, content in pages.items():
         atomic_write_text(results_dir / name, content)
     plots_dir = results_dir / "plots"
     drawn = missing_rate_plots(plotted, plots_dir)
     if drawn is None:
         print("note: matplotlib is not installed, plots were not redrawn", file=sys.stderr)
-        return 0, records, [results_dir / name for name in pages]
+        return 0, tabled, [results_dir / name for name in pages]
     drawn += (dynamics_plots(plotted, plots_dir, curves=curves) or []) + (sweep_plots(plotted, plots_dir) or [])
     drawn += cd_diagrams(records, plots_dir, rankings=rankings) or []  # one per track and kind of hyperparameters
     for stale in set(plots_dir.glob("*.png")) - set(drawn):
         stale.unlink()  # a plot of a setting that no longer has records
-    return 0, records, [results_dir / name for name in pages] + sorted(drawn)
+    return 0, tabled, [results_dir / name for name in pages] + sorted(drawn)
 
 
 def cmd_table(args: argparse.Namespace) -> int:

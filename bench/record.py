@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Iterable, Mapping, Sequence
-from functools import cached_property
 from types import MappingProxyType
 from typing import Any, NoReturn
 
@@ -58,6 +57,23 @@ def setting_key(spec: Mapping[str, Any]) -> tuple:
     return tuple(spec[f] for f in SETTING_FIELDS) + (tuning,)
 
 
+class _once:
+    """A read-only property computed on its first read and then kept in the instance's ``__dict__`` (a
+    non-data descriptor, so attribute lookup finds the kept value first and never calls this again). A
+    Record never changes, so a kept value cannot go stale; the tables read these fields millions of times
+    at lab scale (benchmarks/table_scale.py). Unlike ``functools.cached_property`` in Python 3.11 it takes no
+    lock."""
+
+    def __init__(self, compute: Any) -> None:
+        self.compute, self.name, self.__doc__ = compute, compute.__name__, compute.__doc__
+
+    def __get__(self, record: Any, owner: type | None = None) -> Any:
+        if record is None:
+            return self
+        value = record.__dict__[self.name] = self.compute(record)
+        return value
+
+
 class Record(dict):
     """A cell's record: the dict of its JSON file, with properties for its fields.
 
@@ -96,7 +112,7 @@ class Record(dict):
     def status(self) -> str | None:
         return self.get("status")
 
-    @property
+    @_once
     def ok(self) -> bool:
         return self.get("status") == "ok"
 
@@ -108,7 +124,7 @@ class Record(dict):
     def spec(self) -> Mapping[str, Any]:
         return self["spec"]
 
-    @property
+    @_once
     def metrics(self) -> Mapping[str, Any]:
         """The test metrics; empty for a failed cell (whose ``metrics`` is null)."""
         return self.get("metrics") or _EMPTY
@@ -116,7 +132,7 @@ class Record(dict):
     def metric(self, name: str) -> Any:
         return self.metrics.get(name)
 
-    @property
+    @_once
     def notes(self) -> Mapping[str, Any]:
         return self.get("notes") or _EMPTY
 
@@ -144,19 +160,19 @@ class Record(dict):
 
     # -- the spec (bench/spec.py): the cell's identity fields are required, the others read as their defaults
 
-    @property
+    @_once
     def method(self) -> str:
         return self["spec"]["method"]
 
-    @property
+    @_once
     def dataset(self) -> str:
         return self["spec"]["dataset"]
 
-    @property
+    @_once
     def seed(self) -> int:
         return self["spec"]["seed"]
 
-    @property
+    @_once
     def missing_rate(self) -> float:
         """The nominal rate, as recorded (see :attr:`effective_missing_rate`)."""
         return self["spec"]["missing_rate"]
@@ -189,11 +205,11 @@ class Record(dict):
     def missing_on(self) -> str:
         return self["spec"].get("missing_on", "all")
 
-    @property
+    @_once
     def precision(self) -> str:
         return self["spec"].get("precision", "fp32")
 
-    @property
+    @_once
     def hparams_source(self) -> str:
         return self["spec"].get("hparams_source", "default")
 
@@ -201,7 +217,7 @@ class Record(dict):
     def tuned(self) -> bool:
         return self.hparams_source.split(":", 1)[0].split("+", 1)[0] == "tuned"
 
-    @property
+    @_once
     def noise(self) -> str:
         """The test-time noise kind; "none" for cells without the noise axis (and older records)."""
         return self["spec"].get("noise", "none")
@@ -221,23 +237,23 @@ class Record(dict):
 
     # -- derived
 
-    @property
+    @_once
     def task(self) -> str:
         """``classification`` or ``retrieval`` (a method's ``task``, bench.registry.TASK_FAMILIES): what the
         loop wrote in ``notes.task``, classification when it wrote none (every classification cell, and a failed
         cell of any task; the tables place failed cells by their method: bench.tables.common.split_by_task)."""
         return self.notes.get("task", "classification")
 
-    @property
+    @_once
     def is_retrieval(self) -> bool:
         return self.task == "retrieval"
 
-    @property
+    @_once
     def modalities(self) -> Sequence[str]:
         """The dataset's modalities (``notes.modalities``); empty for a failed cell."""
         return self.notes.get("modalities") or ()
 
-    @property
+    @_once
     def effective_missing_rate(self) -> float:
         """The missing rate whose masks the record realised: above (M-1)/M every sample keeps exactly one of M
         modalities (bench.masks), so e.g. 0.7 on two modalities gives the masks of 0.5, cell for cell."""
@@ -245,22 +261,22 @@ class Record(dict):
         m = len(self.modalities)
         return min(rate, (m - 1) / m) if m else rate
 
-    @property
+    @_once
     def at_rate_cap(self) -> bool:
         """Whether the nominal rate is at or above the cap (M-1)/M, so another rate may share its masks."""
         m = len(self.modalities)
         return bool(m) and float(self.missing_rate) >= (m - 1) / m
 
-    @property
+    @_once
     def tuning(self) -> str:
         return tuning_label(self.hparams_source)
 
-    @cached_property
+    @_once
     def config_id(self) -> str:
         """Short hash of the method's configuration (:func:`config_id`)."""
         return config_id(self["spec"])
 
-    @cached_property
+    @_once
     def setting_key(self) -> tuple:
         """The table the record belongs to (:func:`setting_key`)."""
         return setting_key(self["spec"])

@@ -7,6 +7,7 @@ and the papers table.
 
 from __future__ import annotations
 
+import functools
 import math
 import statistics
 from collections import defaultdict
@@ -23,9 +24,11 @@ __all__ = [
     "SETTING_FIELDS",
     "Cell",
     "Comparison",
+    "RecordSet",
     "by_setting",
     "ceiling_sweeps",
     "compare_paired",
+    "computed_once",
     "config_id",
     "drop_capped_duplicates",
     "friedman_nemenyi",
@@ -301,10 +304,43 @@ def row_labels(records: Sequence[Record]) -> list[str]:
     return [r.method if len(configs[r.method]) == 1 else f"{r.method} (cfg {r.config_id})" for r in records]
 
 
-def drop_capped_duplicates(records: Iterable[Mapping[str, Any]]) -> list[Record]:
+class RecordSet(tuple):
+    """The records of one ``bench table``, capped-rate twins dropped (:func:`drop_capped_duplicates`), frozen.
+
+    Every table, page and figure of one command reads the same set, and several need the same intermediate
+    results (the sections of each setting, their summaries, the rankings). A RecordSet cannot change, nor can
+    its records (:class:`bench.record.Record`), so :func:`computed_once` keeps such results on the set: each is
+    computed once per command instead of once per caller, which is what made 100,000 records slow
+    (benchmarks/table_scale.py)."""
+
+    def __init__(self, records: Iterable[Record] = ()) -> None:
+        self.memo: dict[tuple, Any] = {}
+
+
+def computed_once(function: Callable) -> Callable:
+    """``function(records, *args)`` computed once per :class:`RecordSet` (and arguments) and kept on it; any
+    other ``records`` (a plain list, e.g. one setting's) is computed every time, as before. The kept result
+    is shared by every caller, so callers must not change it."""
+
+    @functools.wraps(function)
+    def once(records: Any, *args: Any) -> Any:
+        if type(records) is not RecordSet:
+            return function(records, *args)
+        key = (function.__module__, function.__qualname__, args)
+        if key not in records.memo:
+            records.memo[key] = function(records, *args)
+        return records.memo[key]
+
+    return once
+
+
+def drop_capped_duplicates(records: Iterable[Mapping[str, Any]]) -> RecordSet:
     """One record per realised cell: a record whose nominal rate was capped to the masks of another rate is
     dropped when that other record exists (same spec otherwise), else kept and read at its effective rate
-    (:attr:`Record.effective_missing_rate`). Tables that counted both would pool one cell twice."""
+    (:attr:`Record.effective_missing_rate`). Tables that counted both would pool one cell twice. A
+    :class:`RecordSet` is returned as it is (it has no twins left)."""
+    if type(records) is RecordSet:
+        return records
     records = records_of(records)
 
     def identity(r: Record) -> str:
@@ -325,9 +361,10 @@ def drop_capped_duplicates(records: Iterable[Mapping[str, Any]]) -> list[Record]
         elif id(r) in kept:
             rate = r.effective_missing_rate
             out.append(r if rate == r.missing_rate else r.with_spec(missing_rate=rate))
-    return out
+    return RecordSet(out)
 
 
+@computed_once
 def split_by_task(records: Iterable[Mapping[str, Any]]) -> tuple[list[Record], list[Record]]:
     """(classification records, retrieval records), keeping the input order. A failed cell has no notes,
     hence no task (:attr:`Record.task`): it counts as retrieval when an ok cell of its method is retrieval."""

@@ -34,6 +34,7 @@ from bench.tables.common import (
     ceiling_sweeps,
     cells_by_label,
     compare_paired,
+    computed_once,
     drop_capped_duplicates,
     holm,
     in_table_order,
@@ -374,13 +375,24 @@ def cross_dataset_rankings(sections: Mapping[tuple, list[Record]]) -> list[dict[
 
 def classification_sections(records: Iterable[Mapping[str, Any]]) -> dict[tuple, list[Record]]:
     """The leaderboard's settings of classification records without noise, capped-rate twins dropped."""
-    records = [r for r in split_by_task(drop_capped_duplicates(records))[0] if r.noise == "none"]
-    return dict(_by_setting(records))
+    return _sections(drop_capped_duplicates(records))
 
 
-def _average_rank(sections: Mapping[tuple, list[Record]]) -> list[str]:
+@computed_once
+def _sections(records: Iterable[Record]) -> dict[tuple, list[Record]]:
+    return dict(_by_setting(r for r in split_by_task(records)[0] if r.noise == "none"))
+
+
+@computed_once
+def classification_rankings(records: Iterable[Mapping[str, Any]]) -> list[dict[str, Any]]:
+    """:func:`cross_dataset_rankings` of :func:`classification_sections` (the leaderboard's ranking section
+    and its critical-difference diagram)."""
+    return cross_dataset_rankings(classification_sections(records))
+
+
+def _average_rank(records: Iterable[Record]) -> list[str]:
     lines: list[str] = []
-    for ranking in cross_dataset_rankings(sections):
+    for ranking in classification_rankings(records):
         lines += ranking_markdown(
             ranking, "Ranking across datasets", "the seed-mean multimodal accuracy without missing modalities"
         )
@@ -439,7 +451,7 @@ def leaderboard(records: Iterable[Mapping[str, Any]], *, baseline: str = "late_f
         if r.noise != "none":
             noisy[(r.setting_key, r.noise)].append(r)
     all_records = records
-    sections = dict(_by_setting(r for r in classification if r.noise == "none"))
+    sections = classification_sections(records)
     ok = sum(r.ok for r in all_records)
     lines = [
         "# Leaderboard",
@@ -453,7 +465,7 @@ def leaderboard(records: Iterable[Mapping[str, Any]], *, baseline: str = "late_f
     for setting, kind in sorted(noisy, key=text_order):
         lines += _noise_section(setting, kind, sorted(noisy[(setting, kind)], key=table_order))
     lines += _sweep_sections(classification)
-    lines += _average_rank(sections)
+    lines += _average_rank(records)
     lines += retrieval_sections(retrieval)
     return "\n".join(lines).rstrip() + "\n"
 
@@ -605,14 +617,18 @@ def _machines_paragraph(records: Sequence[Record]) -> list[str]:
 def run_summary(records: Iterable[Mapping[str, Any]], *, baseline: str = "late_fusion") -> str:
     """What ``bench run`` prints at the end: per setting, who wins and which rows differ significantly from
     the baseline (one line each, as at the top of the results page); the full tables are in the files."""
-    records = [r for r in drop_capped_duplicates(records) if r.noise == "none"]
-    classification, retrieval = split_by_task(records)
-    lines = []
-    for setting, group in _by_setting(classification):
-        lines += _section_summary(setting, group, baseline)
-    for setting, group in _by_setting(retrieval):
+    records = drop_capped_duplicates(records)
+    lines = [line for summary in _section_summaries(records, baseline).values() for line in summary]
+    for setting, group in _by_setting(r for r in split_by_task(records)[1] if r.noise == "none"):
         lines += _retrieval_summary(setting, group)
     return "\n".join(lines) + ("\n" if lines else "")
+
+
+@computed_once
+def _section_summaries(records: Iterable[Record], baseline: str) -> dict[tuple, list[str]]:
+    """Setting -> :func:`_section_summary`, in table order: ``bench run`` prints them and the results page
+    opens with them."""
+    return {setting: _section_summary(setting, group, baseline) for setting, group in _sections(records).items()}
 
 
 def _by_setting(records: Iterable[Record]) -> list[tuple[tuple, list[Record]]]:
@@ -664,8 +680,9 @@ def results_readme(
     ]
     # Settings with a known ceiling (a generated benchmark's Bayes oracle) lead: they are where the tables
     # can say how much of the reachable accuracy each method leaves.
+    summaries = _section_summaries(every, baseline)
     for setting in sorted(groups, key=lambda s: (not _bayes_by_seed(groups[s]), text_order(s))):
-        lines += _section_summary(setting, groups[setting], baseline)
+        lines += summaries.get(setting, [])
     lines += _noise_summary(noisy)
     cells, cell_hours, tuning_hours = recorded_hours(every)
     lines += [

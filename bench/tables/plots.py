@@ -454,12 +454,12 @@ def _cd_caption(ranking: Mapping[str, Any]) -> str:
 def cd_rankings(records: Iterable[Mapping[str, Any]]) -> list[dict[str, Any]]:
     """The cross-dataset rankings a critical-difference diagram is drawn for: the classification track's and
     the retrieval track's (bench.tables.leaderboard, bench.tables.retrieval)."""
-    from bench.tables.common import split_by_task
-    from bench.tables.leaderboard import classification_sections, cross_dataset_rankings
+    from bench.tables.common import drop_capped_duplicates, split_by_task
+    from bench.tables.leaderboard import classification_rankings
     from bench.tables.retrieval import retrieval_rankings
 
-    records = records_of(records)
-    return cross_dataset_rankings(classification_sections(records)) + retrieval_rankings(split_by_task(records)[1])
+    records = drop_capped_duplicates(records)  # what both rankings read; given one, the leaderboard's set
+    return classification_rankings(records) + retrieval_rankings(split_by_task(records)[1])
 
 
 def cd_diagram_names(
