@@ -223,6 +223,7 @@ def _write_tables(results_dir: Path, *, check: bool = False) -> tuple[int, Seque
     that their checksum no longer matches: bench.store)."""
     from bench.store import atomic_write_text, iter_records
     from bench.tables.common import drop_capped_duplicates, split_by_task
+    from bench.tables.forked import in_child
     from bench.tables.leaderboard import leaderboard, results_readme
     from bench.tables.papers import REPORTED_FILE, papers_table, read_reported
     from bench.tables.plots import (
@@ -247,24 +248,25 @@ def _write_tables(results_dir: Path, *, check: bool = False) -> tuple[int, Seque
     # One frozen set of records for the tables (capped-rate twins dropped), so what several tables need is
     # computed once on it (bench.tables.common.RecordSet); the plots and the script read the records as they are.
     tabled = drop_capped_duplicates(records)
-    text = leaderboard(tabled)
+    # What the leaderboard shares with the other pages is computed first; then, at lab scale, the
+    # leaderboard is built in a forked child while this process builds the rest (bench.tables.forked).
+    rankings = cd_rankings(tabled)
+    leaderboard_text = in_child(leaderboard, tabled)
     plotted = split_by_task(records)[0]  # the accuracy plots show classification records only
     # computed once: both the results page (figure names) and the figures need them
-    rankings, curves = cd_rankings(tabled), dynamics_curves(plotted)
-    pages = {
-        LEADERBOARD_FILE: text,
-        "README.md": results_readme(
-            tabled,
-            plots=[
-                (f"plots/{name}", caption)
-                for name, caption in plot_names(plotted)
-                + sweep_plot_names(plotted)
-                + cd_diagram_names(records, rankings=rankings)
-            ],
-            dynamics=[(f"plots/{n}", c) for n, c in dynamics_plot_names(plotted, curves=curves)],
-        ),
-        SCRIPT_FILE: regenerate_script(records),
-    }
+    curves = dynamics_curves(plotted)
+    readme = results_readme(
+        tabled,
+        plots=[
+            (f"plots/{name}", caption)
+            for name, caption in plot_names(plotted)
+            + sweep_plot_names(plotted)
+            + cd_diagram_names(records, rankings=rankings)
+        ],
+        dynamics=[(f"plots/{n}", c) for n, c in dynamics_plot_names(plotted, curves=curves)],
+    )
+    script = regenerate_script(records)
+    pages = {LEADERBOARD_FILE: leaderboard_text(), "README.md": readme, SCRIPT_FILE: script}
     if (results_dir / REPORTED_FILE).exists():
         pages[PAPERS_FILE] = papers_table(records, read_reported(results_dir / REPORTED_FILE))
     if check and problems:

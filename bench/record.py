@@ -13,7 +13,7 @@ nested values are to be treated as read-only too: what costs a hash (:attr:`Reco
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from types import MappingProxyType
 from typing import Any, NoReturn
 
@@ -94,6 +94,15 @@ class Record(dict):
     def __reduce__(self) -> tuple:  # pickle and copy rebuild it whole, never item by item
         return Record, (dict(self),)
 
+    def kept(self, compute: Callable[[Record], Any]) -> Any:
+        """``compute(self)``, computed on the first call for this record and this function and then kept: how
+        a table module keeps a value of its own per record (bench.tables.regenerate) when several of its
+        passes read it. A Record never changes, so a kept value cannot go stale."""
+        name = f"kept:{compute.__module__}.{compute.__qualname__}"
+        if name not in self.__dict__:
+            self.__dict__[name] = compute(self)
+        return self.__dict__[name]
+
     def with_spec(self, **changes: Any) -> Record:
         """A copy whose spec has ``changes`` (its key is kept: the tables read a capped rate this way)."""
         return Record({**self, "spec": {**self["spec"], **changes}})
@@ -136,7 +145,7 @@ class Record(dict):
     def notes(self) -> Mapping[str, Any]:
         return self.get("notes") or _EMPTY
 
-    @property
+    @_once
     def timings(self) -> Mapping[str, Any]:
         return self.get("timings") or _EMPTY
 
@@ -226,7 +235,7 @@ class Record(dict):
     def noise_levels(self) -> Sequence[float]:
         return self["spec"].get("noise_levels", ())
 
-    @property
+    @_once
     def extra(self) -> Mapping[str, Any]:
         return self["spec"].get("extra", {})
 

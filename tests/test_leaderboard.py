@@ -130,6 +130,22 @@ def test_friedman_ranking_across_datasets_by_hand():
     assert "| a | 1.00 | yes |" in text and "| b | 2.00 | yes |" in text and "| c | 3.00 | no |" in text
 
 
+def test_friedman_helpers_equal_what_scipy_stats_computes():
+    """The ranking avoids importing scipy.stats: its ties, p-value and quantile table must equal scipy.stats'."""
+    from scipy import stats
+    from scipy.special import chdtrc
+
+    from bench.tables.common import STUDENTIZED_RANGE_95, _average_ranks, _studentized_range_95
+
+    for values in ([3.0, 1.0, 2.0], [0.5, 0.5, 0.1, 0.9, 0.5], [1.0] * 4, [2.0, 1.0, 2.0, 1.0]):
+        assert _average_ranks(values) == list(stats.rankdata(values))
+    assert len(STUDENTIZED_RANGE_95) == 59
+    for k in range(2, 62):  # 61: beyond the table, from scipy.stats
+        assert _studentized_range_95(k) == float(stats.studentized_range.ppf(0.95, k, 1e6))
+    for chi2, df in ((8.0, 2), (13.03, 5), (0.0, 3)):
+        assert float(chdtrc(df, chi2)) == float(stats.chi2.sf(chi2, df))
+
+
 def test_paired_t_pvalue_matches_hand_computation():
     # differences 1, 2, 3: mean 2, sd 1, t = 2 / (1 / sqrt 3) = 3.4641, df 2 -> two-sided p = 0.07418
     assert paired_t_pvalue([1.0, 2.0, 3.0]) == pytest.approx(0.07418, abs=1e-4)

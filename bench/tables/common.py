@@ -172,24 +172,115 @@ def compare_paired(pairs: Sequence[tuple[Mapping, Mapping]]) -> list[Comparison]
     return [Comparison(tuple(d), p) for d, p in zip(diffs, adjusted)]
 
 
+#: ``scipy.stats.studentized_range.ppf(0.95, k, 1e6)`` for k = 2 .. 60 (the upper 5 % point of the range of k
+#: standard normals; ``tests/test_tables_stats.py`` recomputes every entry). Kept here because importing
+#: scipy.stats for it took half a second of every ``bench table``; larger k asks scipy.stats.
+STUDENTIZED_RANGE_95 = (
+    2.771807648699355,
+    3.314493155398122,
+    3.6331595749026278,
+    3.857655510378623,
+    4.030092053180576,
+    4.169554155006547,
+    4.286309409349043,
+    4.38650911549537,
+    4.474124221725907,
+    4.551863584065974,
+    4.621655471868518,
+    4.684919847313499,
+    4.7427317076846975,
+    4.795923860431186,
+    4.845154183957343,
+    4.890951125576789,
+    4.933745358126922,
+    4.973892348748306,
+    5.0116887941184425,
+    5.0473848150087655,
+    5.081193155799909,
+    5.1132962282719765,
+    5.143851577247147,
+    5.17299617312959,
+    5.200849820280358,
+    5.227517890554401,
+    5.25309353580552,
+    5.27765949383823,
+    5.30128957403117,
+    5.324049888290209,
+    5.345999877836653,
+    5.367193175047121,
+    5.387678331063073,
+    5.4074994334281214,
+    5.426696633056341,
+    5.445306596002232,
+    5.463362892514628,
+    5.480896333509614,
+    5.4979352627407465,
+    5.5145058114663055,
+    5.530632121228646,
+    5.546336539405832,
+    5.561639791421669,
+    5.576561132869737,
+    5.591118484290078,
+    5.605328550912587,
+    5.619206929329286,
+    5.63276820276599,
+    5.646026026380527,
+    5.65899320381105,
+    5.6716817560264055,
+    5.684102983386625,
+    5.696267521699102,
+    5.708185392951983,
+    5.7198660513184985,
+    5.731318424949656,
+    5.742550954008434,
+    5.753571625342619,
+    5.764388004145548,
+)
+
+
+def _studentized_range_95(k: int) -> float:
+    if 2 <= k < 2 + len(STUDENTIZED_RANGE_95):
+        return STUDENTIZED_RANGE_95[k - 2]
+    from scipy import stats
+
+    return float(stats.studentized_range.ppf(0.95, k, 1e6))
+
+
+def _average_ranks(values: Sequence[float]) -> list[float]:
+    """1-based ranks of ``values`` in ascending order, ties given the mean of their ranks (what
+    ``scipy.stats.rankdata`` computes by default)."""
+    order = sorted(range(len(values)), key=values.__getitem__)
+    ranks = [0.0] * len(values)
+    start = 0
+    while start < len(order):
+        end = start
+        while end + 1 < len(order) and values[order[end + 1]] == values[order[start]]:
+            end += 1
+        for i in order[start : end + 1]:
+            ranks[i] = (start + end) / 2 + 1
+        start = end + 1
+    return ranks
+
+
 def friedman_nemenyi(scores: Mapping[str, Sequence[float]]) -> tuple[dict[str, float], float, float, float]:
     """Demsar (JMLR 2006), section 3.2.2: ``scores[method]`` holds one number per block (dataset), higher is
-    better. Returns (average rank per method, 1 = best, ties averaged; Friedman chi-square; its p-value;
-    the Nemenyi critical difference at alpha 0.05, q_alpha * sqrt(k (k + 1) / (6 N)), with q_alpha the
-    studentized range quantile over sqrt 2, e.g. 2.569 for k = 4 as in Demsar's Table 5)."""
-    from scipy import stats
+    better. Returns (average rank per method, 1 = best, ties averaged; Friedman chi-square; its p-value, the
+    chi-square survival function with k - 1 degrees of freedom (``scipy.special.chdtrc``, which
+    ``scipy.stats.chi2.sf`` evaluates); the Nemenyi critical difference at alpha 0.05,
+    q_alpha * sqrt(k (k + 1) / (6 N)), with q_alpha the studentized range quantile over sqrt 2, e.g. 2.569 for
+    k = 4 as in Demsar's Table 5)."""
+    from scipy.special import chdtrc
 
     methods = sorted(scores)
     k, n = len(methods), len(next(iter(scores.values())))
     ranks: dict[str, list[float]] = defaultdict(list)
     for block in range(n):
-        block_ranks = stats.rankdata([-scores[m][block] for m in methods])
-        for m, rank in zip(methods, block_ranks):
-            ranks[m].append(float(rank))
+        for m, rank in zip(methods, _average_ranks([-scores[m][block] for m in methods])):
+            ranks[m].append(rank)
     average = {m: statistics.fmean(ranks[m]) for m in methods}
     chi2 = 12 * n / (k * (k + 1)) * (sum(r * r for r in average.values()) - k * (k + 1) ** 2 / 4)
-    p = float(stats.chi2.sf(chi2, k - 1))
-    q_alpha = float(stats.studentized_range.ppf(1 - ALPHA, k, 1e6)) / math.sqrt(2)
+    p = float(chdtrc(k - 1, chi2))
+    q_alpha = _studentized_range_95(k) / math.sqrt(2)
     return average, chi2, p, q_alpha * math.sqrt(k * (k + 1) / (6 * n))
 
 

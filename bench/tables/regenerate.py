@@ -38,7 +38,12 @@ def _trials(r: Record) -> int | None:
 
 
 def _grid_key(r: Record) -> tuple:
-    """What one ``run`` command fixes for all its cells (besides methods, seeds and missing rates)."""
+    """What one ``run`` command fixes for all its cells (besides methods, seeds and missing rates); kept per
+    record, since the script and the results page each group every record by it."""
+    return r.kept(_compute_grid_key)
+
+
+def _compute_grid_key(r: Record) -> tuple:
     extra = r.extra or {}
     sets = tuple(sorted((f"encoder.{m}", k) for m, k in (extra.get("encoders") or {}).items()))
     sets += tuple(sorted((f"data.{o}", _value(v)) for o, v in (extra.get("dataset_options") or {}).items()))
