@@ -3,11 +3,14 @@
 ``--jobs N`` runs N cells at once: N - 1 spawned workers and the calling process itself (:func:`run_cells`).
 The caller starts on the first cell at once, while the workers are still importing torch (about 2-3 s each),
 and a worker is handed cells only once it is warm, so a grid of a few short cells never waits for workers
-that are slower to start than the cells are to train, and a grid of one cell starts none.
+that are slower to start than the cells are to train, and a grid of one cell starts none. A worker that
+becomes warm while the caller is training is handed cells at that moment (by a small thread), not when the
+caller's cell ends: with cells of minutes, waiting for it left the worker idle for a whole cell.
 """
 
 from __future__ import annotations
 
+import threading
 from collections import deque
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -82,9 +85,10 @@ def run_cells(
 
     This process takes the next cell whenever it is free; each warm worker holds at most two cells (one
     training, one waiting), so neither side idles while the other has cells queued, and a cold worker holds
-    none; workers still starting when the last cell is done are stopped, not waited for. One cell or fewer:
-    no worker is used (a pool that was started is stopped at once). Any exception
-    (Ctrl-C included) ends the workers' running cells too (:func:`stop_workers`) and propagates."""
+    none until it is warm, when it is handed its cells at once, even while this process is training; workers
+    still starting when the last cell is done are stopped, not waited for. One cell or fewer: no worker is
+    used (a pool that was started is stopped at once). ``done`` is always called here, in this thread. Any
+    exception (Ctrl-C included) ends the workers' running cells too (:func:`stop_workers`) and propagates."""
     from concurrent.futures import FIRST_COMPLETED, wait
 
     pending = deque(specs)
@@ -98,23 +102,36 @@ def run_cells(
     workers = start_workers(jobs, threads) if own else pool
     ready = getattr(workers, "bench_ready", None)
     running: dict[Any, Any] = {}
+    lock = threading.Lock()  # pending and running: the hand-out thread changes them too
 
-    def collect(finished) -> None:
-        for future in finished:
-            done(running.pop(future), future.result())
-
-    try:
-        while pending or running:
-            collect([f for f in running if f.done()])
+    def hand_out() -> None:
+        with lock:
             warm = sum(f.done() for f in ready) if ready is not None else jobs - 1
             while pending and len(running) < 2 * warm:
                 spec = pending.popleft()
                 running[workers.submit(run, spec, *args, **kwargs)] = spec
-            if pending:
-                spec = pending.popleft()
-                done(spec, run(spec, *args, **kwargs))
-            elif running:
-                collect(wait(running, return_when=FIRST_COMPLETED)[0])
+
+    def collect(finished) -> None:
+        for future in finished:
+            with lock:
+                spec = running.pop(future)
+            done(spec, future.result())
+
+    if ready is not None and not all(f.done() for f in ready):
+        threading.Thread(target=_hand_out_when_warm, args=(ready, hand_out), daemon=True).start()
+    try:
+        while True:
+            hand_out()
+            with lock:
+                mine = pending.popleft() if pending else _NONE
+                others = list(running)
+            if mine is not _NONE:
+                done(mine, run(mine, *args, **kwargs))
+                collect([f for f in others if f.done()])
+            elif others:
+                collect(wait(others, return_when=FIRST_COMPLETED)[0])
+            else:
+                break
         if ready is not None and not all(f.done() for f in ready):
             stop_workers(workers)  # every cell is done and a worker is still starting: do not wait for it
     except BaseException:
@@ -123,6 +140,23 @@ def run_cells(
     finally:
         if own:
             workers.shutdown(wait=True)
+
+
+#: What this process takes when no cell is left (a spec may be any value, None included).
+_NONE = object()
+
+
+def _hand_out_when_warm(ready: Sequence[Any], hand_out: Callable[[], None]) -> None:
+    """Hand cells out each time a cold worker becomes warm (run_cells' thread). When the grid has ended, or
+    the pool was stopped under it, a hand-out finds nothing to hand or a pool that refuses work: either way
+    there is nothing left for this thread to do."""
+    from concurrent.futures import as_completed
+
+    try:
+        for _ in as_completed([f for f in ready if not f.done()]):
+            hand_out()
+    except Exception:  # noqa: BLE001 - the pool was shut down: the grid has ended or is ending
+        return
 
 
 def stop_workers(pool: Any, timeout: float = 5.0) -> None:

@@ -1,9 +1,12 @@
 """``--jobs N`` start-up (bench.workers.run_cells): this process runs cells from the start, cold workers are
-handed none, a grid of one cell uses no worker, and every cell is reported once."""
+handed none until they are warm, then at once, a grid of one cell uses no worker, and every cell is reported
+once, here."""
 
 from __future__ import annotations
 
 import os
+import threading
+import time
 from concurrent.futures import Future
 
 from bench.workers import run_cells
@@ -60,6 +63,36 @@ def test_warm_workers_share_the_cells_and_each_cell_is_reported_once():
     by_worker = [spec for spec, out in seen if out[0] == "worker"]
     assert sorted(by_worker) == sorted(pool.submitted) and 0 < len(by_worker) < 7  # both sides ran cells
     assert not pool.stopped  # warm workers belong to the caller, who shuts them down
+
+
+def test_a_worker_warm_during_this_process_cell_is_handed_cells_then():
+    """The worker finishes starting while this process trains its first cell: it gets two cells (one to train,
+    one waiting) before that cell ends, not after (with cells of minutes it would idle for a whole cell)."""
+    pool = FakePool(workers=1, warm=0)
+    handed_during_first_cell = []
+
+    def cell(spec, scale):
+        if spec == 0:
+            pool.bench_ready[0].set_result(None)  # the worker has started
+            deadline = time.monotonic() + 10
+            while len(pool.submitted) < 2 and time.monotonic() < deadline:
+                time.sleep(0.01)
+            handed_during_first_cell.append(list(pool.submitted))
+        return ("parent", spec * scale)
+
+    seen = []
+    reported_by = set()
+
+    def done(spec, out):
+        seen.append((spec, out))
+        reported_by.add(threading.current_thread())
+
+    run_cells(list(range(6)), cell, 10, jobs=2, threads=1, pool=pool, done=done)
+    assert handed_during_first_cell == [[1, 2]]
+    assert sorted(spec for spec, _ in seen) == list(range(6))
+    assert all(out[1] == 10 * spec for spec, out in seen)
+    assert reported_by == {threading.main_thread()}
+    assert not pool.stopped
 
 
 def test_jobs_two_spawns_one_worker_beside_this_process():
