@@ -87,8 +87,10 @@ def run_cells(
     training, one waiting), so neither side idles while the other has cells queued, and a cold worker holds
     none until it is warm, when it is handed its cells at once, even while this process is training; workers
     still starting when the last cell is done are stopped, not waited for. One cell or fewer: no worker is
-    used (a pool that was started is stopped at once). ``done`` is always called here, in this thread. Any
-    exception (Ctrl-C included) ends the workers' running cells too (:func:`stop_workers`) and propagates."""
+    used (a pool that was started is stopped at once). ``done`` is called once per cell, as soon as the cell
+    ends (a worker's cell from another thread while this process trains), never two calls at once, and every
+    call has returned when this function does. Any exception (Ctrl-C included) ends the workers' running
+    cells too (:func:`stop_workers`) and propagates."""
     from concurrent.futures import FIRST_COMPLETED, wait
 
     pending = deque(specs)
@@ -102,20 +104,35 @@ def run_cells(
     workers = start_workers(jobs, threads) if own else pool
     ready = getattr(workers, "bench_ready", None)
     running: dict[Any, Any] = {}
-    lock = threading.Lock()  # pending and running: the hand-out thread changes them too
+    # pending, running and every done() call: the hand-out thread and the pool's result thread use them too.
+    # Reentrant: a pool may complete a future inside submit, which then calls report() at once.
+    lock = threading.RLock()
+
+    def report(future) -> None:
+        """``done`` for a worker's cell as soon as it ends, by whichever thread sees it first (the pool's
+        result thread, or this one); a failed call is left for this thread to raise (:func:`collect`)."""
+        if future.cancelled() or future.exception() is not None:
+            return
+        with lock:
+            spec = running.pop(future, _NONE)
+            if spec is not _NONE:
+                done(spec, future.result())
+
+    def collect(finished) -> None:
+        for future in finished:
+            future.result()  # a worker's failure (or a stopped pool) is raised here
+            report(future)
 
     def hand_out() -> None:
         with lock:
             warm = sum(f.done() for f in ready) if ready is not None else jobs - 1
+            handed = []
             while pending and len(running) < 2 * warm:
                 spec = pending.popleft()
-                running[workers.submit(run, spec, *args, **kwargs)] = spec
-
-    def collect(finished) -> None:
-        for future in finished:
-            with lock:
-                spec = running.pop(future)
-            done(spec, future.result())
+                handed.append(workers.submit(run, spec, *args, **kwargs))
+                running[handed[-1]] = spec
+            for future in handed:  # after the loop: a cell that ended already still counted against the two
+                future.add_done_callback(report)
 
     if ready is not None and not all(f.done() for f in ready):
         threading.Thread(target=_hand_out_when_warm, args=(ready, hand_out), daemon=True).start()
@@ -126,7 +143,9 @@ def run_cells(
                 mine = pending.popleft() if pending else _NONE
                 others = list(running)
             if mine is not _NONE:
-                done(mine, run(mine, *args, **kwargs))
+                outcome = run(mine, *args, **kwargs)
+                with lock:
+                    done(mine, outcome)
                 collect([f for f in others if f.done()])
             elif others:
                 collect(wait(others, return_when=FIRST_COMPLETED)[0])

@@ -5,7 +5,6 @@ once, here."""
 from __future__ import annotations
 
 import os
-import threading
 import time
 from concurrent.futures import Future
 
@@ -25,7 +24,10 @@ class FakePool:
     def submit(self, fn, *args, **kwargs):
         future = Future()
         self.submitted.append(args[0])
-        future.set_result(("worker", fn(*args, **kwargs)[1]))
+        try:
+            future.set_result(("worker", fn(*args, **kwargs)[1]))
+        except Exception as error:  # noqa: BLE001 - a worker's failure travels in its future
+            future.set_exception(error)
         return future
 
     def shutdown(self, wait=True, cancel_futures=False):
@@ -65,34 +67,48 @@ def test_warm_workers_share_the_cells_and_each_cell_is_reported_once():
     assert not pool.stopped  # warm workers belong to the caller, who shuts them down
 
 
-def test_a_worker_warm_during_this_process_cell_is_handed_cells_then():
+def test_a_worker_warm_during_this_process_cell_is_handed_cells_then_and_they_are_reported_when_done():
     """The worker finishes starting while this process trains its first cell: it gets two cells (one to train,
-    one waiting) before that cell ends, not after (with cells of minutes it would idle for a whole cell)."""
+    one waiting) before that cell ends, not after (with cells of minutes it would idle for a whole cell), and
+    its finished cells are reported at once, not when this process's cell ends (the progress bar's count)."""
     pool = FakePool(workers=1, warm=0)
-    handed_during_first_cell = []
+    seen = []
+    during_first_cell = {}
+
+    def wait_for(condition):
+        deadline = time.monotonic() + 10
+        while not condition() and time.monotonic() < deadline:
+            time.sleep(0.01)
 
     def cell(spec, scale):
         if spec == 0:
             pool.bench_ready[0].set_result(None)  # the worker has started
-            deadline = time.monotonic() + 10
-            while len(pool.submitted) < 2 and time.monotonic() < deadline:
-                time.sleep(0.01)
-            handed_during_first_cell.append(list(pool.submitted))
+            wait_for(lambda: len(seen) >= 2)
+            during_first_cell.update(handed=list(pool.submitted), reported=sorted(s for s, _ in seen))
         return ("parent", spec * scale)
 
-    seen = []
-    reported_by = set()
-
-    def done(spec, out):
-        seen.append((spec, out))
-        reported_by.add(threading.current_thread())
-
-    run_cells(list(range(6)), cell, 10, jobs=2, threads=1, pool=pool, done=done)
-    assert handed_during_first_cell == [[1, 2]]
-    assert sorted(spec for spec, _ in seen) == list(range(6))
+    run_cells(list(range(6)), cell, 10, jobs=2, threads=1, pool=pool, done=lambda spec, out: seen.append((spec, out)))
+    assert during_first_cell == {"handed": [1, 2], "reported": [1, 2]}
+    assert sorted(spec for spec, _ in seen) == list(range(6))  # each once
     assert all(out[1] == 10 * spec for spec, out in seen)
-    assert reported_by == {threading.main_thread()}
     assert not pool.stopped
+
+
+def test_a_worker_failure_is_raised_here_and_stops_the_pool():
+    pool = FakePool(workers=1, warm=1)
+
+    def cell(spec, scale):
+        if spec == 1:
+            raise RuntimeError("worker cell failed")
+        return ("parent", spec * scale)
+
+    try:
+        run_cells(list(range(4)), cell, 10, jobs=2, threads=1, pool=pool, done=lambda spec, out: None)
+    except RuntimeError as error:
+        assert str(error) == "worker cell failed"
+    else:
+        raise AssertionError("the worker's failure was not raised")
+    assert pool.stopped
 
 
 def test_jobs_two_spawns_one_worker_beside_this_process():
