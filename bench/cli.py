@@ -577,19 +577,25 @@ def cmd_verify(args: argparse.Namespace) -> int:
     from bench.cells import environment, numerics
     from bench.loop import headline
     from bench.spec import CellSpec
-    from bench.verify import FAILING, pick_sample, rerunnable_records, verify_record
+    from bench.verify import FAILING, pick_sample, rerunnable_records, verify_record, within_seconds
 
+    if args.max_seconds is not None and not args.max_seconds > 0:
+        raise UsageError(f"--max-seconds must be a positive number of seconds, got {args.max_seconds:g}")
     torch.set_num_threads(args.threads)
     data_root = _data_root(args.data_root)
     candidates = rerunnable_records(Path(args.results), data_root)
     if not candidates:
         raise UsageError(f"no recorded cell under {args.results} can be re-run here (missing data?)")
+    candidates, too_long = within_seconds(candidates, args.max_seconds)
+    if not candidates:
+        raise UsageError(f"every re-runnable cell took longer than --max-seconds {args.max_seconds:g}; raise it")
     here = numerics(environment(), args.threads)
     seed = args.seed if args.seed is not None else random.SystemRandom().randrange(2**31)
     sample = pick_sample(candidates, here, args.sample, seed)
+    longer = f" ({too_long} that took longer than {args.max_seconds:g} s left out)" if too_long else ""
     print(
-        f"re-running {len(sample)} of {len(candidates)} re-runnable cells (sample seed {seed}) on {here[0]}, "
-        f"kernels {here[1]}"
+        f"re-running {len(sample)} of {len(candidates)} re-runnable cells{longer} (sample seed {seed}) on "
+        f"{here[0]}, kernels {here[1]}"
     )
     verdicts = []
     for record in sample:
@@ -950,6 +956,12 @@ def build_parser() -> argparse.ArgumentParser:
     verify.add_argument("--seed", type=int, help="seed of the sample (default: random, printed)")
     verify.add_argument("--data-root", help="folder with the real datasets (default: $BENCH_DATA)")
     verify.add_argument("--threads", type=int, default=1, help="torch CPU threads (records use 1)")
+    verify.add_argument(
+        "--max-seconds",
+        type=float,
+        help="draw only cells whose record took at most this long to train and test (a re-run takes about as "
+        "long, twice for a record made on another CPU; default: any)",
+    )
     verify.add_argument(
         "--strict", action="store_true", help="also fail when a cell recorded on another CPU gives other numbers here"
     )

@@ -11,7 +11,7 @@ from __future__ import annotations
 import random
 from pathlib import Path
 
-__all__ = ["FAILING", "pick_sample", "rerunnable_records", "verify_record"]
+__all__ = ["FAILING", "pick_sample", "rerunnable_records", "verify_record", "within_seconds"]
 
 #: Verdicts that fail ``bench verify``; ``other-cpu`` fails only under ``--strict``.
 FAILING = ("DIFFERENT", "NOT DETERMINISTIC")
@@ -30,6 +30,21 @@ def rerunnable_records(results: Path, data_root: Path | None) -> list[dict]:
             if dataset in DATASETS.names() and DATASETS.get(dataset).available(data_root)[0]:
                 candidates.append(record)
     return candidates
+
+
+def within_seconds(candidates: list[dict], max_seconds: float | None) -> tuple[list[dict], int]:
+    """(the candidates whose record took at most ``max_seconds`` to train and test, how many were left out).
+    A re-run takes about as long as the record did, twice for a record made on another CPU, so a bound keeps a
+    sampled check (CI's) from drawing a cell of many minutes; a record without timings counts as 0 s."""
+    if max_seconds is None:
+        return candidates, 0
+
+    def seconds(record: dict) -> float:
+        timings = record.get("timings") or {}
+        return float(timings.get("train_seconds", 0)) + float(timings.get("test_seconds", 0))
+
+    kept = [record for record in candidates if seconds(record) <= max_seconds]
+    return kept, len(candidates) - len(kept)
 
 
 def pick_sample(candidates: list[dict], here: tuple, size: int, seed: int) -> list[dict]:

@@ -167,6 +167,24 @@ def test_verify_draws_half_its_sample_from_records_made_on_this_cpu(run_cli, tmp
         assert code == 0 and out.count("  same  ") == 2 and sum(h in out for h in here) == 1
 
 
+def test_verify_max_seconds_leaves_out_cells_that_took_longer(run_cli, tmp_path):
+    run_cli("run", *FAST, "--results", str(tmp_path))
+    long_one, short_one = record_paths(tmp_path)
+    _reseal(long_one, lambda record: record["timings"].update(train_seconds=900.0))
+
+    def label(path):
+        spec = json.loads(path.read_text())["spec"]
+        return f"synthetic_2m/late_fusion/seed{spec['seed']}/miss{spec['missing_rate']:g}  "
+
+    code, out, _ = run_cli("verify", "--results", str(tmp_path), "--sample", "2", "--max-seconds", "600")
+    assert code == 0 and "re-running 1 of 1 re-runnable cells (1 that took longer than 600 s left out)" in out
+    assert label(short_one) in out and label(long_one) not in out
+    code, _, err = run_cli("verify", "--results", str(tmp_path), "--max-seconds", "0.0001")
+    assert code == 2 and "every re-runnable cell took longer than --max-seconds 0.0001; raise it" in err
+    code, _, err = run_cli("verify", "--results", str(tmp_path), "--max-seconds", "-1")
+    assert code == 2 and err.strip().endswith("--max-seconds must be a positive number of seconds, got -1")
+
+
 def test_verify_fails_a_cell_that_reruns_differently(run_cli, tmp_path, monkeypatch):
     import bench.cells
 
