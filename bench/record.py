@@ -150,6 +150,12 @@ class Record(dict):
         return self.get("timings") or _EMPTY
 
     @property
+    def cell_seconds(self) -> float:
+        """Seconds the cell took to train and test (0 for a record without timings): about what re-running it
+        costs (bench.verify, results/regenerate.sh's estimate)."""
+        return float(self.timings.get("train_seconds", 0.0)) + float(self.timings.get("test_seconds", 0.0))
+
+    @property
     def environment(self) -> Mapping[str, Any]:
         return self.get("environment") or _EMPTY
 

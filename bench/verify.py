@@ -11,13 +11,15 @@ from __future__ import annotations
 import random
 from pathlib import Path
 
+from bench.record import Record
+
 __all__ = ["FAILING", "pick_sample", "rerunnable_records", "verify_record", "within_seconds"]
 
 #: Verdicts that fail ``bench verify``; ``other-cpu`` fails only under ``--strict``.
 FAILING = ("DIFFERENT", "NOT DETERMINISTIC")
 
 
-def rerunnable_records(results: Path, data_root: Path | None) -> list[dict]:
+def rerunnable_records(results: Path, data_root: Path | None) -> list[Record]:
     """The ok training records under ``results`` whose dataset is registered and available here. Records
     scored by ``bench eval`` trained nothing: their source record is the one to re-run."""
     from bench.registry import DATASETS
@@ -32,18 +34,13 @@ def rerunnable_records(results: Path, data_root: Path | None) -> list[dict]:
     return candidates
 
 
-def within_seconds(candidates: list[dict], max_seconds: float | None) -> tuple[list[dict], int]:
+def within_seconds(candidates: list[Record], max_seconds: float | None) -> tuple[list[Record], int]:
     """(the candidates whose record took at most ``max_seconds`` to train and test, how many were left out).
-    A re-run takes about as long as the record did, twice for a record made on another CPU, so a bound keeps a
-    sampled check (CI's) from drawing a cell of many minutes; a record without timings counts as 0 s."""
+    A re-run takes about as long as the record did (:attr:`Record.cell_seconds`), twice for a record made on
+    another CPU, so a bound keeps a sampled check (CI's) from drawing a cell of many minutes."""
     if max_seconds is None:
         return candidates, 0
-
-    def seconds(record: dict) -> float:
-        timings = record.get("timings") or {}
-        return float(timings.get("train_seconds", 0)) + float(timings.get("test_seconds", 0))
-
-    kept = [record for record in candidates if seconds(record) <= max_seconds]
+    kept = [record for record in candidates if record.cell_seconds <= max_seconds]
     return kept, len(candidates) - len(kept)
 
 

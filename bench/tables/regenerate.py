@@ -65,10 +65,6 @@ def _value(value: Any) -> str:
     return value if isinstance(value, str) else json.dumps(value)
 
 
-def _cell_seconds(r: Record) -> float:
-    return float(r.timings.get("train_seconds", 0.0)) + float(r.timings.get("test_seconds", 0.0))
-
-
 def _options(key: tuple, *, tune: bool = False) -> list[str]:
     """The options of one block's ``run`` (``tune``: of its ``tune``, which takes the settings that change a
     trial's cell and refuses the evaluation-only ones: missing-on and noise)."""
@@ -137,14 +133,14 @@ def recorded_hours(records: Iterable[Mapping[str, Any]]) -> tuple[int, float, fl
     about one cell of that method at missing rate 0 (pruned trials cost less, so this is an upper estimate).
     """
     records = records_of(records)
-    cell_seconds = sum(_cell_seconds(r) for r in records)
+    cell_seconds = sum(r.cell_seconds for r in records)
     clean: dict[tuple, list[float]] = defaultdict(list)
     budget: dict[tuple, int] = {}
     for r in records:
         trials = _trials(r)
         if trials and r.missing_rate == 0:
             study = (r.method, r.dataset, r.epochs, r.precision)
-            clean[study].append(_cell_seconds(r))
+            clean[study].append(r.cell_seconds)
             budget[study] = trials
     tuning_seconds = sum(budget[s] * statistics.fmean(v) for s, v in clean.items())
     return len(records), cell_seconds / 3600, tuning_seconds / 3600
